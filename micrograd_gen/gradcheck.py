@@ -1,0 +1,103 @@
+"""Check an op's backward against central finite differences.
+
+For f: inputs -> output, pick a random cotangent u and look at the scalar L(x) = <u, f(x)>.
+The engine's backward(u) gives dL/dx for every input. Finite differences give the same thing:
+- along a random direction d (cheap at any size):  (L(x + h d) - L(x - h d)) / 2h  ~  <dL/dx, d>
+- element by element for small inputs (the full vector-Jacobian product, one pair of calls each).
+Numerics run in float64 by default, where the difference quotient is accurate to ~1e-8, so a
+wrong backward shows up plainly; `dtype=np.float32` checks the float32 path with looser tolerances.
+Choose inputs away from kinks (relu at 0, ties in max): there the derivative itself is undefined.
+"""
+import numpy as np
+
+from .backend import get_array_module, to_numpy
+from .tensor import Tensor
+
+# (step h, absolute tolerance, relative tolerance) per dtype
+TOLERANCES = {
+    np.dtype(np.float64): (1e-6, 1e-6, 1e-4),
+    np.dtype(np.float32): (1e-2, 5e-3, 5e-2),
+}
+
+
+class GradcheckError(AssertionError):
+    pass
+
+
+def gradcheck(fn, inputs, *, dtype=np.float64, directions=3, full_jacobian_max=64, eps=None,
+              atol=None, rtol=None, seed=0):
+    """Raise GradcheckError naming the worst disagreement, or return True.
+
+    fn: callable taking one Tensor per input and returning a Tensor.
+    inputs: arrays (NumPy or CuPy) or Tensors; they are copied, cast to `dtype`, never modified.
+    full_jacobian_max: also compare every element when the inputs hold at most this many numbers.
+    """
+    dtype = np.dtype(dtype)
+    h, default_atol, default_rtol = TOLERANCES[dtype]
+    h = eps if eps is not None else h
+    atol = default_atol if atol is None else atol
+    rtol = default_rtol if rtol is None else rtol
+    base = [(x.data if isinstance(x, Tensor) else x) for x in inputs]
+    xp = get_array_module(*base)
+    base = [xp.asarray(x, dtype=dtype).copy() for x in base]
+    rng = np.random.default_rng(seed)
+
+    def evaluate(arrays, cotangent):
+        out = fn(*[Tensor(a, dtype=dtype) for a in arrays])
+        return float(to_numpy((out.data * cotangent).sum()))
+
+    # Analytic gradient of L = <u, f(x)>.
+    leaves = [Tensor(x.copy(), requires_grad=True, dtype=dtype) for x in base]
+    out = fn(*leaves)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+    cotangent = xp.asarray(rng.standard_normal(out.shape), dtype=out.dtype)
+    if not out.requires_grad:
+        raise GradcheckError("gradcheck: the output does not depend on any input with a gradient")
+    out.backward(cotangent)
+    analytic = [xp.zeros_like(x) if t.grad is None else t.grad.astype(dtype) for x, t in zip(base, leaves)]
+    for i, (g, x) in enumerate(zip(analytic, base)):
+        if g.shape != x.shape:
+            raise GradcheckError(f"gradcheck: input {i} has shape {x.shape} but its gradient has "
+                                 f"shape {g.shape}")
+
+    # Directional derivatives.
+    for k in range(directions):
+        direction = [xp.asarray(rng.standard_normal(x.shape), dtype=dtype) for x in base]
+        norm = np.sqrt(sum(float(to_numpy((d * d).sum())) for d in direction)) or 1.0
+        direction = [d / norm for d in direction]
+        plus = evaluate([x + h * d for x, d in zip(base, direction)], cotangent)
+        minus = evaluate([x - h * d for x, d in zip(base, direction)], cotangent)
+        numeric = (plus - minus) / (2 * h)
+        predicted = sum(float(to_numpy((g * d).sum())) for g, d in zip(analytic, direction))
+        if abs(numeric - predicted) > atol + rtol * abs(numeric):
+            raise GradcheckError(
+                f"gradcheck: directional derivative {k} disagrees: analytic {predicted:.8g}, "
+                f"numeric {numeric:.8g} (|diff| {abs(numeric - predicted):.3g} > "
+                f"atol {atol:g} + rtol {rtol:g} * |numeric|)")
+
+    # Element by element, for small inputs.
+    if sum(x.size for x in base) <= full_jacobian_max:
+        worst = None
+        for i, x in enumerate(base):
+            flat_numeric = np.zeros(x.size)
+            for j in range(x.size):
+                bumped = [b.copy() for b in base]
+                bumped[i].reshape(-1)[j] += h
+                plus = evaluate(bumped, cotangent)
+                bumped[i].reshape(-1)[j] -= 2 * h
+                minus = evaluate(bumped, cotangent)
+                flat_numeric[j] = (plus - minus) / (2 * h)
+            flat_analytic = to_numpy(analytic[i]).reshape(-1).astype(np.float64)
+            excess = np.abs(flat_numeric - flat_analytic) - (atol + rtol * np.abs(flat_numeric))
+            if excess.size and excess.max() > 0:
+                j = int(excess.argmax())
+                if worst is None or excess[j] > worst[0]:
+                    worst = (excess[j], i, np.unravel_index(j, x.shape), flat_analytic[j],
+                             flat_numeric[j])
+        if worst is not None:
+            _, i, where, a, n = worst
+            raise GradcheckError(
+                f"gradcheck: input {i} element {tuple(int(w) for w in where)}: analytic {a:.8g}, "
+                f"numeric {n:.8g} (|diff| {abs(a - n):.3g}; atol {atol:g}, rtol {rtol:g})")
+    return True

@@ -1,0 +1,19 @@
+"""Differentiable ops. Each lives in one file with its forward and backward side by side:
+
+elementwise.py  arithmetic and pointwise nonlinearities      reduce.py     sum, mean, var, max, ...
+shape.py        reshape, transpose, slicing, concat, pad      linalg.py     matmul
+softmax.py      softmax, log_softmax                          losses.py     cross-entropies, MSE
+dropout.py      dropout                                       embedding.py  embedding lookup
+"""
+from .dropout import dropout
+from .elementwise import (abs, add, cast, clip, divide, exp, leaky_relu, log, maximum, minimum,
+                          multiply, negative, power, relu, sigmoid, softplus, sqrt, subtract, tanh,
+                          where)
+from .embedding import embedding
+from .linalg import matmul
+from .losses import (binary_crossentropy, categorical_crossentropy, mean_squared_error,
+                     sparse_categorical_crossentropy)
+from .reduce import logsumexp, max, mean, min, sum, var
+from .shape import (broadcast_to, concatenate, expand_dims, flatten, getitem, pad, reshape,
+                    split, squeeze, stack, transpose)
+from .softmax import log_softmax, softmax

@@ -1,0 +1,44 @@
+"""Matrix product, batched and broadcasting like numpy.matmul."""
+from ..backend import get_array_module
+from ..tensor import Function
+from .elementwise import unbroadcast
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError("matmul needs arrays of at least one dimension")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not line up "
+                             f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})")
+        self.a, self.b = a, b
+        return get_array_module(a, b).matmul(a, b)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        a, b = self.a, self.b
+        # Promote vectors to matrices so one rule covers every case, then drop the added axes.
+        a2 = a[None, :] if a.ndim == 1 else a                       # (..., M, K)
+        b2 = b[:, None] if b.ndim == 1 else b                       # (..., K, N)
+        g2 = g
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = xp.expand_dims(g2, -1)                             # (..., M, N)
+        da = db = None
+        if self.needs_input_grad[0]:
+            da = xp.matmul(g2, xp.swapaxes(b2, -1, -2))             # (..., M, K)
+            da = unbroadcast(da, a2.shape).reshape(a.shape)
+        if self.needs_input_grad[1]:
+            if b2.ndim == 2 and a2.ndim > 2:
+                # (B..., M, K) x (K, N), as a Dense layer on a sequence: fold the batch into M
+                # for one big GEMM instead of a batch of small ones and a sum.
+                db = xp.matmul(a2.reshape(-1, a2.shape[-1]).T, g2.reshape(-1, g2.shape[-1]))
+            else:
+                db = xp.matmul(xp.swapaxes(a2, -1, -2), g2)         # (..., K, N)
+            db = unbroadcast(db, b2.shape).reshape(b.shape)
+        return da, db
+
+
+def matmul(a, b):
+    return MatMul.apply(a, b)

@@ -1,0 +1,333 @@
+"""Tensor and reverse-mode autodiff.
+
+A Tensor wraps one array (NumPy or CuPy). An op is a `Function` subclass with `forward` and
+`backward` side by side (see micrograd_gen/ops/). Calling `Function.apply(...)` runs forward on the
+raw arrays and, when gradients are wanted, links the output to a Function instance (`ctx`) that
+remembers its inputs and whatever backward needs. `Tensor.backward()` walks those ctx nodes in
+reverse topological order, sums the gradients flowing into each output, and calls each
+`ctx.backward` once.
+
+Gradients (`tensor.grad`) are plain arrays of the tensor's own dtype and module.
+"""
+import numpy as np
+
+from . import backend
+
+_grad_enabled = True
+
+
+class no_grad:
+    """`with no_grad():` runs ops without recording anything for backward (inference, updates)."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous = _grad_enabled
+        _grad_enabled = False
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+        return False
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class Function:
+    """One differentiable op.
+
+    Subclasses define `forward(self, *arrays, **params)` returning an array (or a tuple of arrays)
+    and `backward(self, *output_grads)` returning one gradient per positional input (None where an
+    input needs none). Forward may store on `self` what backward needs. Before forward runs,
+    `self.needs_input_grad` says which positional inputs want a gradient, so forward can keep less
+    and backward can skip work (a frozen conv kernel needs no dW).
+    """
+
+    n_outputs = 1
+    freed = False
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        # Constants (Python numbers, raw arrays) adopt the dtype of the first tensor input, so that
+        # `x * 2` stays float32 and a float64 gradient check stays float64.
+        like = None
+        for x in inputs:
+            if isinstance(x, Tensor):
+                like = x
+                break
+        tensors = tuple(x if (x is None or isinstance(x, Tensor)) else _constant(x, like)
+                        for x in inputs)
+        arrays = [t.data if t is not None else None for t in tensors]
+        if len(arrays) > 1:
+            backend.get_array_module(*arrays)  # raises on a NumPy/CuPy mix
+        ctx = cls()
+        record = _grad_enabled and any(t is not None and t.requires_grad for t in tensors)
+        ctx.needs_input_grad = tuple(record and t is not None and t.requires_grad for t in tensors)
+        try:
+            out = ctx.forward(*arrays, **params)
+        except (ValueError, IndexError) as e:
+            shapes = ", ".join("None" if a is None else str(tuple(a.shape)) for a in arrays)
+            raise type(e)(f"{cls.__name__.lower()}: {e} (input shapes: {shapes})") from e
+        if not record:
+            if isinstance(out, tuple):
+                return tuple(Tensor._wrap(o, None, 0) for o in out)
+            return Tensor._wrap(out, None, 0)
+        ctx.parents = tensors
+        if isinstance(out, tuple):
+            ctx.n_outputs = len(out)
+            ctx.output_meta = [(o.shape, o.dtype) for o in out]
+            return tuple(Tensor._wrap(o, ctx, i) for i, o in enumerate(out))
+        return Tensor._wrap(out, ctx, 0)
+
+    def forward(self, *arrays, **params):
+        raise NotImplementedError(f"{type(self).__name__} has no forward")
+
+    def backward(self, *grads):
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+
+def _constant(x, like):
+    if like is not None:
+        xp = backend.get_array_module(like.data)
+        data = xp.asarray(x)
+        if like.dtype.kind == "f" and data.dtype.kind in "fiub" and data.dtype != like.dtype:
+            if data.dtype.kind == "f" or data.ndim == 0:
+                data = data.astype(like.dtype)
+        return Tensor._wrap(data, None, 0)
+    return Tensor(x)
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_index", "name", "__weakref__")
+    __array_priority__ = 1000  # numpy_array + tensor calls Tensor.__radd__, not elementwise loops
+
+    def __init__(self, data, requires_grad=False, dtype=None, name=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if backend._is_cupy_array(data) or isinstance(data, np.ndarray):
+            xp = backend.get_array_module(data)
+        else:
+            xp = backend.default_module()
+        if dtype is not None:
+            data = xp.asarray(data, dtype=dtype)
+        else:
+            data = xp.asarray(data)
+            if data.dtype.kind == "f" and data.dtype != np.float32:
+                data = data.astype(np.float32)
+        if requires_grad and data.dtype.kind not in "fc":
+            raise TypeError(f"Tensor(requires_grad=True) needs a float dtype, got {data.dtype}")
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+        self._index = 0
+        self.name = name
+
+    @classmethod
+    def _wrap(cls, data, ctx, index):
+        t = object.__new__(cls)
+        t.data = data
+        t.grad = None
+        t.requires_grad = ctx is not None
+        t._ctx = ctx
+        t._index = index
+        t.name = None
+        return t
+
+    # ---- plain properties -------------------------------------------------------------------
+    shape = property(lambda self: tuple(self.data.shape))
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: int(self.data.size))
+    is_leaf = property(lambda self: self._ctx is None)
+
+    @property
+    def xp(self):
+        return backend.get_array_module(self.data)
+
+    @property
+    def device(self):
+        return "cupy" if backend._is_cupy_array(self.data) else "numpy"
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, {self.device}{extra})"
+
+    __hash__ = object.__hash__  # comparisons return tensors, identity stays the hash
+
+    def numpy(self):
+        """The data as a NumPy array (copied from the GPU when needed)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        return self.numpy().item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor._wrap(self.data, None, 0)
+
+    def to(self, name):
+        """A copy on the named backend ("numpy" or "cupy"); requires_grad is kept."""
+        t = Tensor._wrap(backend.to_module(self.data, name), None, 0)
+        t.requires_grad = self.requires_grad
+        return t
+
+    def astype(self, dtype):
+        from . import ops
+        return ops.cast(self, dtype)
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ---- autodiff ---------------------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` that requires it.
+
+        `grad` is the cotangent (defaults to 1 for a one-element tensor). The graph is freed
+        afterwards unless `retain_graph=True`, so a long optimisation loop does not grow memory.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(no input had requires_grad=True, or it was made under no_grad())")
+        xp = self.xp
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() on a non-scalar tensor of shape {self.shape} needs an explicit "
+                    f"cotangent: y.backward(grad) with grad of shape {self.shape}")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad)
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"backward(): cotangent shape {tuple(grad.shape)} does not match "
+                                 f"the tensor's shape {self.shape}")
+            grad = grad.astype(self.dtype, copy=False)
+        if self._ctx is None:
+            _accumulate_leaf(self, grad)
+            return
+        root = self._ctx
+        if root.freed:
+            raise RuntimeError("backward() through a graph that was already freed; "
+                               "pass retain_graph=True to the first backward()")
+        pending = {root: [None] * root.n_outputs}
+        pending[root][self._index] = grad
+        for ctx in _reverse_topological(root):
+            out_grads = pending.pop(ctx, None)
+            if out_grads is None:
+                continue
+            if ctx.freed:
+                raise RuntimeError("backward() through a graph that was already freed; "
+                                   "pass retain_graph=True to the first backward()")
+            if ctx.n_outputs > 1:
+                out_grads = [xp.zeros(s, d) if g is None else g
+                             for g, (s, d) in zip(out_grads, ctx.output_meta)]
+            in_grads = ctx.backward(*out_grads)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for parent, g in zip(ctx.parents, in_grads):
+                if g is None or parent is None or not parent.requires_grad:
+                    continue
+                if parent._ctx is None:
+                    _accumulate_leaf(parent, g)
+                else:
+                    slots = pending.get(parent._ctx)
+                    if slots is None:
+                        slots = pending[parent._ctx] = [None] * parent._ctx.n_outputs
+                    i = parent._index
+                    slots[i] = g if slots[i] is None else slots[i] + g
+            if not retain_graph:
+                ctx.__dict__.clear()  # drop saved arrays and the links to inputs
+                ctx.freed = True
+                ctx.parents = ()
+
+    # ---- operators (the ops themselves live in micrograd_gen/ops) -----------------------------
+    def __add__(self, other): return _ops.add(self, other)
+    def __radd__(self, other): return _ops.add(other, self)
+    def __sub__(self, other): return _ops.subtract(self, other)
+    def __rsub__(self, other): return _ops.subtract(other, self)
+    def __mul__(self, other): return _ops.multiply(self, other)
+    def __rmul__(self, other): return _ops.multiply(other, self)
+    def __truediv__(self, other): return _ops.divide(self, other)
+    def __rtruediv__(self, other): return _ops.divide(other, self)
+    def __pow__(self, other): return _ops.power(self, other)
+    def __rpow__(self, other): return _ops.power(other, self)
+    def __matmul__(self, other): return _ops.matmul(self, other)
+    def __rmatmul__(self, other): return _ops.matmul(other, self)
+    def __neg__(self): return _ops.negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return _ops.abs(self)
+    def __getitem__(self, index): return _ops.getitem(self, index)
+
+    # Comparisons give boolean tensors that carry no gradient.
+    def _compare(self, other, fn):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor._wrap(fn(self.data, other), None, 0)
+
+    def __lt__(self, other): return self._compare(other, lambda a, b: a < b)
+    def __le__(self, other): return self._compare(other, lambda a, b: a <= b)
+    def __gt__(self, other): return self._compare(other, lambda a, b: a > b)
+    def __ge__(self, other): return self._compare(other, lambda a, b: a >= b)
+    def __eq__(self, other): return self._compare(other, lambda a, b: a == b)
+    def __ne__(self, other): return self._compare(other, lambda a, b: a != b)
+
+    # ---- method spellings of common ops -------------------------------------------------------
+    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _ops.max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return _ops.min(self, axis, keepdims)
+    def reshape(self, *shape): return _ops.reshape(self, shape[0] if len(shape) == 1 else shape)
+    def transpose(self, *axes): return _ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+    def exp(self): return _ops.exp(self)
+    def log(self): return _ops.log(self)
+    def sqrt(self): return _ops.sqrt(self)
+    def tanh(self): return _ops.tanh(self)
+    def sigmoid(self): return _ops.sigmoid(self)
+    def relu(self): return _ops.relu(self)
+    def flatten(self): return _ops.flatten(self)
+
+    @property
+    def T(self):
+        return _ops.transpose(self)
+
+
+def _accumulate_leaf(leaf, g):
+    if g.dtype != leaf.data.dtype:
+        g = g.astype(leaf.data.dtype)
+    if leaf.grad is None:
+        # A copy: the same array may be handed to several inputs (add's backward does that).
+        leaf.grad = g.copy()
+    else:
+        leaf.grad += g
+
+
+def _reverse_topological(root):
+    """ctx nodes reachable from root, each after every node that consumes its output.
+
+    Iterative depth-first search: graphs hundreds of thousands of nodes deep do not hit Python's
+    recursion limit.
+    """
+    order = []
+    seen = {root}
+    stack = [(root, iter(root.parents))]
+    while stack:
+        node, parents = stack[-1]
+        for p in parents:
+            if p is not None and p.requires_grad and p._ctx is not None and p._ctx not in seen:
+                seen.add(p._ctx)
+                stack.append((p._ctx, iter(p._ctx.parents)))
+                break
+        else:
+            stack.pop()
+            order.append(node)
+    order.reverse()
+    return order
+
+
+from . import ops as _ops  # noqa: E402  (the ops import Tensor from here)
