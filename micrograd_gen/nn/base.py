@@ -1,0 +1,621 @@
+"""Layer, Model, Sequential and Input: the Keras object model on top of the Tensor engine.
+
+A layer builds its weights on its first call, from the shape of what it is called on, as Keras
+layers do. It tracks the layers assigned to its attributes, in assignment order, so a subclass of
+`Model` (or of `Layer`) lists its weights without registering them by hand.
+
+Training mode. A layer starts in inference mode, as a Keras model called directly does (dropout off,
+batch norm on its moving statistics): `model.train()` switches every layer inside it to training
+behaviour and `model.eval()` back. A `training=` argument on a call overrides the mode for that call
+and every layer called inside it, as in Keras.
+
+Randomness. Each layer owns a numpy Generator, made from its `seed=` argument or, without one, from
+the module-level generator that `set_seed(n)` resets; initial weights and dropout masks come from
+it. `set_seed(0)` before building a model therefore gives the same weights on every run.
+
+Names. Layers get Keras's automatic names (dense, dense_1, ...) unless given `name=`;
+`clear_session()` restarts the counters, as `keras.backend.clear_session()` does.
+"""
+import inspect
+import itertools
+import re
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor, no_grad
+from . import initializers
+
+# ---- seeds and names ------------------------------------------------------------------------------
+_global_rng = np.random.default_rng()
+
+
+def set_seed(seed):
+    """Reset the generator that layers without a `seed=` draw their weights and masks from."""
+    global _global_rng
+    _global_rng = np.random.default_rng(seed)
+
+
+_name_counts = {}
+
+
+def unique_name(prefix):
+    n = _name_counts.get(prefix, 0)
+    _name_counts[prefix] = n + 1
+    return prefix if n == 0 else f"{prefix}_{n}"
+
+
+def clear_session():
+    """Restart the automatic layer names, so the next Dense is `dense` again."""
+    _name_counts.clear()
+
+
+def to_snake_case(name):
+    # Keras's rule, so that Conv2DTranspose -> conv2d_transpose and LeakyReLU -> leaky_re_lu.
+    name = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+# ---- symbolic inputs (keras.Input) --------------------------------------------------------------
+class KerasTensor:
+    """A placeholder with a shape (batch axis None) and a dtype, made by `Input(...)` or by calling a
+    layer on placeholders; `Model(inputs, outputs)` replays the layer calls that led to `outputs`."""
+
+    def __init__(self, shape, dtype="float32", node=None, index=0, name=None):
+        self.shape = tuple(None if d is None else int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.node, self.index, self.name = node, index, name
+
+    ndim = property(lambda self: len(self.shape))
+
+    def __repr__(self):
+        return f"KerasTensor(shape={self.shape}, dtype={self.dtype.name}, name={self.name!r})"
+
+
+def Input(shape=None, batch_size=None, dtype="float32", name=None, batch_shape=None):
+    """keras.Input: `shape` excludes the batch axis."""
+    if batch_shape is None:
+        if shape is None:
+            raise ValueError("Input: give shape= (without the batch axis) or batch_shape=")
+        batch_shape = (batch_size,) + tuple(shape)
+    return KerasTensor(batch_shape, dtype, name=name or unique_name("input_layer"))
+
+
+_node_ids = itertools.count()
+
+
+class _Node:
+    """One call of a layer on placeholders: its arguments (placeholders inside) and its outputs."""
+
+    def __init__(self, layer, args, kwargs):
+        self.id = next(_node_ids)
+        self.layer, self.args, self.kwargs = layer, args, kwargs
+        self.outputs = []
+
+
+def _flatten(structure):
+    if isinstance(structure, (list, tuple)):
+        return [x for item in structure for x in _flatten(item)]
+    if isinstance(structure, dict):
+        return [x for item in structure.values() for x in _flatten(item)]
+    return [structure]
+
+
+def _map(fn, structure):
+    if isinstance(structure, list):
+        return [_map(fn, x) for x in structure]
+    if isinstance(structure, tuple):
+        return tuple(_map(fn, x) for x in structure)
+    if isinstance(structure, dict):
+        return {k: _map(fn, v) for k, v in structure.items()}
+    return fn(structure)
+
+
+def _is_shape(s):
+    return isinstance(s, tuple) and all(d is None or isinstance(d, (int, np.integer)) for d in s)
+
+
+def _shape_of(x):
+    """The shape of a tensor, array or placeholder; a list of shapes for a list of them."""
+    if isinstance(x, (list, tuple)):
+        return [_shape_of(t) for t in x]
+    return tuple(x.shape)
+
+
+def _as_tensor(x):
+    # Raw arrays become Tensors (float64 NumPy data becomes float32, the engine's default).
+    if isinstance(x, np.ndarray) or backend._is_cupy_array(x):
+        return Tensor(x)
+    return x
+
+
+# The training flag of the enclosing call, passed to every layer called inside it (None outside).
+_call_training = None
+
+
+class Layer:
+    """Base of every layer. Subclasses define `build(input_shape)` (add weights with `add_weight`)
+    and `call(inputs, ...)`; a `training` parameter on `call` receives the resolved mode."""
+
+    _accepts_training = {}
+
+    def __init__(self, name=None, trainable=True, dtype=None, seed=None, input_shape=None,
+                 batch_input_shape=None, batch_size=None, input_dim=None):
+        object.__setattr__(self, "_tracked", {})
+        self.name = name or unique_name(to_snake_case(type(self).__name__))
+        self.built = False
+        self._trainable = bool(trainable)
+        self.dtype = np.dtype(dtype or "float32")
+        self.seed = seed
+        self._rng = None
+        self._weight_records = []  # (short name, Tensor, created trainable), in creation order
+        self.training = False
+        self._output_shape = None
+        if input_dim is not None and input_shape is None:
+            input_shape = (input_dim,)
+        if batch_input_shape is None and input_shape is not None:
+            batch_input_shape = (batch_size,) + tuple(input_shape)
+        self._batch_input_shape = None if batch_input_shape is None else tuple(batch_input_shape)
+
+    # ---- attribute tracking ---------------------------------------------------------------------
+    def __setattr__(self, key, value):
+        tracked = self.__dict__.get("_tracked")
+        if tracked is not None and not key.startswith("_"):
+            if isinstance(value, Layer) or (isinstance(value, (list, tuple)) and value
+                                            and all(isinstance(v, Layer) for v in value)):
+                tracked[key] = value
+            else:
+                tracked.pop(key, None)
+        object.__setattr__(self, key, value)
+
+    @property
+    def _sublayers(self):
+        """Direct sublayers, in assignment order, each once."""
+        seen, out = set(), []
+        for value in self._tracked.values():
+            for layer in (value if isinstance(value, (list, tuple)) else [value]):
+                if id(layer) not in seen and layer is not self:
+                    seen.add(id(layer))
+                    out.append(layer)
+        return out
+
+    def _rng_for_layer(self):
+        if self._rng is None:
+            seed = self.seed if self.seed is not None else int(_global_rng.integers(2**63))
+            self._rng = np.random.default_rng(seed)
+        return self._rng
+
+    # ---- weights --------------------------------------------------------------------------------
+    def add_weight(self, name, shape, initializer="zeros", trainable=True, dtype=None):
+        """Create a weight Tensor (on the current default backend) and record it under `name`."""
+        dtype = np.dtype(dtype or self.dtype)
+        init = initializers.get(initializer)
+        if isinstance(init, initializers.Initializer):
+            value = init(shape, dtype, self._rng_for_layer())
+        else:  # a Keras-style callable init(shape, dtype)
+            value = init(shape, dtype=dtype)
+            value = np.asarray(backend.to_numpy(value.data if isinstance(value, Tensor) else value),
+                               dtype=dtype)
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"layer '{self.name}': initializer for '{name}' returned shape "
+                             f"{tuple(value.shape)}, expected {tuple(shape)}")
+        data = backend.to_module(value, backend.default_name())
+        tensor = Tensor(data, requires_grad=trainable and self.trainable, dtype=dtype,
+                        name=f"{self.name}/{name}")
+        self._weight_records.append((name, tensor, bool(trainable)))
+        return tensor
+
+    def _own(self, trainable):
+        return [t for _, t, tr in self._weight_records if tr == trainable]
+
+    @property
+    def weights(self):
+        """Keras 3's order: this layer's trainable then non-trainable weights, then each sublayer's."""
+        return [t for _, t in self._named_weights()]
+
+    @property
+    def weight_names(self):
+        """Keras's short names, same length and order as `weights` ("kernel", "bias", ...);
+        a sublayer's weights are prefixed with its name ("dense/kernel")."""
+        return [n for n, _ in self._named_weights()]
+
+    def _named_weights(self):
+        own = ([(n, t) for n, t, tr in self._weight_records if tr]
+               + [(n, t) for n, t, tr in self._weight_records if not tr])
+        seen = {id(t) for _, t in own}
+        for layer in self._sublayers:
+            for n, t in layer._named_weights():
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    own.append((f"{layer.name}/{n}", t))
+        return own
+
+    @property
+    def trainable_weights(self):
+        if not self.trainable:
+            return []
+        out = self._own(True)
+        for layer in self._sublayers:
+            out += [t for t in layer.trainable_weights if all(t is not u for u in out)]
+        return out
+
+    @property
+    def non_trainable_weights(self):
+        if not self.trainable:
+            return self.weights
+        trainable = {id(t) for t in self.trainable_weights}
+        return [t for t in self.weights if id(t) not in trainable]
+
+    def parameters(self):
+        """The trainable weights: what an optimiser updates."""
+        return self.trainable_weights
+
+    def count_params(self):
+        return sum(t.size for t in self.weights)
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        """Freezing a layer freezes its sublayers; its weights stop requiring gradients."""
+        self._trainable = bool(value)
+        for _, t, created_trainable in self._weight_records:
+            t.requires_grad = created_trainable and self._trainable
+        for layer in self._sublayers:
+            layer.trainable = value
+
+    def get_weights(self):
+        """Copies of the weights as NumPy arrays, in `weights` order (Keras's layout)."""
+        return [np.array(backend.to_numpy(t.data)) for t in self.weights]
+
+    def set_weights(self, arrays):
+        """Assign arrays in `weights` order. Count and shapes are all checked before anything is
+        assigned, so a failed call leaves the layer as it was."""
+        named = self._named_weights()
+        arrays = list(arrays)
+        if len(arrays) != len(named):
+            raise ValueError(
+                f"layer '{self.name}' ({type(self).__name__}) expects {len(named)} weights "
+                f"{[n for n, _ in named]}, got {len(arrays)} arrays"
+                + ("" if self.built or named else " (the layer is not built yet: call it once or "
+                   "give it an input shape first)"))
+        arrays = [backend.to_numpy(a.data if isinstance(a, Tensor) else a) for a in arrays]
+        for (n, t), a in zip(named, arrays):
+            if tuple(np.shape(a)) != t.shape:
+                raise ValueError(f"layer '{self.name}' ({type(self).__name__}): weight '{n}' has "
+                                 f"shape {t.shape}, the array given for it has shape "
+                                 f"{tuple(np.shape(a))}")
+        for (_, t), a in zip(named, arrays):
+            t.data[...] = t.xp.asarray(np.asarray(a, dtype=t.dtype))
+
+    def to(self, backend_name):
+        """Move every weight to "numpy" or "cupy", in place (the Tensors stay the same objects,
+        so an optimiser made earlier still holds them; their gradients are dropped)."""
+        for t in self.weights:
+            t.data = backend.to_module(t.data, backend_name)
+            t.grad = None
+        return self
+
+    # ---- modes ----------------------------------------------------------------------------------
+    def train(self, mode=True):
+        """Training behaviour (dropout on, batch norm on batch statistics) for this layer and
+        everything inside it."""
+        self.training = bool(mode)
+        for layer in self._sublayers:
+            layer.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # ---- building and calling -------------------------------------------------------------------
+    def build(self, input_shape):
+        """Create the weights for inputs of `input_shape` (batch axis included, maybe None)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "build" in cls.__dict__:
+            original = cls.__dict__["build"]
+
+            def build(self, *args, **kw):
+                original(self, *args, **kw)
+                self.built = True
+
+            build.__doc__, build.__name__ = original.__doc__, "build"
+            build._original = original
+            cls.build = build
+
+    def _build_from_call(self, args, kwargs):
+        """Build from the shapes of the call's arguments; layers with several named inputs
+        (MultiHeadAttention) override this."""
+        self.build(_shape_of(args[0]))
+
+    def call(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} defines no call()")
+
+    def _call_accepts_training(self):
+        cls = type(self)
+        if cls not in Layer._accepts_training:
+            Layer._accepts_training[cls] = "training" in inspect.signature(self.call).parameters
+        return Layer._accepts_training[cls]
+
+    def __call__(self, *args, training=None, **kwargs):
+        global _call_training
+        args = tuple(_map(_as_tensor, a) for a in args)
+        if any(isinstance(x, KerasTensor) for x in _flatten((args, kwargs))):
+            return self._call_symbolic(args, kwargs)
+        if not self.built:
+            self._build_from_call(args, kwargs)
+            self.built = True
+        if training is None:
+            training = _call_training
+        effective = self.training if training is None else bool(training)
+        outer, _call_training = _call_training, training
+        try:
+            if self._call_accepts_training():
+                out = self.call(*args, training=effective, **kwargs)
+            else:
+                out = self.call(*args, **kwargs)
+        finally:
+            _call_training = outer
+        self._output_shape = _map(lambda t: tuple(t.shape), out)
+        return out
+
+    def _call_symbolic(self, args, kwargs):
+        if not self.built:
+            self._build_from_call(args, kwargs)
+            self.built = True
+        out_shape = self.compute_output_shape(*[_shape_of(a) for a in args])
+        node = _Node(self, args, kwargs)
+        dtype = self._output_dtype(args)
+        out = _map_shapes(lambda s: KerasTensor(s, dtype, node, 0, self.name), out_shape)
+        node.outputs = _flatten(out)
+        for i, kt in enumerate(node.outputs):
+            kt.index = i
+        self._output_shape = out_shape
+        return out
+
+    def _output_dtype(self, args):
+        return self.dtype
+
+    def compute_output_shape(self, input_shape, *more):
+        """Output shape for an input shape (batch axis included). This fallback runs the layer
+        once on zeros (unknown axes taken as 1), so a custom layer needs nothing extra."""
+        def dummy(shape):
+            return Tensor(np.zeros([1 if d is None else d for d in shape], self.dtype))
+
+        def placeholder_input(shape):
+            return [dummy(s) for s in shape] if not _is_shape(shape) else dummy(shape)
+
+        with no_grad():
+            out = self.call(*[placeholder_input(s) for s in (input_shape,) + more])
+        batch_unknown = _is_shape(input_shape) and input_shape and input_shape[0] is None
+        return _map(lambda t: ((None,) + tuple(t.shape)[1:]) if batch_unknown else tuple(t.shape),
+                    out)
+
+    @property
+    def output_shape(self):
+        """The output shape of the last call (or of the shape pass that built the model)."""
+        return self._output_shape
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _map_shapes(fn, shape):
+    if _is_shape(shape):
+        return fn(shape)
+    return [_map_shapes(fn, s) for s in shape]
+
+
+# ---- models ---------------------------------------------------------------------------------------
+class Model(Layer):
+    """keras.Model, two ways:
+
+    - subclass it, assign layers to attributes in `__init__`, define `call(self, x, training=None)`;
+    - or `Model(inputs, outputs)` over `Input(...)` placeholders (the functional API).
+    """
+
+    def __init__(self, inputs=None, outputs=None, name=None, **kwargs):
+        if inputs is not None or outputs is not None:
+            name = name or unique_name("functional")
+        super().__init__(name=name, **kwargs)
+        self._graph = None
+        if inputs is not None or outputs is not None:
+            self._init_graph(inputs, outputs)
+
+    # ---- the functional form --------------------------------------------------------------------
+    def _init_graph(self, inputs, outputs):
+        flat_in, flat_out = _flatten(inputs), _flatten(outputs)
+        for kt in flat_in + flat_out:
+            if not isinstance(kt, KerasTensor):
+                raise TypeError(f"Model '{self.name}': inputs and outputs must come from Input() "
+                                f"and layer calls on it, got {type(kt).__name__}")
+        # Nodes are numbered as they are made, so sorting by number is a topological order.
+        nodes, stack = {}, [kt.node for kt in flat_out if kt.node is not None]
+        while stack:
+            node = stack.pop()
+            if node.id in nodes:
+                continue
+            nodes[node.id] = node
+            for kt in _flatten((node.args, node.kwargs)):
+                if isinstance(kt, KerasTensor) and kt.node is not None:
+                    stack.append(kt.node)
+        order = [nodes[i] for i in sorted(nodes)]
+        input_ids = {id(kt) for kt in flat_in}
+        for node in order:
+            for kt in _flatten((node.args, node.kwargs)):
+                if isinstance(kt, KerasTensor) and kt.node is None and id(kt) not in input_ids:
+                    raise ValueError(f"Model '{self.name}': output depends on input {kt.name!r}, "
+                                     f"which is not among the model's inputs")
+        self._graph = (inputs, outputs, order)
+        graph_layers = []
+        for node in order:
+            if all(node.layer is not layer for layer in graph_layers):
+                graph_layers.append(node.layer)
+        self.graph_layers = graph_layers  # tracked, so layers and weights follow the node order
+        self.built = True
+        self._output_shape = _map(lambda kt: kt.shape, outputs)
+
+    def _run_graph(self, inputs):
+        graph_inputs, graph_outputs, order = self._graph
+        flat_in, given = _flatten(graph_inputs), _flatten(inputs)
+        if len(given) != len(flat_in):
+            raise ValueError(f"Model '{self.name}' expects {len(flat_in)} inputs, got {len(given)}")
+        values = {}
+        for kt, value in zip(flat_in, given):
+            value = _as_tensor(value)
+            expected = kt.shape[1:]
+            got = tuple(value.shape)[1:]
+            if len(got) != len(expected) or any(e is not None and e != g
+                                                for e, g in zip(expected, got)):
+                raise ValueError(f"Model '{self.name}': input {kt.name!r} expects shape "
+                                 f"{kt.shape}, got {tuple(value.shape)}")
+            values[id(kt)] = value
+
+        def lookup(x):
+            return values[id(x)] if isinstance(x, KerasTensor) else x
+
+        for node in order:
+            out = node.layer(*_map(lookup, node.args), **_map(lookup, node.kwargs))
+            for kt, value in zip(node.outputs, _flatten(out)):
+                values[id(kt)] = value
+        return _map(lookup, graph_outputs)
+
+    def call(self, inputs, training=None):
+        if self._graph is None:
+            raise NotImplementedError(f"{type(self).__name__} defines no call(): subclass Model "
+                                      "and define call(self, x, training=None), or build it as "
+                                      "Model(inputs, outputs)")
+        return self._run_graph(inputs)
+
+    def compute_output_shape(self, input_shape, *more):
+        if self._graph is not None:
+            return _map(lambda kt: kt.shape, self._graph[1])
+        return super().compute_output_shape(input_shape, *more)
+
+    # ---- inspection -----------------------------------------------------------------------------
+    @property
+    def layers(self):
+        """Every layer inside, in order, with nested models opened up into their layers."""
+        out = []
+        for layer in self._sublayers:
+            items = layer.layers if isinstance(layer, Model) else [layer]
+            for item in items:
+                if all(item is not o for o in out):
+                    out.append(item)
+        return out
+
+    def get_layer(self, name=None, index=None):
+        if index is not None:
+            return self.layers[index]
+        candidates = list(self.layers)
+        stack = list(self._sublayers)
+        while stack:
+            layer = stack.pop()
+            if isinstance(layer, Model):
+                candidates.append(layer)
+                stack.extend(layer._sublayers)
+        for layer in candidates:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"Model '{self.name}' has no layer named {name!r}; its layers: "
+                         f"{[l.name for l in self.layers]}")
+
+    def summary(self, print_fn=print, line_length=80):
+        """Each layer's output shape and parameter count, then the totals (Keras's table)."""
+        widths = (int(line_length * 0.45), int(line_length * 0.33))
+        lines = [f'Model: "{self.name}"', "_" * line_length,
+                 f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}Param #",
+                 "=" * line_length]
+        for layer in self.layers:
+            lines.append(f"{layer.name + ' (' + type(layer).__name__ + ')':<{widths[0]}}"
+                         f"{_format_shape(layer._output_shape):<{widths[1]}}"
+                         f"{layer.count_params():,}")
+        trainable = sum(t.size for t in self.trainable_weights)
+        total = self.count_params()
+        lines += ["=" * line_length, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}", "_" * line_length]
+        print_fn("\n".join(lines))
+
+    # ---- weight files ---------------------------------------------------------------------------
+    def save_weights(self, path, optimizer=None):
+        """Keras legacy HDF5 layout (see micrograd_gen.io); written to a temporary file and renamed."""
+        from .. import io
+        return io.save_weights(self, path, optimizer=optimizer)
+
+    def load_weights(self, path, by_name=False, **kwargs):
+        from .. import io
+        return io.load_weights(self, path, by_name=by_name, **kwargs)
+
+
+def _format_shape(shape):
+    if shape is None:
+        return "?"
+    if _is_shape(shape):
+        return str((None,) + tuple(shape[1:])) if shape else "()"
+    return "[" + ", ".join(_format_shape(s) for s in shape) + "]"
+
+
+class Sequential(Model):
+    """A stack of single-input layers. With an input shape (an `Input(...)` first, or
+    `input_shape=` on the first layer) it is built at once, so summary() and load_weights() work
+    before any data goes through it."""
+
+    def __init__(self, layers=None, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.stack = []
+        self._input_batch_shape = None
+        for layer in layers or []:
+            self.add(layer)
+
+    def add(self, layer):
+        if isinstance(layer, KerasTensor):
+            if self.stack:
+                raise ValueError(f"Sequential '{self.name}': Input(...) must come first")
+            self._input_batch_shape = layer.shape
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential '{self.name}': add() takes a layer, got "
+                            f"{type(layer).__name__}")
+        if not self.stack and self._input_batch_shape is None:
+            self._input_batch_shape = layer._batch_input_shape
+        self.stack = self.stack + [layer]
+        if self._input_batch_shape is not None:
+            self.build(self._input_batch_shape)
+
+    def build(self, input_shape):
+        """Build every layer from the input shape, recording each output shape on the way."""
+        shape = tuple(input_shape)
+        for layer in self.stack:
+            if not layer.built:
+                layer.build(shape)
+                layer.built = True
+            shape = layer.compute_output_shape(shape)
+            layer._output_shape = shape
+        self._input_batch_shape = tuple(input_shape)
+        self._output_shape = shape
+
+    def _build_from_call(self, args, kwargs):
+        # Without a declared input shape each layer builds itself as the data reaches it.
+        pass
+
+    def call(self, x, training=None):
+        for layer in self.stack:
+            x = layer(x)
+        return x
+
+    def compute_output_shape(self, input_shape, *more):
+        shape = tuple(input_shape)
+        for layer in self.stack:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def pop(self):
+        layer = self.stack[-1]
+        self.stack = self.stack[:-1]
+        return layer
+
+

@@ -1,0 +1,214 @@
+"""The basic layers: Dense, Activation, Flatten, Reshape, Dropout, Embedding, LeakyReLU,
+Concatenate, Add. Arguments, defaults and weight layouts are Keras's."""
+import math
+
+from .. import ops
+from ..tensor import Tensor
+from . import activations
+from .base import Layer
+
+
+class Dense(Layer):
+    """y = activation(x @ kernel + bias) on the last axis of an input of any rank;
+    kernel (in, units), bias (units,)."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self.use_bias = use_bias
+        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
+
+    def build(self, input_shape):
+        if input_shape[-1] is None:
+            raise ValueError(f"Dense '{self.name}': the last axis of the input must be known, "
+                             f"got input shape {input_shape}")
+        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
+                                      self.kernel_initializer)
+        self.bias = (self.add_weight("bias", (self.units,), self.bias_initializer)
+                     if self.use_bias else None)
+
+    def call(self, x):
+        if x.shape[-1] != self.kernel.shape[0]:
+            raise ValueError(f"Dense '{self.name}': built for inputs with last axis "
+                             f"{self.kernel.shape[0]}, got input shape {tuple(x.shape)}")
+        y = ops.matmul(x, self.kernel)
+        if self.bias is not None:
+            y = y + self.bias
+        return self.activation(y)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+
+class Activation(Layer):
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def call(self, x):
+        return self.activation(x)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+class LeakyReLU(Layer):
+    """max(x, negative_slope * x). Keras 3 names the slope `negative_slope` (default 0.3);
+    Keras 2's `alpha=` is accepted too."""
+
+    def __init__(self, negative_slope=0.3, alpha=None, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_slope = float(alpha if alpha is not None else negative_slope)
+
+    def call(self, x):
+        return ops.leaky_relu(x, self.negative_slope)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...)); NHWC order, as Keras flattens channels-last tensors."""
+
+    def call(self, x):
+        return ops.flatten(x)
+
+    def compute_output_shape(self, input_shape):
+        rest = input_shape[1:]
+        return (input_shape[0], None if None in rest else math.prod(rest))
+
+
+class Reshape(Layer):
+    """Reshape everything but the batch axis to `target_shape` (one entry may be -1)."""
+
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.target_shape = tuple(int(d) for d in target_shape)
+        if sum(d == -1 for d in self.target_shape) > 1:
+            raise ValueError(f"Reshape '{self.name}': at most one -1 in target_shape, got "
+                             f"{self.target_shape}")
+
+    def call(self, x):
+        self._check(tuple(x.shape))
+        return ops.reshape(x, (x.shape[0],) + self.target_shape)
+
+    def _check(self, input_shape):
+        size = math.prod(input_shape[1:])
+        known = math.prod(d for d in self.target_shape if d != -1)
+        if (-1 in self.target_shape and size % known) or (
+                -1 not in self.target_shape and size != known):
+            raise ValueError(f"Reshape '{self.name}': cannot reshape input of shape {input_shape} "
+                             f"to (batch,) + {self.target_shape}")
+
+    def compute_output_shape(self, input_shape):
+        rest = input_shape[1:]
+        if -1 not in self.target_shape:
+            return (input_shape[0],) + self.target_shape
+        if None in rest:
+            return (input_shape[0],) + tuple(None if d == -1 else d for d in self.target_shape)
+        self._check((1,) + tuple(rest))
+        known = math.prod(d for d in self.target_shape if d != -1)
+        return (input_shape[0],) + tuple(math.prod(rest) // known if d == -1 else d
+                                         for d in self.target_shape)
+
+
+class Dropout(Layer):
+    """Inverted dropout in training mode, identity in inference mode (see base.py for modes).
+    The mask comes from the layer's generator: its `seed`, or the module-level one."""
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        if not 0 <= rate < 1:
+            raise ValueError(f"Dropout '{self.name}': rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0:
+            return x
+        return ops.dropout(x, self.rate, training=True, rng=self._rng_for_layer())
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+class Embedding(Layer):
+    """Integer ids (any shape) -> rows of `embeddings` (input_dim, output_dim).
+
+    `mask_zero=True` makes `compute_mask(ids)` return ids != 0; masks are not passed along
+    automatically as in Keras, so a layer that needs one takes it as an argument."""
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
+                 input_length=None, **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        self.embeddings_initializer = embeddings_initializer
+        self.mask_zero = mask_zero
+        if input_length is not None and self._batch_input_shape is None:
+            self._batch_input_shape = (None, input_length)
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim),
+                                          self.embeddings_initializer)
+
+    def call(self, ids):
+        return ops.embedding(ids, self.embeddings)
+
+    def compute_mask(self, ids):
+        if not self.mask_zero:
+            return None
+        ids = ids.data if isinstance(ids, Tensor) else ids
+        return ids != 0
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
+
+
+class Concatenate(Layer):
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def call(self, inputs):
+        _check_list(self, inputs, 1)
+        return ops.concatenate(list(inputs), axis=self.axis)
+
+    def compute_output_shape(self, input_shapes):
+        shapes = [tuple(s) for s in input_shapes]
+        axis = self.axis % len(shapes[0])
+        for s in shapes[1:]:
+            if len(s) != len(shapes[0]) or any(
+                    a != b and None not in (a, b)
+                    for i, (a, b) in enumerate(zip(s, shapes[0])) if i != axis):
+                raise ValueError(f"Concatenate '{self.name}': shapes {shapes} differ off axis "
+                                 f"{self.axis}")
+        sizes = [s[axis] for s in shapes]
+        out = list(shapes[0])
+        out[axis] = None if None in sizes else sum(sizes)
+        return tuple(out)
+
+
+class Add(Layer):
+    """Elementwise sum of a list of tensors of the same shape."""
+
+    def call(self, inputs):
+        _check_list(self, inputs, 1)
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = out + x
+        return out
+
+    def compute_output_shape(self, input_shapes):
+        shapes = [tuple(s) for s in input_shapes]
+        if any(len(s) != len(shapes[0]) or any(a != b and None not in (a, b)
+                                               for a, b in zip(s, shapes[0])) for s in shapes):
+            raise ValueError(f"Add '{self.name}': inputs of different shapes {shapes}")
+        # Take each axis from whichever input knows it.
+        return tuple(next((d for d in axis if d is not None), None) for axis in zip(*shapes))
+
+
+def _check_list(layer, inputs, minimum):
+    if not isinstance(inputs, (list, tuple)) or len(inputs) < minimum:
+        raise ValueError(f"{type(layer).__name__} '{layer.name}' is called on a list of tensors, "
+                         f"got {type(inputs).__name__}")
