@@ -1,15 +1,27 @@
 """Keras-style layers and models (micrograd_gen.nn).
 
-base.py           Layer, Model, Sequential, Input; seeds (set_seed) and automatic names
-initializers.py   glorot_uniform, orthogonal, zeros, ... with Keras's fan rules
-activations.py    activation functions by Keras name
-core.py           Dense, Activation, Flatten, Reshape, Dropout, Embedding, LeakyReLU, Concatenate, Add
+base.py            Layer, Model, Sequential, Input; set_seed and automatic names; training modes
+initializers.py    glorot_uniform, orthogonal, zeros, ... with Keras's fan rules
+activations.py     activation functions by Keras name ("relu", "softmax", ...)
+core.py            Dense, Activation, Flatten, Reshape, Dropout, Embedding, LeakyReLU, Concatenate, Add
+convolutional.py   Conv2D, Conv2DTranspose, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
+                   UpSampling2D
+recurrent.py       LSTM
+attention.py       MultiHeadAttention
+normalization.py   LayerNormalization, BatchNormalization
 """
 from . import activations, initializers
+from .attention import MultiHeadAttention
 from .base import Input, KerasTensor, Layer, Model, Sequential, clear_session, set_seed
+from .convolutional import (AveragePooling2D, Conv2D, Conv2DTranspose, GlobalAveragePooling2D,
+                            MaxPooling2D, UpSampling2D)
 from .core import (Activation, Add, Concatenate, Dense, Dropout, Embedding, Flatten, LeakyReLU,
                    Reshape)
+from .normalization import BatchNormalization, LayerNormalization
+from .recurrent import LSTM
 
 __all__ = ["Layer", "Model", "Sequential", "Input", "KerasTensor", "set_seed", "clear_session",
            "Dense", "Activation", "Flatten", "Reshape", "Dropout", "Embedding", "LeakyReLU",
-           "Concatenate", "Add", "activations", "initializers"]
+           "Concatenate", "Add", "Conv2D", "Conv2DTranspose", "MaxPooling2D", "AveragePooling2D",
+           "GlobalAveragePooling2D", "UpSampling2D", "LSTM", "MultiHeadAttention",
+           "LayerNormalization", "BatchNormalization", "activations", "initializers"]

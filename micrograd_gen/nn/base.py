@@ -531,8 +531,9 @@ class Model(Layer):
                  f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}Param #",
                  "=" * line_length]
         for layer in self.layers:
-            lines.append(f"{layer.name + ' (' + type(layer).__name__ + ')':<{widths[0]}}"
-                         f"{_format_shape(layer._output_shape):<{widths[1]}}"
+            label = f"{layer.name} ({type(layer).__name__})"
+            shape = _format_shape(layer._output_shape)
+            lines.append(f"{label:<{widths[0] - 1}} {shape:<{widths[1] - 1}} "
                          f"{layer.count_params():,}")
         trainable = sum(t.size for t in self.trainable_weights)
         total = self.count_params()
