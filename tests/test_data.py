@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 from micrograd_gen import download
-from micrograd_gen.data import images as img_mod
 from micrograd_gen.data import mnist as mnist_mod
 from micrograd_gen.data import text as text_mod
 from micrograd_gen.data import (CharVocabulary, TextVectorization, char_batches, char_windows,
