@@ -27,6 +27,7 @@ The model protocol: `model.layers` is the flat list of leaf layers in order; a l
 import re
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -270,7 +271,9 @@ def match_layers(model, f, path, by_name=False):
 
     by order: the k-th file layer with weights goes to the k-th model layer with weights (how Keras
     loads legacy files). by name: each model layer takes the file layer of its name; file layers
-    the model does not have are ignored (a notop model from a full file). A Keras 3 file is matched
+    the model does not have are ignored (a notop model from a full file). by_name="auto": by name
+    when every model layer with weights has a namesake in the file, else by order (what a model
+    with Keras's own layer names wants: the file's order cannot mislead it). A Keras 3 file is matched
     by class and position, its only key. Raises WeightFileError for problems that concern the
     whole file (unknown format, no layer in common, different counts).
     """
@@ -297,6 +300,9 @@ def match_layers(model, f, path, by_name=False):
         return matches
 
     file_layers = legacy_layers(f, path)
+    if by_name == "auto":
+        named = {fl.name for fl in file_layers if fl.entries}
+        by_name = bool(model_layers) and all(l.name in named for l in model_layers)
     if by_name:
         by = {fl.name: fl for fl in file_layers}
         if model_layers and not any(l.name in by for l in model_layers):
@@ -448,15 +454,14 @@ def save_weights(model, path, optimizer=None):
 
 # Optimiser state: nested dicts and lists of arrays and numbers. Dicts and lists become groups
 # (a list's group has attr kind="list", its items named 0, 1, ...), arrays and numbers datasets
-# (attr kind says which Python type a scalar was), strings and None attributes.
+# (attr kind says which Python type a scalar was), strings and None attributes. Keys are
+# %-quoted, since optimisers use keys such as "m/0" that h5py would read as paths.
 
 def _write_state(group, state):
     group.attrs["kind"] = "list" if isinstance(state, (list, tuple)) else "dict"
     items = enumerate(state) if isinstance(state, (list, tuple)) else state.items()
     for key, value in items:
-        key = str(key)
-        if "/" in key:
-            raise ValueError(f"optimizer state key {key!r} may not contain '/'")
+        key = quote(str(key), safe="")  # "m/0" is one key, not a path
         if isinstance(value, (dict, list, tuple)):
             _write_state(group.create_group(key), value)
         elif value is None or isinstance(value, str):
@@ -472,8 +477,8 @@ def _write_state(group, state):
 def _read_state(group, path):
     h5py = _h5py()
     out = {}
-    for key in group:
-        item = group[key]
+    for name in group:
+        item, key = group[name], unquote(name)
         if isinstance(item, h5py.Group):
             out[key] = _read_state(item, path)
             continue
@@ -487,7 +492,7 @@ def _read_state(group, path):
     for name, value in group.attrs.items():
         if name.startswith("attr:"):
             value = value.decode() if isinstance(value, bytes) else str(value)
-            out[name[5:]] = None if value == "None:" else value[4:]
+            out[unquote(name[5:])] = None if value == "None:" else value[4:]
     kind = group.attrs.get("kind", "dict")
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
     if kind == "list":

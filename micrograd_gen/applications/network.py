@@ -1,0 +1,194 @@
+"""The graph model behind VGG19 and InceptionV3, and feature extractors over it.
+
+A `Network` is a fixed directed acyclic graph of layers, each named as in Keras and fed by the
+layers it names as inputs. Its `layers` follow the order Keras 2 gave them (`keras_order`), which
+is the order of `layer_names` in the keras-applications weight files, so those files load by order
+as Keras loads them. Running the graph for a few named outputs evaluates only their ancestors, so a
+feature extractor for mixed4..mixed7 never computes mixed8..mixed10.
+"""
+import difflib
+
+from .. import io, weights as weight_files
+from ..backend import get_array_module
+from ..nn import Layer, Model
+from ..tensor import Tensor
+
+
+class InputLayer(Layer):
+    """The graph's entry (Keras's `input_1`): passes NHWC images through after checking them."""
+
+    def __init__(self, min_size=1, channels=3, **kwargs):
+        super().__init__(**kwargs)
+        self.min_size, self.channels = min_size, channels
+
+    def call(self, x):
+        shape = tuple(x.shape)
+        if len(shape) != 4 or shape[-1] != self.channels:
+            raise ValueError(f"'{self.name}' expects NHWC images (batch, height, width, "
+                             f"{self.channels}), got shape {shape}")
+        if min(shape[1:3]) < self.min_size:
+            raise ValueError(f"'{self.name}' needs images of at least {self.min_size}x"
+                             f"{self.min_size} pixels, got {shape[1]}x{shape[2]}")
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+def keras_order(parents, outputs):
+    """The layer order of a Keras 2 functional model (`Network._init_graph_network`).
+
+    `parents` maps each layer name to the names of its inputs, in call order. Keras walks the graph
+    depth-first from the outputs, numbering layers as it first meets them; a layer's depth is the
+    longest path from it to an output. Layers are listed by decreasing depth, ties by that number.
+    """
+    index, postorder, done = {}, [], set()
+    for out in outputs:
+        if out in done:
+            continue
+        index.setdefault(out, len(index))
+        stack = [(out, iter(parents[out]))]
+        while stack:
+            name, inputs = stack[-1]
+            for p in inputs:
+                if p not in done and all(p != s for s, _ in stack):
+                    index.setdefault(p, len(index))
+                    stack.append((p, iter(parents[p])))
+                    break
+            else:
+                stack.pop()
+                done.add(name)
+                postorder.append(name)
+    depth = {}
+    for name in reversed(postorder):  # each layer after every layer it feeds
+        d = depth.setdefault(name, 0)
+        for p in parents[name]:
+            depth[p] = max(depth.get(p, 0), d + 1)
+    return sorted(postorder, key=lambda n: (-depth[n], index[n]))
+
+
+class Network(Model):
+    """Layers wired by name: `add(layer, *input_names)`, then `finish(output_name)`."""
+
+    def __init__(self, name, input_layer, dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        self._by_name = {input_layer.name: input_layer}
+        self._parents = {input_layer.name: []}
+        self._input_name = self._output_name = input_layer.name
+        self._order = [input_layer.name]
+        self.weights_path = None
+
+    def add(self, layer, *inputs):
+        if layer.name in self._by_name:
+            raise ValueError(f"{self.name}: a layer named '{layer.name}' already exists")
+        for p in inputs:
+            if p not in self._by_name:
+                raise ValueError(f"{self.name}: '{layer.name}' takes unknown input '{p}'")
+        self._by_name[layer.name] = layer
+        self._parents[layer.name] = list(inputs)
+        return layer.name
+
+    def finish(self, output, input_shape):
+        """Fix the output, put the layers in Keras's order and build every weight from shapes."""
+        self._output_name = output
+        self._order = keras_order(self._parents, [output])
+        self.graph_layers = [self._by_name[n] for n in self._order]  # tracked: `layers` order
+        shapes = {}
+        for name in self._order:
+            layer, parents = self._by_name[name], self._parents[name]
+            shape = (tuple(input_shape) if not parents else shapes[parents[0]]
+                     if len(parents) == 1 else [shapes[p] for p in parents])
+            if not layer.built:
+                layer.build(shape)
+                layer.built = True
+            shapes[name] = layer._output_shape = layer.compute_output_shape(shape)
+        self._output_shape = shapes[output]
+        self.built = True
+        return self
+
+    # ---- inspection -----------------------------------------------------------------------------
+    @property
+    def layer_names(self):
+        return list(self._order)
+
+    def get_layer(self, name=None, index=None):
+        if index is not None:
+            return self.layers[index]
+        if name in self._by_name:
+            return self._by_name[name]
+        close = difflib.get_close_matches(str(name), self._order, n=4)
+        hint = f"did you mean {close}?" if close else f"its layers: {self._order[:6]}..."
+        raise ValueError(f"{self.name} has no layer named {name!r}; {hint}")
+
+    def ancestors(self, names):
+        """The names that must run to produce `names`, in run order."""
+        needed, stack = set(), list(names)
+        while stack:
+            n = stack.pop()
+            if n not in needed:
+                needed.add(n)
+                stack.extend(self._parents[n])
+        return [n for n in self._order if n in needed]
+
+    # ---- running --------------------------------------------------------------------------------
+    def run(self, x, names, training=None):
+        """{name: output} for the named layers, running only what they depend on."""
+        for n in names:
+            self.get_layer(n)
+        if not isinstance(x, Tensor):
+            x = Tensor(get_array_module(x).asarray(x), dtype=self.dtype)
+        order = self.ancestors(names)
+        last_use = {}
+        for i, n in enumerate(order):
+            for p in self._parents[n]:
+                last_use[p] = i
+        keep, values = set(names), {}
+        for i, n in enumerate(order):
+            parents = self._parents[n]
+            inputs = (x if not parents else values[parents[0]] if len(parents) == 1
+                      else [values[p] for p in parents])
+            values[n] = self._by_name[n](inputs, training=training)
+            for p in parents:  # drop what no later layer reads (backward keeps what it needs)
+                if last_use[p] == i and p not in keep:
+                    del values[p]
+        return {n: values[n] for n in names}
+
+    def call(self, x, training=None):
+        return self.run(x, [self._output_name], training=training)[self._output_name]
+
+    def load(self, weights, manifest_name):
+        """Load `weights` (None, "imagenet" or a path) and freeze the model when pretrained."""
+        path = weight_files.resolve(manifest_name, weights)
+        if path is None:
+            return self
+        io.load_weights(self, path, by_name="auto")
+        self.trainable = False  # pretrained: no weight gradients, so conv backward skips dW
+        self.weights_path = path
+        return self
+
+
+class FeatureExtractor:
+    """`extractor(x)` -> {layer name: Tensor}; runs the network only as far as those layers."""
+
+    def __init__(self, model, names):
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise ValueError("feature_extractor: name at least one layer")
+        for n in names:
+            model.get_layer(n)
+        self.model, self.names = model, names
+        self.layers_run = model.ancestors(names)
+
+    def __call__(self, x, training=None):
+        return self.model.run(x, self.names, training=training)
+
+    def __repr__(self):
+        return (f"FeatureExtractor({self.model.name}, {self.names}: runs "
+                f"{len(self.layers_run)} of {len(self.model.layer_names)} layers)")
+
+
+def feature_extractor(model, names):
+    """A callable x -> {name: Tensor} for the named layers of `model` (an iterable of names, or a
+    dict whose keys are names, such as DeepDream's layer weights), computing nothing beyond them:
+    Keras's `keras.Model(model.inputs, {name: model.get_layer(name).output ...})`."""
+    return FeatureExtractor(model, names)
