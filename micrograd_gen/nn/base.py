@@ -211,23 +211,24 @@ class Layer:
     @property
     def weights(self):
         """Keras 3's order: this layer's trainable then non-trainable weights, then each sublayer's."""
-        return [t for _, t in self._named_weights()]
+        return [t for _, _, _, t in self._weight_entries()]
 
     @property
     def weight_names(self):
         """Keras's short names, same length and order as `weights` ("kernel", "bias", ...);
         a sublayer's weights are prefixed with its name ("dense/kernel")."""
-        return [n for n, _ in self._named_weights()]
+        return [n for _, _, n, _ in self._weight_entries()]
 
-    def _named_weights(self):
-        own = ([(n, t) for n, t, tr in self._weight_records if tr]
-               + [(n, t) for n, t, tr in self._weight_records if not tr])
-        seen = {id(t) for _, t in own}
+    def _weight_entries(self):
+        """(owning layer, its short name, name relative to self, Tensor) for every weight."""
+        own = ([(self, n, n, t) for n, t, tr in self._weight_records if tr]
+               + [(self, n, n, t) for n, t, tr in self._weight_records if not tr])
+        seen = {id(t) for *_, t in own}
         for layer in self._sublayers:
-            for n, t in layer._named_weights():
+            for owner, short, n, t in layer._weight_entries():
                 if id(t) not in seen:
                     seen.add(id(t))
-                    own.append((f"{layer.name}/{n}", t))
+                    own.append((owner, short, f"{layer.name}/{n}", t))
         return own
 
     @property
@@ -273,21 +274,22 @@ class Layer:
     def set_weights(self, arrays):
         """Assign arrays in `weights` order. Count and shapes are all checked before anything is
         assigned, so a failed call leaves the layer as it was."""
-        named = self._named_weights()
+        entries = self._weight_entries()
         arrays = list(arrays)
-        if len(arrays) != len(named):
+        if len(arrays) != len(entries):
             raise ValueError(
-                f"layer '{self.name}' ({type(self).__name__}) expects {len(named)} weights "
-                f"{[n for n, _ in named]}, got {len(arrays)} arrays"
-                + ("" if self.built or named else " (the layer is not built yet: call it once or "
-                   "give it an input shape first)"))
+                f"layer '{self.name}' ({type(self).__name__}) expects {len(entries)} weights "
+                f"{[n for _, _, n, _ in entries]}, got {len(arrays)} arrays"
+                + ("" if self.built or entries else " (the layer is not built yet: call it once "
+                   "or give it an input shape first)"))
         arrays = [backend.to_numpy(a.data if isinstance(a, Tensor) else a) for a in arrays]
-        for (n, t), a in zip(named, arrays):
+        for (owner, short, _, t), a in zip(entries, arrays):
             if tuple(np.shape(a)) != t.shape:
-                raise ValueError(f"layer '{self.name}' ({type(self).__name__}): weight '{n}' has "
-                                 f"shape {t.shape}, the array given for it has shape "
-                                 f"{tuple(np.shape(a))}")
-        for (_, t), a in zip(named, arrays):
+                where = "" if owner is self else f" in '{self.name}'"
+                raise ValueError(f"layer '{owner.name}' ({type(owner).__name__}){where}: weight "
+                                 f"'{short}' has shape {t.shape}, the array given for it has "
+                                 f"shape {tuple(np.shape(a))}")
+        for (*_, t), a in zip(entries, arrays):
             t.data[...] = t.xp.asarray(np.asarray(a, dtype=t.dtype))
 
     def to(self, backend_name):
