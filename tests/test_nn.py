@@ -270,6 +270,25 @@ def test_subclassed_model_tracks_layers_and_lists_in_order():
     assert len(tower.parameters()) == 6
 
 
+def test_subclassed_model_build_from_shape_then_summary(capsys):
+    class Net(nn.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.hidden = nn.Dense(4, name="hidden")
+            self.drop = nn.Dropout(0.5)
+            self.out = nn.Dense(2, name="out")
+
+        def call(self, x, training=None):
+            return self.out(self.drop(self.hidden(x), training=training))
+
+    net = Net()
+    net.build((None, 3))
+    net.summary()
+    out = capsys.readouterr().out
+    assert "(None, 4)" in out and "(None, 2)" in out and "Total params: 26" in out
+    assert net.get_layer("hidden").built
+
+
 def test_core_layers_forward():
     x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
     dense = nn.Dense(5, activation="tanh")
@@ -599,3 +618,35 @@ def test_save_load_weights_round_trip(tmp_path):
     third.load_weights(path, by_name=True)
     for a, b in zip(model.get_weights(), third.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not _io_available(), reason="micrograd_gen.io (save/load) not written yet")
+def test_save_load_with_optimizer_state_resumes(tmp_path):
+    def make():
+        nn.set_seed(5)
+        return nn.Sequential([nn.Dense(3, input_shape=(2,), name="d")])
+
+    x = np.random.default_rng(0).standard_normal((4, 2)).astype(np.float32)
+
+    def train(model, opt, steps):
+        for _ in range(steps):
+            loss = (model(x) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    reference = make()
+    ref_opt = optim.Adam(reference.parameters(), learning_rate=0.1)
+    train(reference, ref_opt, 4)
+
+    model = make()
+    opt = optim.Adam(model.parameters(), learning_rate=0.1)
+    train(model, opt, 2)
+    model.save_weights(tmp_path / "ckpt.h5", optimizer=opt)
+    resumed = make()
+    resumed_opt = optim.Adam(resumed.parameters(), learning_rate=0.1)
+    resumed.load_weights(tmp_path / "ckpt.h5", optimizer=resumed_opt)
+    assert resumed_opt.iterations == 2
+    train(resumed, resumed_opt, 2)
+    for a, b in zip(reference.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

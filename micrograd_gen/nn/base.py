@@ -498,6 +498,25 @@ class Model(Layer):
             return _map(lambda kt: kt.shape, self._graph[1])
         return super().compute_output_shape(input_shape, *more)
 
+    def build(self, input_shape):
+        """For a subclassed model: one pass on zeros of `input_shape` (unknown axes taken as 1),
+        in inference mode, so every layer builds and records its output shape (Keras's
+        `model.build(shape)`, after which summary() and load_weights() work)."""
+        if self._graph is not None:
+            return
+
+        def zeros(shape):
+            if _is_shape(tuple(shape)):
+                return Tensor(np.zeros([1 if d is None else d for d in shape], self.dtype))
+            return [zeros(s) for s in shape]
+
+        with no_grad():
+            self.__call__(zeros(input_shape), training=False)
+
+    def _build_from_call(self, args, kwargs):
+        # A model's layers build themselves as the data reaches them.
+        pass
+
     # ---- inspection -----------------------------------------------------------------------------
     @property
     def layers(self):
@@ -600,10 +619,6 @@ class Sequential(Model):
             layer._output_shape = shape
         self._input_batch_shape = tuple(input_shape)
         self._output_shape = shape
-
-    def _build_from_call(self, args, kwargs):
-        # Without a declared input shape each layer builds itself as the data reaches it.
-        pass
 
     def call(self, x, training=None):
         for layer in self.stack:
