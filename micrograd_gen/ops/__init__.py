@@ -5,14 +5,18 @@ shape.py        reshape, transpose, slicing, concat, pad      linalg.py     matm
 softmax.py      softmax, log_softmax                          losses.py     cross-entropies, MSE
 dropout.py      dropout                                       embedding.py  embedding lookup
 """
+from .attention import (merge_heads, multi_head_attention, project_heads,
+                        scaled_dot_product_attention)
 from .dropout import dropout
 from .elementwise import (abs, add, cast, clip, divide, exp, leaky_relu, log, maximum, minimum,
                           multiply, negative, power, relu, sigmoid, softplus, sqrt, subtract, tanh,
                           where)
 from .embedding import embedding
 from .linalg import matmul
+from .lstm import lstm, lstm_step
 from .losses import (binary_crossentropy, categorical_crossentropy, mean_squared_error,
                      sparse_categorical_crossentropy)
+from .norm import batch_norm, layer_norm
 from .reduce import logsumexp, max, mean, min, sum, var
 from .shape import (broadcast_to, concatenate, expand_dims, flatten, getitem, pad, reshape,
                     split, squeeze, stack, transpose)
