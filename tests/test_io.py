@@ -180,7 +180,7 @@ def test_optimizer_state_round_trip(tmp_path):
 
     state = {"step": 12, "learning_rate": 0.01, "nesterov": False, "name": "rmsprop",
              "schedule": None, "velocities": [np.ones((3, 3, 3, 4)), np.zeros(4)],
-             "nested": {"rho": np.float32(0.9)}}
+             "nested": {"rho": np.float32(0.9)}, "m/0": np.full((2, 2), 3.0), "100%": 1.5}
     io.save_weights(two_conv(), tmp_path / "m.h5", optimizer=Opt(state))
     opt = Opt()
     io.load_weights(two_conv(seed=3), tmp_path / "m.h5", optimizer=opt)
@@ -191,6 +191,8 @@ def test_optimizer_state_round_trip(tmp_path):
     assert isinstance(got["velocities"], list) and len(got["velocities"]) == 2
     np.testing.assert_array_equal(got["velocities"][0], state["velocities"][0])
     assert got["nested"]["rho"] == np.float32(0.9)
+    np.testing.assert_array_equal(got["m/0"], state["m/0"])  # optim's flat "<slot>/<i>" keys
+    assert got["100%"] == 1.5
     # A file saved without state cannot resume an optimiser; the model is left as it was.
     io.save_weights(two_conv(seed=5), tmp_path / "plain.h5")
     model = two_conv(seed=3)
@@ -409,3 +411,56 @@ def test_snake_case_matches_keras():
                                        "BatchNormalization", "MaxPooling2D", "Dense"]] == \
         ["conv2d", "conv2d_transpose", "lstm", "multi_head_attention", "batch_normalization",
          "max_pooling2d", "dense"]
+
+
+# ---- the real layers and optimisers ------------------------------------------------------------------
+
+def _nn_two_conv(seed):
+    from micrograd_gen import nn
+    nn.set_seed(seed)
+    return nn.Sequential([nn.Input((8, 8, 3)), nn.Conv2D(4, 3, name="conv_a"),
+                          nn.MaxPooling2D(2, name="pool"), nn.Conv2D(5, 1, name="conv_b")])
+
+
+def test_nn_model_round_trip_and_auto(tmp_path):
+    src = _nn_two_conv(1)
+    src.save_weights(tmp_path / "m.h5")
+    for by_name in (False, True, "auto"):
+        dst = _nn_two_conv(2)
+        dst.load_weights(tmp_path / "m.h5", by_name=by_name)
+        for a, b in zip(src.get_weights(), dst.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    # auto falls back to the order when the names differ
+    from micrograd_gen import nn
+    renamed = nn.Sequential([nn.Input((8, 8, 3)), nn.Conv2D(4, 3, name="x1"),
+                             nn.Conv2D(5, 1, name="x2")])
+    assert io.load_weights(renamed, tmp_path / "m.h5", by_name="auto") == \
+        [("x1", "conv_a"), ("x2", "conv_b")]
+
+
+def test_optimizer_resumes_from_file(tmp_path):
+    from micrograd_gen import nn, optim
+    nn.set_seed(0)
+    model = nn.Sequential([nn.Input((3,)), nn.Dense(4, name="d1"), nn.Dense(2, name="d2")])
+    opt = optim.Adam(model.parameters(), learning_rate=0.01)
+    x = Tensor(np.random.default_rng(0).standard_normal((5, 3)).astype("f4"))
+    for _ in range(3):
+        loss = (model(x) * model(x)).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    io.save_weights(model, tmp_path / "ckpt.h5", optimizer=opt)
+    nn.set_seed(9)
+    model2 = nn.Sequential([nn.Input((3,)), nn.Dense(4, name="d1"), nn.Dense(2, name="d2")])
+    opt2 = optim.Adam(model2.parameters(), learning_rate=0.01)
+    io.load_weights(model2, tmp_path / "ckpt.h5", optimizer=opt2)
+    assert opt2.iterations == opt.iterations == 3
+    for a, b in zip(opt.get_state().items(), opt2.get_state().items()):
+        assert a[0] == b[0]
+        np.testing.assert_array_equal(a[1], b[1])
+    for m, o in ((model, opt), (model2, opt2)):  # one more step lands in the same place
+        loss = (m(x) * m(x)).mean()
+        loss.backward()
+        o.step()
+    for a, b in zip(model.get_weights(), model2.get_weights()):
+        np.testing.assert_array_equal(a, b)
