@@ -7,6 +7,7 @@ dropout.py      dropout                                       embedding.py  embe
 """
 from .attention import (merge_heads, multi_head_attention, project_heads,
                         scaled_dot_product_attention)
+from .conv import conv2d, conv2d_transpose
 from .dropout import dropout
 from .elementwise import (abs, add, cast, clip, divide, exp, leaky_relu, log, maximum, minimum,
                           multiply, negative, power, relu, sigmoid, softplus, sqrt, subtract, tanh,
@@ -17,7 +18,9 @@ from .lstm import lstm, lstm_step
 from .losses import (binary_crossentropy, categorical_crossentropy, mean_squared_error,
                      sparse_categorical_crossentropy)
 from .norm import batch_norm, layer_norm
+from .pool import avg_pool2d, global_avg_pool2d, max_pool2d, upsample2d
 from .reduce import logsumexp, max, mean, min, sum, var
+from .resize import resize_bilinear
 from .shape import (broadcast_to, concatenate, expand_dims, flatten, getitem, pad, reshape,
                     split, squeeze, stack, transpose)
 from .softmax import log_softmax, softmax
