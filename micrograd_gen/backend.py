@@ -49,10 +49,10 @@ def get_array_module(*arrays):
     """
     on_gpu = on_cpu = False
     for a in arrays:
-        if _is_cupy_array(a):
-            on_gpu = True
-        elif isinstance(a, np.ndarray):
+        if isinstance(a, np.ndarray):  # the common case first: it is the cheaper test
             on_cpu = True
+        elif _is_cupy_array(a):
+            on_gpu = True
     if on_gpu and on_cpu:
         raise TypeError("an op got both NumPy and CuPy arrays; move them to one place first "
                         "with tensor.to('cupy') or tensor.to('numpy')")

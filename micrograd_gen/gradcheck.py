@@ -61,43 +61,64 @@ def gradcheck(fn, inputs, *, dtype=np.float64, directions=3, full_jacobian_max=6
             raise GradcheckError(f"gradcheck: input {i} has shape {x.shape} but its gradient has "
                                  f"shape {g.shape}")
 
-    # Directional derivatives.
+    def directional(direction):
+        """(numeric, analytic) derivative of L along `direction` (one array per input)."""
+        plus = evaluate([x + h * d for x, d in zip(base, direction)], cotangent)
+        minus = evaluate([x - h * d for x, d in zip(base, direction)], cotangent)
+        predicted = sum(float(to_numpy((g * d).sum())) for g, d in zip(analytic, direction))
+        return (plus - minus) / (2 * h), predicted
+
+    def excess(numeric, predicted):
+        return abs(numeric - predicted) - (atol + rtol * abs(numeric))
+
+    # Element by element first, for small inputs: a failure then names the element.
+    if sum(x.size for x in base) <= full_jacobian_max:
+        _check_elements(base, analytic, evaluate, cotangent, h, atol, rtol)
+
+    # Directional derivatives along random unit directions (all inputs at once).
     for k in range(directions):
         direction = [xp.asarray(rng.standard_normal(x.shape), dtype=dtype) for x in base]
         norm = np.sqrt(sum(float(to_numpy((d * d).sum())) for d in direction)) or 1.0
         direction = [d / norm for d in direction]
-        plus = evaluate([x + h * d for x, d in zip(base, direction)], cotangent)
-        minus = evaluate([x - h * d for x, d in zip(base, direction)], cotangent)
-        numeric = (plus - minus) / (2 * h)
-        predicted = sum(float(to_numpy((g * d).sum())) for g, d in zip(analytic, direction))
-        if abs(numeric - predicted) > atol + rtol * abs(numeric):
+        numeric, predicted = directional(direction)
+        if excess(numeric, predicted) > 0:
+            # Say which input is wrong: the same check with only one input moved at a time.
+            per_input = []
+            for i, d in enumerate(direction):
+                alone = [d if j == i else xp.zeros_like(d) for j in range(len(base))]
+                n_i, p_i = directional(alone)
+                per_input.append((excess(n_i, p_i), i, p_i, n_i))
+            _, i, p_i, n_i = max(per_input)
             raise GradcheckError(
                 f"gradcheck: directional derivative {k} disagrees: analytic {predicted:.8g}, "
-                f"numeric {numeric:.8g} (|diff| {abs(numeric - predicted):.3g} > "
-                f"atol {atol:g} + rtol {rtol:g} * |numeric|)")
-
-    # Element by element, for small inputs.
-    if sum(x.size for x in base) <= full_jacobian_max:
-        worst = None
-        for i, x in enumerate(base):
-            flat_numeric = np.zeros(x.size)
-            for j in range(x.size):
-                bumped = [b.copy() for b in base]
-                bumped[i].reshape(-1)[j] += h
-                plus = evaluate(bumped, cotangent)
-                bumped[i].reshape(-1)[j] -= 2 * h
-                minus = evaluate(bumped, cotangent)
-                flat_numeric[j] = (plus - minus) / (2 * h)
-            flat_analytic = to_numpy(analytic[i]).reshape(-1).astype(np.float64)
-            excess = np.abs(flat_numeric - flat_analytic) - (atol + rtol * np.abs(flat_numeric))
-            if excess.size and excess.max() > 0:
-                j = int(excess.argmax())
-                if worst is None or excess[j] > worst[0]:
-                    worst = (excess[j], i, np.unravel_index(j, x.shape), flat_analytic[j],
-                             flat_numeric[j])
-        if worst is not None:
-            _, i, where, a, n = worst
-            raise GradcheckError(
-                f"gradcheck: input {i} element {tuple(int(w) for w in where)}: analytic {a:.8g}, "
-                f"numeric {n:.8g} (|diff| {abs(a - n):.3g}; atol {atol:g}, rtol {rtol:g})")
+                f"numeric {numeric:.8g} (|diff| {abs(numeric - predicted):.3g} > atol {atol:g} + "
+                f"rtol {rtol:g} * |numeric|); worst is input {i} of shape {tuple(base[i].shape)}: "
+                f"analytic {p_i:.8g}, numeric {n_i:.8g} along a direction in that input alone")
     return True
+
+
+def _check_elements(base, analytic, evaluate, cotangent, h, atol, rtol):
+    """Compare every element of the vector-Jacobian product; raise naming the worst one."""
+    worst = None
+    for i, x in enumerate(base):
+        flat_numeric = np.zeros(x.size)
+        for j in range(x.size):
+            bumped = [b.copy() for b in base]
+            bumped[i].reshape(-1)[j] += h
+            plus = evaluate(bumped, cotangent)
+            bumped[i].reshape(-1)[j] -= 2 * h
+            minus = evaluate(bumped, cotangent)
+            flat_numeric[j] = (plus - minus) / (2 * h)
+        flat_analytic = to_numpy(analytic[i]).reshape(-1).astype(np.float64)
+        excess = np.abs(flat_numeric - flat_analytic) - (atol + rtol * np.abs(flat_numeric))
+        if excess.size and excess.max() > 0:
+            j = int(excess.argmax())
+            if worst is None or excess[j] > worst[0]:
+                worst = (excess[j], i, np.unravel_index(j, x.shape), flat_analytic[j],
+                         flat_numeric[j], int((excess > 0).sum()), x.size)
+    if worst is not None:
+        _, i, where, a, n, bad, size = worst
+        raise GradcheckError(
+            f"gradcheck: input {i} element {tuple(int(w) for w in where)} is the worst of {bad} "
+            f"wrong elements (of {size}): analytic {a:.8g}, numeric {n:.8g} "
+            f"(|diff| {abs(a - n):.3g}; atol {atol:g}, rtol {rtol:g})")

@@ -7,7 +7,16 @@ remembers its inputs and whatever backward needs. `Tensor.backward()` walks thos
 reverse topological order, sums the gradients flowing into each output, and calls each
 `ctx.backward` once.
 
-Gradients (`tensor.grad`) are plain arrays of the tensor's own dtype and module.
+Gradients (`tensor.grad`) are plain arrays of the tensor's own dtype and module; each leaf owns
+its `.grad` (never a view of another array), and it accumulates with `+=` until `zero_grad()`.
+
+Dtypes. `Tensor(python_float_or_float_array)` is float32 unless `dtype=` says otherwise; integer and
+bool data keep their dtype. Inside an op:
+- Python numbers and raw arrays (NumPy or CuPy, any numeric dtype) adopt the dtype of the op's
+  first float tensor input: `x * 2`, `x + np.ones(3)` and `2 ** x` stay float32 for a float32 x.
+- Two tensors of different float dtypes follow NumPy's promotion (float32 op float64 -> float64).
+- Each input's gradient is cast back to that input's own dtype, so a float32 parameter always
+  gets a float32 `.grad` even when it met float64 data on the way.
 """
 import numpy as np
 
@@ -49,16 +58,19 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        # Constants (Python numbers, raw arrays) adopt the dtype of the first tensor input, so that
-        # `x * 2` stays float32 and a float64 gradient check stays float64.
+        # Constants (Python numbers, raw arrays) adopt the dtype of the first float tensor input,
+        # so that `x * 2` stays float32 and a float64 gradient check stays float64.
         like = None
+        has_constant = False
         for x in inputs:
             if isinstance(x, Tensor):
-                like = x
-                break
-        tensors = tuple(x if (x is None or isinstance(x, Tensor)) else _constant(x, like)
-                        for x in inputs)
-        arrays = [t.data if t is not None else None for t in tensors]
+                if like is None and x.data.dtype.kind == "f":
+                    like = x
+            elif x is not None:
+                has_constant = True
+        tensors = (tuple(x if (x is None or isinstance(x, Tensor)) else _constant(x, like)
+                         for x in inputs) if has_constant else inputs)
+        arrays = [None if t is None else t.data for t in tensors]
         if len(arrays) > 1:
             backend.get_array_module(*arrays)  # raises on a NumPy/CuPy mix
         ctx = cls()
@@ -67,14 +79,13 @@ class Function:
         try:
             out = ctx.forward(*arrays, **params)
         except (ValueError, IndexError) as e:
-            shapes = ", ".join("None" if a is None else str(tuple(a.shape)) for a in arrays)
-            raise type(e)(f"{cls.__name__.lower()}: {e} (input shapes: {shapes})") from e
+            raise _name_the_op(e, cls.__name__.lower(), arrays) from e
         if not record:
-            if isinstance(out, tuple):
+            if type(out) is tuple:
                 return tuple(Tensor._wrap(o, None, 0) for o in out)
             return Tensor._wrap(out, None, 0)
         ctx.parents = tensors
-        if isinstance(out, tuple):
+        if type(out) is tuple:
             ctx.n_outputs = len(out)
             ctx.output_meta = [(o.shape, o.dtype) for o in out]
             return tuple(Tensor._wrap(o, ctx, i) for i, o in enumerate(out))
@@ -87,20 +98,38 @@ class Function:
         raise NotImplementedError(f"{type(self).__name__} has no backward")
 
 
+def _name_the_op(error, op, arrays):
+    """The same exception with the op's name and its input shapes added (NumPy's own messages
+    name neither)."""
+    shapes = ", ".join("None" if a is None else str(tuple(a.shape)) for a in arrays)
+    message = str(error)
+    if not message.startswith(op + ":"):
+        message = f"{op}: {message}"
+    message += f" (input shapes: {shapes})"
+    try:
+        return type(error)(message)
+    except Exception:  # an exception type whose constructor wants more than a message
+        return ValueError(message)
+
+
 def _constant(x, like):
-    if like is not None:
-        xp = backend.get_array_module(like.data)
-        data = xp.asarray(x)
-        if like.dtype.kind == "f" and data.dtype.kind in "fiub" and data.dtype != like.dtype:
-            if data.dtype.kind == "f" or data.ndim == 0:
-                data = data.astype(like.dtype)
-        return Tensor._wrap(data, None, 0)
-    return Tensor(x)
+    """A non-differentiable Tensor for a Python number or raw array given to an op.
+
+    Numbers and numeric arrays take the dtype of `like`, the op's first float tensor input.
+    """
+    if like is None:
+        return Tensor(x)
+    data = backend.get_array_module(like.data).asarray(x)
+    if data.dtype != like.data.dtype and data.dtype.kind in "fiub":
+        data = data.astype(like.data.dtype)
+    return Tensor._wrap(data, None, 0)
 
 
 class Tensor:
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_index", "name", "__weakref__")
-    __array_priority__ = 1000  # numpy_array + tensor calls Tensor.__radd__, not elementwise loops
+    # `numpy_array + tensor` must call Tensor.__radd__ rather than loop over the tensor as an object
+    # array; and np.exp(tensor) is a TypeError rather than an object array (use micrograd_gen.ops).
+    __array_ufunc__ = None
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
         if isinstance(data, Tensor):
@@ -174,14 +203,14 @@ class Tensor:
         return Tensor._wrap(self.data, None, 0)
 
     def to(self, name):
-        """A copy on the named backend ("numpy" or "cupy"); requires_grad is kept."""
+        """This tensor's data on the named backend ("numpy" or "cupy"), as a new leaf that keeps
+        requires_grad (the array is shared, not copied, when it is already there)."""
         t = Tensor._wrap(backend.to_module(self.data, name), None, 0)
         t.requires_grad = self.requires_grad
         return t
 
     def astype(self, dtype):
-        from . import ops
-        return ops.cast(self, dtype)
+        return _ops.cast(self, dtype)
 
     def zero_grad(self):
         self.grad = None
@@ -214,26 +243,34 @@ class Tensor:
             return
         root = self._ctx
         if root.freed:
-            raise RuntimeError("backward() through a graph that was already freed; "
-                               "pass retain_graph=True to the first backward()")
-        pending = {root: [None] * root.n_outputs}
+            raise RuntimeError(_FREED)
+        pending = {root: [None] * root.n_outputs}  # ctx -> summed gradient of each output
         pending[root][self._index] = grad
         for ctx in _reverse_topological(root):
             out_grads = pending.pop(ctx, None)
             if out_grads is None:
                 continue
             if ctx.freed:
-                raise RuntimeError("backward() through a graph that was already freed; "
-                                   "pass retain_graph=True to the first backward()")
+                raise RuntimeError(_FREED)
             if ctx.n_outputs > 1:
                 out_grads = [xp.zeros(s, d) if g is None else g
                              for g, (s, d) in zip(out_grads, ctx.output_meta)]
             in_grads = ctx.backward(*out_grads)
-            if not isinstance(in_grads, tuple):
+            if type(in_grads) is not tuple:
                 in_grads = (in_grads,)
+            if len(in_grads) != len(ctx.parents):
+                raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(in_grads)} "
+                                   f"gradients for {len(ctx.parents)} inputs")
             for parent, g in zip(ctx.parents, in_grads):
                 if g is None or parent is None or not parent.requires_grad:
                     continue
+                data = parent.data
+                if g.shape != data.shape:
+                    raise RuntimeError(f"{type(ctx).__name__}.backward returned a gradient of "
+                                       f"shape {tuple(g.shape)} for an input of shape "
+                                       f"{tuple(data.shape)}")
+                if g.dtype != data.dtype:
+                    g = g.astype(data.dtype)  # mixed dtypes: each input gets its own dtype back
                 if parent._ctx is None:
                     _accumulate_leaf(parent, g)
                 else:
@@ -297,9 +334,11 @@ class Tensor:
         return _ops.transpose(self)
 
 
+_FREED = ("backward() through a graph that was already freed by an earlier backward(); "
+          "pass retain_graph=True to the first backward() to run it again")
+
+
 def _accumulate_leaf(leaf, g):
-    if g.dtype != leaf.data.dtype:
-        g = g.astype(leaf.data.dtype)
     if leaf.grad is None:
         # A copy: the same array may be handed to several inputs (add's backward does that).
         leaf.grad = g.copy()

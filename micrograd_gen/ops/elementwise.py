@@ -1,11 +1,12 @@
 """Elementwise ops: arithmetic with broadcasting, and the pointwise nonlinearities.
 
 Binary ops broadcast as NumPy does; their backward sums the gradient back to each input's shape
-(`unbroadcast`). Mixed float dtypes follow NumPy's promotion (float32 op float64 -> float64) and
-each input's gradient is cast back to that input's dtype when it is accumulated.
+(`unbroadcast`). Mixed dtypes follow the rule in micrograd_gen/tensor.py: Python numbers and raw
+arrays adopt the tensor's dtype, two float tensors follow NumPy's promotion (float32 op float64 ->
+float64), and each input's gradient is cast back to that input's own dtype.
 """
 from ..backend import get_array_module
-from ..tensor import Function
+from ..tensor import Function, Tensor
 
 
 def unbroadcast(grad, shape):
@@ -215,14 +216,15 @@ class Minimum(Function):
 
 
 class Where(Function):
-    def forward(self, condition, a, b):
-        self.condition = condition.astype(bool)
+    # The condition is a parameter, not an input: it carries no gradient and keeps its bool dtype.
+    def forward(self, a, b, condition=None):
+        xp = get_array_module(a, b, condition)
+        self.condition = xp.asarray(condition, dtype=bool)
         self.shapes = a.shape, b.shape
-        return get_array_module(a, b).where(self.condition, a, b)
+        return xp.where(self.condition, a, b)
 
     def backward(self, g):
-        return (None,
-                unbroadcast(g * self.condition, self.shapes[0]),
+        return (unbroadcast(g * self.condition, self.shapes[0]),
                 unbroadcast(g * ~self.condition, self.shapes[1]))
 
 
@@ -253,5 +255,6 @@ def softplus(a): return Softplus.apply(a)
 def clip(a, low=None, high=None): return Clip.apply(a, low=low, high=high)
 def maximum(a, b): return Maximum.apply(a, b)
 def minimum(a, b): return Minimum.apply(a, b)
-def where(condition, a, b): return Where.apply(condition, a, b)
+def where(condition, a, b):
+    return Where.apply(a, b, condition=condition.data if isinstance(condition, Tensor) else condition)
 def cast(a, dtype): return Cast.apply(a, dtype=dtype)

@@ -1,4 +1,6 @@
 """Matrix product, batched and broadcasting like numpy.matmul."""
+import numpy as np
+
 from ..backend import get_array_module
 from ..tensor import Function
 from .elementwise import unbroadcast
@@ -8,9 +10,16 @@ class MatMul(Function):
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError("matmul needs arrays of at least one dimension")
-        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-            raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not line up "
-                             f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})")
+        k_b = b.shape[-2 if b.ndim > 1 else 0]
+        if a.shape[-1] != k_b:
+            raise ValueError(f"the last axis of the first input ({a.shape[-1]}) must match the "
+                             f"{'second-to-last' if b.ndim > 1 else 'only'} axis of the second ({k_b})")
+        if a.ndim > 2 and b.ndim > 2:
+            try:
+                np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            except ValueError:
+                raise ValueError(f"the batch axes {tuple(a.shape[:-2])} and {tuple(b.shape[:-2])} "
+                                 f"do not broadcast") from None
         self.a, self.b = a, b
         return get_array_module(a, b).matmul(a, b)
 
@@ -21,8 +30,8 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a                       # (..., M, K)
         b2 = b[:, None] if b.ndim == 1 else b                       # (..., K, N)
         g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
+        if a.ndim == 1:  # (N,) or, when b is a vector too, ()
+            g2 = xp.expand_dims(g2, -1 if b.ndim == 1 else -2)
         if b.ndim == 1:
             g2 = xp.expand_dims(g2, -1)                             # (..., M, N)
         da = db = None

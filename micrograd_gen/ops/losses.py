@@ -52,22 +52,31 @@ class SparseSoftmaxCrossEntropy(Function):
 
     def forward(self, logits, labels=None):
         xp = get_array_module(logits)
-        flat = logits.reshape(-1, logits.shape[-1])
+        classes = logits.shape[-1]
+        flat = logits.reshape(-1, classes)                            # (rows, classes)
         self.labels = labels.reshape(-1).astype(xp.int64)
-        if self.labels.size and (int(self.labels.min()) < 0 or int(self.labels.max()) >= flat.shape[1]):
-            raise ValueError(f"labels must lie in [0, {flat.shape[1]}), got "
+        if self.labels.size and (int(self.labels.min()) < 0 or int(self.labels.max()) >= classes):
+            raise ValueError(f"labels must lie in [0, {classes}), got "
                              f"[{int(self.labels.min())}, {int(self.labels.max())}]")
-        # Reuse one (rows, classes) buffer: for a language model these logits are the biggest
-        # array in the step, so softmax is computed in place rather than in three copies.
-        self.probs = softmax_array(flat)
-        self.shape = logits.shape
+        # For a language model these logits are the biggest array in the step: softmax is built
+        # in one (rows, classes) buffer, which backward then turns into the gradient in place.
+        peak = flat.max(axis=1, keepdims=True)                        # (rows, 1)
+        probs = flat - peak
+        xp.exp(probs, out=probs)
+        total = probs.sum(axis=1, keepdims=True)                      # (rows, 1)
+        probs /= total
+        self.probs, self.logits, self.shape = probs, flat, logits.shape
         rows = xp.arange(flat.shape[0])
-        picked = self.probs[rows, self.labels]
-        return -xp.log(xp.maximum(picked, xp.finfo(logits.dtype).tiny)).reshape(labels.shape)
+        # log-sum-exp minus the picked logit: exact even where the picked probability underflows
+        loss = xp.log(total[:, 0]) + peak[:, 0] - flat[rows, self.labels]
+        return loss.reshape(labels.shape)
 
     def backward(self, g):
         xp = get_array_module(g)
         d = self.probs
+        if d is None:  # a second backward through a retained graph: the buffer was used up
+            d = softmax_array(self.logits, axis=-1)
+        self.probs = None
         d[xp.arange(d.shape[0]), self.labels] -= 1
         d *= g.reshape(-1, 1)
         return d.reshape(self.shape)
@@ -97,16 +106,26 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, reduction="mean"
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, reduction="mean"):
-    """y_true integer class ids of shape y_pred.shape[:-1]."""
-    labels = y_true.data if isinstance(y_true, Tensor) else y_true
+    """y_true integer class ids of shape y_pred.shape[:-1] (or that shape plus a trailing 1).
+
+    From probabilities, as Keras 3 does: divide by their sum, clip to [1e-7, 1 - 1e-7], take logs.
+    """
+    y_pred = y_pred if isinstance(y_pred, Tensor) else Tensor(y_pred)
+    xp = get_array_module(y_pred.data)
+    labels = xp.asarray(y_true.data if isinstance(y_true, Tensor) else y_true)
+    if labels.ndim == y_pred.ndim and labels.shape[-1:] == (1,):
+        labels = labels[..., 0]
     if tuple(labels.shape) != tuple(y_pred.shape[:-1]):
         raise ValueError(f"sparse_categorical_crossentropy: y_true shape {tuple(labels.shape)} "
                          f"must be y_pred's shape without the class axis, {tuple(y_pred.shape[:-1])}")
+    if labels.dtype.kind not in "iu":
+        if labels.size and not xp.all(labels == xp.round(labels)):
+            raise ValueError("sparse_categorical_crossentropy: y_true must hold integer class ids")
+        labels = labels.astype(xp.int64)
     if from_logits:
-        return _reduce(SparseSoftmaxCrossEntropy.apply(y_pred, labels=get_array_module(y_pred.data).asarray(labels)), reduction)
-    probs = ew.clip(y_pred, EPSILON, 1 - EPSILON)
-    xp = get_array_module(probs.data)
-    labels = xp.asarray(labels)
+        return _reduce(SparseSoftmaxCrossEntropy.apply(y_pred, labels=labels), reduction)
+    probs = ew.divide(y_pred, rd.sum(y_pred, axis=-1, keepdims=True))
+    probs = ew.clip(probs, EPSILON, 1 - EPSILON)
     picked = _take_last_axis(ew.log(probs), labels)
     return _reduce(ew.negative(picked), reduction)
 

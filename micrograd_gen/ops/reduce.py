@@ -2,6 +2,8 @@
 
 Backward puts the reduced axes back (as size 1) so the gradient broadcasts over them.
 """
+import operator
+
 from ..backend import get_array_module
 from ..tensor import Function
 
@@ -10,13 +12,18 @@ def normalize_axes(axis, ndim):
     """axis (None, int or tuple, negatives allowed) as a sorted tuple of non-negative ints."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    try:
+        axes = (operator.index(axis),)  # an int, NumPy ints included
+    except TypeError:
+        axes = tuple(operator.index(a) for a in axis)
     out = []
     for a in axes:
-        if not -ndim <= a < (ndim or 1):
+        if not -ndim <= a < ndim:
             raise ValueError(f"axis {a} is out of range for an array of {ndim} dimensions")
-        out.append(a % ndim if ndim else 0)
-    return tuple(sorted(set(out)))
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"axis {axis} repeats an axis")
+    return tuple(sorted(out))
 
 
 def _keep(g, axes, keepdims):

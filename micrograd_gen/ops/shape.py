@@ -2,6 +2,10 @@
 
 Their backward is the inverse movement (transpose back, scatter back, crop the pad).
 """
+import math
+
+import numpy as np
+
 from ..backend import get_array_module
 from ..tensor import Function, Tensor
 from .reduce import normalize_axes
@@ -73,6 +77,17 @@ class Concatenate(Function):
         return tuple(xp.split(g, cuts, axis=self.axis))
 
 
+class Split(Function):
+    """numpy.split as one op with one output per piece; backward joins the pieces' gradients."""
+
+    def forward(self, a, cuts=None, axis=0):
+        self.axis = axis
+        return tuple(get_array_module(a).split(a, cuts, axis=axis))
+
+    def backward(self, *grads):
+        return get_array_module(grads[0]).concatenate(grads, axis=self.axis)
+
+
 class Stack(Function):
     def forward(self, *arrays, axis=0):
         xp = get_array_module(*arrays)
@@ -90,6 +105,8 @@ class Pad(Function):
     def forward(self, a, pad_width=None, value=0.0):
         xp = get_array_module(a)
         self.pad_width = _pad_pairs(pad_width, a.ndim)
+        if a.ndim == 0:
+            return a.copy()  # nothing to pad (numpy.pad refuses a 0-d array)
         return xp.pad(a, self.pad_width, mode="constant", constant_values=value)
 
     def backward(self, g):
@@ -97,12 +114,19 @@ class Pad(Function):
 
 
 def _pad_pairs(pad_width, ndim):
-    if isinstance(pad_width, int):
-        return ((pad_width, pad_width),) * ndim
-    pairs = tuple((p, p) if isinstance(p, int) else tuple(p) for p in pad_width)
-    if len(pairs) != ndim:
-        raise ValueError(f"pad_width has {len(pairs)} entries for an array of {ndim} dimensions")
-    return pairs
+    """pad_width as numpy.pad reads it (n, (before, after), or one pair per axis) -> one pair per axis."""
+    widths = np.asarray(pad_width)
+    if (widths.size and widths.dtype.kind not in "iu") or widths.ndim > 2:
+        raise ValueError(f"pad_width={pad_width!r}: expected ints, (before, after) pairs, "
+                         f"or one pair per axis")
+    try:
+        widths = np.broadcast_to(widths.astype(np.int64), (ndim, 2))
+    except ValueError:
+        raise ValueError(f"pad_width={pad_width!r} does not fit an array of {ndim} "
+                         f"dimensions") from None
+    if (widths < 0).any():
+        raise ValueError(f"pad_width={pad_width!r} has a negative width")
+    return tuple((int(lo), int(hi)) for lo, hi in widths)
 
 
 def _cumsum(sizes):
@@ -136,8 +160,8 @@ def getitem(a, index):
 
 
 def expand_dims(a, axis):
-    shape = list(a.shape)
-    ndim = len(shape) + (1 if isinstance(axis, int) else len(axis))
+    shape = list(a.shape)  # a Tensor or an array
+    ndim = len(shape) + (len(axis) if isinstance(axis, (tuple, list)) else 1)
     for ax in normalize_axes(axis, ndim):
         shape.insert(ax, 1)
     return reshape(a, shape)
@@ -155,8 +179,10 @@ def squeeze(a, axis=None):
 
 def flatten(a):
     """(N, ...) -> (N, prod(...)), as Keras's Flatten."""
-    n = a.shape[0]
-    return reshape(a, (n, -1 if n else 0))
+    shape = tuple(a.shape)
+    if not shape:
+        raise ValueError("flatten: needs at least one (batch) axis, got a scalar")
+    return reshape(a, (shape[0], math.prod(shape[1:])))
 
 
 def concatenate(tensors, axis=0):
@@ -168,19 +194,19 @@ def stack(tensors, axis=0):
 
 
 def split(a, indices_or_sections, axis=0):
-    """Like numpy.split; returns a list of tensors (slices of the input, each differentiable)."""
-    size = a.shape[axis]
+    """Like numpy.split: a list of tensors, by a number of equal parts or by cut indices."""
+    shape = tuple(a.shape)
+    (axis,) = normalize_axes(axis, len(shape))
+    size = shape[axis]
     if isinstance(indices_or_sections, int):
-        if size % indices_or_sections:
-            raise ValueError(f"split: axis {axis} of size {size} does not divide into "
-                             f"{indices_or_sections} equal parts")
+        if indices_or_sections <= 0 or size % indices_or_sections:
+            raise ValueError(f"split: axis {axis} of size {size} (shape {shape}) does not divide "
+                             f"into {indices_or_sections} equal parts")
         step = size // indices_or_sections
         cuts = list(range(step, size, step))
     else:
-        cuts = list(indices_or_sections)
-    bounds = [0] + cuts + [size]
-    lead = (slice(None),) * (axis % len(a.shape))
-    return [getitem(a, lead + (slice(lo, hi),)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        cuts = [int(c) for c in indices_or_sections]
+    return list(Split.apply(a, cuts=cuts, axis=axis))
 
 
 def pad(a, pad_width, value=0.0):
