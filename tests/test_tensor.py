@@ -1,0 +1,453 @@
+"""Tensor semantics: dtypes, backward and its cotangent, accumulation, freeing the graph,
+no_grad, broadcasting, operators, multi-output Functions and error messages."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import micrograd_gen as mg
+from micrograd_gen import Function, Tensor, ops
+
+
+# ---- construction and dtypes ------------------------------------------------------------------
+
+def test_float_data_becomes_float32_unless_dtype_says_otherwise():
+    assert Tensor(1.5).dtype == np.float32
+    assert Tensor([1.0, 2.0]).dtype == np.float32
+    assert Tensor(np.ones(3)).dtype == np.float32  # float64 array
+    assert Tensor(np.ones(3), dtype=np.float64).dtype == np.float64
+    assert Tensor([1, 2]).dtype.kind == "i"  # integer data keeps an integer dtype
+    assert Tensor(np.array([True])).dtype == bool
+
+
+def test_requires_grad_needs_a_float_dtype():
+    assert Tensor([1.0], requires_grad=True).requires_grad
+    assert not Tensor([1.0]).requires_grad
+    with pytest.raises(TypeError, match="float dtype"):
+        Tensor([1, 2], requires_grad=True)
+
+
+def test_properties_and_conversions():
+    a = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    t = Tensor(a)
+    assert t.shape == (2, 3) and t.ndim == 2 and t.size == 6 and len(t) == 2
+    assert isinstance(t.numpy(), np.ndarray)
+    np.testing.assert_array_equal(t.numpy(), a)
+    assert Tensor(2.5).item() == 2.5 and float(Tensor(2.5)) == 2.5
+    assert t.device == "numpy"
+    assert "shape=(2, 3)" in repr(t) and "float32" in repr(t)
+    assert Tensor(t).data is t.data  # wrapping a Tensor shares its array
+
+
+def test_detach_shares_data_and_leaves_the_graph():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    y = x * 3
+    d = y.detach()
+    assert d.data is y.data and not d.requires_grad and d.is_leaf
+    (d * x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 6.0])  # no gradient through d
+
+
+# ---- backward ---------------------------------------------------------------------------------
+
+def test_backward_of_a_scalar_seeds_with_one():
+    x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    (x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0, 6.0])
+    assert x.grad.dtype == np.float32
+
+
+def test_backward_with_an_explicit_cotangent():
+    x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = x * x
+    y.backward(np.array([1.0, 0.0, -1.0]))
+    np.testing.assert_array_equal(x.grad, [2.0, 0.0, -6.0])
+    z = Tensor([[1.0, 2.0]], requires_grad=True)
+    (z * 2).backward(Tensor([[3.0, 4.0]]))  # a Tensor cotangent works too
+    np.testing.assert_array_equal(z.grad, [[6.0, 8.0]])
+
+
+def test_backward_of_a_non_scalar_needs_a_cotangent():
+    y = Tensor([1.0, 2.0], requires_grad=True) * 2
+    with pytest.raises(RuntimeError, match=r"non-scalar.*\(2,\).*cotangent"):
+        y.backward()
+    with pytest.raises(ValueError, match=r"cotangent shape \(3,\).*\(2,\)"):
+        y.backward(np.ones(3))
+
+
+def test_backward_on_a_one_element_tensor_of_any_rank():
+    x = Tensor([[2.0]], requires_grad=True)
+    (x * x).backward()
+    np.testing.assert_array_equal(x.grad, [[4.0]])
+
+
+def test_backward_without_requires_grad_is_an_error():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        (Tensor([1.0]) * 2).sum().backward()
+
+
+def test_backward_on_a_leaf():
+    x = Tensor(3.0, requires_grad=True)
+    x.backward()
+    assert x.grad == 1.0
+
+
+def test_gradients_accumulate_until_zero_grad():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    for _ in range(3):
+        (x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [6.0, 12.0])
+    x.zero_grad()
+    assert x.grad is None
+    (x * 5).sum().backward()
+    np.testing.assert_array_equal(x.grad, [5.0, 5.0])
+
+
+def test_an_input_used_twice_gets_both_gradients():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    (y + y * x + x).sum().backward()  # d/dx (2x + 2x^2 + x) = 3 + 4x
+    np.testing.assert_array_equal(x.grad, [7.0, 11.0])
+
+
+def test_a_leafs_grad_is_its_own_array():
+    # add's backward hands the same array to both inputs, and a cotangent belongs to the caller:
+    # neither may end up shared with a leaf's .grad, which later backward calls update in place.
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    w = Tensor([3.0, 4.0], requires_grad=True)
+    cotangent = np.ones(2, dtype=np.float32)
+    (x + w).backward(cotangent)
+    assert x.grad is not w.grad and not np.shares_memory(x.grad, w.grad)
+    assert not np.shares_memory(x.grad, cotangent)
+    (x + w).backward(cotangent)
+    np.testing.assert_array_equal(cotangent, [1.0, 1.0])
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])
+    # a reduction's backward is a read-only broadcast view: the leaf still gets a writable copy
+    z = Tensor(np.ones((2, 3)), requires_grad=True)
+    z.sum().backward()
+    assert z.grad.flags.writeable
+    z.grad += 1
+
+
+def test_only_leaves_keep_a_gradient():
+    x = Tensor([1.0], requires_grad=True)
+    y = x * 2
+    (y * 3).sum().backward()
+    assert y.grad is None and x.grad is not None
+
+
+def test_a_frozen_input_gets_no_gradient():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    w = Tensor([3.0, 4.0])
+    (x * w).sum().backward()
+    assert w.grad is None
+
+
+# ---- the graph: retain, free, depth -----------------------------------------------------------
+
+def test_second_backward_needs_retain_graph():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    loss = (x.exp() * x).sum()
+    loss.backward(retain_graph=True)
+    first = x.grad.copy()
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * first)
+    with pytest.raises(RuntimeError, match="already freed.*retain_graph=True"):
+        loss.backward()
+
+
+def test_backward_through_a_freed_part_of_a_graph_is_an_error():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    shared = x.tanh()
+    (shared * 2).sum().backward()
+    with pytest.raises(RuntimeError, match="already freed"):
+        (shared * 3).sum().backward()
+
+
+def test_graph_is_freed_after_backward():
+    x = Tensor(np.ones(1000), requires_grad=True)
+    hidden = x.tanh()                    # saved by tanh (its output) and by multiply (an input)
+    saved = weakref.ref(hidden.data)
+    loss = (hidden * hidden).sum()
+    del hidden
+    gc.collect()
+    assert saved() is not None           # the graph holds it until backward
+    loss.backward()
+    gc.collect()
+    assert saved() is None               # backward let it go
+    assert loss._ctx.parents == ()
+
+
+def test_retain_graph_keeps_saved_arrays():
+    x = Tensor(np.ones(10), requires_grad=True)
+    hidden = x.tanh()
+    saved = weakref.ref(hidden.data)
+    loss = (hidden * hidden).sum()
+    del hidden
+    loss.backward(retain_graph=True)
+    gc.collect()
+    assert saved() is not None
+
+
+def test_a_10000_node_chain():
+    x = Tensor([0.5], requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, [1.0001 ** 10_000], rtol=1e-3)
+
+
+def test_a_wide_graph_calls_each_backward_once():
+    calls = []
+
+    class Counted(Function):
+        def forward(self, a):
+            return a * 1
+
+        def backward(self, g):
+            calls.append(1)
+            return g
+
+    x = Tensor([1.0], requires_grad=True)
+    shared = Counted.apply(x)
+    total = shared
+    for _ in range(50):
+        total = total + shared
+    total.sum().backward()
+    assert len(calls) == 1
+    np.testing.assert_array_equal(x.grad, [51.0])
+
+
+# ---- no_grad ----------------------------------------------------------------------------------
+
+def test_no_grad_records_nothing():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    assert mg.is_grad_enabled()
+    with mg.no_grad():
+        assert not mg.is_grad_enabled()
+        y = x * 2 + 1
+        with mg.no_grad():
+            pass
+        assert not mg.is_grad_enabled()  # nesting restores the outer state
+    assert mg.is_grad_enabled()
+    assert not y.requires_grad and y._ctx is None
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.sum().backward()
+
+
+def test_no_grad_restores_after_an_exception():
+    with pytest.raises(ZeroDivisionError):
+        with mg.no_grad():
+            1 / 0
+    assert mg.is_grad_enabled()
+
+
+# ---- broadcasting -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", ["add", "subtract", "multiply", "divide", "power", "maximum"])
+def test_broadcast_gradients_take_each_inputs_shape(op):
+    a = Tensor(np.full((3, 1), 2.0), requires_grad=True)
+    b = Tensor(np.full((1, 4), 1.5), requires_grad=True)
+    c = Tensor(np.full((4,), 1.0), requires_grad=True)
+    getattr(ops, op)(getattr(ops, op)(a, b), c).sum().backward()
+    assert a.grad.shape == (3, 1) and b.grad.shape == (1, 4) and c.grad.shape == (4,)
+
+
+def test_broadcast_gradient_sums_over_the_stretched_axes():
+    a = Tensor(np.ones((3, 1)), requires_grad=True)
+    b = Tensor(np.ones(4), requires_grad=True)
+    (a + b).sum().backward()
+    np.testing.assert_array_equal(a.grad, np.full((3, 1), 4.0))
+    np.testing.assert_array_equal(b.grad, np.full(4, 3.0))
+
+
+def test_broadcasting_mismatch_names_the_op_and_both_shapes():
+    with pytest.raises(ValueError, match=r"^add:.*\(2, 3\), \(4,\)"):
+        Tensor(np.ones((2, 3))) + Tensor(np.ones(4))
+    with pytest.raises(ValueError, match=r"^multiply:.*\(2, 3\), \(2,\)"):
+        Tensor(np.ones((2, 3))) * np.ones(2)
+
+
+def test_matmul_mismatch_names_the_op_and_both_shapes():
+    with pytest.raises(ValueError, match=r"^matmul:.*\(3\).*\(4\).*\(2, 3\), \(4, 5\)"):
+        Tensor(np.ones((2, 3))) @ Tensor(np.ones((4, 5)))
+    with pytest.raises(ValueError, match=r"^matmul: the batch axes \(2,\) and \(5,\)"):
+        Tensor(np.ones((2, 3, 4))) @ Tensor(np.ones((5, 4, 2)))
+    with pytest.raises(ValueError, match=r"^matmul:.*\(3,\), \(4,\)"):
+        Tensor(np.ones(3)) @ Tensor(np.ones(4))
+    with pytest.raises(ValueError, match="^matmul:.*at least one dimension"):
+        Tensor(2.0) @ Tensor(np.ones(3))
+
+
+# ---- operators --------------------------------------------------------------------------------
+
+OPERATORS = [
+    ("+", lambda a, b: a + b), ("-", lambda a, b: a - b), ("*", lambda a, b: a * b),
+    ("/", lambda a, b: a / b), ("**", lambda a, b: a ** b),
+]
+
+
+@pytest.mark.parametrize("name, fn", OPERATORS)
+@pytest.mark.parametrize("other_kind", ["tensor", "ndarray", "scalar"])
+def test_operators_and_their_reflections(name, fn, other_kind):
+    x = np.array([1.5, 2.0, 2.5], dtype=np.float32)
+    o = {"tensor": np.array([0.5, 1.0, 2.0], dtype=np.float32),
+         "ndarray": np.array([0.5, 1.0, 2.0]), "scalar": 1.5}[other_kind]
+    other = Tensor(o) if other_kind == "tensor" else o
+    for left, right, expected in [(Tensor(x), other, fn(x, np.float32(o))),
+                                  (other, Tensor(x), fn(np.float32(o), x))]:
+        out = fn(left, right)
+        assert isinstance(out, Tensor), f"{type(left).__name__} {name} {type(right).__name__}"
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6)
+
+
+def test_matmul_operator_with_arrays():
+    a = np.arange(6.0).reshape(2, 3)
+    b = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_allclose((Tensor(a) @ b).numpy(), a @ b)
+    np.testing.assert_allclose((a @ Tensor(b)).numpy(), a @ b)
+
+
+def test_unary_operators_and_method_spellings():
+    x = Tensor(np.array([[-1.0, 2.0, -3.0]]), requires_grad=True)
+    np.testing.assert_array_equal((-x).numpy(), [[1, -2, 3]])
+    np.testing.assert_array_equal(abs(x).numpy(), [[1, 2, 3]])
+    assert (+x) is x
+    assert x.T.shape == (3, 1) and x.transpose().shape == (3, 1)
+    assert x.reshape(3).shape == (3,) and x.reshape(3, 1).shape == (3, 1)
+    assert x.sum(axis=1).shape == (1,) and x.mean().shape == ()
+    assert x.max().item() == 2.0 and x.min().item() == -3.0
+    np.testing.assert_array_equal(x.relu().numpy(), [[0, 2, 0]])
+    assert x.astype(np.float64).dtype == np.float64
+
+
+def test_comparisons_return_non_differentiable_tensors():
+    x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    for result, expected in [(x < 2, [1, 0, 0]), (x <= 2, [1, 1, 0]), (x > 2, [0, 0, 1]),
+                             (x >= 2, [0, 1, 1]), (x == 2, [0, 1, 0]), (x != 2, [1, 0, 1]),
+                             (x == Tensor([1.0, 0.0, 3.0]), [1, 0, 1]),
+                             (np.array([2.0, 2.0, 2.0]) < x, [0, 0, 1])]:
+        assert isinstance(result, Tensor) and result.dtype == bool
+        assert not result.requires_grad and result._ctx is None
+        np.testing.assert_array_equal(result.numpy(), expected)
+    assert len({x, Tensor([1.0])}) == 2  # still hashable by identity
+
+
+def test_numpy_functions_on_a_tensor_are_refused():
+    # np.exp(tensor) would otherwise give an object array that silently breaks later
+    with pytest.raises(TypeError):
+        np.exp(Tensor([1.0]))
+
+
+# ---- mixed dtypes (the rule is in micrograd_gen/tensor.py's docstring) --------------------------
+
+def test_python_numbers_and_raw_arrays_adopt_the_tensors_dtype():
+    x = Tensor([1.0, 2.0])  # float32
+    for y in (x * 2, 2 * x, x + 0.5, x * np.ones(2), np.ones(2, dtype=np.float64) - x,
+              x * np.array([1, 2]), 2 ** x, ops.where(x > 1, x, 0.0), ops.maximum(x, 1.5)):
+        assert y.dtype == np.float32
+    x64 = Tensor([1.0, 2.0], dtype=np.float64)
+    assert (x64 * np.ones(2, dtype=np.float32)).dtype == np.float64
+
+
+def test_two_float_tensors_promote_and_gradients_keep_each_inputs_dtype():
+    a = Tensor([1.0, 2.0], requires_grad=True)                      # float32
+    b = Tensor([3.0, 4.0], dtype=np.float64, requires_grad=True)
+    hidden = a * 2                                                  # float32 intermediate
+    y = hidden * b
+    assert y.dtype == np.float64
+    y.sum().backward()
+    assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
+    np.testing.assert_array_equal(a.grad, [6.0, 8.0])
+    np.testing.assert_array_equal(b.grad, [2.0, 4.0])
+
+
+def test_the_cotangent_takes_the_outputs_dtype():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    (x * 3).backward(np.array([1.0, 1.0], dtype=np.float64))
+    assert x.grad.dtype == np.float32
+
+
+# ---- Functions: multi-output, contract errors ---------------------------------------------------
+
+class MinMax(Function):
+    """Two outputs: the smallest and the largest element of each row."""
+
+    def forward(self, a):
+        self.a = a
+        return a.min(axis=1), a.max(axis=1)
+
+    def backward(self, g_min, g_max):
+        grad = np.zeros_like(self.a)
+        rows = np.arange(self.a.shape[0])
+        grad[rows, self.a.argmin(axis=1)] += g_min
+        grad[rows, self.a.argmax(axis=1)] += g_max
+        return grad
+
+
+def test_multi_output_function():
+    x = Tensor(np.array([[1.0, 5.0, 3.0], [4.0, 0.0, 2.0]]), requires_grad=True)
+    low, high = MinMax.apply(x)
+    np.testing.assert_array_equal(low.numpy(), [1.0, 0.0])
+    (low * 2 + high * 3).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[2, 3, 0], [3, 2, 0]])
+
+
+def test_multi_output_function_with_an_unused_output_gets_zeros_for_it():
+    x = Tensor(np.array([[1.0, 5.0, 3.0]]), requires_grad=True)
+    _, high = MinMax.apply(x)
+    high.sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 1, 0]])
+
+
+def test_multi_output_function_under_no_grad():
+    with mg.no_grad():
+        low, high = MinMax.apply(Tensor(np.ones((2, 2)), requires_grad=True))
+    assert not low.requires_grad and not high.requires_grad
+
+
+def test_a_backward_that_returns_the_wrong_shape_is_named():
+    class BadShape(Function):
+        def forward(self, a):
+            return a * 2
+
+        def backward(self, g):
+            return g.sum()
+
+    x = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"BadShape.backward.*shape \(\).*shape \(3,\)"):
+        BadShape.apply(x).sum().backward()
+
+
+def test_a_backward_that_returns_too_few_gradients_is_named():
+    class TooFew(Function):
+        def forward(self, a, b):
+            return a + b
+
+        def backward(self, g):
+            return g
+
+    x = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match="TooFew.backward returned 1 gradients for 2 inputs"):
+        TooFew.apply(x, x).sum().backward()
+
+
+def test_needs_input_grad_is_set_before_forward():
+    seen = []
+
+    class Probe(Function):
+        def forward(self, a, b):
+            seen.append(self.needs_input_grad)
+            return a * b
+
+        def backward(self, g):
+            return None, None
+
+    Probe.apply(Tensor([1.0]), Tensor([2.0], requires_grad=True))
+    with mg.no_grad():
+        Probe.apply(Tensor([1.0], requires_grad=True), Tensor([2.0]))
+    Probe.apply(Tensor([1.0]), 3.0)
+    assert seen == [(False, True), (False, False), (False, False)]
