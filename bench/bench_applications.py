@@ -1,0 +1,291 @@
+"""Benchmarks for the pretrained models (issue 4), as JSON lines.
+
+  load_<model>              io.load_weights of each Keras file into a built model (target < 2 s)
+  deepdream_step_<HxW>      InceptionV3 forward to mixed7 + the book's DeepDream loss + backward to
+                            the image + the normalised ascent step (target 0.45 s at 400x600, x1.2)
+  style_transfer_eval       VGG19 forward to block5_conv2 on a batch of 3 images of 400x600 + the
+                            book's style-transfer loss + backward to the combination image + the
+                            SGD step (target 7.6 s, x1.2), with the process's peak RSS
+  accuracy                  worst error against the Keras references in ../shared/data/reference,
+                            relative to each array's largest value, float32 and float64
+
+Workloads are defined in ../shared/BENCHMARKS.md. Each one runs in a fresh process (so its peak RSS
+is its own), after a warm-up, and reports the median of --repeat runs timed with perf_counter
+around the whole step. Weights are random and frozen for the timings (time does not depend on the
+values); the load and accuracy lines need the real files: $MICROGRAD_GEN_WEIGHTS, else they are
+made with ../shared/tools/make_weights_h5.py into a temporary folder.
+
+  OPENBLAS_NUM_THREADS=2 python bench/bench_applications.py            # everything
+  python bench/bench_applications.py --only deepdream_step_400x600 --repeat 5
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+VGG_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+OCTAVES = [(204, 306), (285, 428), (400, 600)]
+TARGETS = {"load_vgg19": 2.0, "load_inception_v3": 2.0, "deepdream_step_400x600": 0.45 * 1.2,
+           "style_transfer_eval": 7.6 * 1.2}
+DREAM_LAYERS = {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5}
+STYLE_LAYERS = ["block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"]
+
+
+def emit(**record):
+    print(json.dumps(record), flush=True)
+
+
+def threads():
+    return int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+               or os.cpu_count())
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def other_load():
+    """1-minute load average minus this benchmark's own busy core(s), as a hint of noise."""
+    return round(os.getloadavg()[0], 2)
+
+
+def timed(fn, repeat, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def report(name, times, **extra):
+    median = statistics.median(times)
+    target = TARGETS.get(name)
+    emit(bench=name, median_s=round(median, 4), min_s=round(min(times), 4),
+         runs=[round(t, 4) for t in times], threads=threads(),
+         **({"target_s": target, "within_target": median <= target} if target else {}),
+         peak_rss_mb=round(peak_rss_mb(), 1), loadavg_1min=other_load(), **extra)
+
+
+def weight_dir():
+    env = os.environ.get("MICROGRAD_GEN_WEIGHTS")
+    if env and all((Path(env) / f).is_file() for f in (VGG_FILE, INCEPTION_FILE)):
+        return Path(env)
+    tool = SHARED / "tools" / "make_weights_h5.py"
+    if not tool.is_file():
+        return None
+    out = Path(tempfile.gettempdir()) / "micrograd_gen_bench_weights"
+    subprocess.run([sys.executable, str(tool), str(out)], check=True, capture_output=True)
+    return out
+
+
+# ---- workloads (each runs in its own process) ---------------------------------------------------
+
+def bench_load(model_name, repeat):
+    from micrograd_gen import applications, io
+    folder = weight_dir()
+    if folder is None:
+        emit(bench=f"load_{model_name}", skipped="no weight files ($MICROGRAD_GEN_WEIGHTS or "
+                                                 "../shared/tools/make_weights_h5.py)")
+        return
+    build, file = {"vgg19": (applications.VGG19, VGG_FILE),
+                   "inception_v3": (applications.InceptionV3, INCEPTION_FILE)}[model_name]
+    model = build(weights=None)
+    path = folder / file
+    times = timed(lambda: io.load_weights(model, path), repeat)
+    whole = timed(lambda: build(weights=str(path)), max(1, repeat // 2), warmup=0)
+    report(f"load_{model_name}", times, file_mb=round(path.stat().st_size / 1e6, 1),
+           constructor_with_weights_s=round(statistics.median(whole), 4))
+
+
+def dream_step(extractor, image):
+    import micrograd_gen as mg
+    from micrograd_gen import ops
+    x = mg.Tensor(image, requires_grad=True)
+    acts = extractor(x)
+    loss = None
+    for name, coeff in DREAM_LAYERS.items():
+        a = acts[name][:, 2:-2, 2:-2, :]
+        term = coeff * ops.mean(a * a)
+        loss = term if loss is None else loss + term
+    loss.backward()
+    grads = x.grad
+    grads = grads / max(float((grads * grads).sum()) ** 0.5, 1e-6)
+    return image + 20.0 * grads
+
+
+def bench_deepdream(height, width, repeat):
+    import numpy as np
+    from micrograd_gen import applications
+    model = applications.InceptionV3(weights=None)
+    model.trainable = False  # as pretrained: no weight gradients
+    extractor = applications.feature_extractor(model, DREAM_LAYERS)
+    image = np.random.default_rng(0).uniform(-1, 1, (1, height, width, 3)).astype(np.float32)
+    times = timed(lambda: dream_step(extractor, image), repeat)
+    report(f"deepdream_step_{height}x{width}", times, layers_run=len(extractor.layers_run))
+
+
+def style_loss_and_grad(extractor, base, style, combination, height, width):
+    import micrograd_gen as mg
+    from micrograd_gen import ops
+    comb = mg.Tensor(combination, requires_grad=True)
+    x = ops.concatenate([mg.Tensor(base), mg.Tensor(style), comb], axis=0)
+    feats = extractor(x)
+    f = feats["block5_conv2"]
+    diff = f[2] - f[0]
+    loss = 2.5e-8 * ops.sum(diff * diff)
+    size = height * width
+    for name in STYLE_LAYERS:
+        f = feats[name]
+        channels = f.shape[-1]
+        s = ops.reshape(f[1], (-1, channels))
+        c = ops.reshape(f[2], (-1, channels))
+        d = ops.matmul(ops.transpose(s), s) - ops.matmul(ops.transpose(c), c)  # Gram, (C, C)
+        loss = loss + (1e-6 / len(STYLE_LAYERS)) * ops.sum(d * d) / (4.0 * 9 * size ** 2)
+    a = comb[:, :-1, :-1, :] - comb[:, 1:, :-1, :]
+    b = comb[:, :-1, :-1, :] - comb[:, :-1, 1:, :]
+    loss = loss + 1e-6 * ops.sum((a * a + b * b) ** 1.25)
+    loss.backward()
+    return loss, comb.grad
+
+
+def bench_style_transfer(height, width, repeat):
+    import numpy as np
+    from micrograd_gen import applications
+    model = applications.VGG19(weights=None)
+    model.trainable = False
+    extractor = applications.feature_extractor(model, STYLE_LAYERS + ["block5_conv2"])
+    rng = np.random.default_rng(0)
+    mean = np.array([103.939, 116.779, 123.68], np.float32)
+    base, style, combination = (rng.uniform(0, 255, (1, height, width, 3)).astype(np.float32) - mean
+                                for _ in range(3))
+    state = {"image": combination, "step": 0}
+
+    def step():
+        _, grad = style_loss_and_grad(extractor, base, style, state["image"], height, width)
+        lr = 100.0 * 0.96 ** (state["step"] / 100)  # ExponentialDecay(100, 100, 0.96)
+        state["image"] = state["image"] - lr * grad
+        state["step"] += 1
+
+    times = timed(step, repeat)
+    report("style_transfer_eval" + ("" if (height, width) == (400, 600) else f"_{height}x{width}"),
+           times, batch=3, layers_run=len(extractor.layers_run))
+
+
+def bench_accuracy():
+    import numpy as np
+    import micrograd_gen as mg
+    from micrograd_gen import applications
+    folder = weight_dir()
+    data = Path(os.environ.get("MICROGRAD_GEN_DATA") or SHARED / "data")
+    if folder is None or not (data / "reference").is_dir():
+        emit(bench="accuracy", skipped="needs the weight files and ../shared/data/reference")
+        return
+
+    def worst(got, want):
+        got = got.numpy() if isinstance(got, mg.Tensor) else np.asarray(got)
+        return float(np.max(np.abs(got.astype(np.float64) - want)) / np.max(np.abs(want)))
+
+    ref = dict(np.load(data / "reference" / "keras_vgg19_tubingen.npz"))
+    names = [k[4:] for k in ref if k.startswith("act/")]
+    for dtype in ("float32", "float64"):
+        model = applications.VGG19(weights=str(folder / VGG_FILE), dtype=dtype)
+        with mg.no_grad():
+            out = applications.feature_extractor(model, names)(ref["input"].astype(dtype))
+        for n in names:
+            emit(bench="accuracy", model="vgg19", dtype=dtype, array=f"act/{n}",
+                 worst_rel_error=worst(out[n], ref[f"act/{n}"]))
+
+    ref = dict(np.load(data / "reference" / "keras_inception_v3_chelsea.npz"))
+    names = [f"mixed{i}" for i in range(11)]
+    results = {}
+    for dtype in ("float32", "float64"):
+        model = applications.InceptionV3(weights=str(folder / INCEPTION_FILE), dtype=dtype)
+        with mg.no_grad():
+            out = applications.feature_extractor(model, names)(ref["input"].astype(dtype))
+        for n in names:
+            emit(bench="accuracy", model="inception_v3", dtype=dtype, array=f"act/{n}",
+                 worst_rel_error=worst(out[n], ref[f"act/{n}"]))
+        x = mg.Tensor(ref["input"], requires_grad=True, dtype=dtype)
+        acts = applications.feature_extractor(model, DREAM_LAYERS)(x)
+        terms = []
+        for name, coeff in DREAM_LAYERS.items():
+            a = acts[name][:, 2:-2, 2:-2, :]
+            terms.append(coeff * mg.ops.mean(a * a))
+        loss = terms[0] + terms[1] + terms[2] + terms[3]
+        loss.backward()
+        results[dtype] = x.grad
+        emit(bench="accuracy", model="inception_v3", dtype=dtype, array="deepdream/loss",
+             worst_rel_error=worst(loss, ref["deepdream/loss"]))
+        emit(bench="accuracy", model="inception_v3", dtype=dtype, array="deepdream/terms",
+             worst_rel_error=worst(np.array([t.item() for t in terms]), ref["deepdream/terms"]))
+        emit(bench="accuracy", model="inception_v3", dtype=dtype, array="deepdream/grad",
+             worst_rel_error=worst(x.grad, ref["deepdream/grad"]))
+    emit(bench="accuracy", model="inception_v3", dtype="float32 vs float64",
+         array="deepdream/grad", worst_rel_error=worst(results["float32"], results["float64"]))
+
+
+# ---- driver ---------------------------------------------------------------------------------------
+
+def workloads(args):
+    names = ["load_vgg19", "load_inception_v3"]
+    names += [f"deepdream_step_{h}x{w}" for h, w in (OCTAVES if args.all_octaves else OCTAVES[-1:])]
+    names += ["style_transfer_eval", "accuracy"]
+    return names
+
+
+def run_one(name, args):
+    if name.startswith("load_"):
+        bench_load(name[5:], args.repeat or 5)
+    elif name.startswith("deepdream_step_"):
+        h, w = map(int, name.rsplit("_", 1)[1].split("x"))
+        bench_deepdream(h, w, args.repeat or 5)
+    elif name.startswith("style_transfer_eval"):
+        h, w = (400, 600) if name == "style_transfer_eval" else map(int, name.rsplit("_", 1)[1].split("x"))
+        bench_style_transfer(h, w, args.repeat or 3)
+    elif name == "accuracy":
+        bench_accuracy()
+    else:
+        raise SystemExit(f"unknown workload {name!r}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", help="run one workload in this process (names: see the docstring; "
+                                       "style_transfer_eval_HxW and deepdream_step_HxW take any size)")
+    parser.add_argument("--repeat", type=int, help="timed runs after the warm-up")
+    parser.add_argument("--all-octaves", action="store_true",
+                        help="also time the DeepDream step at 204x306 and 285x428")
+    args = parser.parse_args()
+    if args.only:
+        run_one(args.only, args)
+        return
+    import numpy
+    emit(bench="meta", python=platform.python_version(), numpy=numpy.__version__,
+         cpu_count=os.cpu_count(), threads=threads(), loadavg_1min=other_load(),
+         torch="not run: the issue's peer figures are in ../shared/BENCHMARKS.md")
+    for name in workloads(args):
+        cmd = [sys.executable, __file__, "--only", name]
+        if args.repeat:
+            cmd += ["--repeat", str(args.repeat)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        sys.stdout.write(result.stdout)
+        if result.returncode:
+            emit(bench=name, error=result.stderr.strip().splitlines()[-1:])
+
+
+if __name__ == "__main__":
+    main()
