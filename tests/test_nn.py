@@ -510,13 +510,14 @@ def _mha_reference(q_in, v_in, weights, num_heads, key_dim, causal):
     return np.einsum("bntk,nkd->btd", ctx, wo) + bo, p
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_multi_head_attention_keras_weights_and_numpy_reference(causal):
+@pytest.mark.parametrize("causal,self_attention", [(False, False), (True, True),
+                                                    (True, False), (False, True)])
+def test_multi_head_attention_keras_weights_and_numpy_reference(causal, self_attention):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5, 6)).astype(np.float32)
-    mem = rng.standard_normal((2, 4, 6)).astype(np.float32)
+    mem = rng.standard_normal((2, 4, 6)).astype(np.float32)  # fewer keys than queries
     mha = nn.MultiHeadAttention(num_heads=2, key_dim=3)
-    value = x if causal else mem
+    value = x if self_attention else mem
     out, scores = mha(x, value, use_causal_mask=causal, return_attention_scores=True)
     assert mha.weight_names == ["query/kernel", "query/bias", "key/kernel", "key/bias",
                                 "value/kernel", "value/bias", "attention_output/kernel",
@@ -542,6 +543,30 @@ def test_multi_head_attention_mask_and_gradients():
     np.testing.assert_array_equal(p.numpy()[0, 0, 2], 0)  # a fully masked row gives zeros
     out.sum().backward()
     assert x.grad is not None and all(w.grad is not None for w in mha.trainable_weights)
+
+
+def test_multi_head_attention_dropout_in_training_only():
+    rng = np.random.default_rng(2)
+    x = Tensor(rng.standard_normal((2, 6, 4)).astype(np.float32), requires_grad=True)
+    mha = nn.MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.5, seed=0)
+    plain = mha(x, x).numpy()
+    np.testing.assert_allclose(mha(x, x, training=False).numpy(), plain)
+    out, probs = mha(x, x, training=True, return_attention_scores=True)
+    assert not np.allclose(out.numpy(), plain)
+    np.testing.assert_allclose(probs.numpy().sum(-1), 1, rtol=1e-5)  # scores before dropout
+    out.sum().backward()
+    assert x.grad is not None and all(w.grad is not None for w in mha.trainable_weights)
+
+
+def test_multi_head_attention_cache_decodes_like_the_full_causal_pass():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 5, 8)).astype(np.float32)
+    mha = nn.MultiHeadAttention(num_heads=2, key_dim=4)
+    full = mha(x, x, use_causal_mask=True).numpy()
+    cache = {}
+    steps = [mha(x[:, t:t + 1], x[:, t:t + 1], use_causal_mask=True, cache=cache).numpy()
+             for t in range(5)]
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-6)
 
 
 # ---- training --------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ their biases (n, dim); output kernel (n, value_dim, d_out), bias (d_out,). The q
 before the softmax and 0 after it (Keras's masked softmax). The causal mask lets query t see keys
 s <= t.
 """
-import numpy as np
-
 from .. import ops
 from ..tensor import Tensor
 from .base import Layer, _shape_of
@@ -66,60 +64,51 @@ class MultiHeadAttention(Layer):
     def _bias(self, name, shape):
         return self.add_weight(name, shape, self.bias_initializer) if self.use_bias else None
 
-    @staticmethod
-    def _project(x, kernel, bias):
-        """(B, T, d) with kernel (d, n, k) -> (B, n, T, k)."""
-        d, n, k = kernel.shape
-        y = ops.matmul(x, ops.reshape(kernel, (d, n * k)))                   # (B, T, n*k)
-        if bias is not None:
-            y = y + ops.reshape(bias, (n * k,))
-        y = ops.reshape(y, (x.shape[0], x.shape[1], n, k))                   # (B, T, n, k)
-        return ops.transpose(y, (0, 2, 1, 3))                                # (B, n, T, k)
-
-    def _mask(self, query, value, attention_mask, use_causal_mask):
-        """Boolean (B or 1, 1, T, S) where True means "may attend", or None."""
+    def _mask(self, query, value, attention_mask, use_causal_mask, cached):
+        """(mask, causal) for the op: a boolean (B or 1, T, S) mask, True = may attend."""
         t, s = query.shape[1], value.shape[1]
         mask = None
         if attention_mask is not None:
             m = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
-            m = query.xp.asarray(m).astype(bool)
-            if m.ndim == 2:          # (T, S)
-                m = m[None]
-            if m.shape[-2:] != (t, s):
+            mask = query.xp.asarray(m).astype(bool)
+            if mask.ndim == 2:
+                mask = mask[None]
+            if mask.ndim != 3 or mask.shape[-2:] != (t, s + cached):
                 raise ValueError(f"MultiHeadAttention '{self.name}': attention_mask of shape "
-                                 f"{tuple(m.shape)} does not fit queries {t} x keys {s}")
-            mask = m[:, None]        # (B, 1, T, S): the same mask for every head
-        if use_causal_mask:
-            causal = query.xp.tril(query.xp.ones((t, s), dtype=bool))[None, None]
-            mask = causal if mask is None else mask & causal
-        return mask
+                                 f"{tuple(m.shape)} does not fit {t} queries x {s + cached} keys")
+        if use_causal_mask and t != s and not cached:
+            # Keras's causal mask is j <= i counted from the first position, also when there are
+            # more keys than queries (the op would align the queries with the last keys).
+            causal = query.xp.tri(t, s, dtype=bool)[None]
+            return (causal if mask is None else mask & causal), False
+        return mask, use_causal_mask
 
     def call(self, query, value, key=None, attention_mask=None, use_causal_mask=False,
-             return_attention_scores=False, training=None):
+             return_attention_scores=False, training=None, cache=None):
+        """cache: a dict kept between calls for incremental decoding (see
+        micrograd_gen.ops.multi_head_attention): new keys and values are appended to it."""
+        cached = 0 if not cache or cache.get("key") is None else cache["key"].shape[2]
+        mask, causal = self._mask(query, value, attention_mask, use_causal_mask, cached)
+        weights = (self.query_kernel, self.query_bias, self.key_kernel, self.key_bias,
+                   self.value_kernel, self.value_bias, self.output_kernel, self.output_bias)
+        if not (training and self.dropout > 0):
+            return ops.multi_head_attention(query, value, key, *weights, causal=causal, mask=mask,
+                                            return_scores=return_attention_scores, cache=cache)
+        # Training with dropout: Keras drops attention probabilities, so the attention is
+        # spelled out around the op that gives the probabilities.
+        if cache is not None:
+            raise ValueError(f"MultiHeadAttention '{self.name}': cache is for inference, not "
+                             "for training with dropout")
         key = value if key is None else key
-        q = self._project(query, self.query_kernel, self.query_bias)        # (B, n, T, k)
-        k = self._project(key, self.key_kernel, self.key_bias)              # (B, n, S, k)
-        v = self._project(value, self.value_kernel, self.value_bias)        # (B, n, S, v)
-        mask = self._mask(query, value, attention_mask, use_causal_mask)
-        q = q * (1.0 / np.sqrt(self.key_dim))
-        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))              # (B, n, T, S)
-        if mask is not None:
-            large_negative = scores.xp.asarray(-1e9, scores.dtype)
-            scores = scores + scores.xp.where(mask, scores.dtype.type(0), large_negative)
-        probs = ops.softmax(scores, axis=-1)
-        if mask is not None:
-            probs = probs * mask.astype(probs.dtype)  # a fully masked row gives zeros, not 1/S
-        weights = probs
-        if training and self.dropout > 0:
-            weights = ops.dropout(probs, self.dropout, training=True, rng=self._rng_for_layer())
-        context = ops.matmul(weights, v)                                    # (B, n, T, v)
-        context = ops.transpose(context, (0, 2, 1, 3))                      # (B, T, n, v)
-        b, t = context.shape[0], context.shape[1]
-        n, dv = self.num_heads, self.value_dim
-        out = ops.matmul(ops.reshape(context, (b, t, n * dv)),
-                         ops.reshape(self.output_kernel, (n * dv, self.output_dim)))
-        if self.output_bias is not None:
-            out = out + self.output_bias                                    # (B, T, d_out)
+        q = ops.project_heads(query, self.query_kernel, self.query_bias)    # (B, n, T, k)
+        k = ops.project_heads(key, self.key_kernel, self.key_bias)          # (B, n, S, k)
+        v = ops.project_heads(value, self.value_kernel, self.value_bias)    # (B, n, S, v)
+        _, probs = ops.scaled_dot_product_attention(
+            q, k, v, causal=causal, mask=None if mask is None else mask[:, None],
+            return_scores=True)                                             # (B, n, T, S)
+        dropped = ops.dropout(probs, self.dropout, training=True, rng=self._rng_for_layer())
+        context = ops.matmul(dropped, v)                                    # (B, n, T, v)
+        out = ops.merge_heads(context, self.output_kernel, self.output_bias)  # (B, T, d_out)
         return (out, probs) if return_attention_scores else out
 
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
