@@ -569,6 +569,31 @@ def test_multi_head_attention_cache_decodes_like_the_full_causal_pass():
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("make,shape", [
+    (lambda: nn.Dense(3, activation="tanh", dtype="float64"), (2, 4, 5)),
+    (lambda: nn.LSTM(3, return_sequences=True, dtype="float64"), (2, 4, 3)),
+    (lambda: nn.Conv2D(2, 3, strides=2, padding="same", dtype="float64"), (1, 5, 4, 2)),
+    (lambda: nn.Conv2DTranspose(2, 3, strides=2, padding="same", dtype="float64"), (1, 3, 2, 2)),
+    (lambda: nn.LayerNormalization(dtype="float64"), (2, 3, 4)),
+    (lambda: nn.BatchNormalization(dtype="float64").train(), (6, 3)),
+    (lambda: nn.MultiHeadAttention(2, 2, dtype="float64"), (1, 3, 4)),
+])
+def test_layer_input_gradients_float64(make, shape):
+    from micrograd_gen.gradcheck import gradcheck
+    layer = make()
+    x = np.random.default_rng(0).standard_normal(shape)
+    layer.build(shape)
+    assert all(w.dtype == np.float64 for w in layer.weights)
+    if isinstance(layer, nn.MultiHeadAttention):
+        fn = lambda t: layer(t, t, use_causal_mask=True)  # noqa: E731
+    elif isinstance(layer, nn.BatchNormalization):
+        layer.momentum = 1.0  # keep the moving statistics still while the check re-evaluates
+        fn = layer
+    else:
+        fn = layer
+    assert gradcheck(fn, [x])
+
+
 # ---- training --------------------------------------------------------------------------------------
 def test_dense_network_learns_a_toy_problem():
     nn.set_seed(0)
