@@ -58,37 +58,32 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        # Constants (Python numbers, raw arrays) adopt the dtype of the first float tensor input,
-        # so that `x * 2` stays float32 and a float64 gradient check stays float64.
-        like = None
-        has_constant = False
+        # This runs for every op, so it stays a few plain loops (no generators, no helpers).
+        tensors = inputs
         for x in inputs:
-            if isinstance(x, Tensor):
-                if like is None and x.data.dtype.kind == "f":
-                    like = x
-            elif x is not None:
-                has_constant = True
-        tensors = (tuple(x if (x is None or isinstance(x, Tensor)) else _constant(x, like)
-                         for x in inputs) if has_constant else inputs)
+            if x is not None and not isinstance(x, Tensor):
+                tensors = _tensors_with_constants(inputs)
+                break
         arrays = [None if t is None else t.data for t in tensors]
         if len(arrays) > 1:
             backend.get_array_module(*arrays)  # raises on a NumPy/CuPy mix
         ctx = cls()
-        record = _grad_enabled and any(t is not None and t.requires_grad for t in tensors)
-        ctx.needs_input_grad = tuple(record and t is not None and t.requires_grad for t in tensors)
+        needs = [_grad_enabled and t is not None and t.requires_grad for t in tensors]
+        record = True in needs
+        ctx.needs_input_grad = tuple(needs)
         try:
             out = ctx.forward(*arrays, **params)
         except (ValueError, IndexError) as e:
             raise _name_the_op(e, cls.__name__.lower(), arrays) from e
         if not record:
             if type(out) is tuple:
-                return tuple(Tensor._wrap(o, None, 0) for o in out)
+                return tuple([Tensor._wrap(o, None, 0) for o in out])
             return Tensor._wrap(out, None, 0)
         ctx.parents = tensors
         if type(out) is tuple:
             ctx.n_outputs = len(out)
             ctx.output_meta = [(o.shape, o.dtype) for o in out]
-            return tuple(Tensor._wrap(o, ctx, i) for i, o in enumerate(out))
+            return tuple([Tensor._wrap(o, ctx, i) for i, o in enumerate(out)])
         return Tensor._wrap(out, ctx, 0)
 
     def forward(self, *arrays, **params):
@@ -112,17 +107,33 @@ def _name_the_op(error, op, arrays):
         return ValueError(message)
 
 
-def _constant(x, like):
-    """A non-differentiable Tensor for a Python number or raw array given to an op.
+def _tensors_with_constants(inputs):
+    """inputs with each Python number or raw array made a non-differentiable Tensor.
 
-    Numbers and numeric arrays take the dtype of `like`, the op's first float tensor input.
+    Constants adopt the dtype of the first float tensor input, so that `x * 2` stays float32
+    and a float64 gradient check stays float64.
     """
-    if like is None:
-        return Tensor(x)
-    data = backend.get_array_module(like.data).asarray(x)
-    if data.dtype != like.data.dtype and data.dtype.kind in "fiub":
-        data = data.astype(like.data.dtype)
-    return Tensor._wrap(data, None, 0)
+    like = None
+    for x in inputs:
+        if isinstance(x, Tensor) and x.data.dtype.kind == "f":
+            like = x.data
+            break
+    out = []
+    for x in inputs:
+        if x is None or isinstance(x, Tensor):
+            out.append(x)
+        elif like is None:
+            out.append(Tensor(x))
+        else:
+            xp = backend.get_array_module(like)
+            if isinstance(x, (int, float)):
+                data = xp.asarray(x, dtype=like.dtype)
+            else:
+                data = xp.asarray(x)
+                if data.dtype != like.dtype and data.dtype.kind in "fiub":
+                    data = data.astype(like.dtype)
+            out.append(Tensor._wrap(data, None, 0))
+    return tuple(out)
 
 
 class Tensor:
@@ -269,7 +280,7 @@ class Tensor:
                     raise RuntimeError(f"{type(ctx).__name__}.backward returned a gradient of "
                                        f"shape {tuple(g.shape)} for an input of shape "
                                        f"{tuple(data.shape)}")
-                if g.dtype != data.dtype:
+                if g.dtype is not data.dtype and g.dtype != data.dtype:
                     g = g.astype(data.dtype)  # mixed dtypes: each input gets its own dtype back
                 if parent._ctx is None:
                     _accumulate_leaf(parent, g)

@@ -27,7 +27,10 @@ class Add(Function):
         return a + b
 
     def backward(self, g):
-        return unbroadcast(g, self.shapes[0]), unbroadcast(g, self.shapes[1])
+        # Skip what no one needs: summing g down to a constant's shape costs a reduction.
+        needs_a, needs_b = self.needs_input_grad
+        return (unbroadcast(g, self.shapes[0]) if needs_a else None,
+                unbroadcast(g, self.shapes[1]) if needs_b else None)
 
 
 class Subtract(Function):
@@ -36,7 +39,9 @@ class Subtract(Function):
         return a - b
 
     def backward(self, g):
-        return unbroadcast(g, self.shapes[0]), unbroadcast(-g, self.shapes[1])
+        needs_a, needs_b = self.needs_input_grad
+        return (unbroadcast(g, self.shapes[0]) if needs_a else None,
+                unbroadcast(-g, self.shapes[1]) if needs_b else None)
 
 
 class Multiply(Function):
@@ -200,8 +205,9 @@ class Maximum(Function):
         return get_array_module(a, b).where(self.a_wins, a, b)
 
     def backward(self, g):
-        return (unbroadcast(g * self.a_wins, self.shapes[0]),
-                unbroadcast(g * ~self.a_wins, self.shapes[1]))
+        needs_a, needs_b = self.needs_input_grad
+        return (unbroadcast(g * self.a_wins, self.shapes[0]) if needs_a else None,
+                unbroadcast(g * ~self.a_wins, self.shapes[1]) if needs_b else None)
 
 
 class Minimum(Function):
@@ -211,8 +217,9 @@ class Minimum(Function):
         return get_array_module(a, b).where(self.a_wins, a, b)
 
     def backward(self, g):
-        return (unbroadcast(g * self.a_wins, self.shapes[0]),
-                unbroadcast(g * ~self.a_wins, self.shapes[1]))
+        needs_a, needs_b = self.needs_input_grad
+        return (unbroadcast(g * self.a_wins, self.shapes[0]) if needs_a else None,
+                unbroadcast(g * ~self.a_wins, self.shapes[1]) if needs_b else None)
 
 
 class Where(Function):
@@ -224,8 +231,9 @@ class Where(Function):
         return xp.where(self.condition, a, b)
 
     def backward(self, g):
-        return (unbroadcast(g * self.condition, self.shapes[0]),
-                unbroadcast(g * ~self.condition, self.shapes[1]))
+        needs_a, needs_b = self.needs_input_grad
+        return (unbroadcast(g * self.condition, self.shapes[0]) if needs_a else None,
+                unbroadcast(g * ~self.condition, self.shapes[1]) if needs_b else None)
 
 
 class Cast(Function):
