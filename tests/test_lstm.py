@@ -214,3 +214,16 @@ def test_lstm_shape_errors_name_the_op():
         ops.lstm(x, Tensor(np.zeros((4, 8), np.float32)), Tensor(np.zeros((2, 8), np.float32)),
                  None, initial_state=(Tensor(np.zeros((3, 2), np.float32)),
                                       Tensor(np.zeros((2, 2), np.float32))))
+
+
+def test_lstm_backward_leaves_the_incoming_gradients_alone():
+    """Backward updates its running gradients in place; they must not be the caller's arrays
+    (with batch 1 a transposed gradient is already contiguous, so a lazy copy would alias it)."""
+    rng = np.random.default_rng(9)
+    x, kernel, recurrent, bias, h0, c0 = random_lstm(rng, 1, 3, 2, 4)
+    x = Tensor(x, requires_grad=True, dtype=np.float64)
+    _, _, c = ops.lstm(x, T64(kernel), T64(recurrent), T64(bias), return_state=True)
+    cotangent = rng.standard_normal(c.shape)
+    kept = cotangent.copy()
+    c.backward(cotangent)
+    np.testing.assert_array_equal(cotangent, kept)

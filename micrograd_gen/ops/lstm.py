@@ -60,7 +60,17 @@ def _gate_scale(xp, units, dtype):
 
 
 class LSTM(Function):
-    """Outputs (output, h_T, c_T); output is h_T, or every h_t as (N, T, U) with return_sequences."""
+    """Outputs (output, h_T, c_T); output is h_T, or every h_t as (N, T, U) with return_sequences.
+
+    Inside, every per-step array is feature-major with the batch innermost, and each step's
+    input, previous h and a row of ones are stacked: inputs[t] = [x_t^T; h_{t-1}; 1] (D+U+1, N).
+    Then
+      forward   z_t = [K R b]^T inputs[t]                one GEMM per step, no separate add
+      backward  d[K R b]^T += dz_t inputs[t]^T           one GEMM per step for all three weights
+                dh_{t-1} = R dz_t                        one GEMM per step
+    each gate is a contiguous block of rows of z_t (4U, N), and every elementwise pass runs over
+    a contiguous array (column slices of a batch-major (N, 4U) array cost NumPy a loop per row).
+    """
 
     def forward(self, x, kernel, recurrent_kernel, bias, h0, c0, return_sequences=False):
         xp = get_array_module(x, kernel, recurrent_kernel)
@@ -69,85 +79,100 @@ class LSTM(Function):
         units = recurrent_kernel.shape[0]
         dtype = x.dtype
         u, u2, u3 = units, 2 * units, 3 * units
-        scale = _gate_scale(xp, units, dtype)
-        kernel_s = kernel * scale                                        # (D, 4U)
-        recurrent_s = recurrent_kernel * scale                           # (U, 4U)
+        rows = d + u + 1
+        weights = xp.empty((4 * units, rows), dtype)                     # [K R b]^T, scaled
+        scale = _gate_scale(xp, units, dtype)[:, None]
+        xp.multiply(kernel.T, scale, out=weights[:, :d])
+        xp.multiply(recurrent_kernel.T, scale, out=weights[:, d:d + u])
+        if bias is None:
+            weights[:, d + u] = 0
+        else:
+            xp.multiply(bias, scale[:, 0], out=weights[:, d + u])
 
-        # Time-major buffers: the step loop then works on contiguous (N, ...) slices.
-        xs = xp.ascontiguousarray(x.transpose(1, 0, 2))                  # (T, N, D)
-        gates = xp.empty((steps, n, 4 * units), dtype)                   # z, then the activations
-        xp.matmul(xs.reshape(steps * n, d), kernel_s, out=gates.reshape(steps * n, 4 * units))
-        if bias is not None:
-            gates += bias * scale
-        hs = xp.empty((steps + 1, n, units), dtype)                      # h_{-1} .. h_{T-1}
-        cs = xp.empty((steps + 1, n, units), dtype)
-        hs[0] = 0 if h0 is None else h0
-        cs[0] = 0 if c0 is None else c0
-        tanh_c = xp.empty((steps, n, units), dtype)
-        recurrent = xp.empty((n, 4 * units), dtype)
-        tmp = xp.empty((n, units), dtype)
+        inputs = xp.empty((steps + 1, rows, n), dtype)                   # [x_t; h_{t-1}; 1]
+        inputs[:steps, :d] = x.transpose(1, 2, 0)
+        inputs[steps, :d] = 0                                            # (never read)
+        inputs[:, d + u] = 1
+        hs = inputs[:, d:d + u]                                          # h_{t-1} at hs[t]
+        hs[0] = 0 if h0 is None else h0.T
+        cs = xp.empty((steps + 1, units, n), dtype)
+        cs[0] = 0 if c0 is None else c0.T
+        gates = xp.empty((steps, 4 * units, n), dtype)                   # the activations
+        tanh_c = xp.empty((steps, units, n), dtype)
+        tmp = xp.empty((units, n), dtype)
 
         with np.errstate(over="ignore", under="ignore"):  # exp(-z) = inf gives sigmoid 0, rightly
             for t in range(steps):
-                z = gates[t]                                             # (N, 4U)
-                if t > 0 or h0 is not None:
-                    xp.matmul(hs[t], recurrent_s, out=recurrent)
-                    z += recurrent
+                z = gates[t]                                             # (4U, N)
+                xp.matmul(weights, inputs[t], out=z)                     # -z (and -2 z_c)
                 xp.exp(z, out=z)
                 z += 1
                 xp.divide(1, z, out=z)                                   # sigmoid of all gates
-                g = z[:, u2:u3]
+                g = z[u2:u3]
                 g *= 2
                 g -= 1                                                   # tanh(z_c)
                 c = cs[t + 1]
-                xp.multiply(z[:, u:u2], cs[t], out=c)                    # f * c
-                xp.multiply(z[:, :u], g, out=tmp)                        # i * g
+                xp.multiply(z[u:u2], cs[t], out=c)                       # f * c
+                xp.multiply(z[:u], g, out=tmp)                           # i * g
                 c += tmp
-                xp.tanh(c, out=tanh_c[t])
-                xp.multiply(z[:, u3:], tanh_c[t], out=hs[t + 1])         # o * tanh(c)
+                tc = tanh_c[t]                                           # tanh(c), by exp too:
+                xp.multiply(c, -2, out=tc)                               # 2 / (1 + e^-2c) - 1
+                xp.exp(tc, out=tc)
+                tc += 1
+                xp.divide(2, tc, out=tc)
+                tc -= 1
+                xp.multiply(z[u3:], tc, out=hs[t + 1])                   # o * tanh(c)
 
-        need_x, need_kernel, need_recurrent, need_bias, need_h0, need_c0 = self.needs_input_grad
         if any(self.needs_input_grad):
-            self.gates, self.hs, self.cs, self.tanh_c = gates, hs, cs, tanh_c
-            self.kernel = kernel if need_x else None
+            self.gates, self.inputs, self.cs, self.tanh_c = gates, inputs, cs, tanh_c
+            self.kernel = kernel if self.needs_input_grad[0] else None
             self.recurrent_kernel = recurrent_kernel
-            self.xs = xs if need_kernel else None
-            self.x_shape = x.shape
             self.return_sequences = return_sequences
-        h_last = hs[steps]
+        h_last = xp.ascontiguousarray(hs[steps].T)                       # (N, U)
         if return_sequences:
-            out = xp.ascontiguousarray(hs[1:].transpose(1, 0, 2))        # (N, T, U)
+            out = xp.ascontiguousarray(hs[1:].transpose(2, 0, 1))        # (N, T, U)
         else:
             out = h_last
-        return out, h_last, cs[steps]
+        return out, h_last, xp.ascontiguousarray(cs[steps].T)
 
     def backward(self, g_out, g_h, g_c):
         xp = get_array_module(g_h)
         need_x, need_kernel, need_recurrent, need_bias, need_h0, need_c0 = self.needs_input_grad
-        gates, hs, cs, tanh_c = self.gates, self.hs, self.cs, self.tanh_c
-        recurrent_kernel = self.recurrent_kernel
-        steps, n, units4 = gates.shape
+        gates, inputs, cs, tanh_c = self.gates, self.inputs, self.cs, self.tanh_c
+        recurrent_kernel, kernel = self.recurrent_kernel, self.kernel
+        steps, units4, n = gates.shape
         u, u2, u3 = units4 // 4, units4 // 2, 3 * units4 // 4
+        d = inputs.shape[1] - u - 1
         dtype = gates.dtype
 
-        g_seq = g_out.transpose(1, 0, 2) if self.return_sequences else None  # (T, N, U) view
-        dh = g_h.astype(dtype, copy=True)
-        if g_seq is not None:
-            dh += g_seq[steps - 1]
+        g_seq = None
+        if self.return_sequences:
+            g_seq = xp.ascontiguousarray(g_out.transpose(1, 2, 0))       # (T, U, N)
+            dh = xp.add(g_seq[steps - 1], g_h.T, order="C")
         else:
-            dh += g_out
-        dc = g_c.astype(dtype, copy=True)
-        recurrent_t = recurrent_kernel.T                                 # (4U, U)
-        a = xp.empty((n, u), dtype)
-        d_act = xp.empty((n, units4), dtype)                             # dL/d(gate activation)
-        slope = xp.empty((n, units4), dtype)                             # d(activation)/dz
+            dh = (g_h + g_out).T.copy(order="C")                         # (U, N)
+        # Copies in C order, like every buffer: mixed orders make NumPy crawl, and dc is updated
+        # in place (the incoming gradient may be a view of someone else's array).
+        dc = g_c.T.copy(order="C")
+        a = xp.empty((u, n), dtype)
+        d_act = xp.empty((units4, n), dtype)                             # dL/d(gate activation)
+        slope = xp.empty((units4, n), dtype)                             # d(activation)/dz
+        # The weight gradients [dK dR db]^T accumulate one step at a time over the rows of the
+        # stacked inputs that some weight needs: x rows [0, d), h rows [d, d+u), the ones row.
+        need_rows = [r for r, need in ((0, need_kernel), (d, need_recurrent), (d + u, need_bias))
+                     if need]
+        lo = need_rows[0] if need_rows else 0
+        hi = {0: d, d: d + u, d + u: d + u + 1}[need_rows[-1]] if need_rows else 0
+        d_weights = xp.zeros((units4, hi - lo), dtype) if need_rows else None
+        step_weights = xp.empty_like(d_weights) if need_rows else None
+        dx = xp.empty((n, steps, d), dtype) if need_x else None
 
-        # The pre-activation gradient of step t overwrites gates[t] once that step is done.
+        # dL/dz of step t overwrites gates[t] once that step is done.
         for t in range(steps - 1, -1, -1):
-            z = gates[t]
-            i, f, g, o = z[:, :u], z[:, u:u2], z[:, u2:u3], z[:, u3:]
+            z = gates[t]                                                 # (4U, N)
+            i, f, g, o = z[:u], z[u:u2], z[u2:u3], z[u3:]
             if t < steps - 1:
-                xp.matmul(gates[t + 1], recurrent_t, out=dh)             # (N, U)
+                xp.matmul(recurrent_kernel, gates[t + 1], out=dh)        # (U, N)
                 if g_seq is not None:
                     dh += g_seq[t]
             tc = tanh_c[t]
@@ -157,33 +182,28 @@ class LSTM(Function):
             a *= o
             a *= dh
             dc += a
-            xp.multiply(dc, g, out=d_act[:, :u])                         # d i
-            xp.multiply(dc, cs[t], out=d_act[:, u:u2])                   # d f
-            xp.multiply(dc, i, out=d_act[:, u2:u3])                      # d g
-            xp.multiply(dh, tc, out=d_act[:, u3:])                       # d o
+            xp.multiply(dc, g, out=d_act[:u])                            # d i
+            xp.multiply(dc, cs[t], out=d_act[u:u2])                      # d f
+            xp.multiply(dc, i, out=d_act[u2:u3])                         # d g
+            xp.multiply(dh, tc, out=d_act[u3:])                          # d o
             dc *= f                                                      # dc for step t - 1
             # sigmoid' = s (1 - s) on every block, then the c block's tanh' = 1 - g^2 over it
             xp.subtract(1, z, out=slope)
             slope *= z
-            xp.multiply(g, g, out=slope[:, u2:u3])
-            xp.subtract(1, slope[:, u2:u3], out=slope[:, u2:u3])
-            xp.multiply(d_act, slope, out=z)                             # dL/dz_t
+            xp.multiply(g, g, out=slope[u2:u3])
+            xp.subtract(1, slope[u2:u3], out=slope[u2:u3])
+            xp.multiply(d_act, slope, out=z)                             # dL/dz_t (4U, N)
+            if need_rows:
+                xp.matmul(z, inputs[t, lo:hi].T, out=step_weights)       # (4U, rows)
+                d_weights += step_weights
+            if need_x:
+                xp.matmul(z.T, kernel.T, out=dx[:, t])                   # (N, D)
 
-        dz = gates.reshape(steps * n, units4)                            # (T*N, 4U)
-        dx = dkernel = drecurrent = dbias = dh0 = dc0 = None
-        if need_x:
-            dx = xp.matmul(dz, self.kernel.T).reshape(steps, n, -1)      # (T, N, D)
-            dx = xp.ascontiguousarray(dx.transpose(1, 0, 2))             # (N, T, D)
-        if need_kernel:
-            dkernel = xp.matmul(self.xs.reshape(steps * n, -1).T, dz)    # (D, 4U)
-        if need_recurrent:
-            drecurrent = xp.matmul(hs[:-1].reshape(steps * n, u).T, dz)  # (U, 4U)
-        if need_bias:
-            dbias = dz.sum(axis=0)
-        if need_h0:
-            dh0 = xp.matmul(gates[0], recurrent_t)                       # (N, U)
-        if need_c0:
-            dc0 = dc
+        dkernel = d_weights[:, :d].T.copy() if need_kernel else None               # (D, 4U)
+        drecurrent = d_weights[:, d - lo:d - lo + u].T.copy() if need_recurrent else None
+        dbias = d_weights[:, -1].copy() if need_bias else None
+        dh0 = xp.matmul(gates[0].T, recurrent_kernel.T) if need_h0 else None  # (N, U)
+        dc0 = dc.T.copy() if need_c0 else None
         return dx, dkernel, drecurrent, dbias, dh0, dc0
 
 
