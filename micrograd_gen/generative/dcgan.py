@@ -1,0 +1,334 @@
+"""The book's DCGAN on 64x64 faces (2nd ed. section 12.5): models, train step, a training loop with
+a monitor, checkpoints that resume exactly, and a guard against NaN losses.
+
+    gan = GAN(seed=0)
+    history = train_gan(gan, "faces64.tar", epochs=1, checkpoint_path="gan.h5", monitor_dir="out")
+
+Labels follow the book: the discriminator is taught fake = 1, real = 0 (plus 0.05 * U[0, 1) label
+noise), and the generator is trained with "misleading" labels 0, i.e. to make D call its images real.
+
+Exact resume. Everything a step consumes is restored from the checkpoint: both models' weights,
+both Adam states, the step count, the GAN's generator of latents and label noise, the dropout
+layer's generator, and the order of the data (epoch e is shuffled by a generator seeded with
+(seed, e), and a resumed epoch skips the batches already seen). Training k steps, saving, and
+resuming for m steps therefore gives the same weights as k + m steps in one go.
+"""
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend, nn, ops
+from ..data import image_dataset_from_directory, save_image_grid
+from ..tensor import Tensor, no_grad
+from . import checkpoint as ckpt
+
+LATENT_DIM = 128
+IMAGE_SHAPE = (64, 64, 3)
+
+
+class NaNLossError(RuntimeError):
+    """A loss became NaN or infinite; training stopped before applying that step's update."""
+
+
+# ---- models --------------------------------------------------------------------------------------
+def build_discriminator():
+    """64x64x3 image -> probability that it is fake; 404,801 weights."""
+    return nn.Sequential([
+        nn.Input(shape=IMAGE_SHAPE),
+        nn.Conv2D(64, kernel_size=4, strides=2, padding="same"),
+        nn.LeakyReLU(negative_slope=0.2),
+        nn.Conv2D(128, kernel_size=4, strides=2, padding="same"),
+        nn.LeakyReLU(negative_slope=0.2),
+        nn.Conv2D(128, kernel_size=4, strides=2, padding="same"),
+        nn.LeakyReLU(negative_slope=0.2),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Dense(1, activation="sigmoid"),
+    ], name="discriminator")
+
+
+def build_generator(latent_dim=LATENT_DIM):
+    """latent vector (latent_dim,) -> 64x64x3 image in [0, 1]; 3,979,651 weights at latent 128."""
+    return nn.Sequential([
+        nn.Input(shape=(latent_dim,)),
+        nn.Dense(8 * 8 * 128),
+        nn.Reshape((8, 8, 128)),
+        nn.Conv2DTranspose(128, kernel_size=4, strides=2, padding="same"),
+        nn.LeakyReLU(negative_slope=0.2),
+        nn.Conv2DTranspose(256, kernel_size=4, strides=2, padding="same"),
+        nn.LeakyReLU(negative_slope=0.2),
+        nn.Conv2DTranspose(512, kernel_size=4, strides=2, padding="same"),
+        nn.LeakyReLU(negative_slope=0.2),
+        nn.Conv2D(3, kernel_size=5, padding="same", activation="sigmoid"),
+    ], name="generator")
+
+
+class _Frozen:
+    """`with _Frozen(model):` its weights stop requiring gradients, so backward through it computes
+    only the input gradients (no dW work for the discriminator during the generator's step)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.model.trainable = False
+
+    def __exit__(self, *exc):
+        self.model.trainable = True
+        return False
+
+
+def _on_device(array):
+    return Tensor(backend.to_module(np.asarray(array, dtype=np.float32), backend.default_name()))
+
+
+class GAN(nn.Model):
+    """Discriminator, generator, their two Adam optimisers (1e-4, Keras defaults otherwise), the
+    generator of latents and label noise (`rng`), and the count of steps done (`step`)."""
+
+    def __init__(self, latent_dim=LATENT_DIM, seed=0, learning_rate=1e-4, discriminator=None,
+                 generator=None, **kwargs):
+        super().__init__(**kwargs)
+        from ..optim import Adam
+        self.latent_dim = latent_dim
+        if discriminator is None or generator is None:
+            nn.set_seed(seed)
+        self.discriminator = discriminator or build_discriminator()
+        self.generator = generator or build_generator(latent_dim)
+        self.discriminator.train()  # dropout is active in both of D's passes, as in the book
+        self.d_optimizer = Adam(self.discriminator.parameters(), learning_rate=learning_rate)
+        self.g_optimizer = Adam(self.generator.parameters(), learning_rate=learning_rate)
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+
+    def call(self, z):
+        return self.generator(z)
+
+    def train_step(self, real_images):
+        """The book's train_step on one batch of real images (B, 64, 64, 3) in [0, 1]: one
+        discriminator step, then one generator step on a fresh batch of latents.
+
+        Raises NaNLossError, before that optimiser's update, if a loss is not finite.
+        Returns {"d_loss": float, "g_loss": float}.
+        """
+        d_loss = self.discriminator_step(real_images)
+        g_loss = self.generator_step(len(real_images))
+        self.step += 1
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    def discriminator_labels(self, batch_size):
+        """1 for the batch_size generated images, then 0 for the real ones, plus 0.05 * U[0, 1)."""
+        labels = np.concatenate([np.ones((batch_size, 1), np.float32),
+                                 np.zeros((batch_size, 1), np.float32)])
+        labels += np.float32(0.05) * self.rng.random(labels.shape, dtype=np.float32)
+        return labels
+
+    def _latents(self, batch_size):
+        return _on_device(self.rng.standard_normal((batch_size, self.latent_dim), dtype=np.float32))
+
+    def discriminator_step(self, real_images):
+        """Update D on generated images (labelled fake) and real ones; G is run without a graph."""
+        real = real_images if isinstance(real_images, Tensor) else _on_device(real_images)
+        batch_size = real.shape[0]
+        with no_grad():
+            generated = self.generator(self._latents(batch_size))
+        combined = ops.concatenate([generated, real], axis=0)
+        labels = _on_device(self.discriminator_labels(batch_size))
+        predictions = self.discriminator(combined, training=True)
+        d_loss = ops.binary_crossentropy(labels, predictions)
+        value = self._finite(d_loss, "discriminator")
+        self.d_optimizer.zero_grad()
+        d_loss.backward()
+        self.d_optimizer.step()
+        return value
+
+    def generator_step(self, batch_size):
+        """Update G so that D calls its images real (label 0). D is frozen meanwhile: backward
+        goes through it for the input gradient only, and its weights get no gradient at all."""
+        misleading_labels = _on_device(np.zeros((batch_size, 1), np.float32))
+        with _Frozen(self.discriminator):
+            predictions = self.discriminator(self.generator(self._latents(batch_size)),
+                                             training=True)
+            g_loss = ops.binary_crossentropy(misleading_labels, predictions)
+            value = self._finite(g_loss, "generator")
+            self.g_optimizer.zero_grad()
+            g_loss.backward()
+        self.g_optimizer.step()
+        return value
+
+    def _finite(self, loss, which):
+        value = float(loss)
+        if not math.isfinite(value):
+            raise NaNLossError(f"the {which} loss became {value} at step {self.step + 1}; "
+                               "training stopped before that update")
+        return value
+
+    def generate(self, z):
+        """Images (M, 64, 64, 3) in [0, 1] as NumPy float32, for latent vectors z (M, latent_dim)."""
+        with no_grad():
+            return self.generator(_on_device(z)).numpy()
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def _generators(self):
+        # Keyed by position, not by layer name: automatic names differ from one process to another.
+        dropout = [layer for layer in self.discriminator.layers if isinstance(layer, nn.Dropout)]
+        return {"gan": self.rng, **{f"dropout/{i}": d._rng_for_layer() for i, d in enumerate(dropout)}}
+
+    def save_checkpoint(self, path, extra=None):
+        """Weights, both optimiser states, the step and every random generator, atomically."""
+        rngs = {name: g.bit_generator.state for name, g in self._generators().items()}
+        return ckpt.save_checkpoint(
+            path, models={"generator": self.generator, "discriminator": self.discriminator},
+            optimizers={"g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer},
+            step=self.step, extra={"rngs": rngs, "latent_dim": self.latent_dim, **(extra or {})})
+
+    def load_checkpoint(self, path):
+        """Restore what save_checkpoint wrote; returns the payload's `extra` dict."""
+        payload = ckpt.load_checkpoint(
+            path, models={"generator": self.generator, "discriminator": self.discriminator},
+            optimizers={"g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer})
+        extra = payload["extra"]
+        if int(extra.get("latent_dim", self.latent_dim)) != self.latent_dim:
+            raise ValueError(f"{path}: checkpoint has latent_dim {extra['latent_dim']}, this GAN "
+                             f"has {self.latent_dim}")
+        for name, generator in self._generators().items():
+            generator.bit_generator.state = extra["rngs"][name]
+        self.step = int(payload["step"])
+        return extra
+
+
+def load_gan(path):
+    """A GAN restored from a checkpoint written by train_gan / GAN.save_checkpoint."""
+    extra = ckpt.read_checkpoint(path)["extra"]
+    gan = GAN(latent_dim=int(extra.get("latent_dim", LATENT_DIM)))
+    gan.load_checkpoint(path)
+    return gan
+
+
+def read_history(path):
+    """The per-step history stored in a checkpoint: {"step", "epoch", "d_loss", "g_loss"} lists."""
+    history = ckpt.read_checkpoint(path)["extra"].get("history", {})
+    return {k: np.asarray(v).tolist() for k, v in history.items()}
+
+
+# ---- data ----------------------------------------------------------------------------------------
+def _epoch_batches(data, epoch, batch_size, seed):
+    """The batches of one epoch, in an order fixed by (seed, epoch).
+
+    `data` is an array of images (N, 64, 64, 3) (uint8, or floats in [0, 1]) or a folder / .tar
+    of pictures, streamed through image_dataset_from_directory (smart_resize to 64x64)."""
+    if isinstance(data, (str, Path)):
+        return iter(image_dataset_from_directory(data, image_size=IMAGE_SHAPE[:2],
+                                                 batch_size=batch_size, shuffle=True,
+                                                 seed=[seed, epoch]))
+    order = np.random.default_rng([seed, epoch]).permutation(len(data))
+
+    def batches():
+        for start in range(0, len(data), batch_size):
+            batch = np.asarray(data[np.sort(order[start:start + batch_size])])
+            yield (batch.astype(np.float32) / np.float32(255) if batch.dtype == np.uint8
+                   else batch.astype(np.float32, copy=False))
+    return batches()
+
+
+def _count(data):
+    if isinstance(data, (str, Path)):
+        return len(image_dataset_from_directory(data, batch_size=1, shuffle=False))
+    return len(data)
+
+
+# ---- monitor ------------------------------------------------------------------------------------
+def fixed_latents(n=16, latent_dim=LATENT_DIM, seed=1234):
+    """The same latent vectors every epoch, so the monitor's grids can be compared."""
+    return np.random.default_rng(seed).standard_normal((n, latent_dim), dtype=np.float32)
+
+
+def save_sample_grid(gan, path, z=None, n=16, ncols=None, scale=1):
+    """Generate images for latents `z` (default: n fixed ones) and write them as one PNG grid."""
+    z = fixed_latents(n, gan.latent_dim) if z is None else np.asarray(z, dtype=np.float32)
+    images = gan.generate(z)
+    return save_image_grid(path, images, ncols=ncols or int(math.ceil(math.sqrt(len(z)))),
+                           value_range=(0, 1), padding=2, scale=scale)
+
+
+# ---- training loop -------------------------------------------------------------------------------
+def train_gan(gan, data, epochs=1, batch_size=32, steps_per_epoch=None, checkpoint_path=None,
+              checkpoint_every=None, monitor_dir=None, resume=True, max_steps=None,
+              max_seconds=None, seed=0, log=None):
+    """Train `gan` on `data` (an image array or a folder / .tar of pictures) with the book's step.
+
+    An epoch is ceil(N / batch_size) steps, or `steps_per_epoch` for short runs; `epochs` counts
+    from the start of training, so a resumed run goes on to the same end. With `checkpoint_path`,
+    a checkpoint is written every `checkpoint_every` steps, at each epoch's end and when the run
+    stops (max_steps, max_seconds); if the file exists and `resume`, training resumes from it.
+    `monitor_dir` gets `epoch_NNN.png`, a grid of 16 images from fixed latents, after each epoch.
+
+    A loss that becomes NaN raises NaNLossError naming the step and the last good checkpoint,
+    which is left as it was. Returns the history: {"step", "epoch", "d_loss", "g_loss"} lists over
+    every step of the run so far (a resumed run includes the steps before the checkpoint).
+    """
+    log = log or (lambda line: ckpt.emit(None, line))
+    per_epoch = math.ceil(_count(data) / batch_size)
+    steps = min(per_epoch, steps_per_epoch) if steps_per_epoch else per_epoch
+    history = {"step": [], "epoch": [], "d_loss": [], "g_loss": []}
+    if checkpoint_path and resume and Path(checkpoint_path).exists():
+        extra = gan.load_checkpoint(checkpoint_path)
+        history = {k: np.asarray(v).tolist() for k, v in extra.get("history", history).items()}
+        log(f"gan: resumed from {checkpoint_path} at step {gan.step}")
+    z_monitor = fixed_latents(16, gan.latent_dim)
+    saved_step = gan.step if checkpoint_path and Path(checkpoint_path).exists() else None
+    started = time.perf_counter()
+
+    def save():
+        nonlocal saved_step
+        if checkpoint_path:
+            gan.save_checkpoint(checkpoint_path, extra={"history": history, "seed": seed})
+            saved_step = gan.step
+
+    def should_stop():
+        return ((max_steps is not None and gan.step >= max_steps)
+                or (max_seconds is not None and time.perf_counter() - started > max_seconds))
+
+    first_epoch, skip = divmod(gan.step, steps)
+    for epoch in range(first_epoch, epochs):
+        if should_stop():
+            break
+        bar = ckpt.progress(steps, f"gan epoch {epoch + 1}/{epochs}", log)
+        batches = _epoch_batches(data, epoch, batch_size, seed)
+        done_in_epoch = skip if epoch == first_epoch else 0
+        for _ in range(done_in_epoch):
+            next(batches)
+        d_sum = g_sum = 0.0
+        counted = 0
+        for batch in batches:
+            if done_in_epoch >= steps or should_stop():
+                break
+            try:
+                losses = gan.train_step(batch)
+            except NaNLossError as e:
+                where = (f"the last good checkpoint is {checkpoint_path} (step {saved_step})"
+                         if saved_step is not None else "no checkpoint was written yet")
+                raise NaNLossError(f"{e}; {where}") from None
+            done_in_epoch += 1
+            counted += 1
+            d_sum += losses["d_loss"]
+            g_sum += losses["g_loss"]
+            for key, value in (("step", gan.step), ("epoch", epoch + 1),
+                               ("d_loss", losses["d_loss"]), ("g_loss", losses["g_loss"])):
+                history[key].append(value)
+            bar.update(done_in_epoch, d_loss=d_sum / counted, g_loss=g_sum / counted)
+            if checkpoint_every and gan.step % checkpoint_every == 0:
+                save()
+        if done_in_epoch >= steps:
+            if monitor_dir:
+                save_sample_grid(gan, Path(monitor_dir) / f"epoch_{epoch + 1:03d}.png", z_monitor)
+            if counted:
+                log(f"gan epoch {epoch + 1}/{epochs}: d_loss {d_sum / counted:.4f}  g_loss "
+                    f"{g_sum / counted:.4f}  (step {gan.step}, {time.perf_counter() - started:.0f} s)")
+        if saved_step != gan.step:
+            save()
+    if saved_step != gan.step:
+        save()
+    return history
