@@ -1,0 +1,122 @@
+"""`python -m micrograd_gen vae train|grid|walk|concept`: the book's VAE on MNIST and its
+latent-space pictures.
+
+    python -m micrograd_gen vae train --epochs 30 --out out/vae      # vae.h5, grid.png, history.json
+    python -m micrograd_gen vae grid --checkpoint out/vae/vae.h5 --out grid.png
+    python -m micrograd_gen vae walk --checkpoint out/vae/vae.h5 --from-index 0 --to-index 1 --out walk.gif
+    python -m micrograd_gen vae concept --checkpoint out/vae/vae.h5 --digit 1 --out concept.png
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+HELP = "the book's VAE on MNIST: train it, draw the 30x30 latent grid, walk between digits, concept vectors"
+DEFAULT_OUT = "out/vae"
+DEFAULT_CHECKPOINT = Path(DEFAULT_OUT) / "vae.h5"
+
+
+def add_arguments(parser):
+    parser.add_argument("action", choices=["train", "grid", "walk", "concept"],
+                        help="train: fit on all 70,000 digits; grid: decode a grid over the latent "
+                             "square; walk: GIF between two test digits; concept: decode z + alpha v")
+    parser.add_argument("--data", help="MNIST: a folder with the idx files or mnist.npz (default: "
+                                       "$MICROGRAD_GEN_DATA/mnist, the cache, else download)")
+    parser.add_argument("--checkpoint", help=f"checkpoint file (train writes it: default OUT/vae.h5; "
+                                             f"the others read it: default {DEFAULT_CHECKPOINT})")
+    train = parser.add_argument_group("train")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--steps-per-epoch", type=int, help="fewer steps per epoch, for a short run")
+    train.add_argument("--max-seconds", type=float, help="stop after this much training time")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    train.add_argument("--eval-digits", type=int, default=10000,
+                       help="test digits for the closing reconstruction loss")
+    grid = parser.add_argument_group("grid")
+    grid.add_argument("--n", type=int, default=30, help="the grid is n x n digits")
+    grid.add_argument("--scale", type=float, default=1.0, help="the grid spans [-scale, scale]^2")
+    walk = parser.add_argument_group("walk")
+    walk.add_argument("--from-index", type=int, default=0, help="test digit to start from")
+    walk.add_argument("--to-index", type=int, default=1, help="test digit to end at")
+    walk.add_argument("--steps", type=int, default=30, help="frames from one digit to the other")
+    concept = parser.add_argument_group("concept")
+    concept.add_argument("--digit", type=int, default=1,
+                         help="the attribute: being this digit (mean z of those minus the rest)")
+    concept.add_argument("--alphas", default="-2,-1,0,1,2", help="comma-separated multiples of v")
+
+
+def _out_file(args, default_name):
+    """--out as a file when it has a suffix, else a folder holding `default_name`."""
+    out = Path(args.out)
+    return out if out.suffix else out / default_name
+
+
+def _load_digits(args):
+    from ..data import load_mnist
+    return load_mnist(args.data) if args.data else load_mnist()
+
+
+def run(args):
+    from ..generative import vae as V
+    action = {"train": _train, "grid": _grid, "walk": _walk, "concept": _concept}[args.action]
+    return action(args, V)
+
+
+def _train(args, V):
+    (x_train, _), (x_test, _) = _load_digits(args)
+    digits = np.concatenate([x_train, x_test])  # all 70,000, as the book trains
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out / "vae.h5"
+    print(f"vae: training on {len(digits):,} digits, batch {args.batch_size}, {args.epochs} epochs; "
+          f"checkpoint {checkpoint}", flush=True)
+    vae, history = V.train_vae(digits, epochs=args.epochs, batch_size=args.batch_size,
+                               steps_per_epoch=args.steps_per_epoch, max_seconds=args.max_seconds,
+                               seed=args.seed, checkpoint_path=checkpoint, resume=args.resume,
+                               log=print)
+    test = x_test[:args.eval_digits]
+    scores = V.evaluate_vae(vae, test)
+    print(f"vae: test reconstruction loss {scores['reconstruction_loss']:.2f} (binary cross-entropy "
+          f"summed over 784 pixels, mean over {len(test):,} test digits), kl {scores['kl_loss']:.3f}")
+    grid = V.save_latent_grid(vae.decoder, out / "grid.png", n=args.n, scale=args.scale)
+    (out / "history.json").write_text(json.dumps({"epochs": history, "test": scores}, indent=1))
+    print(f"vae: wrote {checkpoint}, {grid} and {out / 'history.json'}")
+
+
+def _checkpoint(args):
+    path = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no VAE checkpoint at {path}: train one first "
+                                f"(python -m micrograd_gen vae train) or pass --checkpoint")
+    return path
+
+
+def _grid(args, V):
+    vae = V.load_vae(_checkpoint(args))
+    path = V.save_latent_grid(vae.decoder, _out_file(args, "grid.png"), n=args.n, scale=args.scale)
+    print(f"vae: wrote the {args.n}x{args.n} latent grid over [-{args.scale:g}, {args.scale:g}]^2 "
+          f"to {path}")
+
+
+def _walk(args, V):
+    vae = V.load_vae(_checkpoint(args))
+    _, (x_test, y_test) = _load_digits(args)
+    for index in (args.from_index, args.to_index):
+        if not 0 <= index < len(x_test):
+            raise ValueError(f"--from-index/--to-index must be in [0, {len(x_test)}), got {index}")
+    path = V.save_latent_walk(vae.encoder, vae.decoder, x_test[args.from_index],
+                              x_test[args.to_index], _out_file(args, "walk.gif"), steps=args.steps)
+    print(f"vae: wrote the walk from test digit {args.from_index} (a {y_test[args.from_index]}) to "
+          f"{args.to_index} (a {y_test[args.to_index]}), {args.steps} steps, to {path}")
+
+
+def _concept(args, V):
+    vae = V.load_vae(_checkpoint(args))
+    _, (x_test, y_test) = _load_digits(args)
+    alphas = [float(a) for a in args.alphas.split(",")]
+    vector = V.concept_vector(vae.encoder, x_test, y_test == args.digit)
+    start = V.encode(vae.encoder, x_test[y_test != args.digit][:1])[0]
+    path = V.save_concept_row(vae.decoder, start, vector, _out_file(args, "concept.png"),
+                              alphas=alphas)
+    print(f"vae: concept vector 'is a {args.digit}' = {np.round(vector, 3).tolist()}; decoded "
+          f"z + alpha v for alpha in {alphas} to {path}")
