@@ -24,7 +24,8 @@ def _as_distribution(p):
     p = np.asarray(p, dtype=np.float64)
     if p.ndim != 1 or p.size == 0:
         raise ValueError(f"sampling: expected a 1-D distribution, got shape {p.shape}")
-    if not np.all(np.isfinite(p)) or np.any(p < 0) or not p.sum() > 0:
+    total = p.sum()  # nan or inf anywhere makes the sum nan or inf
+    if not (0 < total < np.inf) or p.min() < 0:
         raise ValueError("sampling: the distribution must be finite, non-negative and not all zero")
     return p
 
@@ -42,13 +43,17 @@ def reweight_distribution(original_distribution, temperature=0.5):
         return out
     if not temperature > 0:
         raise ValueError(f"reweight_distribution: temperature must be >= 0, got {temperature}")
-    with np.errstate(divide="ignore", under="ignore"):
-        logits = np.log(p) / temperature                   # log 0 = -inf stays -inf
-        distribution = np.exp(logits)
-        if not distribution.max() > _SMALLEST_SAFE:
-            # The book's formula underflows (or nearly, into subnormals): shift, so that the
-            # largest entry becomes exp(0) = 1.
-            distribution = np.exp(logits - logits.max())
+    if p.min() > 0:
+        logits = np.log(p)
+    else:
+        logits = np.full_like(p, -np.inf)
+        np.log(p, out=logits, where=p > 0)                 # log 0 = -inf, without a warning
+    logits /= temperature
+    distribution = np.exp(logits)
+    if not distribution.max() > _SMALLEST_SAFE:
+        # The book's formula underflows (or nearly, into subnormals): shift, so that the largest
+        # entry becomes exp(0) = 1.
+        distribution = np.exp(logits - logits.max())
     return distribution / np.sum(distribution)
 
 
