@@ -8,6 +8,9 @@
                             SGD step (target 7.6 s, x1.2), with the process's peak RSS
   accuracy                  worst error against the Keras references in ../shared/data/reference,
                             relative to each array's largest value, float32 and float64
+  profile_deepdream, profile_style_transfer (with --profile)
+                            one step with every conv2d timed: where the time goes, GFLOP/s per
+                            layer geometry
 
 Workloads are defined in ../shared/BENCHMARKS.md. Each one runs in a fresh process (so its peak RSS
 is its own), after a warm-up, and reports the median of --repeat runs timed with perf_counter
@@ -257,12 +260,82 @@ def bench_accuracy():
              worst_rel_error=worst(results["float32", kink], results["float64", kink]))
 
 
+def conv_profile(label, fn):
+    """Run fn() once with every conv2d forward and backward timed, and print the geometries that
+    take the most time, with their GFLOP/s, next to the whole step's time."""
+    from collections import defaultdict
+    from micrograd_gen.ops import conv
+    stats = defaultdict(lambda: [0.0, 0.0, 0.0, 0])  # key -> fwd s, bwd s, fwd flop, count
+    forward, backward = conv.Conv2D.forward, conv.Conv2D.backward
+
+    def timed_forward(self, x, kernel, *args, **kwargs):
+        start = time.perf_counter()
+        y = forward(self, x, kernel, *args, **kwargs)
+        self._bench_key = (tuple(x.shape), tuple(kernel.shape), tuple(y.shape))
+        entry = stats[self._bench_key]
+        entry[0] += time.perf_counter() - start
+        entry[2] += 2.0 * y.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]
+        entry[3] += 1
+        return y
+
+    def timed_backward(self, *grads):
+        key = self._bench_key
+        start = time.perf_counter()
+        out = backward(self, *grads)
+        stats[key][1] += time.perf_counter() - start
+        return out
+
+    conv.Conv2D.forward, conv.Conv2D.backward = timed_forward, timed_backward
+    try:
+        start = time.perf_counter()
+        fn()
+        total = time.perf_counter() - start
+    finally:
+        conv.Conv2D.forward, conv.Conv2D.backward = forward, backward
+    fwd = sum(v[0] for v in stats.values())
+    bwd = sum(v[1] for v in stats.values())
+    flop = sum(v[2] for v in stats.values())
+    emit(bench=f"profile_{label}", step_s=round(total, 3), conv_forward_s=round(fwd, 3),
+         conv_backward_s=round(bwd, 3), other_s=round(total - fwd - bwd, 3),
+         conv_forward_gflop=round(flop / 1e9, 2),
+         conv_forward_gflops=round(flop / 1e9 / max(fwd, 1e-9), 1),
+         conv_backward_input_gflops=round(flop / 1e9 / max(bwd, 1e-9), 1), threads=threads(),
+         loadavg_1min=other_load())
+    for key, (f, b, fl, n) in sorted(stats.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:12]:
+        emit(bench=f"profile_{label}_conv", x=key[0], kernel=key[1], y=key[2], calls=n,
+             forward_s=round(f, 4), backward_s=round(b, 4), gflop=round(fl / 1e9, 3),
+             forward_gflops=round(fl / 1e9 / max(f, 1e-9), 1),
+             backward_gflops=round(fl / 1e9 / max(b, 1e-9), 1))
+
+
+def bench_profile(name):
+    import numpy as np
+    from micrograd_gen import applications
+    if name == "profile_deepdream":
+        model = applications.InceptionV3(weights=None)
+        model.trainable = False
+        extractor = applications.feature_extractor(model, DREAM_LAYERS)
+        image = np.random.default_rng(0).uniform(-1, 1, (1, 400, 600, 3)).astype(np.float32)
+        dream_step(extractor, image)  # warm-up
+        conv_profile("deepdream_step_400x600", lambda: dream_step(extractor, image))
+    else:
+        model = applications.VGG19(weights=None)
+        model.trainable = False
+        extractor = applications.feature_extractor(model, STYLE_LAYERS + ["block5_conv2"])
+        rng = np.random.default_rng(0)
+        images = [rng.uniform(-120, 130, (1, 400, 600, 3)).astype(np.float32) for _ in range(3)]
+        conv_profile("style_transfer_eval",
+                     lambda: style_loss_and_grad(extractor, *images, 400, 600))
+
+
 # ---- driver ---------------------------------------------------------------------------------------
 
 def workloads(args):
     names = ["load_vgg19", "load_inception_v3"]
     names += [f"deepdream_step_{h}x{w}" for h, w in (OCTAVES if args.all_octaves else OCTAVES[-1:])]
     names += ["style_transfer_eval", "accuracy"]
+    if args.profile:
+        names += ["profile_deepdream", "profile_style_transfer"]
     return names
 
 
@@ -277,6 +350,8 @@ def run_one(name, args):
         bench_style_transfer(h, w, args.repeat or 3)
     elif name == "accuracy":
         bench_accuracy()
+    elif name in ("profile_deepdream", "profile_style_transfer"):
+        bench_profile(name)
     else:
         raise SystemExit(f"unknown workload {name!r}")
 
@@ -288,6 +363,9 @@ def main():
     parser.add_argument("--repeat", type=int, help="timed runs after the warm-up")
     parser.add_argument("--all-octaves", action="store_true",
                         help="also time the DeepDream step at 204x306 and 285x428")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time every conv2d of one DeepDream step and one style-transfer "
+                             "evaluation, to show where the time goes")
     args = parser.parse_args()
     if args.only:
         run_one(args.only, args)
