@@ -57,7 +57,8 @@ def _list(args):
                      f"{path} (local copy, not hash-checked)")
         except DownloadError:
             where = f"{weights.cached_path(name)} has the WRONG md5 (delete it to download again)"
-        print(f"{name}: {e['model']} include_top={e['include_top']}, {e['file']}, "
+        top = "" if e.get("include_top") is None else f" include_top={e['include_top']}"
+        print(f"{name}: {e['model']}{top}, {e['file']}, "
               f"{e['bytes'] / 1e6:.1f} MB, {e['layers_with_weights']} layers with weights\n"
               f"    url  {e['url']}\n    md5  {e['md5']}\n    here {where}")
     print(f"cache folder: {weights.cached_path(next(iter(weights.manifest()))).parent}")

@@ -159,3 +159,42 @@ def test_shipped_manifest():
     assert known["inception_v3_notop"]["md5"] == "bcbd6486424b2319ff4ef7d526e38f63"
     assert known["vgg19_notop"]["layers_with_weights"] == 16
     assert known["inception_v3_notop"]["layers_with_weights"] == 188
+
+
+# ---- the command line ----------------------------------------------------------------------------
+
+def test_cli_list_and_fetch(server, env, tmp_path, capsys, monkeypatch):
+    from micrograd_gen import cli_weights
+    base, root, _ = server
+    data = b"weights"
+    (root / "tiny_notop.h5").write_bytes(data)
+    env(tiny=_entry(f"{base}/tiny_notop.h5", data))
+    assert cli_weights.main(["list"]) == 0
+    assert "not downloaded" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stderr", open(tmp_path / "progress.txt", "w"))
+    assert cli_weights.main(["fetch", "tiny"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "home" / "weights" / "tiny_notop.h5")
+    assert cli_weights.main(["list"]) == 0
+    assert "(md5 checked)" in capsys.readouterr().out
+    assert cli_weights.main(["fetch", "resnet"]) == 1
+
+
+def test_cli_verify(tmp_path, capsys):
+    import h5py
+    import numpy as np
+    from micrograd_gen import applications, cli_weights, io
+    path = tmp_path / "vgg.h5"
+    io.save_weights(applications.VGG19(weights=None), path)
+    assert cli_weights.main(["verify", str(path)]) == 0  # the model is guessed from the names
+    out = capsys.readouterr().out
+    assert "block1_conv1  ok" in out and "16 of 16 layers match" in out
+    assert "not the official file" in out
+    with h5py.File(path, "r+") as f:
+        del f["block5_conv4/block5_conv4/kernel:0"]
+        f["block5_conv4/block5_conv4/kernel:0"] = np.zeros((3, 3, 512, 256), "f4")
+    assert cli_weights.main(["verify", "--model", "vgg19", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "block5_conv4  MISMATCH" in out and "(3, 3, 512, 256)" in out
+    assert "(3, 3, 512, 512)" in out and "15 of 16 layers match" in out
+    assert cli_weights.main(["verify", "--model", "inception_v3", str(path)]) == 1
+    assert "16 layers with weights, the model has 188" in capsys.readouterr().err
