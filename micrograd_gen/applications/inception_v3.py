@@ -10,9 +10,8 @@ of mixed9/mixed10 theirs (concatenate_1, concatenate_2). Strided convolutions an
 import numpy as np
 
 from .. import nn
-from .network import InputLayer, Network
+from .network import InputLayer, Network, check_arguments
 from .preprocessing import as_array, like_input, squeeze_batch
-from .vgg19 import _check_args
 
 WEIGHTS = "inception_v3_notop"  # entry of weights/manifest.json
 
@@ -58,7 +57,7 @@ def InceptionV3(include_top=False, weights="imagenet", input_shape=None, dtype="
     are frozen (requires_grad=False) and batch normalisation runs on its moving statistics. Only
     include_top=False is available. Inputs must be at least 75x75.
     """
-    _check_args("InceptionV3", include_top, input_shape, min_size=75)
+    check_arguments("InceptionV3", include_top, input_shape, min_size=75)
     model = Network("inception_v3", InputLayer(min_size=75, name="input_1", dtype=dtype),
                     dtype=dtype)
     b = _Builder(model, dtype)

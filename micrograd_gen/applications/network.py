@@ -35,6 +35,19 @@ class InputLayer(Layer):
         return tuple(input_shape)
 
 
+def check_arguments(model_name, include_top, input_shape, min_size):
+    """Keras's constructor arguments that we take: include_top=False only, input_shape checked."""
+    if include_top:
+        raise ValueError(f"{model_name}(include_top=True): only the convolutional base is "
+                         "available (include_top=False), which is what the chapter uses")
+    if input_shape is not None:
+        shape = tuple(input_shape)
+        if len(shape) != 3 or shape[-1] != 3 or any(
+                d is not None and d < min_size for d in shape[:2]):
+            raise ValueError(f"{model_name}: input_shape must be (height, width, 3) with height "
+                             f"and width at least {min_size} (or None), got {shape}")
+
+
 def keras_order(parents, outputs):
     """The layer order of a Keras 2 functional model (`Network._init_graph_network`).
 

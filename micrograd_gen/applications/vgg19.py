@@ -4,7 +4,7 @@
 import numpy as np
 
 from .. import nn
-from .network import InputLayer, Network
+from .network import InputLayer, Network, check_arguments
 from .preprocessing import as_array, like_input, squeeze_batch
 
 WEIGHTS = "vgg19_notop"  # entry of weights/manifest.json
@@ -22,7 +22,7 @@ def VGG19(include_top=False, weights="imagenet", input_shape=None, dtype="float3
     refused, since the chapter never uses the classifier. input_shape=(height, width, 3) is
     checked if given; any size from 32x32 up runs.
     """
-    _check_args("VGG19", include_top, input_shape, min_size=32)
+    check_arguments("VGG19", include_top, input_shape, min_size=32)
     model = Network("vgg19", InputLayer(min_size=32, name="input_1", dtype=dtype), dtype=dtype)
     x = "input_1"
     for b, (filters, convs) in enumerate(BLOCKS, start=1):
@@ -32,18 +32,6 @@ def VGG19(include_top=False, weights="imagenet", input_shape=None, dtype="float3
         x = model.add(nn.MaxPooling2D(2, strides=2, name=f"block{b}_pool", dtype=dtype), x)
     model.finish(x, (None,) + tuple(input_shape or (None, None, 3)))
     return model.load(weights, WEIGHTS)
-
-
-def _check_args(model_name, include_top, input_shape, min_size):
-    if include_top:
-        raise ValueError(f"{model_name}(include_top=True): only the convolutional base is "
-                         "available (include_top=False), which is what the chapter uses")
-    if input_shape is not None:
-        shape = tuple(input_shape)
-        if len(shape) != 3 or shape[-1] != 3 or any(
-                d is not None and d < min_size for d in shape[:2]):
-            raise ValueError(f"{model_name}: input_shape must be (height, width, 3) with height "
-                             f"and width at least {min_size} (or None), got {shape}")
 
 
 def preprocess_input(x):
