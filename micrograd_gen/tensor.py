@@ -137,6 +137,10 @@ def _tensors_with_constants(inputs):
 
 
 class Tensor:
+    """An array (NumPy or CuPy) with what autodiff needs: `grad`, `requires_grad`, and the op
+    (`_ctx`, output `_index`) that made it. A float32 NumPy or CuPy array is wrapped as it is,
+    not copied, so in-place updates to `tensor.data` show in the array and the other way round.
+    """
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_index", "name", "__weakref__")
     # `numpy_array + tensor` must call Tensor.__radd__ rather than loop over the tensor as an object
     # array; and np.exp(tensor) is a TypeError rather than an object array (use micrograd_gen.ops).
@@ -192,6 +196,10 @@ class Tensor:
 
     def __len__(self):
         return len(self.data)
+
+    def __bool__(self):
+        # `if x > 0:` on a one-element tensor, as NumPy allows (more elements: NumPy's error)
+        return bool(self.data)
 
     def __repr__(self):
         extra = ", requires_grad=True" if self.requires_grad else ""

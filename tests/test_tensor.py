@@ -38,6 +38,10 @@ def test_properties_and_conversions():
     assert t.device == "numpy"
     assert "shape=(2, 3)" in repr(t) and "float32" in repr(t)
     assert Tensor(t).data is t.data  # wrapping a Tensor shares its array
+    assert Tensor(a).data is a  # so does wrapping a float32 array
+    assert bool(Tensor(2.0) > 1) and not Tensor([0.0])
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(t)
 
 
 def test_detach_shares_data_and_leaves_the_graph():
