@@ -127,6 +127,10 @@ def test_unary_ops_stay_finite_at_extremes():
     for op in (ops.sigmoid, ops.softplus, ops.tanh):
         assert np.all(np.isfinite(op(Tensor(x)).numpy())), op.__name__
     np.testing.assert_allclose(ops.softplus(Tensor(x)).numpy(), np.logaddexp(0, x), rtol=1e-6)
+    # sigmoid keeps its relative precision far out in the left tail
+    tail = np.array([-30.0, -60.0])
+    np.testing.assert_allclose(ops.sigmoid(T(tail)).numpy(), np.exp(tail) / (1 + np.exp(tail)),
+                               rtol=1e-14)
 
 
 @given(data=st.data())

@@ -140,8 +140,10 @@ class Tanh(Function):
 
 
 def stable_sigmoid(xp, a):
-    # 1/(1+exp(-a)) overflows exp for a << 0; 0.5*(1+tanh(a/2)) is the same function, finite everywhere.
-    return 0.5 * (1 + xp.tanh(0.5 * a))
+    # 1/(1+exp(-a)) overflows exp for a << 0. With e = exp(-|a|) <= 1 both halves are exact:
+    # 1/(1+e) for a >= 0 and e/(1+e) below (0.5*(1+tanh(a/2)) would lose digits to cancellation).
+    e = xp.exp(-xp.abs(a))
+    return xp.where(a >= 0, 1, e) / (1 + e)
 
 
 class Sigmoid(Function):
