@@ -62,14 +62,14 @@ def _gate_scale(xp, units, dtype):
 class LSTM(Function):
     """Outputs (output, h_T, c_T); output is h_T, or every h_t as (N, T, U) with return_sequences.
 
-    Inside, every per-step array is feature-major with the batch innermost, and each step's
-    input, previous h and a row of ones are stacked: inputs[t] = [x_t^T; h_{t-1}; 1] (D+U+1, N).
-    Then
-      forward   z_t = [K R b]^T inputs[t]                one GEMM per step, no separate add
-      backward  d[K R b]^T += dz_t inputs[t]^T           one GEMM per step for all three weights
-                dh_{t-1} = R dz_t                        one GEMM per step
-    each gate is a contiguous block of rows of z_t (4U, N), and every elementwise pass runs over
-    a contiguous array (column slices of a batch-major (N, 4U) array cost NumPy a loop per row).
+    Inside, every per-step array is feature-major with the batch innermost (gates (4U, N), h and
+    c (U, N)), so each gate is a contiguous block of rows and every elementwise pass runs over a
+    contiguous array (column slices of a batch-major (N, 4U) array cost NumPy a loop per row).
+      forward   z_t = K^T x_t^T (all steps in one batched product) + R^T h_{t-1}   (GEMM per step)
+      backward  dh_{t-1} = R dz_t                                                   (GEMM per step)
+                d[K R b]^T += dz_t [x_t^T; h_{t-1}; 1]^T                            (GEMM per step)
+    The stacked inputs [x_t^T; h_{t-1}; 1] (D+U+1, N) are where forward writes each h, so the
+    three weight gradients come out of one product per step.
     """
 
     def forward(self, x, kernel, recurrent_kernel, bias, h0, c0, return_sequences=False):
@@ -79,32 +79,32 @@ class LSTM(Function):
         units = recurrent_kernel.shape[0]
         dtype = x.dtype
         u, u2, u3 = units, 2 * units, 3 * units
-        rows = d + u + 1
-        weights = xp.empty((4 * units, rows), dtype)                     # [K R b]^T, scaled
         scale = _gate_scale(xp, units, dtype)[:, None]
-        xp.multiply(kernel.T, scale, out=weights[:, :d])
-        xp.multiply(recurrent_kernel.T, scale, out=weights[:, d:d + u])
-        if bias is None:
-            weights[:, d + u] = 0
-        else:
-            xp.multiply(bias, scale[:, 0], out=weights[:, d + u])
+        kernel_t = kernel.T * scale                                      # (4U, D)
+        recurrent_t = recurrent_kernel.T * scale                         # (4U, U)
 
-        inputs = xp.empty((steps + 1, rows, n), dtype)                   # [x_t; h_{t-1}; 1]
-        inputs[:steps, :d] = x.transpose(1, 2, 0)
-        inputs[steps, :d] = 0                                            # (never read)
+        # The input's share of every step in one batched product; bias folded in.
+        gates = xp.matmul(kernel_t, x.transpose(1, 2, 0))                # (T, 4U, N): -z
+        if bias is not None:
+            gates += (bias * scale[:, 0])[:, None]
+        inputs = xp.empty((steps + 1, d + u + 1, n), dtype)              # [x_t; h_{t-1}; 1]
+        if self.needs_input_grad[1]:
+            inputs[:steps, :d] = x.transpose(1, 2, 0)
         inputs[:, d + u] = 1
         hs = inputs[:, d:d + u]                                          # h_{t-1} at hs[t]
         hs[0] = 0 if h0 is None else h0.T
         cs = xp.empty((steps + 1, units, n), dtype)
         cs[0] = 0 if c0 is None else c0.T
-        gates = xp.empty((steps, 4 * units, n), dtype)                   # the activations
         tanh_c = xp.empty((steps, units, n), dtype)
+        recurrent = xp.empty((4 * units, n), dtype)
         tmp = xp.empty((units, n), dtype)
 
         with np.errstate(over="ignore", under="ignore"):  # exp(-z) = inf gives sigmoid 0, rightly
             for t in range(steps):
                 z = gates[t]                                             # (4U, N)
-                xp.matmul(weights, inputs[t], out=z)                     # -z (and -2 z_c)
+                if t > 0 or h0 is not None:
+                    xp.matmul(recurrent_t, hs[t], out=recurrent)
+                    z += recurrent
                 xp.exp(z, out=z)
                 z += 1
                 xp.divide(1, z, out=z)                                   # sigmoid of all gates
