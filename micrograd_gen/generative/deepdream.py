@@ -59,7 +59,7 @@ def octave_shapes(shape, octaves=3, octave_scale=1.4):
 
 def dream_loss(features, layer_weights):
     """sum of coeff * mean(act[:, 2:-2, 2:-2, :] ** 2) over `layer_weights` ({name: coeff}), from
-    `features` ({name: NHWC Tensor}). Returns (total, {name: unweighted term}) as Tensors."""
+    `features` ({name: NHWC Tensor}). Returns (total, {name: weighted term}) as Tensors."""
     total, terms = None, {}
     for name, coeff in layer_weights.items():
         act = features[name]
@@ -70,8 +70,7 @@ def dream_loss(features, layer_weights):
                 f"nothing once its {BORDER}-pixel border is dropped; use a larger picture, fewer "
                 f"octaves or a lower layer")
         inner = act[:, BORDER:-BORDER, BORDER:-BORDER, :]
-        terms[name] = ops.mean(inner * inner)
-        term = terms[name] * float(coeff)
+        terms[name] = term = float(coeff) * ops.mean(inner * inner)
         total = term if total is None else total + term
     return total, terms
 
