@@ -2,20 +2,19 @@
 checking it before hours of work rather than after, and names for intermediate pictures."""
 from pathlib import Path
 
-from PIL import Image
+# Pillow writes these for RGB pictures without extra plug-ins
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
 
 
 def picture_path(out, default_name):
     """--out as a picture file when it has a suffix, else a folder holding `default_name`; the
-    suffix must be a format Pillow can write, checked now rather than after the work is done."""
+    suffix must be a picture format, checked now rather than after the work is done."""
     path = Path(out)
     if not path.suffix:
         path = path / default_name
-    Image.init()
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:
-        raise ValueError(f"--out {out}: {path.suffix!r} is not a picture format Pillow can write; "
-                         f"use .png or .jpg")
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise ValueError(f"--out {out}: {path.suffix!r} is not a picture format this writes; "
+                         f"use one of {' '.join(PICTURE_SUFFIXES)}")
     if path.is_dir():
         raise ValueError(f"--out {out} is a folder; give a file name such as {path / default_name}")
     return path

@@ -28,6 +28,9 @@ def add_arguments(parser):
     parser.add_argument("--iterations", type=int,
                         help="L-BFGS rounds or SGD steps (default: 20 rounds for lbfgs, 4000 steps "
                              "for sgd, as the book)")
+    parser.add_argument("--learning-rate", type=float,
+                        help="sgd's initial rate (default: the book's 100 at 400x600, scaled by the "
+                             "pixel count at other sizes)")
     parser.add_argument("--content-weight", type=float, default=CONTENT_WEIGHT)
     parser.add_argument("--style-weight", type=float, default=STYLE_WEIGHT,
                         help="shared equally by the five style layers")
@@ -86,7 +89,7 @@ def run(args):
             print(f"  saved {path}", flush=True)
 
     x = S.optimize(loss, S.initial_image(base, args.init, args.seed), args.optimizer, iterations,
-                   on_iteration)
+                   on_iteration, learning_rate=args.learning_rate)
     result = S.vgg19.deprocess_image(x)
     save_image(out, result)
     print(f"style: wrote {out} ({result.shape[0]}x{result.shape[1]}) in "

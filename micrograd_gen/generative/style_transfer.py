@@ -38,6 +38,9 @@ TV_WEIGHT = 1e-6
 HEIGHT = 400
 # The book's iteration counts: L-BFGS rounds of 20 evaluations (1st edition), SGD steps (2nd).
 ITERATIONS = {"lbfgs": 20, "sgd": 4000}
+# The 2nd edition's SGD rate, ExponentialDecay(100, 100, 0.96), is tuned for 400x600 pictures.
+BOOK_PIXELS = 400 * 600
+SGD_LEARNING_RATE = 100.0
 LBFGS_EVALUATIONS_PER_ROUND = 20
 
 
@@ -219,11 +222,25 @@ class StyleStep:
         return vgg19.deprocess_image(self.image)
 
 
-def optimize(loss, x, optimizer="lbfgs", iterations=None, callback=None):
+def sgd_learning_rate(shape):
+    """The book's initial SGD rate (100) at 400x600, scaled by the picture's pixel count elsewhere.
+
+    The style term divides by (height * width)^2 while its Gram matrices grow as height * width,
+    so its value does not depend on the size but its gradient per pixel goes as
+    1 / (height * width): the book's rate diverges on small pictures (at 64x96 the loss reaches
+    1e19 in three steps) and crawls on large ones. Scaling the rate with the pixel count keeps the
+    book's steps at its size and the same behaviour at any other."""
+    return SGD_LEARNING_RATE * int(shape[1]) * int(shape[2]) / BOOK_PIXELS
+
+
+def optimize(loss, x, optimizer="lbfgs", iterations=None, callback=None,
+             evaluations=LBFGS_EVALUATIONS_PER_ROUND, learning_rate=None):
     """Minimise `loss` (a StyleTransferLoss) from x (1, H, W, 3); returns the final array.
 
-    "lbfgs": `iterations` rounds of scipy L-BFGS-B with maxfun=20 each (1st edition, 20 rounds).
-    "sgd": `iterations` steps of SGD with ExponentialDecay(100, 100, 0.96) (2nd edition, 4000).
+    "lbfgs": `iterations` rounds of scipy L-BFGS-B with maxfun=`evaluations` (20) each, restarted
+    from the round's result (1st edition, 20 rounds).
+    "sgd": `iterations` steps of SGD with ExponentialDecay(learning_rate, 100, 0.96) (2nd
+    edition, 4000); learning_rate defaults to the book's 100 at 400x600 (`sgd_learning_rate`).
     callback(StyleStep) after each; returning True stops.
     """
     if optimizer not in ITERATIONS:
@@ -231,7 +248,9 @@ def optimize(loss, x, optimizer="lbfgs", iterations=None, callback=None):
     iterations = ITERATIONS[optimizer] if iterations is None else int(iterations)
     if optimizer == "sgd":
         variable = Tensor(x.copy(), dtype=x.dtype)
-        opt = SGD([variable], learning_rate=ExponentialDecay(100.0, 100, 0.96))
+        if learning_rate is None:
+            learning_rate = sgd_learning_rate(x.shape)
+        opt = SGD([variable], learning_rate=ExponentialDecay(float(learning_rate), 100, 0.96))
         for i in range(1, iterations + 1):
             started = time.perf_counter()
             value, parts, grad = loss.loss_and_grad(variable.data)
@@ -249,8 +268,10 @@ def optimize(loss, x, optimizer="lbfgs", iterations=None, callback=None):
             seen.append((float(total.item()), {k: float(v.item()) for k, v in parts.items()}))
             return total
 
-        x, info = lbfgs(fun, x, maxiter=15000, maxfun=LBFGS_EVALUATIONS_PER_ROUND,
-                        dtype=x.dtype)
+        # a Tensor in, a Tensor out: x stays on its device (NumPy or CuPy) between rounds
+        result, info = lbfgs(fun, Tensor(x, dtype=x.dtype), maxiter=15000,
+                             maxfun=int(evaluations), dtype=x.dtype)
+        x = result.data
         # scipy returns its best point; report the parts measured there
         value = info["loss"]
         parts = next((p for v, p in seen if v == value), seen[-1][1])
@@ -263,17 +284,19 @@ def optimize(loss, x, optimizer="lbfgs", iterations=None, callback=None):
 def style_transfer(content, style, height=HEIGHT, optimizer="lbfgs", iterations=None,
                    content_weight=CONTENT_WEIGHT, style_weight=STYLE_WEIGHT, tv_weight=TV_WEIGHT,
                    weights="imagenet", model=None, init="content", seed=0, batch3=False,
-                   callback=None):
+                   learning_rate=None, callback=None):
     """Paint the content picture in the style picture's manner; returns uint8 RGB.
 
     content, style: file paths or RGB arrays (H, W, 3) in 0..255. The output is `height` pixels
     high with the content's aspect ratio; the style picture is resized to the same size.
-    optimizer "lbfgs" (iterations = rounds of 20 evaluations, default 20) or "sgd" (default 4000).
-    init "content" (the book) or "noise". See `StyleTransferLoss` for batch3.
+    optimizer "lbfgs" (iterations = rounds of 20 evaluations, default 20) or "sgd" (default 4000,
+    learning_rate: see `sgd_learning_rate`). init "content" (the book) or "noise". See
+    `StyleTransferLoss` for batch3.
     """
     base, ref = prepare(content, style, height)
     loss = StyleTransferLoss(base, ref, model=model, weights=weights,
                              content_weight=content_weight, style_weight=style_weight,
                              tv_weight=tv_weight, batch3=batch3)
-    x = optimize(loss, initial_image(base, init, seed), optimizer, iterations, callback)
+    x = optimize(loss, initial_image(base, init, seed), optimizer, iterations, callback,
+                 learning_rate=learning_rate)
     return vgg19.deprocess_image(x)
