@@ -124,14 +124,14 @@ def _tensors_with_constants(inputs):
             out.append(x)
         elif like is None:
             out.append(Tensor(x))
+        elif isinstance(x, (int, float)):
+            data = backend.get_array_module(like).asarray(x, dtype=like.dtype)
+            out.append(Tensor._wrap(data, None, 0))
         else:
-            xp = backend.get_array_module(like)
-            if isinstance(x, (int, float)):
-                data = xp.asarray(x, dtype=like.dtype)
-            else:
-                data = xp.asarray(x)
-                if data.dtype != like.dtype and data.dtype.kind in "fiub":
-                    data = data.astype(like.dtype)
+            # A raw NumPy array next to a CuPy tensor (or the reverse) is a TypeError, not a copy.
+            data = backend.get_array_module(like, x).asarray(x)
+            if data.dtype != like.dtype and data.dtype.kind in "fiub":
+                data = data.astype(like.dtype)
             out.append(Tensor._wrap(data, None, 0))
     return tuple(out)
 

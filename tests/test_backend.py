@@ -49,6 +49,11 @@ def test_an_op_on_mixed_tensors_is_a_type_error():
         ops.add(Tensor(np.ones(2)), on_gpu)
 
 
+def test_a_raw_array_from_the_other_backend_is_a_type_error_not_a_copy():
+    with pytest.raises(TypeError, match="NumPy and CuPy"):
+        ops.multiply(Tensor(np.ones(2)), FakeCupyArray())
+
+
 def test_use_sets_the_default_and_rejects_unknown_names(restore_default_backend):
     backend.use("numpy")
     assert backend.default_name() == "numpy" and backend.default_module() is np
