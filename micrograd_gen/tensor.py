@@ -51,6 +51,11 @@ class Function:
     input needs none). Forward may store on `self` what backward needs. Before forward runs,
     `self.needs_input_grad` says which positional inputs want a gradient, so forward can keep less
     and backward can skip work (a frozen conv kernel needs no dW).
+
+    The grads backward receives are not its own: they may be shared with other ops or be
+    read-only broadcast views, so backward never writes into them (its own saved buffers it may
+    reuse). Each returned gradient must have its input's exact shape; the engine checks that and
+    casts it to the input's dtype.
     """
 
     n_outputs = 1
