@@ -6,12 +6,14 @@ folder) and compare with what Keras 3 computed on the same weights (../shared/da
 every stored activation and the DeepDream loss gradient, within 1e-4 of each array's largest
 value in float32; and the float64 engine against the float32 engine.
 
-One ReLU sits on a kink. The input of activation_19 at (0, 11, 10, 2) is +2.6e-7 in exact
-(float64) arithmetic, so the unit is active and its gradient flows; float32 rounding is ~1e-6
-there, and Keras's float32 run got a value <= 0 and cut that path, which moves its gradient by
-5e-4 of the largest value in a patch of the image (every activation still agrees to ~1e-6). So the
-comparison with Keras's gradient puts that unit where Keras had it, and a separate test shows that
-our unshifted gradient is the exact derivative (a float64 finite difference).
+One ReLU in each reference sits on a kink. The input of activation_19 at (0, 11, 10, 2) is
++2.6e-7 in exact (float64) arithmetic, so the unit is active and its gradient flows; float32
+rounding is ~1e-6 there, and Keras's float32 run got a value <= 0 and cut that path, which moves
+its gradient by 5e-4 of the largest value in a patch of the image (every activation still agrees
+to ~1e-6). Likewise block2_conv1's pre-activation at (2, 3, 3, 3) in the style-transfer batch is
++1.2e-4 (float32 rounding there is ~4e-4; Keras had it <= 0): 5.7e-3 on the style gradient. So the
+comparisons with Keras's gradients put that unit where Keras had it, and a separate test shows
+that our unshifted gradient is the exact derivative (a float64 finite difference).
 """
 import os
 import subprocess
@@ -84,24 +86,30 @@ def rel_error(got, want):
 
 
 KINK = ("activation_19", (0, 11, 10, 2))
+VGG_KINK = ("block2_conv1", (2, 3, 3, 3))
 
 
 @contextmanager
-def relu_input_shifted(model, layer_name, index, shift=-1e-4):
-    """Add `shift` to one element of a layer's input (here: put a ReLU input below zero)."""
+def relu_input_shifted(model, layer_name, index, shift=-1e-3):
+    """Add `shift` to one element of a ReLU's input (here: put it below zero): the input of an
+    Activation layer, or the pre-activation of a Conv2D with activation="relu"."""
     layer = model.get_layer(layer_name)
-    original = layer.call
+    attribute = "activation" if hasattr(layer, "kernel") else "call"
+    original = getattr(layer, attribute)
 
-    def call(x, *args, **kwargs):
+    def shifted(x, *args, **kwargs):
         delta = np.zeros(x.shape, x.dtype)
         delta[index] = shift
         return original(x + delta, *args, **kwargs)
 
-    layer.call = call
+    setattr(layer, attribute, shifted)
     try:
         yield
     finally:
-        del layer.call
+        if attribute == "activation":
+            layer.activation = original
+        else:
+            del layer.call  # back to the class's method
 
 
 def deepdream_loss(model, image, dtype="float32"):
@@ -304,6 +312,36 @@ def test_vgg19_matches_keras(vgg, vgg_ref):
     for name in names:
         err = rel_error(out[name], vgg_ref[f"act/{name}"])
         assert err < TOLERANCE, f"{name}: {err:.2e}"
+
+
+def test_vgg19_gradients_match_keras(vgg, shared_data):
+    """The book's content and style losses at 64x96 (batch base, style, combination): the
+    gradients with respect to the combination image, a check of VGG19's backward pass."""
+    ref = _reference(shared_data, "keras_style_transfer_tubingen_starry.npz")
+    style_layers = [f"block{i}_conv1" for i in range(1, 6)]
+    extractor = feature_extractor(vgg, style_layers + ["block5_conv2"])
+    height, width = ref["comb"].shape[1:3]
+
+    def gradient(part):
+        comb = mg.Tensor(ref["comb"], requires_grad=True)
+        feats = extractor(ops.concatenate([mg.Tensor(ref["base"]), mg.Tensor(ref["style"]), comb]))
+        if part == "content":
+            d = feats["block5_conv2"][2] - feats["block5_conv2"][0]
+            loss = 2.5e-8 * ops.sum(d * d)
+        else:
+            loss = 0.0
+            for name in style_layers:
+                f = feats[name]
+                s, c = (ops.reshape(f[i], (-1, f.shape[-1])) for i in (1, 2))
+                d = ops.matmul(ops.transpose(s), s) - ops.matmul(ops.transpose(c), c)
+                loss = loss + 1e-6 / 5 * ops.sum(d * d) / (4.0 * 9 * (height * width) ** 2)
+        loss.backward()
+        return comb.grad
+
+    with relu_input_shifted(vgg, *VGG_KINK):  # where Keras's float32 run had it (module doc)
+        for part in ("content", "style"):
+            err = rel_error(gradient(part), ref[f"grad_{part}"])
+            assert err < TOLERANCE, f"{part} gradient: {err:.2e}"
 
 
 def test_inception_v3_matches_keras(inception, inception_ref):
