@@ -7,6 +7,8 @@ MNIST digits (x + 0.5 * N(0, 1), clipped).
 import json
 from pathlib import Path
 
+from . import _output
+
 HELP = "a denoising autoencoder on MNIST: train it, show noisy / denoised / clean digits"
 DEFAULT_OUT = "out/denoise"
 DEFAULT_CHECKPOINT = Path(DEFAULT_OUT) / "denoiser.h5"
@@ -60,7 +62,7 @@ def run(args):
         raise FileNotFoundError(f"no denoiser at {path}: train one first "
                                 "(python -m micrograd_gen denoise train) or pass --checkpoint")
     model = D.load_denoiser(path)
-    out = Path(args.out)
-    picture = D.save_denoise_grid(model, x_test[:args.n], out if out.suffix else out / "denoise.png",
-                                  args.noise, seed=args.seed)
+    picture = D.save_denoise_grid(model, x_test[:args.n],
+                                  _output.picture_path(args.out, "denoise.png"), args.noise,
+                                  seed=args.seed)
     print(f"denoise: wrote noisy / denoised / clean rows for {args.n} test digits to {picture}")

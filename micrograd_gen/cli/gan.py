@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from . import _output
+
 HELP = "the book's DCGAN on 64x64 faces: train it (resumable checkpoints, a grid per epoch), sample faces"
 DEFAULT_OUT = "out/gan"
 DEFAULT_CHECKPOINT = Path(DEFAULT_OUT) / "gan.h5"
@@ -81,8 +83,7 @@ def _sample(args, dcgan):
         raise FileNotFoundError(f"no GAN checkpoint at {path}: train one first "
                                 "(python -m micrograd_gen gan train) or pass --checkpoint")
     gan = dcgan.load_gan(path)
-    out = Path(args.out)
-    target = out if out.suffix else out / "samples.png"
+    target = _output.picture_path(args.out, "samples.png")
     z = dcgan.fixed_latents(args.n, gan.latent_dim, seed=args.seed)
     dcgan.save_sample_grid(gan, target, z)
     print(f"gan: wrote {args.n} faces from step {gan.step} (seed {args.seed}) to {target}")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _output
+
 HELP = "the book's VAE on MNIST: train it, draw the 30x30 latent grid, walk between digits, concept vectors"
 DEFAULT_OUT = "out/vae"
 DEFAULT_CHECKPOINT = Path(DEFAULT_OUT) / "vae.h5"
@@ -43,12 +45,6 @@ def add_arguments(parser):
     concept.add_argument("--digit", type=int, default=1,
                          help="the attribute: being this digit (mean z of those minus the rest)")
     concept.add_argument("--alphas", default="-2,-1,0,1,2", help="comma-separated multiples of v")
-
-
-def _out_file(args, default_name):
-    """--out as a file when it has a suffix, else a folder holding `default_name`."""
-    out = Path(args.out)
-    return out if out.suffix else out / default_name
 
 
 def _load_digits(args):
@@ -92,31 +88,33 @@ def _checkpoint(args):
 
 
 def _grid(args, V):
+    target = _output.picture_path(args.out, "grid.png")
     vae = V.load_vae(_checkpoint(args))
-    path = V.save_latent_grid(vae.decoder, _out_file(args, "grid.png"), n=args.n, scale=args.scale)
+    path = V.save_latent_grid(vae.decoder, target, n=args.n, scale=args.scale)
     print(f"vae: wrote the {args.n}x{args.n} latent grid over [-{args.scale:g}, {args.scale:g}]^2 "
           f"to {path}")
 
 
 def _walk(args, V):
+    target = _output.picture_path(args.out, "walk.gif")
     vae = V.load_vae(_checkpoint(args))
     _, (x_test, y_test) = _load_digits(args)
     for index in (args.from_index, args.to_index):
         if not 0 <= index < len(x_test):
             raise ValueError(f"--from-index/--to-index must be in [0, {len(x_test)}), got {index}")
     path = V.save_latent_walk(vae.encoder, vae.decoder, x_test[args.from_index],
-                              x_test[args.to_index], _out_file(args, "walk.gif"), steps=args.steps)
+                              x_test[args.to_index], target, steps=args.steps)
     print(f"vae: wrote the walk from test digit {args.from_index} (a {y_test[args.from_index]}) to "
           f"{args.to_index} (a {y_test[args.to_index]}), {args.steps} steps, to {path}")
 
 
 def _concept(args, V):
+    target = _output.picture_path(args.out, "concept.png")
     vae = V.load_vae(_checkpoint(args))
     _, (x_test, y_test) = _load_digits(args)
     alphas = [float(a) for a in args.alphas.split(",")]
     vector = V.concept_vector(vae.encoder, x_test, y_test == args.digit)
     start = V.encode(vae.encoder, x_test[y_test != args.digit][:1])[0]
-    path = V.save_concept_row(vae.decoder, start, vector, _out_file(args, "concept.png"),
-                              alphas=alphas)
+    path = V.save_concept_row(vae.decoder, start, vector, target, alphas=alphas)
     print(f"vae: concept vector 'is a {args.digit}' = {np.round(vector, 3).tolist()}; decoded "
           f"z + alpha v for alpha in {alphas} to {path}")

@@ -13,6 +13,7 @@ layer's generator, and the order of the data (epoch e is shuffled by a generator
 (seed, e), and a resumed epoch skips the batches already seen). Training k steps, saving, and
 resuming for m steps therefore gives the same weights as k + m steps in one go.
 """
+import itertools
 import math
 import time
 from pathlib import Path
@@ -174,7 +175,8 @@ class GAN(nn.Model):
     def _generators(self):
         # Keyed by position, not by layer name: automatic names differ from one process to another.
         dropout = [layer for layer in self.discriminator.layers if isinstance(layer, nn.Dropout)]
-        return {"gan": self.rng, **{f"dropout/{i}": d._rng_for_layer() for i, d in enumerate(dropout)}}
+        return {"gan": self.rng,
+                **{f"dropout/{i}": d._rng_for_layer() for i, d in enumerate(dropout)}}
 
     def save_checkpoint(self, path, extra=None):
         """Weights, both optimiser states, the step and every random generator, atomically."""
@@ -227,7 +229,7 @@ def _epoch_batches(data, epoch, batch_size, seed):
 
     def batches():
         for start in range(0, len(data), batch_size):
-            batch = np.asarray(data[np.sort(order[start:start + batch_size])])
+            batch = np.asarray(data[order[start:start + batch_size]])
             yield (batch.astype(np.float32) / np.float32(255) if batch.dtype == np.uint8
                    else batch.astype(np.float32, copy=False))
     return batches()
@@ -296,14 +298,14 @@ def train_gan(gan, data, epochs=1, batch_size=32, steps_per_epoch=None, checkpoi
         if should_stop():
             break
         bar = ckpt.progress(steps, f"gan epoch {epoch + 1}/{epochs}", log)
-        batches = _epoch_batches(data, epoch, batch_size, seed)
         done_in_epoch = skip if epoch == first_epoch else 0
-        for _ in range(done_in_epoch):
-            next(batches)
+        # A resumed epoch passes over the batches it had already trained on.
+        batches = itertools.islice(_epoch_batches(data, epoch, batch_size, seed), done_in_epoch,
+                                   steps)
         d_sum = g_sum = 0.0
         counted = 0
         for batch in batches:
-            if done_in_epoch >= steps or should_stop():
+            if should_stop():
                 break
             try:
                 losses = gan.train_step(batch)
@@ -325,8 +327,9 @@ def train_gan(gan, data, epochs=1, batch_size=32, steps_per_epoch=None, checkpoi
             if monitor_dir:
                 save_sample_grid(gan, Path(monitor_dir) / f"epoch_{epoch + 1:03d}.png", z_monitor)
             if counted:
+                seconds = time.perf_counter() - started
                 log(f"gan epoch {epoch + 1}/{epochs}: d_loss {d_sum / counted:.4f}  g_loss "
-                    f"{g_sum / counted:.4f}  (step {gan.step}, {time.perf_counter() - started:.0f} s)")
+                    f"{g_sum / counted:.4f}  (step {gan.step}, {seconds:.0f} s)")
         if saved_step != gan.step:
             save()
     if saved_step != gan.step:
