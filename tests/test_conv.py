@@ -176,8 +176,7 @@ def test_conv2d_both_routes_agree():
         conv_module._route = lambda geom, route=route: route
         try:
             results[route] = (conv_module.conv_forward(x, kernel, geom),
-                              conv_module.conv_backward_input(g, kernel, geom, x.dtype),
-                              conv_module.conv_backward_kernel(x, g, geom, kernel.shape))
+                              *conv_module.conv_backward(g, x, kernel, geom))
         finally:
             conv_module._route = original
     for a, b in zip(results["im2col"], results["shifted"]):

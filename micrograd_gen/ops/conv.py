@@ -33,10 +33,10 @@ from ..tensor import Function
 # Inner sizes below this go through im2col (one product per chunk with inner size kh*kw*C)
 # instead of one product per tap with inner size C.
 _MIN_CHANNELS_PER_TAP = 16
-# Rows of the output matrix per chunk: the output chunk (rows * F numbers) should sit in cache
-# while every tap adds into it.
+# Output rows per chunk: the output chunk should sit in cache while every tap adds into it.
 _CHUNK_BYTES = 1 << 19
-_MIN_CHUNK_ROWS = 512
+# dK's products have a small (C, F) output and a long inner size: longer chunks, fewer calls.
+_DK_CHUNK_BYTES = 1 << 22
 
 
 # ---- Keras's padding arithmetic ---------------------------------------------------------------
@@ -76,36 +76,86 @@ def padding_amounts(size, kernel, stride, padding, dilation=1):
 
 # ---- matrix products into a given output ------------------------------------------------------
 
-def _blas_gemm(dtype):
-    from scipy.linalg import blas
-    return {np.dtype(np.float32): blas.sgemm, np.dtype(np.float64): blas.dgemm}.get(np.dtype(dtype))
+def _find_numpy_cblas():
+    """{dtype: cblas_?gemm} from the OpenBLAS inside NumPy's own wheel, or {} when not found.
+
+    np.matmul cannot add into its output (BLAS gemm's beta = 1), and adding a temporary per
+    kernel tap costs a pass over the output each time. Calling gemm from the library NumPy
+    already loaded gives beta = 1 with NumPy's own thread pool (scipy.linalg.blas would bring a
+    second OpenBLAS whose idle threads spin beside NumPy's, and it is slower here for thin
+    products). Any other NumPy build falls back to matmul plus an addition.
+    """
+    import ctypes
+    import glob
+    import os
+    here = os.path.dirname(np.__file__)
+    paths = sorted(glob.glob(os.path.join(here + ".libs", "*openblas*"))
+                   + glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
+    # scipy-openblas wheels name their symbols scipy_cblas_*; "64_" marks 64-bit integers.
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for suffix, integer in (("64_", ctypes.c_int64), ("", ctypes.c_int32)):
+            found = {}
+            for dtype, letter, scalar in ((np.float32, "s", ctypes.c_float),
+                                          (np.float64, "d", ctypes.c_double)):
+                fn = getattr(lib, f"scipy_cblas_{letter}gemm{suffix}", None)
+                if fn is None:
+                    break
+                fn.restype = None
+                fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, integer, integer,
+                               integer, scalar, ctypes.c_void_p, integer, ctypes.c_void_p,
+                               integer, scalar, ctypes.c_void_p, integer]
+                found[np.dtype(dtype)] = fn
+            if len(found) == 2:
+                return found
+    return {}
+
+
+_CBLAS = None
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _operand(a):
+    """(transpose flag, leading dimension, array) describing a 2-D array to row-major cblas."""
+    item = a.itemsize
+    rows, cols = a.shape
+    if a.strides[1] == item and a.strides[0] % item == 0 and a.strides[0] >= max(cols, 1) * item:
+        return _NO_TRANS, a.strides[0] // item, a
+    if a.strides[0] == item and a.strides[1] % item == 0 and a.strides[1] >= max(rows, 1) * item:
+        return _TRANS, a.strides[1] // item, a
+    a = np.ascontiguousarray(a)
+    return _NO_TRANS, max(cols, 1), a
 
 
 def gemm_into(a, b, out, accumulate=False):
-    """out = a @ b, or out += a @ b, for 2-D a (m, k), b (k, n) and a C-ordered out (m, n).
+    """out = a @ b, or out += a @ b when accumulate, for 2-D a (m, k), b (k, n), out (m, n).
 
-    NumPy's matmul cannot add into its output; BLAS gemm can (beta = 1), which saves a temporary
-    and a pass over memory per kernel tap. BLAS is column-major, so it is handed the transposed
-    problem out.T = b.T @ a.T, whose operands are then Fortran-ordered views: nothing is copied.
+    a and b may be slices or transposed views (nothing is copied when one axis has unit
+    stride); out must be C-ordered.
     """
+    global _CBLAS
     xp = get_array_module(a, b, out)
-    gemm = _blas_gemm(out.dtype) if xp is np else None
-    if gemm is None or a.dtype != out.dtype or b.dtype != out.dtype:
+    if xp is np and _CBLAS is None:
+        _CBLAS = _find_numpy_cblas()
+    gemm = _CBLAS.get(out.dtype) if xp is np else None
+    if gemm is None or not (a.dtype == b.dtype == out.dtype) or not out.flags.c_contiguous:
         if accumulate:
             out += xp.matmul(a, b)
         else:
             xp.matmul(a, b, out=out)
         return out
-    first, trans_a = (b.T, 0) if b.flags.c_contiguous else (b, 1)
-    second, trans_b = (a.T, 0) if a.flags.c_contiguous else (a, 1)
-    if not first.flags.f_contiguous:
-        first, trans_a = np.ascontiguousarray(b).T, 0
-    if not second.flags.f_contiguous:
-        second, trans_b = np.ascontiguousarray(a).T, 0
-    result = gemm(1.0, first, second, beta=1.0 if accumulate else 0.0, c=out.T,
-                  trans_a=trans_a, trans_b=trans_b, overwrite_c=True)
-    if result.ctypes.data != out.ctypes.data:  # BLAS worked on a copy: bring the result home
-        out[...] = result.T
+    (m, k), n = a.shape, b.shape[1]
+    if m == 0 or n == 0 or k == 0:
+        if not accumulate:
+            out[...] = 0
+        return out
+    trans_a, lda, a = _operand(a)
+    trans_b, ldb, b = _operand(b)
+    gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
+         1.0 if accumulate else 0.0, out.ctypes.data, max(n, 1))
     return out
 
 
@@ -177,12 +227,19 @@ class _Geometry:
             body[k, :, i0:i0 + ni, j0:j0 + nj] = x[:, r0::self.sh, c0::self.sw][:, :ni, :nj]
         return buf
 
+    def real_rows(self, k):
+        """The range of phase-k rows that hold real pixels (the rows dX has to fill)."""
+        (i0, _, ni), _ = self._phase_window(*self.phases[k])
+        return i0 * self.Wq, ((self.N - 1) * self.Hq + i0 + ni) * self.Wq
+
     def from_phases(self, buf, dtype):
-        """Adjoint of to_phases: gather the real pixels back into (N, H, W, C)."""
+        """Adjoint of to_phases: the real pixels of (n_phases, rows, C) as (N, H, W, C).
+
+        With one phase (stride 1) that is a view of buf, not a copy."""
         xp = get_array_module(buf)
         body = buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq, self.C)
-        if self.phases == [(0, 0)] and self.sh == self.sw == 1:
-            return xp.ascontiguousarray(body[0, :, self.pt:self.pt + self.H, self.pl:self.pl + self.W])
+        if self.sh == self.sw == 1:
+            return body[0, :, self.pt:self.pt + self.H, self.pl:self.pl + self.W]
         x = xp.zeros((self.N, self.H, self.W, self.C), dtype)
         for k, (p, q) in enumerate(self.phases):
             (i0, r0, ni), (j0, c0, nj) = self._phase_window(p, q)
@@ -194,67 +251,75 @@ class _Geometry:
         leading zero rows (so that reads at row u - offset never go below 0)."""
         xp = get_array_module(y)
         F = y.shape[-1]
-        buf = xp.zeros((margin + self.rows, F), y.dtype)
-        buf[margin:].reshape(self.N, self.Hq, self.Wq, F)[:, :self.OH, :self.OW] = y
+        buf = xp.empty((margin + self.rows, F), y.dtype)
+        body = buf[margin:].reshape(self.N, self.Hq, self.Wq, F)
+        buf[:margin] = 0
+        body[:, self.OH:] = 0
+        body[:, :self.OH, self.OW:] = 0
+        body[:, :self.OH, :self.OW] = y
         return buf
 
     def from_wide(self, buf, F):
         return buf[:self.rows].reshape(self.N, self.Hq, self.Wq, F)[:, :self.OH, :self.OW]
 
-    def chunk_rows(self, width):
-        rows = max(_MIN_CHUNK_ROWS, _CHUNK_BYTES // (4 * max(width, 1)))
-        return max(self.Wq, rows // self.Wq * self.Wq)
+    def chunks(self, start, stop, width, chunk_bytes):
+        """Row ranges of [start, stop) holding whole phase rows and about chunk_bytes of
+        `width`-wide numbers each."""
+        rows = max(1, chunk_bytes // (4 * max(width, 1) * self.Wq)) * self.Wq
+        for u0 in range(start, stop, rows):
+            yield u0, min(u0 + rows, stop)
 
 
 # ---- the three products of a convolution ------------------------------------------------------
 
 def _shifted_forward(x, kernel, geom):
-    """y (N, OH, OW, F) = conv2d(x, kernel) with the geometry's strides, padding and dilation."""
+    """y (N, OH, OW, F) = conv2d(x, kernel) with the geometry's strides, padding and dilation.
+
+    y is a view of an (N*Hq*Wq, F) buffer whose junk rows and columns are never read."""
     xp = get_array_module(x, kernel)
     F = kernel.shape[3]
     phases = geom.to_phases(x)                                # (P, rows + tail, C)
-    y = xp.empty((geom.rows, F), x.dtype)                     # (N*Hq*Wq, F), junk included
-    step = geom.chunk_rows(F)
-    for u0 in range(0, geom.used_rows, step):
-        u1 = min(u0 + step, geom.used_rows)
-        out = y[u0:u1]
+    y = xp.empty((geom.rows, F), x.dtype)                     # (N*Hq*Wq, F)
+    for u0, u1 in geom.chunks(0, geom.used_rows, F, _CHUNK_BYTES):
+        out = y[u0:u1]                                        # stays in cache over the taps
         for t, (a, b, k, off) in enumerate(geom.taps):
+            # (rows, C) @ (C, F): output row u, tap (a, b) reads phase row u + off
             gemm_into(phases[k, u0 + off:u1 + off], kernel[a, b], out, accumulate=t > 0)
     return geom.from_wide(y, F)
 
 
-def _shifted_backward_input(g, kernel, geom, dtype):
-    """dX (N, H, W, C) from dY (N, OH, OW, F): conv2d's adjoint with respect to x."""
-    xp = get_array_module(g, kernel)
-    C = kernel.shape[2]
-    margin = geom.max_offset
+def _shifted_backward(g, x, kernel, geom, need_dx, need_dk):
+    """(dX, dK) from dY (N, OH, OW, F); either may be skipped (None)."""
+    xp = get_array_module(g)
+    margin = geom.max_offset if need_dx else 0
     gw = geom.to_wide(g, margin)                              # (margin + rows, F)
-    dphases = xp.empty((len(geom.phases), geom.rows, C), dtype)
-    step = geom.chunk_rows(C)
-    for k in range(len(geom.phases)):
-        taps = [t for t in geom.taps if t[2] == k]
-        for v0 in range(0, geom.rows, step):
-            v1 = min(v0 + step, geom.rows)
-            out = dphases[k, v0:v1]
-            for t, (a, b, _, off) in enumerate(taps):
-                # phase row v was read by output row v - off through tap (a, b)
-                gemm_into(gw[margin + v0 - off:margin + v1 - off], kernel[a, b].T, out,
-                          accumulate=t > 0)
-    return geom.from_phases(dphases, dtype)
-
-
-def _shifted_backward_kernel(x, g, geom, kernel_shape):
-    """dK (kh, kw, C, F) from x and dY."""
-    xp = get_array_module(x, g)
-    phases = geom.to_phases(x)
-    gw = geom.to_wide(g, 0)                                   # (rows, F), zeros on junk rows
-    dk = xp.empty(kernel_shape, x.dtype)
-    step = geom.chunk_rows(kernel_shape[3])
-    for u0 in range(0, geom.used_rows, step):
-        u1 = min(u0 + step, geom.used_rows)
-        for a, b, k, off in geom.taps:
-            gemm_into(phases[k, u0 + off:u1 + off].T, gw[u0:u1], dk[a, b], accumulate=u0 > 0)
-    return dk
+    dx = dk = None
+    if need_dx:
+        C = kernel.shape[2]
+        dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
+        for k in range(len(geom.phases)):
+            taps = [t for t in geom.taps if t[2] == k]
+            start, stop = geom.real_rows(k)
+            for v0, v1 in geom.chunks(start, stop, C, _CHUNK_BYTES):
+                out = dphases[k, v0:v1]
+                for t, (a, b, _, off) in enumerate(taps):
+                    # phase row v was read by output row v - off through tap (a, b):
+                    # (rows, F) @ (F, C)
+                    gemm_into(gw[margin + v0 - off:margin + v1 - off], kernel[a, b].T, out,
+                              accumulate=t > 0)
+        dx = geom.from_phases(dphases, g.dtype)
+    if need_dk:
+        phases = geom.to_phases(x)
+        gw = gw[margin:]                                      # zeros on junk rows
+        dk = xp.empty((geom.kh, geom.kw, geom.C, g.shape[3]), g.dtype)
+        first = True
+        for u0, u1 in geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES):
+            for a, b, k, off in geom.taps:
+                # (C, rows) @ (rows, F), summed over chunks
+                gemm_into(phases[k, u0 + off:u1 + off].T, gw[u0:u1], dk[a, b],
+                          accumulate=not first)
+            first = False
+    return dx, dk
 
 
 # ---- the im2col route, for thin inputs (C = 1 or 3) --------------------------------------------
@@ -336,38 +401,36 @@ def _im2col_forward(x, kernel, geom):
     return y
 
 
-def _im2col_backward_input(g, kernel, geom, dtype):
-    xp = get_array_module(g, kernel)
-    F = kernel.shape[3]
+def _im2col_backward(g, x, kernel, geom, need_dx, need_dk):
+    xp = get_array_module(g)
+    F = g.shape[3]
     plan = _Im2colPlan(geom, geom.kh * geom.kw * geom.C)
-    dxpad = xp.zeros((geom.N, geom.H + geom.pt + geom.pb, geom.W + geom.pl + geom.pr, geom.C),
-                     dtype)
-    kmat = kernel.reshape(-1, F)
-    for images, rows, in_rows in plan.chunks():
-        ksize, strides, dilation, size = plan.args(rows)
-        gc = g[images, rows]                                  # (n, r, OW, F)
-        dcols = xp.empty(gc.shape[:3] + (kmat.shape[0],), dtype)
-        gemm_into(xp.ascontiguousarray(gc).reshape(-1, F), kmat.T,
-                  dcols.reshape(-1, kmat.shape[0]))            # (rows, F) @ (F, kh*kw*C)
-        col2im(dcols, dxpad[images, in_rows], ksize, strides, dilation)
-    return dxpad[:, geom.pt:geom.pt + geom.H, geom.pl:geom.pl + geom.W]
-
-
-def _im2col_backward_kernel(x, g, geom, kernel_shape):
-    xp = get_array_module(x, g)
-    F = kernel_shape[3]
-    plan = _Im2colPlan(geom, geom.kh * geom.kw * geom.C)
-    xpad = plan.pad(x)
-    dk = xp.empty(kernel_shape, x.dtype)
-    dkmat = dk.reshape(-1, F)
-    first = True
-    for images, rows, in_rows in plan.chunks():
-        ksize, strides, dilation, size = plan.args(rows)
-        cols = im2col(xpad[images, in_rows], ksize, strides, dilation, size)
-        gc = xp.ascontiguousarray(g[images, rows]).reshape(-1, F)
-        gemm_into(cols.reshape(-1, dkmat.shape[0]).T, gc, dkmat, accumulate=not first)
-        first = False
-    return dk
+    dx = dk = None
+    if need_dx:
+        dxpad = xp.zeros((geom.N, geom.H + geom.pt + geom.pb, geom.W + geom.pl + geom.pr,
+                          geom.C), g.dtype)
+        kmat = kernel.reshape(-1, F)                          # (kh*kw*C, F)
+        for images, rows, in_rows in plan.chunks():
+            ksize, strides, dilation, size = plan.args(rows)
+            gc = xp.ascontiguousarray(g[images, rows])        # (n, r, OW, F)
+            dcols = xp.empty(gc.shape[:3] + (kmat.shape[0],), g.dtype)
+            # (rows, F) @ (F, kh*kw*C), then every column block goes back where it came from
+            gemm_into(gc.reshape(-1, F), kmat.T, dcols.reshape(-1, kmat.shape[0]))
+            col2im(dcols, dxpad[images, in_rows], ksize, strides, dilation)
+        dx = dxpad[:, geom.pt:geom.pt + geom.H, geom.pl:geom.pl + geom.W]
+    if need_dk:
+        xpad = plan.pad(x)
+        dk = xp.empty((geom.kh, geom.kw, geom.C, F), g.dtype)
+        dkmat = dk.reshape(-1, F)
+        first = True
+        for images, rows, in_rows in plan.chunks():
+            ksize, strides, dilation, size = plan.args(rows)
+            cols = im2col(xpad[images, in_rows], ksize, strides, dilation, size)
+            gc = xp.ascontiguousarray(g[images, rows]).reshape(-1, F)
+            # (kh*kw*C, rows) @ (rows, F), summed over chunks
+            gemm_into(cols.reshape(-1, dkmat.shape[0]).T, gc, dkmat, accumulate=not first)
+            first = False
+    return dx, dk
 
 
 def _route(geom):
@@ -382,18 +445,13 @@ def conv_forward(x, kernel, geom):
     return _shifted_forward(x, kernel, geom)
 
 
-def conv_backward_input(g, kernel, geom, dtype):
-    """dX (N, H, W, C) from dY (N, OH, OW, F): the adjoint of conv_forward in x."""
-    if _route(geom) == "im2col":
-        return _im2col_backward_input(g, kernel, geom, dtype)
-    return _shifted_backward_input(g, kernel, geom, dtype)
+def conv_backward(g, x, kernel, geom, need_dx=True, need_dk=True):
+    """(dX, dK) of conv_forward for the cotangent g (N, OH, OW, F); None for what is not needed.
 
-
-def conv_backward_kernel(x, g, geom, kernel_shape):
-    """dK (kh, kw, C, F) from x and dY."""
+    dX needs only the kernel and dK only x."""
     if _route(geom) == "im2col":
-        return _im2col_backward_kernel(x, g, geom, kernel_shape)
-    return _shifted_backward_kernel(x, g, geom, kernel_shape)
+        return _im2col_backward(g, x, kernel, geom, need_dx, need_dk)
+    return _shifted_backward(g, x, kernel, geom, need_dx, need_dk)
 
 
 def _check_bias(bias, filters):
@@ -415,21 +473,16 @@ class Conv2D(Function):
         y = conv_forward(x, kernel, geom)
         if bias is not None:
             y += bias
-        self.geom, self.kernel_shape = geom, kernel.shape
+        self.geom = geom
         # Keep only what backward will use: x for dK, the kernel for dX. Never the columns.
         self.x = x if self.needs_input_grad[1] else None
         self.kernel = kernel if self.needs_input_grad[0] else None
         return y
 
     def backward(self, g):
-        dx = dk = db = None
-        if self.needs_input_grad[0]:
-            dx = conv_backward_input(g, self.kernel, self.geom, g.dtype)
-        if self.needs_input_grad[1]:
-            dk = conv_backward_kernel(self.x, g, self.geom, self.kernel_shape)
-        if self.needs_input_grad[2]:
-            db = g.sum(axis=(0, 1, 2))
-        return dx, dk, db
+        need_dx, need_dk, need_db = self.needs_input_grad
+        dx, dk = conv_backward(g, self.x, self.kernel, self.geom, need_dx, need_dk)
+        return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
 
 
 class Conv2DTranspose(Function):
@@ -456,10 +509,10 @@ class Conv2DTranspose(Function):
         size = [n * s + (0 if padding == "same" else max(k - s, 0))
                 for n, k, s in ((H, kh, strides[0]), (W, kw, strides[1]))]
         geom = _Geometry((N, size[0], size[1], filters), kernel.shape, strides, padding, (1, 1))
-        y = conv_backward_input(x, kernel, geom, x.dtype)
+        y, _ = conv_backward(x, None, kernel, geom, need_dk=False)
         if bias is not None:
             y += bias
-        self.geom, self.kernel_shape = geom, kernel.shape
+        self.geom = geom
         self.x = x if self.needs_input_grad[1] else None
         self.kernel = kernel if self.needs_input_grad[0] else None
         return y
@@ -470,7 +523,7 @@ class Conv2DTranspose(Function):
             dx = conv_forward(g, self.kernel, self.geom)
         if self.needs_input_grad[1]:
             # <g, A_K^T x> = <A_K g, x>: conv2d's kernel gradient with the roles of x and g swapped
-            dk = conv_backward_kernel(g, self.x, self.geom, self.kernel_shape)
+            _, dk = conv_backward(self.x, g, None, self.geom, need_dx=False)
         if self.needs_input_grad[2]:
             db = g.sum(axis=(0, 1, 2))
         return dx, dk, db
