@@ -19,7 +19,12 @@ values); the load and accuracy lines need the real files: $MICROGRAD_GEN_WEIGHTS
 made with ../shared/tools/make_weights_h5.py into a temporary folder.
 
   OPENBLAS_NUM_THREADS=2 python bench/bench_applications.py            # everything
+  OPENBLAS_NUM_THREADS=2 python bench/bench_applications.py --torch-python /path/to/python-with-torch
   python bench/bench_applications.py --only deepdream_step_400x600 --repeat 5
+
+With --torch-python (an interpreter that has PyTorch; never required), each timed workload is also
+run in PyTorch right after ours, on the same graph and weights (NCHW), and the ratio is printed:
+on a shared machine a ratio taken in one run means more than an absolute time.
 """
 import argparse
 import json
@@ -328,6 +333,100 @@ def bench_profile(name):
                      lambda: style_loss_and_grad(extractor, *images, 400, 600))
 
 
+# ---- the same work in PyTorch, when some interpreter has it (for ratios taken in one run) ---------
+
+def torch_graph(model, names):
+    """A function (NCHW torch tensor) -> {name: tensor} that runs `model`'s graph with torch ops
+    on its weights (NCHW, as BENCHMARKS.md's peer figures), only as far as `names` need."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    ops_by_name = {}
+    for name in model.ancestors(names):
+        layer, kind = model.get_layer(name), type(model.get_layer(name)).__name__
+        if kind == "Conv2D":
+            kh, kw = layer.kernel_size
+            same = layer.padding == "same"
+            assert not same or (layer.strides == (1, 1) and kh % 2 and kw % 2)  # symmetric pad
+            w = torch.from_numpy(np.ascontiguousarray(layer.kernel.numpy().transpose(3, 2, 0, 1)))
+            b = None if layer.bias is None else torch.from_numpy(layer.bias.numpy())
+            relu = layer.activation.__name__ == "relu"
+            ops_by_name[name] = (lambda x, w=w, b=b, s=layer.strides, p=(kh // 2, kw // 2) if same
+                                 else (0, 0), relu=relu:
+                                 (F.relu if relu else (lambda t: t))(F.conv2d(x, w, b, s, p)))
+        elif kind == "BatchNormalization":
+            beta, mean, var = (torch.from_numpy(a).view(1, -1, 1, 1) for a in layer.get_weights())
+            inv = 1.0 / torch.sqrt(var + layer.epsilon)
+            ops_by_name[name] = lambda x, m=mean, i=inv, b=beta: (x - m) * i + b
+        elif kind == "Activation":
+            ops_by_name[name] = F.relu
+        elif kind == "MaxPooling2D":
+            assert layer.padding == "valid"
+            ops_by_name[name] = lambda x, k=layer.pool_size, s=layer.strides: F.max_pool2d(x, k, s)
+        elif kind == "AveragePooling2D":
+            assert layer.padding == "same" and layer.strides == (1, 1)
+            ops_by_name[name] = lambda x, k=layer.pool_size: F.avg_pool2d(
+                x, k, 1, (k[0] // 2, k[1] // 2), count_include_pad=False)
+        elif kind == "Concatenate":
+            ops_by_name[name] = lambda xs: torch.cat(xs, dim=1)
+        else:
+            ops_by_name[name] = lambda x: x
+    order = model.ancestors(names)
+
+    def run(x):
+        values = {}
+        for name in order:
+            parents = model._parents[name]
+            inputs = (x if not parents else values[parents[0]] if len(parents) == 1
+                      else [values[p] for p in parents])
+            values[name] = ops_by_name[name](inputs)
+        return {n: values[n] for n in names}
+    return run
+
+
+def bench_torch(name, repeat):
+    import numpy as np
+    import torch
+    torch.set_num_threads(threads())
+    from micrograd_gen import applications
+    rng = np.random.default_rng(0)
+    if name.startswith("torch_deepdream_step_"):
+        h, w = map(int, name.rsplit("_", 1)[1].split("x"))
+        run = torch_graph(applications.InceptionV3(weights=None), list(DREAM_LAYERS))
+        image = torch.from_numpy(rng.uniform(-1, 1, (1, 3, h, w)).astype(np.float32))
+
+        def step():
+            x = image.clone().requires_grad_(True)
+            acts = run(x)
+            loss = sum(c * acts[n][:, :, 2:-2, 2:-2].square().mean() for n, c in DREAM_LAYERS.items())
+            grads, = torch.autograd.grad(loss, x)
+            grads = grads / torch.clamp(grads.square().sum().sqrt(), min=1e-6)
+            return image + 20.0 * grads
+    else:
+        h, w = 400, 600
+        run = torch_graph(applications.VGG19(weights=None), STYLE_LAYERS + ["block5_conv2"])
+        mean = np.array([103.939, 116.779, 123.68], np.float32).reshape(1, 3, 1, 1)
+        base, style, comb0 = (torch.from_numpy(rng.uniform(0, 255, (1, 3, h, w)).astype(np.float32)
+                                               - mean) for _ in range(3))
+
+        def step():
+            comb = comb0.clone().requires_grad_(True)
+            feats = run(torch.cat([base, style, comb]))
+            f = feats["block5_conv2"]
+            loss = 2.5e-8 * (f[2] - f[0]).square().sum()
+            for n in STYLE_LAYERS:
+                f = feats[n]
+                s, c = f[1].flatten(1), f[2].flatten(1)
+                loss = loss + 1e-6 / 5 * (s @ s.T - c @ c.T).square().sum() / (4.0 * 9 * (h * w) ** 2)
+            a = comb[:, :, :-1, :-1] - comb[:, :, 1:, :-1]
+            b = comb[:, :, :-1, :-1] - comb[:, :, :-1, 1:]
+            loss = loss + 1e-6 * (a.square() + b.square()).pow(1.25).sum()
+            grads, = torch.autograd.grad(loss, comb)
+            return comb0 - 100.0 * grads
+    times = timed(step, repeat)
+    report(name, times, torch=torch.__version__, layout="NCHW")
+
+
 # ---- driver ---------------------------------------------------------------------------------------
 
 def workloads(args):
@@ -352,6 +451,8 @@ def run_one(name, args):
         bench_accuracy()
     elif name in ("profile_deepdream", "profile_style_transfer"):
         bench_profile(name)
+    elif name.startswith("torch_"):
+        bench_torch(name, args.repeat or (5 if "deepdream" in name else 3))
     else:
         raise SystemExit(f"unknown workload {name!r}")
 
@@ -363,6 +464,10 @@ def main():
     parser.add_argument("--repeat", type=int, help="timed runs after the warm-up")
     parser.add_argument("--all-octaves", action="store_true",
                         help="also time the DeepDream step at 204x306 and 285x428")
+    parser.add_argument("--torch-python", default=sys.executable,
+                        help="an interpreter with PyTorch: each timed workload is then also run "
+                             "in PyTorch (same graph and weights, NCHW) right after ours, and the "
+                             "ratio printed; skipped when that interpreter has no torch")
     parser.add_argument("--profile", action="store_true",
                         help="also time every conv2d of one DeepDream step and one style-transfer "
                              "evaluation, to show where the time goes")
@@ -371,17 +476,33 @@ def main():
         run_one(args.only, args)
         return
     import numpy
+    probe = subprocess.run([args.torch_python, "-c", "import torch; print(torch.__version__)"],
+                           capture_output=True, text=True)
+    torch_version = probe.stdout.strip() if probe.returncode == 0 else None
     emit(bench="meta", python=platform.python_version(), numpy=numpy.__version__,
          cpu_count=os.cpu_count(), threads=threads(), loadavg_1min=other_load(),
-         torch="not run: the issue's peer figures are in ../shared/BENCHMARKS.md")
-    for name in workloads(args):
-        cmd = [sys.executable, __file__, "--only", name]
-        if args.repeat:
-            cmd += ["--repeat", str(args.repeat)]
+         torch=torch_version or f"not installed for {args.torch_python}: peer figures are those "
+                                "of ../shared/BENCHMARKS.md")
+
+    def child(python, name):
+        cmd = [python, __file__, "--only", name] + (["--repeat", str(args.repeat)]
+                                                   if args.repeat else [])
         result = subprocess.run(cmd, capture_output=True, text=True)
         sys.stdout.write(result.stdout)
         if result.returncode:
             emit(bench=name, error=result.stderr.strip().splitlines()[-1:])
+            return None
+        lines = [json.loads(l) for l in result.stdout.splitlines() if l.startswith("{")]
+        return lines[-1] if lines else None
+
+    for name in workloads(args):
+        ours = child(sys.executable, name)
+        timed_workload = name.startswith(("deepdream_step_", "style_transfer_eval"))
+        if torch_version and timed_workload and ours and "median_s" in ours:
+            peer = child(args.torch_python, "torch_" + name)
+            if peer and "median_s" in peer:
+                emit(bench=name + "_vs_torch", ratio=round(ours["median_s"] / peer["median_s"], 2),
+                     ours_s=ours["median_s"], torch_s=peer["median_s"], target_ratio=1.2)
 
 
 if __name__ == "__main__":
