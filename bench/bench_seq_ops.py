@@ -21,7 +21,8 @@ Timings are medians of --repeat runs after a warm-up, perf_counter around each w
 is this process's CPU time (all threads) for the same runs.
 
   python bench/bench_seq_ops.py
-  python bench/bench_seq_ops.py --only char_lstm --repeat 21 --torch-python /path/to/python
+  python bench/bench_seq_ops.py --only char_lstm --rounds 3 --torch-python /path/to/python
+  OPENBLAS_NUM_THREADS=1 python bench/bench_seq_ops.py    # both sides on one thread
 """
 import argparse
 import json
@@ -220,10 +221,11 @@ def torch_char_lstm(repeat):
         forward_backward()
         optimizer.step()
 
-    fwd, _ = median_time(forward, repeat)
-    both, _ = median_time(forward_backward, repeat)
-    step, _ = median_time(train_step, repeat)
-    return dict(fwd_ms=ms(fwd), fwdbwd_ms=ms(both), step_ms=ms(step))
+    fwd, fwd_cpu = median_time(forward, repeat)
+    both, both_cpu = median_time(forward_backward, repeat)
+    step, step_cpu = median_time(train_step, repeat)
+    return dict(fwd_ms=ms(fwd), fwd_cpu_ms=ms(fwd_cpu), fwdbwd_ms=ms(both),
+                fwdbwd_cpu_ms=ms(both_cpu), step_ms=ms(step), step_cpu_ms=ms(step_cpu))
 
 
 def torch_lstm_step_400(repeat):
@@ -243,8 +245,8 @@ def torch_lstm_step_400(repeat):
                 state = cell(one_hot, state)
                 torch.softmax(dense(state[0]), dim=-1)
 
-    wall, _ = median_time(generate, repeat)
-    return dict(ms=ms(wall), us_per_char=round(wall / 400 * 1e6, 1))
+    wall, cpu = median_time(generate, repeat)
+    return dict(ms=ms(wall), cpu_ms=ms(cpu), us_per_char=round(wall / 400 * 1e6, 1))
 
 
 def torch_attention(repeat):
@@ -269,9 +271,10 @@ def torch_attention(repeat):
             p.grad = None
         forward().reshape(b, t, d).backward(cotangent)
 
-    fwd, _ = median_time(forward, repeat)
-    both, _ = median_time(forward_backward, repeat)
-    return dict(fwd_ms=ms(fwd), fwdbwd_ms=ms(both))
+    fwd, fwd_cpu = median_time(forward, repeat)
+    both, both_cpu = median_time(forward_backward, repeat)
+    return dict(fwd_ms=ms(fwd), fwd_cpu_ms=ms(fwd_cpu), fwdbwd_ms=ms(both),
+                fwdbwd_cpu_ms=ms(both_cpu))
 
 
 TORCH = {"char_lstm": torch_char_lstm, "lstm_step_400": torch_lstm_step_400,
@@ -304,9 +307,21 @@ def run_torch(name, repeat, threads, python):
 TARGETS = {"char_lstm": ("fwdbwd_ms", 45.0), "lstm_step_400": ("ms", 40.0)}
 
 
+def median_records(records):
+    """Field by field median of several rounds' records (numbers only; the rest from the first)."""
+    out = dict(records[0])
+    for key, value in records[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = round(statistics.median(r[key] for r in records), 2)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate engine and torch this many times, report the medians "
+                             "(load from other jobs then hits both alike)")
     parser.add_argument("--only", choices=["char_lstm", "lstm_step_400", "attention"])
     parser.add_argument("--torch-python", default=sys.executable,
                         help="interpreter that can import torch (default: this one)")
@@ -324,19 +339,29 @@ def main():
     for name, bench in benches.items():
         if args.only not in (None, name):
             continue
-        record = bench(args.repeat)
+        ours, theirs, why = [], [], None
+        for _ in range(args.rounds):
+            ours.append(bench(args.repeat))
+            if not args.no_torch and why is None:
+                result, why = run_torch(name, args.repeat, threads, args.torch_python)
+                if result is not None:
+                    theirs.append(result)
+        record = median_records(ours)
         if name in TARGETS:
             key, target = TARGETS[name]
             record.update(target_ms=target, meets_target=record[key] < target)
-        if not args.no_torch:
-            theirs, why = run_torch(name, args.repeat, threads, args.torch_python)
-            if theirs is None:
-                record["torch"] = f"not measured ({why})"
-            else:
-                record["torch"] = theirs
-                key = "fwdbwd_ms" if "fwdbwd_ms" in record else "ms"
-                record[f"ratio_{key}_engine_over_torch"] = round(record[key] / theirs[key], 2)
-        emit(bench=name, dtype="float32", repeat=args.repeat, threads=threads, **record)
+        if theirs:
+            theirs = median_records(theirs)
+            record["torch"] = theirs
+            key = "fwdbwd_ms" if "fwdbwd_ms" in record else "ms"
+            record[f"ratio_{key}_engine_over_torch"] = round(record[key] / theirs[key], 2)
+            cpu_key = key.replace("ms", "cpu_ms")  # steadier when the machine is busy
+            record[f"ratio_{cpu_key}_engine_over_torch"] = round(
+                record[cpu_key] / theirs[cpu_key], 2)
+        elif not args.no_torch:
+            record["torch"] = f"not measured ({why})"
+        emit(bench=name, dtype="float32", repeat=args.repeat, rounds=args.rounds,
+             threads=threads, **record)
     emit(bench="environment", blas_threads=threads, blas_threads_from=threads_from,
          cpu_count=os.cpu_count(), numpy=np.__version__, python=sys.version.split()[0],
          loadavg_before=[round(v, 2) for v in load_before],
