@@ -68,14 +68,21 @@ def other_load():
     return round(os.getloadavg()[0], 2)
 
 
+_cpu_times = []
+
+
 def timed(fn, repeat, warmup=1):
+    """Wall times of `repeat` calls after `warmup`; their CPU times (all threads) go to _cpu_times:
+    on a busy shared machine CPU seconds move much less than wall seconds."""
     for _ in range(warmup):
         fn()
     times = []
+    _cpu_times.clear()
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
+        _cpu_times.append(time.process_time() - cpu)
     return times
 
 
@@ -83,7 +90,9 @@ def report(name, times, **extra):
     median = statistics.median(times)
     target = TARGETS.get(name)
     emit(bench=name, median_s=round(median, 4), min_s=round(min(times), 4),
-         runs=[round(t, 4) for t in times], threads=threads(),
+         runs=[round(t, 4) for t in times],
+         cpu_s_median=round(statistics.median(_cpu_times), 4) if _cpu_times else None,
+         threads=threads(),
          **({"target_s": target, "within_target": median <= target} if target else {}),
          peak_rss_mb=round(peak_rss_mb(), 1), loadavg_1min=other_load(), **extra)
 

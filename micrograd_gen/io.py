@@ -87,12 +87,13 @@ def open_weight_file(path):
 
 def _name_list(attrs, name):
     """A list attribute as str, joining Keras's split form name0, name1, ... when needed."""
-    if name in attrs:
-        chunks = [attrs[name]]
+    whole = attrs.get(name)
+    if whole is not None:
+        chunks = [whole]
     else:
         chunks, k = [], 0
-        while f"{name}{k}" in attrs:
-            chunks.append(attrs[f"{name}{k}"])
+        while (chunk := attrs.get(f"{name}{k}")) is not None:
+            chunks.append(chunk)
             k += 1
     out = []
     for chunk in chunks:
@@ -145,16 +146,19 @@ def legacy_layers(f, path):
     root = f if _has_list(f.attrs, "layer_names") else f["model_weights"]
     layers = []
     for name in _name_list(root.attrs, "layer_names"):
-        if name not in root:
+        try:
+            group = root[name]
+        except KeyError:
             raise WeightFileError(f"{path}: layer '{name}' is listed in layer_names but has no "
-                                  "group (a damaged file?)")
-        group = root[name]
+                                  "group (a damaged file?)") from None
         entries = []
         for weight_name in _name_list(group.attrs, "weight_names"):
-            if weight_name not in group:
+            try:
+                ds = group[weight_name]
+            except KeyError:
                 raise WeightFileError(f"{path}: layer '{name}' lists weight '{weight_name}' that "
-                                      "is not in the file (a damaged file?)")
-            entries.append((weight_name, _numeric(path, name, weight_name, group[weight_name])))
+                                      "is not in the file (a damaged file?)") from None
+            entries.append((weight_name, _numeric(path, name, weight_name, ds)))
         layers.append(FileLayer(name, entries))
     return layers
 
