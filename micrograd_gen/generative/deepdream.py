@@ -37,6 +37,9 @@ DEFAULT_LAYERS = {
 # The book's step is 20 in InceptionV3's units (pixels scaled to [-1, 1]). VGG19 works on raw
 # 0..255 values, 127.5 times larger, so the same visual step is 127.5 times larger there.
 DEFAULT_STEP = {"inception_v3": 20.0, "vgg19": 20.0 * 127.5}
+# The book's early stop is on InceptionV3's scale; VGG19's activations are unnormalised and far
+# larger, so 15 would end every octave after its first step: no early stop there.
+DEFAULT_MAX_LOSS = {"inception_v3": 15.0, "vgg19": None}
 # Feature maps must keep something after the 2-pixel border is cut.
 BORDER = 2
 
@@ -170,14 +173,20 @@ class DeepDream:
                              f"{data.shape}")
         return self.preprocess_input(xp.asarray(data[None]))
 
-    def run(self, image, octaves=3, octave_scale=1.4, iterations=30, step=None, max_loss=15.0,
+    def run(self, image, octaves=3, octave_scale=1.4, iterations=30, step=None, max_loss="auto",
             callback=None):
         """The book's octave loop on an RGB 0..255 picture; returns the dream as uint8 RGB.
 
-        step: None for the model's default (20 for InceptionV3). max_loss: None never stops early.
+        step: None for the model's default (20 for InceptionV3). max_loss: "auto" for the
+        model's default (15 for InceptionV3, none for VGG19); None never stops early.
         callback(DreamStep) runs after every step; returning True stops the whole dream.
         """
         step = DEFAULT_STEP[self.kind] if step is None else float(step)
+        if isinstance(max_loss, str):
+            if max_loss != "auto":
+                raise ValueError(f"deep_dream: max_loss must be a number, None or 'auto', got "
+                                 f"{max_loss!r}")
+            max_loss = DEFAULT_MAX_LOSS[self.kind]
         original = self.preprocess(image)
         shapes = octave_shapes(original.shape[1:3], octaves, octave_scale)
         self._check_size(shapes[0])
@@ -227,7 +236,7 @@ def resize(image, shape):
 
 
 def deep_dream(image, model="inception_v3", weights="imagenet", layer_weights=None, octaves=3,
-               octave_scale=1.4, iterations=30, step=None, max_loss=15.0, callback=None):
+               octave_scale=1.4, iterations=30, step=None, max_loss="auto", callback=None):
     """Dream on an RGB picture (H, W, 3), values 0..255; returns uint8 RGB of the same size.
 
     The book's defaults: InceptionV3, mixed4..mixed7 weighted 1, 1.5, 2, 2.5, 3 octaves of 1.4,
