@@ -191,6 +191,17 @@ def test_training_argument_reaches_layers_inside_a_subclassed_model():
     assert [l.name for l in net.layers] == [net.dense.name, net.drop.name]
 
 
+def test_wrapping_one_instance_call_does_not_change_its_class():
+    # A test (or a profiler) may replace layer.call on one instance with a (*args, **kwargs)
+    # wrapper; other layers of the class must still get their training flag.
+    wrapped = nn.Dropout(0.5)
+    wrapped.call = (lambda original: lambda *a, **k: original(*a, **k))(wrapped.call)
+    x = np.ones((32, 32), np.float32)
+    assert (wrapped(x, training=True).numpy() == 0).any()
+    del wrapped.call
+    assert (nn.Dropout(0.5)(x, training=True).numpy() == 0).any()
+
+
 def test_dropout_seeded_masks_repeat():
     x = np.ones((8, 8), np.float32)
     a = nn.Dropout(0.5, seed=3)(x, training=True).numpy()

@@ -338,9 +338,15 @@ class Layer:
         raise NotImplementedError(f"{type(self).__name__} defines no call()")
 
     def _call_accepts_training(self):
+        def accepts(fn):
+            params = inspect.signature(fn).parameters.values()
+            return any(p.name == "training" or p.kind is p.VAR_KEYWORD for p in params)
+
+        if "call" in self.__dict__:  # replaced on this instance (a wrapper): ask it, not the class
+            return accepts(self.call)
         cls = type(self)
         if cls not in Layer._accepts_training:
-            Layer._accepts_training[cls] = "training" in inspect.signature(self.call).parameters
+            Layer._accepts_training[cls] = accepts(self.call)
         return Layer._accepts_training[cls]
 
     def __call__(self, *args, training=None, **kwargs):
