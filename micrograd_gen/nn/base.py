@@ -377,16 +377,12 @@ class Layer:
             self.built = True
         out_shape = self.compute_output_shape(*[_shape_of(a) for a in args])
         node = _Node(self, args, kwargs)
-        dtype = self._output_dtype(args)
-        out = _map_shapes(lambda s: KerasTensor(s, dtype, node, 0, self.name), out_shape)
+        out = _map_shapes(lambda s: KerasTensor(s, self.dtype, node, 0, self.name), out_shape)
         node.outputs = _flatten(out)
         for i, kt in enumerate(node.outputs):
             kt.index = i
         self._output_shape = out_shape
         return out
-
-    def _output_dtype(self, args):
-        return self.dtype
 
     def compute_output_shape(self, input_shape, *more):
         """Output shape for an input shape (batch axis included). This fallback runs the layer
