@@ -61,7 +61,7 @@ def synthetic_digits(n, seed=0):
     from PIL import Image, ImageDraw, ImageFont
 
     rng = np.random.default_rng(seed)
-    fonts = {size: ImageFont.load_default(size=size) for size in range(16, 25, 2)}
+    fonts = {size: ImageFont.load_default(size=size) for size in range(32, 45, 3)}
     images = np.empty((n, 28, 28), np.uint8)
     labels = rng.integers(0, 10, n)
     for i in range(n):
