@@ -63,26 +63,35 @@ class MaxPool2D(Function):
     def forward(self, x, pool_size=2, strides=None, padding="valid"):
         xp = get_array_module(x)
         geom = _PoolGeometry(x.shape, pool_size, strides, padding, "max_pool2d")
-        best = idx = None
-        for t, view in geom.taps(geom.pad(x, -xp.inf)):
-            if best is None:
-                best = view.copy()
-                idx = xp.zeros(best.shape, xp.uint8 if geom.kh * geom.kw < 256 else xp.int32)
-                continue
-            # Strictly greater: on ties the first cell of the window (row-major) wins, as in TF.
-            better = view > best
-            xp.copyto(best, view, where=better)
-            xp.copyto(idx, t, where=better)
+        xpad = geom.pad(x, -xp.inf)
+        y = None
+        for _, view in geom.taps(xpad):
+            if y is None:
+                y = view.copy()
+            else:
+                xp.maximum(y, view, out=y)
         if self.needs_input_grad[0]:
-            self.geom, self.idx = geom, idx
-        return best
+            self.geom, self.xpad, self.y = geom, xpad, y
+        return y
 
     def backward(self, g):
+        # Each window's gradient goes to the first cell (row-major) that holds its maximum, as
+        # TensorFlow's MaxPoolGrad does; `taken` keeps later ties in the window from taking it too.
         xp = get_array_module(g)
         geom = self.geom
         dx = xp.zeros(geom.padded, g.dtype)
-        for t, view in geom.taps(dx):
-            view += xp.where(self.idx == t, g, 0)
+        taken = xp.zeros(self.y.shape, bool)
+        hit = xp.empty(self.y.shape, bool)
+        # Windows that do not overlap (stride >= pool) can write their cells instead of adding.
+        overlap = geom.sh < geom.kh or geom.sw < geom.kw
+        for (_, x_view), (_, dx_view) in zip(geom.taps(self.xpad), geom.taps(dx)):
+            xp.equal(x_view, self.y, out=hit)
+            xp.greater(hit, taken, out=hit)                   # hit and not taken
+            taken |= hit
+            if overlap:
+                dx_view += g * hit
+            else:
+                xp.multiply(g, hit, out=dx_view)
         return geom.crop(dx)
 
 

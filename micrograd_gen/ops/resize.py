@@ -5,8 +5,8 @@ Output pixel i along an axis samples the input at src = (i + 0.5) * n_in / n_out
 to [0, n_in - 1], mixing cells floor(src) and floor(src) + 1 (clamped) with weights (1 - t, t).
 Along each axis that is a fixed (n_out, n_in) matrix with two non-zeros per row, so the resize is
 A_h @ x @ A_w^T per image and channel and its gradient is A_h^T @ g @ A_w. The matrices are
-dense: for the image sizes this is used at (DeepDream octaves, a few channels) one matrix product
-is faster and simpler than gathers and scatter-adds.
+dense: for the image sizes this is used at (DeepDream octaves, a few channels) two wide matrix
+products are faster and simpler than gathers and scatter-adds.
 """
 import numpy as np
 
@@ -30,17 +30,20 @@ def interpolation_matrix(n_out, n_in, dtype=np.float64):
 
 
 def _along_rows(m, x):
-    """m (P, H) applied along axis 1 of x (N, H, W, C) -> (N, P, W, C)."""
+    """m (P, H) applied along axis 1 of x (N, H, W, C) -> (N, P, W, C): one wide product."""
     xp = get_array_module(x)
     N, H, W, C = x.shape
     return xp.matmul(m, x.reshape(N, H, W * C)).reshape(N, m.shape[0], W, C)
 
 
-def _along_cols(m, x):
-    """m (Q, W) applied along axis 2 of x (N, H, W, C) -> (N, H, Q, C)."""
+def _separable(x, m_rows, m_cols):
+    """m_rows @ x @ m_cols^T for every image and channel of NHWC x. The column pass runs on
+    the transposed image (a copy), so that both passes are wide products rather than many
+    thin ones with C columns."""
     xp = get_array_module(x)
-    N, H, W, C = x.shape
-    return xp.matmul(m, x.reshape(N * H, W, C)).reshape(N, H, m.shape[0], C)
+    y = _along_rows(m_rows, x)                                # (N, P, W, C)
+    y = _along_rows(m_cols, y.transpose(0, 2, 1, 3))          # (N, Q, P, C)
+    return xp.ascontiguousarray(y.transpose(0, 2, 1, 3))      # (N, P, Q, C)
 
 
 class ResizeBilinear(Function):
@@ -51,10 +54,10 @@ class ResizeBilinear(Function):
         out_h, out_w = _pair(size, "size", "resize_bilinear")
         self.a_h = xp.asarray(interpolation_matrix(out_h, x.shape[1], x.dtype))  # (out_h, H)
         self.a_w = xp.asarray(interpolation_matrix(out_w, x.shape[2], x.dtype))  # (out_w, W)
-        return _along_cols(self.a_w, _along_rows(self.a_h, x))
+        return _separable(x, self.a_h, self.a_w)
 
     def backward(self, g):
-        return _along_cols(self.a_w.T, _along_rows(self.a_h.T, g))
+        return _separable(g, self.a_h.T, self.a_w.T)
 
 
 def resize_bilinear(x, size):
