@@ -27,6 +27,7 @@ chunk by chunk, for one product per chunk.
 """
 import numpy as np
 
+from .. import cuda_kernels
 from ..backend import get_array_module
 from ..tensor import Function
 
@@ -440,6 +441,8 @@ def _route(geom):
 
 def conv_forward(x, kernel, geom):
     """y (N, OH, OW, F) = conv2d(x, kernel) on the geometry's strides, padding, dilation."""
+    if get_array_module(x) is not np:  # CuPy: one im2col kernel and one GEMM (kernels/)
+        return cuda_kernels.conv2d_forward(x, kernel, geom)
     if _route(geom) == "im2col":
         return _im2col_forward(x, kernel, geom)
     return _shifted_forward(x, kernel, geom)
@@ -449,6 +452,8 @@ def conv_backward(g, x, kernel, geom, need_dx=True, need_dk=True):
     """(dX, dK) of conv_forward for the cotangent g (N, OH, OW, F); None for what is not needed.
 
     dX needs only the kernel and dK only x."""
+    if get_array_module(g) is not np:  # CuPy: col2im / im2col kernels and GEMMs (kernels/)
+        return cuda_kernels.conv2d_backward(g, x, kernel, geom, need_dx, need_dk)
     if _route(geom) == "im2col":
         return _im2col_backward(g, x, kernel, geom, need_dx, need_dk)
     return _shifted_backward(g, x, kernel, geom, need_dx, need_dk)

@@ -27,6 +27,7 @@ Public functions:
 """
 import numpy as np
 
+from .. import cuda_kernels
 from ..backend import get_array_module
 from ..tensor import Function, Tensor, is_grad_enabled
 from .shape import expand_dims
@@ -105,6 +106,10 @@ class LSTM(Function):
                 if t > 0 or h0 is not None:
                     xp.matmul(recurrent_t, hs[t], out=recurrent)
                     z += recurrent
+                if xp is not np:  # CuPy: the cell in one kernel (kernels/lstm_cell_forward.cu)
+                    cuda_kernels.lstm_cell_forward(z, cs[t], cs[t + 1], tanh_c[t], hs[t + 1],
+                                                   scale=(-1, -1, -2, -1))  # _gate_scale's
+                    continue
                 xp.exp(z, out=z)
                 z += 1
                 xp.divide(1, z, out=z)                                   # sigmoid of all gates
@@ -176,23 +181,26 @@ class LSTM(Function):
                 if g_seq is not None:
                     dh += g_seq[t]
             tc = tanh_c[t]
-            # dc += dh * o * (1 - tanh(c)^2)
-            xp.multiply(tc, tc, out=a)
-            xp.subtract(1, a, out=a)
-            a *= o
-            a *= dh
-            dc += a
-            xp.multiply(dc, g, out=d_act[:u])                            # d i
-            xp.multiply(dc, cs[t], out=d_act[u:u2])                      # d f
-            xp.multiply(dc, i, out=d_act[u2:u3])                         # d g
-            xp.multiply(dh, tc, out=d_act[u3:])                          # d o
-            dc *= f                                                      # dc for step t - 1
-            # sigmoid' = s (1 - s) on every block, then the c block's tanh' = 1 - g^2 over it
-            xp.subtract(1, z, out=slope)
-            slope *= z
-            xp.multiply(g, g, out=slope[u2:u3])
-            xp.subtract(1, slope[u2:u3], out=slope[u2:u3])
-            xp.multiply(d_act, slope, out=z)                             # dL/dz_t (4U, N)
+            if xp is not np:  # CuPy: dL/dz_t and dc in one kernel (kernels/lstm_cell_backward.cu)
+                cuda_kernels.lstm_cell_backward(z, cs[t], tc, dh, dc)
+            else:
+                # dc += dh * o * (1 - tanh(c)^2)
+                xp.multiply(tc, tc, out=a)
+                xp.subtract(1, a, out=a)
+                a *= o
+                a *= dh
+                dc += a
+                xp.multiply(dc, g, out=d_act[:u])                        # d i
+                xp.multiply(dc, cs[t], out=d_act[u:u2])                  # d f
+                xp.multiply(dc, i, out=d_act[u2:u3])                     # d g
+                xp.multiply(dh, tc, out=d_act[u3:])                      # d o
+                dc *= f                                                  # dc for step t - 1
+                # sigmoid' = s (1 - s) on every block, then the c block's tanh' = 1 - g^2 over it
+                xp.subtract(1, z, out=slope)
+                slope *= z
+                xp.multiply(g, g, out=slope[u2:u3])
+                xp.subtract(1, slope[u2:u3], out=slope[u2:u3])
+                xp.multiply(d_act, slope, out=z)                         # dL/dz_t (4U, N)
             if need_rows:
                 xp.matmul(z, inputs[t, lo:hi].T, out=step_weights)       # (4U, rows)
                 d_weights += step_weights
