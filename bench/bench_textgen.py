@@ -19,10 +19,11 @@ JSON lines.
   environment             BLAS threads, load average before and after (the machine is shared: a
                           busy other core slows every figure), peak RSS of this process.
 
-Timings are medians of --repeat runs after a warm-up, perf_counter around each whole run. When an
-interpreter that can import torch is given (--torch-python, default this one), the char-LSTM step,
-the book's generation loop and the Transformer step are timed in PyTorch too, in a child process
-with the same thread count, and each line gets the ratio engine / torch. Never required.
+Timings are medians of --repeat runs after a warm-up, perf_counter around each whole run, with the
+process's CPU seconds for the same runs beside them (`cpu_s`). When an interpreter that can import
+torch is given (--torch-python, default this one), the char-LSTM step, the book's generation loop
+and the Transformer step are timed in PyTorch too, in a child process with the same thread count,
+and each line gets the ratios engine / torch (wall and CPU). Never required.
 
   python bench/bench_textgen.py
   python bench/bench_textgen.py --only char_lstm_step --repeat 21 --torch-python /path/to/python
@@ -57,15 +58,18 @@ def blas_threads():
 
 
 def timed(fn, repeat, warmup=2):
+    """Median wall seconds, and the median CPU seconds of this process (all threads) for the same
+    runs: on the shared machine the load moves wall time several-fold, CPU time much less."""
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return {"median_s": round(statistics.median(times), 5), "min_s": round(min(times), 5),
-            "repeat": repeat}
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {"median_s": round(statistics.median(wall), 5), "min_s": round(min(wall), 5),
+            "cpu_s": round(statistics.median(cpu), 5), "repeat": repeat}
 
 
 def peak_rss_mb():
@@ -330,6 +334,8 @@ def main():
                     record["torch"] = theirs
                     record["ratio_engine_over_torch_same_run"] = round(
                         record["median_s"] / theirs["median_s"], 2)
+                    record["cpu_ratio_engine_over_torch"] = round(
+                        record["cpu_s"] / theirs["cpu_s"], 2)
             emit(threads=threads, loadavg=[round(v, 2) for v in os.getloadavg()], **record)
     emit(workload="environment", threads=threads, cpu_count=os.cpu_count(),
          numpy=np.__version__, loadavg_before=[round(v, 2) for v in load_before],

@@ -145,7 +145,7 @@ def test_window_generation_equals_the_books_loop(tiny_lstm, temperature, seed_te
     ours = char_lstm.generate_text(run.model, run.vocab, seed_text, 40, temperature,
                                    np.random.RandomState(7))
     book = char_lstm.book_generate(run.model, run.vocab, seed_text, 40, temperature,
-                                   np.random.RandomState(7), maxlen=10)
+                                   np.random.RandomState(7))
     assert ours == book
 
 
@@ -155,11 +155,11 @@ def test_carried_state_equals_rerunning_the_whole_text(tiny_lstm, temperature):
     ours = char_lstm.generate_text(run.model, run.vocab, "the cat", 40, temperature,
                                    np.random.RandomState(3), context="carry")
     assert ours == char_lstm.book_generate(run.model, run.vocab, "the cat", 40, temperature,
-                                           np.random.RandomState(3), maxlen=None)
+                                           np.random.RandomState(3), whole_text=True)
     # ... and the book's 10-character window loop while the text still fits in the window
-    windowed = char_lstm.book_generate(run.model, run.vocab, "the cat", 3, temperature,
-                                       np.random.RandomState(3), maxlen=10)
-    assert ours[:3] == windowed
+    windowed = char_lstm.book_generate(run.model, run.vocab, "the cat", 4, temperature,
+                                       np.random.RandomState(3))
+    assert ours[:4] == windowed                          # 7 + 3 characters read: within maxlen
 
 
 def test_generation_probabilities_match_the_model(tiny_lstm):
@@ -171,13 +171,18 @@ def test_generation_probabilities_match_the_model(tiny_lstm):
     h = np.zeros((10, cell.units), np.float32)
     c = np.zeros((10, cell.units), np.float32)
     eye = np.eye(len(run.vocab), dtype=np.float32)
+    h1 = np.zeros((1, cell.units), np.float32)
+    c1 = np.zeros((1, cell.units), np.float32)
     for p, ch in enumerate(ids):
         h[p % 10] = c[p % 10] = 0
         cell.step(h, c, ch)
+        cell.step(h1, c1, ch)
         start = max(0, p + 1 - 10)
         with no_grad():
             expected = run.model(eye[ids[start:p + 1]][None]).numpy()[0]
         np.testing.assert_allclose(cell.probabilities(h[start % 10]), expected, atol=2e-6)
+    # One carried state has read all 22 characters, not the last 10: it predicts otherwise.
+    assert np.abs(cell.probabilities(h1[0]) - expected).max() > 1e-3
 
 
 def test_generation_rejects_bad_arguments(tiny_lstm):

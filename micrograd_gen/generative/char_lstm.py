@@ -18,12 +18,12 @@ probabilities (and soon the characters) differ. Two generators here carry state 
   exactly 60 characters) gives the prediction and is restarted from zeros as the newest window.
   Every state sees exactly the characters of the book's window, in the same order, from zero, so
   the probabilities are the book's up to float32 rounding (different GEMM shapes) and, for the same
-  random state, the characters are the same. Cost: one (60, 128) x (128, 512) GEMM per character
-  instead of sixty (1, 128) x (128, 512) ones.
+  random state, the characters are the same. Cost per character: one (60, 128) x (128, 512) GEMM
+  and one pass of the gates over (60, 512), instead of sixty steps of batch 1.
 - `context="carry"` keeps ONE state over the whole text (unbounded context, the cheapest: one
   (1, 128) step per character). It equals re-running the model over the whole text so far
-  (`book_generate(..., maxlen=None)`), and the book's window loop as long as the text has at most
-  `maxlen` characters, i.e. for `maxlen - len(seed_text)` characters.
+  (`book_generate(..., whole_text=True)`), and the book's window loop as long as the text it reads
+  has at most `maxlen` characters, i.e. for the first `maxlen - len(seed_text) + 1` characters.
 
 Seeds shorter than `maxlen`: the book always seeds with a full 60-character window. For a shorter
 one, the window is "the last `maxlen` characters, or all of them when there are fewer" (no zero
@@ -54,9 +54,14 @@ def build_char_lstm(vocab_size, maxlen=MAXLEN, units=UNITS):
     ])
 
 
+def window_length(model):
+    """The maxlen the model was built for (its input shape is (None, maxlen, V))."""
+    return int(model._input_batch_shape[1])
+
+
 def char_lstm_config(model):
     lstm, dense = model.stack
-    return {"kind": "lstm", "maxlen": int(model._input_batch_shape[1]), "units": lstm.units,
+    return {"kind": "lstm", "maxlen": window_length(model), "units": lstm.units,
             "vocab_size": dense.units}
 
 
@@ -106,7 +111,7 @@ def generate_ids(model, seed_ids, length, temperature=1.0, rng=None, context="wi
                  maxlen=None):
     """`length` new character ids after `seed_ids` (see the module notes on `context`)."""
     cell = _Cell(model)
-    maxlen = maxlen or int(model._input_batch_shape[1])
+    maxlen = maxlen or window_length(model)
     seq = list(seed_ids)
     if context == "carry":
         h = np.zeros((1, cell.units), np.float32)
@@ -147,16 +152,18 @@ def generate_text(model, vocab, seed_text, length=400, temperature=0.5, rng=None
     return vocab.decode(ids)
 
 
-def book_generate(model, vocab, seed_text, length=400, temperature=0.5, rng=None, maxlen=MAXLEN):
+def book_generate(model, vocab, seed_text, length=400, temperature=0.5, rng=None,
+                  whole_text=False):
     """The book's loop, for reference and tests: for each character, one-hot the last `maxlen`
-    characters (all of them with maxlen=None) into a fresh array, run the whole model from a zero
-    state, then `sample()`. Returns the new characters."""
+    characters (the whole text so far with whole_text=True) into a fresh array, run the whole model
+    from a zero state, then `sample()`. Returns the new characters."""
     generated, out = seed_text, []
     eye = np.eye(len(vocab), dtype=np.float32)
+    maxlen = window_length(model)
     model.eval()
     with no_grad():
         for _ in range(length):
-            window = generated if maxlen is None else generated[-maxlen:]
+            window = generated if whole_text else generated[-maxlen:]
             sampled = eye[vocab.encode(window)][None]                # (1, len(window), V)
             preds = model(sampled).numpy()[0]
             next_char = vocab.chars[sample_next(preds, temperature, rng)]
