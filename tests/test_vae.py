@@ -175,7 +175,7 @@ def test_cli_train_grid_walk(shared_data, tmp_path):
     mnist = str(shared_data / "mnist")
     out = tmp_path / "vae"
     assert main(["vae", "train", "--data", mnist, "--epochs", "1", "--steps-per-epoch", "2",
-                 "--eval-digits", "200", "--out", str(out)]) == 0
+                 "--eval-digits", "200", "--n", "5", "--out", str(out)]) == 0
     assert (out / "vae.h5").exists() and (out / "grid.png").exists()
     assert main(["vae", "grid", "--checkpoint", str(out / "vae.h5"), "--n", "5",
                  "--out", str(tmp_path / "g.png")]) == 0

@@ -96,7 +96,9 @@ def _grid(args, V):
 
 
 def _walk(args, V):
-    target = _output.picture_path(args.out, "walk.gif")
+    target = Path(args.out) if Path(args.out).suffix else Path(args.out) / "walk.gif"
+    if target.suffix.lower() != ".gif":
+        raise ValueError(f"--out {args.out}: the walk is an animated GIF; give a .gif name")
     vae = V.load_vae(_checkpoint(args))
     _, (x_test, y_test) = _load_digits(args)
     for index in (args.from_index, args.to_index):

@@ -209,6 +209,11 @@ def load_gan(path):
     return gan
 
 
+def read_checkpoint_step(path):
+    """The number of steps a checkpoint has done."""
+    return int(ckpt.read_checkpoint(path)["step"])
+
+
 def read_history(path):
     """The per-step history stored in a checkpoint: {"step", "epoch", "d_loss", "g_loss"} lists."""
     history = ckpt.read_checkpoint(path)["extra"].get("history", {})

@@ -242,8 +242,7 @@ def evaluate_vae(vae, x, batch_size=1000, use_mean=False, seed=0):
                 z = z_mean + ops.exp(0.5 * z_log_var) * backend.to_module(eps, z_mean.device)
             reconstruction = vae.decoder(z)
             recon_sum += float(ops.sum(reconstruction_loss(batch, reconstruction, "none")))
-            kl = -0.5 * (1 + z_log_var - z_mean * z_mean - ops.exp(z_log_var))
-            kl_sum += float(ops.sum(ops.mean(kl, axis=1)))
+            kl_sum += float(kl_loss(z_mean, z_log_var)) * len(batch)
     return {"reconstruction_loss": recon_sum / n, "kl_loss": kl_sum / n}
 
 
@@ -285,8 +284,9 @@ def save_latent_grid(decoder, path, n=30, scale=1.0, tick_every=None):
     (every `tick_every`-th tick, default about 10 per axis, rounded to one decimal as the book)."""
     images, grid_x, grid_y = latent_grid(decoder, n, scale)
     every = tick_every or max(1, n // 10)
-    col_labels = [f"{v:.1f}" if j % every == 0 else "" for j, v in enumerate(grid_x)]
-    row_labels = [f"{v:.1f}" if i % every == 0 else "" for i, v in enumerate(grid_y)]
+    # round(v, 1) + 0.0 turns -0.0 into 0.0
+    col_labels = [f"{round(v, 1) + 0.0:.1f}" if j % every == 0 else "" for j, v in enumerate(grid_x)]
+    row_labels = [f"{round(v, 1) + 0.0:.1f}" if i % every == 0 else "" for i, v in enumerate(grid_y)]
     return save_image_grid(path, images, ncols=n, value_range=(0, 1),
                            row_labels=row_labels, col_labels=col_labels, xlabel="z[0]",
                            ylabel="z[1]")
