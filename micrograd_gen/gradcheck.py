@@ -85,7 +85,7 @@ def gradcheck(fn, inputs, *, dtype=np.float64, directions=3, full_jacobian_max=6
             # Say which input is wrong: the same check with only one input moved at a time.
             per_input = []
             for i, d in enumerate(direction):
-                alone = [d if j == i else xp.zeros_like(d) for j in range(len(base))]
+                alone = [d if j == i else xp.zeros_like(base[j]) for j in range(len(base))]
                 n_i, p_i = directional(alone)
                 per_input.append((excess(n_i, p_i), i, p_i, n_i))
             _, i, p_i, n_i = max(per_input)
