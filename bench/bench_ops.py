@@ -7,6 +7,16 @@ Workloads (../shared/BENCHMARKS.md, section 7; batch 1, float32, NHWC, 3x3 'same
   conv_transpose_dcgan{1,2,3}_fwdbwd   the DCGAN generator's Conv2DTranspose(k=4, s=2, 'same')
                                    layers at batch 32: 8x8x128 -> 16x16x128, 16x16x128 ->
                                    32x32x256, 32x32x256 -> 64x64x512
+  char_lstm_fwdbwd                 the book's char LSTM as ops (BENCHMARKS.md section 1 without
+                                   the optimiser): one-hot x (128, 60, 57), LSTM(128) -> Dense(57)
+                                   -> softmax cross-entropy from logits (mean), forward + backward
+  lstm_step_400                    400 steps of ops.lstm_step (batch 1, 57 -> 128) + Dense(57) +
+                                   softmax under no_grad: a stateful generator's 400 characters
+  attention_fwdbwd                 MultiHeadAttention(num_heads=2, key_dim=256) of the Transformer
+                                   LM on (32, 99, 256), causal self-attention, forward + backward
+                                   to the input and all eight weights
+  matmul_2048                      float32 (2048, 2048) @ (2048, 2048) through ops.matmul under
+                                   no_grad (PyTorch: torch.mm(a, b, out=c))
 'fwd' runs under no_grad; 'fwdbwd' runs forward and y.backward(grad_out) with a fixed random
 grad_out, computing dx, dkernel and dbias. GFLOP/s counts 2*OH*OW*Cin*Cout*kh*kw per pass (for
 the transposed conv, its input positions in place of OH*OW), three passes for fwdbwd.
@@ -24,9 +34,11 @@ PyTorch is never required.
   python bench/bench_ops.py --only conv_block3_conv1_fwdbwd --reps 15
   python bench/bench_ops.py --quick                # tiny sizes, two runs each: a smoke test for CI
 
-To add a workload: write `def my_case(quick)` returning (run, info) and, optionally, a PyTorch
-twin with the same signature, then `register("name", my_case, torch=my_torch_case)`. run() does
-one repetition; info is a dict merged into the JSON line (put "flop" in it to get GFLOP/s).
+To add a workload: write `def my_case(quick, device="cpu")` returning (run, info) and,
+optionally, a PyTorch twin with the same signature, then `register("name", my_case,
+torch=my_torch_case)`. run() does one repetition; info is a dict merged into the JSON line (put
+"flop" in it to get GFLOP/s). device "gpu" puts the data on CuPy (the engine) or CUDA (PyTorch);
+bench/run.py, the one entry point for every suite, imports this registry and times it on either.
 """
 import argparse
 import json
@@ -86,6 +98,25 @@ def peak_extra_mb(run):
     return round((peak - base) / 2 ** 20, 1)
 
 
+def tensors(device, *arrays, requires_grad=False):
+    """Engine tensors of NumPy arrays, moved to CuPy when device == "gpu"."""
+    import micrograd_gen as mg
+    out = [mg.Tensor(a, requires_grad=requires_grad) for a in arrays]
+    return [t.to("cupy") for t in out] if device == "gpu" else out
+
+
+def on_device(device, array):
+    """A NumPy array as the engine wants it on `device` (a cotangent, integer labels)."""
+    from micrograd_gen import backend
+    return backend.to_module(array, "cupy") if device == "gpu" else array
+
+
+def torch_tensors(device, *arrays, requires_grad=False):
+    import torch
+    where = "cuda" if device == "gpu" else "cpu"
+    return [torch.from_numpy(a).to(where).requires_grad_(requires_grad) for a in arrays]
+
+
 # ---- convolutions ----------------------------------------------------------------------------
 
 VGG = {  # name: (H, W, Cin, Cout), the style-transfer VGG19 layers at 400x600
@@ -113,36 +144,37 @@ def conv_arrays(shape, quick):
 
 
 def conv_case(shape, backward):
-    def case(quick):
+    def case(quick, device="cpu"):
         import micrograd_gen as mg
         x, kernel, bias, grad, flop = conv_arrays(shape, quick)
         info = {"shape_nhwc": list(x.shape), "kernel_hwio": list(kernel.shape)}
         if not backward:
-            tensors = [mg.Tensor(a) for a in (x, kernel, bias)]
+            inputs = tensors(device, x, kernel, bias)
 
             def run():
                 with mg.no_grad():
-                    mg.ops.conv2d(*tensors, padding="same")
+                    mg.ops.conv2d(*inputs, padding="same")
             return run, dict(info, flop=flop)
-        tensors = [mg.Tensor(a, requires_grad=True) for a in (x, kernel, bias)]
+        inputs = tensors(device, x, kernel, bias, requires_grad=True)
+        grad = on_device(device, grad)
 
         def run():
-            for t in tensors:
+            for t in inputs:
                 t.grad = None
-            mg.ops.conv2d(*tensors, padding="same").backward(grad)
+            mg.ops.conv2d(*inputs, padding="same").backward(grad)
         return run, dict(info, flop=3 * flop)
     return case
 
 
 def torch_conv_case(shape, backward):
-    def case(quick):
+    def case(quick, device="cpu"):
         import torch
-        x, kernel, bias, grad, flop = conv_arrays(shape, quick)
         cl = torch.channels_last
-        x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=cl)
-        w = torch.from_numpy(kernel).permute(3, 2, 0, 1).contiguous(memory_format=cl)
-        b = torch.from_numpy(bias)
-        g = torch.from_numpy(grad).permute(0, 3, 1, 2).contiguous(memory_format=cl)
+        x, kernel, bias, grad, flop = conv_arrays(shape, quick)
+        x, w, b, g = torch_tensors(device, x, kernel, bias, grad)
+        x = x.permute(0, 3, 1, 2).contiguous(memory_format=cl)
+        w = w.permute(3, 2, 0, 1).contiguous(memory_format=cl)
+        g = g.permute(0, 3, 1, 2).contiguous(memory_format=cl)
         if not backward:
             def run():
                 with torch.no_grad():
@@ -169,31 +201,33 @@ def transpose_arrays(shape, quick):
 
 
 def transpose_case(shape):
-    def case(quick):
+    def case(quick, device="cpu"):
         import micrograd_gen as mg
         x, kernel, bias, grad, flop = transpose_arrays(shape, quick)
-        tensors = [mg.Tensor(a, requires_grad=True) for a in (x, kernel, bias)]
+        inputs = tensors(device, x, kernel, bias, requires_grad=True)
+        info = {"shape_nhwc": list(x.shape), "kernel": list(kernel.shape), "flop": 3 * flop}
+        grad = on_device(device, grad)
 
         def run():
-            for t in tensors:
+            for t in inputs:
                 t.grad = None
-            mg.ops.conv2d_transpose(*tensors, strides=2, padding="same").backward(grad)
-        return run, {"shape_nhwc": list(x.shape), "kernel": list(kernel.shape), "flop": 3 * flop}
+            mg.ops.conv2d_transpose(*inputs, strides=2, padding="same").backward(grad)
+        return run, info
     return case
 
 
 def torch_transpose_case(shape):
-    def case(quick):
+    def case(quick, device="cpu"):
         import torch
         x, kernel, bias, grad, flop = transpose_arrays(shape, quick)
         cl = torch.channels_last
-        x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=cl).requires_grad_()
+        x, w, b, g = torch_tensors(device, x, kernel, bias, grad)
+        x = x.permute(0, 3, 1, 2).contiguous(memory_format=cl).requires_grad_()
         # Keras (kh, kw, out, in) -> torch (in, out, kh, kw); k=4, s=2 'same' crops (1, 1),
         # which is torch's symmetric padding=1.
-        w = torch.from_numpy(kernel).permute(3, 2, 0, 1).contiguous(memory_format=cl)
-        w.requires_grad_()
-        b = torch.from_numpy(bias).requires_grad_()
-        g = torch.from_numpy(grad).permute(0, 3, 1, 2).contiguous(memory_format=cl)
+        w = w.permute(3, 2, 0, 1).contiguous(memory_format=cl).requires_grad_()
+        b = b.requires_grad_()
+        g = g.permute(0, 3, 1, 2).contiguous(memory_format=cl)
 
         def run():
             x.grad = w.grad = b.grad = None
@@ -207,6 +241,181 @@ for _name, _shape in VGG.items():
     register(f"conv_{_name}_fwdbwd", conv_case(_shape, True), torch_conv_case(_shape, True))
 for _name, _shape in DCGAN.items():
     register(f"conv_transpose_{_name}_fwdbwd", transpose_case(_shape), torch_transpose_case(_shape))
+
+
+# ---- the char LSTM and the Transformer's attention as ops (were bench/bench_seq_ops.py) ---------
+
+CHAR_LSTM = (128, 60, 57, 128)            # batch, time, vocabulary, units
+QUICK_CHAR_LSTM = (4, 6, 57, 16)
+ATTENTION = (32, 99, 256, 2, 256)         # batch, length, width, heads, key_dim
+QUICK_ATTENTION = (2, 7, 16, 2, 8)
+
+
+def char_lstm_problem(quick):
+    n, t, vocab, units = QUICK_CHAR_LSTM if quick else CHAR_LSTM
+    rng = np.random.default_rng(0)
+    x = np.zeros((n, t, vocab), np.float32)
+    x[np.arange(n)[:, None], np.arange(t), rng.integers(0, vocab, (n, t))] = 1
+    y = rng.integers(0, vocab, n)
+    shapes = [(vocab, 4 * units), (units, 4 * units), (4 * units,), (units, vocab), (vocab,)]
+    weights = [(rng.standard_normal(s) * 0.1).astype(np.float32) for s in shapes]
+    rows = n * t  # GEMM work of forward + backward (the input is data: no dx)
+    flop = (2 * rows * 4 * units * (vocab + units)            # z = [K R]^T [x; h]
+            + 2 * rows * 4 * units * units                    # dh
+            + 2 * rows * 4 * units * (vocab + units))         # dK, dR
+    return x, y, weights, flop
+
+
+def char_lstm_case(quick, device="cpu"):
+    from micrograd_gen import ops
+    x, y, weights, flop = char_lstm_problem(quick)
+    params = tensors(device, *weights, requires_grad=True)
+    kernel, recurrent, bias, dense_kernel, dense_bias = params
+    (x,) = tensors(device, x)
+    y = on_device(device, y)
+
+    def run():
+        for p in params:
+            p.grad = None
+        h = ops.lstm(x, kernel, recurrent, bias)                          # (N, U)
+        logits = ops.add(ops.matmul(h, dense_kernel), dense_bias)         # (N, V)
+        ops.sparse_categorical_crossentropy(y, logits, from_logits=True).backward()
+    return run, {"shape": list(x.shape), "flop": flop}
+
+
+def torch_char_lstm_case(quick, device="cpu"):
+    import torch
+    from torch import nn
+    x, y, _, flop = char_lstm_problem(quick)
+    x, y = torch_tensors(device, x, y)
+    lstm = nn.LSTM(x.shape[2], QUICK_CHAR_LSTM[3] if quick else CHAR_LSTM[3], batch_first=True)
+    dense = nn.Linear(lstm.hidden_size, x.shape[2])
+    lstm, dense = lstm.to(x.device), dense.to(x.device)
+    params = list(lstm.parameters()) + list(dense.parameters())
+
+    def run():
+        for p in params:
+            p.grad = None
+        _, (h, _) = lstm(x)
+        nn.functional.cross_entropy(dense(h[0]), y).backward()
+    return run, {"flop": flop}
+
+
+def lstm_step_case(quick, device="cpu"):
+    from micrograd_gen import no_grad, ops
+    _, _, weights, _ = char_lstm_problem(quick)
+    kernel, recurrent, bias, dense_kernel, dense_bias = tensors(device, *weights)
+    vocab = weights[0].shape[0]
+    ids = np.random.default_rng(1).integers(0, vocab, 20 if quick else 400)
+    one_hot = np.eye(vocab, dtype=np.float32)[:, None]                    # (V, 1, V): rows ready
+    one_hot = on_device(device, one_hot)
+
+    def run():
+        h = c = None
+        with no_grad():
+            for i in ids:
+                h, c = ops.lstm_step(one_hot[i], h, c, kernel, recurrent, bias)
+                ops.softmax(ops.add(ops.matmul(h, dense_kernel), dense_bias))
+    return run, {"steps": len(ids)}
+
+
+def torch_lstm_step_case(quick, device="cpu"):
+    import torch
+    from torch import nn
+    _, _, weights, _ = char_lstm_problem(quick)
+    vocab, units = weights[0].shape[0], weights[1].shape[0]
+    where = "cuda" if device == "gpu" else "cpu"
+    cell, dense = nn.LSTMCell(vocab, units).to(where), nn.Linear(units, vocab).to(where)
+    ids = np.random.default_rng(1).integers(0, vocab, 20 if quick else 400)
+    one_hot = torch.eye(vocab, device=where)[:, None]
+
+    def run():
+        state = None
+        with torch.no_grad():
+            for i in ids:
+                state = cell(one_hot[int(i)], state)
+                torch.softmax(dense(state[0]), dim=-1)
+    return run, {"steps": len(ids)}
+
+
+def attention_problem(quick):
+    b, t, d, n, k = QUICK_ATTENTION if quick else ATTENTION
+    rng = np.random.default_rng(2)
+    shapes = [(d, n, k), (n, k), (d, n, k), (n, k), (d, n, k), (n, k), (n, k, d), (d,)]
+    weights = [(rng.standard_normal(s) * 0.05).astype(np.float32) for s in shapes]
+    x = rng.standard_normal((b, t, d)).astype(np.float32)
+    cotangent = rng.standard_normal((b, t, d)).astype(np.float32)
+    projections = 4 * 2 * b * t * d * n * k                               # q, k, v, output
+    attention = 2 * 2 * b * n * t * t * k                                 # q k^T, p v
+    return x, weights, cotangent, 3 * (projections + attention)           # forward + 2x backward
+
+
+def attention_case(quick, device="cpu"):
+    from micrograd_gen import ops
+    x, weights, cotangent, flop = attention_problem(quick)
+    weights = tensors(device, *weights, requires_grad=True)
+    (x,) = tensors(device, x, requires_grad=True)
+    cotangent = on_device(device, cotangent)
+
+    def run():
+        for p in weights + [x]:
+            p.grad = None
+        ops.multi_head_attention(x, x, None, *weights, causal=True).backward(cotangent)
+    return run, {"shape": list(x.shape), "flop": flop}
+
+
+def torch_attention_case(quick, device="cpu"):
+    import torch
+    x, weights, cotangent, flop = attention_problem(quick)
+    wq, bq, wk, bk, wv, bv, wo, bo = torch_tensors(device, *weights, requires_grad=True)
+    x, cotangent = torch_tensors(device, x, cotangent)
+    x.requires_grad_()
+    b, t, d, n, k = QUICK_ATTENTION if quick else ATTENTION
+
+    def project(w, bias):
+        y = x.reshape(b * t, d) @ w.reshape(d, n * k) + bias.reshape(n * k)
+        return y.reshape(b, t, n, k).transpose(1, 2)                      # (B, n, T, k)
+
+    def run():
+        for p in (wq, bq, wk, bk, wv, bv, wo, bo, x):
+            p.grad = None
+        q, kk, v = project(wq, bq), project(wk, bk), project(wv, bv)
+        o = torch.nn.functional.scaled_dot_product_attention(q, kk, v, is_causal=True)
+        out = o.transpose(1, 2).reshape(b * t, n * k) @ wo.reshape(n * k, d) + bo
+        out.reshape(b, t, d).backward(cotangent)
+    return run, {"flop": flop}
+
+
+def matmul_arrays(quick):
+    n = 128 if quick else 2048
+    rng = np.random.default_rng(3)
+    return rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32), \
+        2.0 * n ** 3
+
+
+def matmul_case(quick, device="cpu"):
+    import micrograd_gen as mg
+    a, b, flop = matmul_arrays(quick)
+    a, b = tensors(device, a, b)
+
+    def run():
+        with mg.no_grad():
+            mg.ops.matmul(a, b)
+    return run, {"shape": list(a.shape), "flop": flop}
+
+
+def torch_matmul_case(quick, device="cpu"):
+    import torch
+    a, b, flop = matmul_arrays(quick)
+    a, b = torch_tensors(device, a, b)
+    c = torch.empty_like(a)
+    return lambda: torch.mm(a, b, out=c), {"flop": flop}
+
+
+register("char_lstm_fwdbwd", char_lstm_case, torch_char_lstm_case)
+register("lstm_step_400", lstm_step_case, torch_lstm_step_case)
+register("attention_fwdbwd", attention_case, torch_attention_case)
+register("matmul_2048", matmul_case, torch_matmul_case)
 
 
 # ---- PyTorch in a child process --------------------------------------------------------------
