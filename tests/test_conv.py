@@ -99,7 +99,7 @@ def test_same_stride2_even_input_pads_bottom_right():
 
 conv_cases = st.fixed_dictionaries({
     "n": st.integers(1, 2), "h": st.integers(1, 8), "w": st.integers(1, 8),
-    "c": st.sampled_from([1, 2, 3, 16, 17]), "f": st.integers(1, 4),
+    "c": st.sampled_from([1, 2, 3, 16, 17]), "f": st.sampled_from([1, 2, 3, 16, 17]),
     "kh": st.integers(1, 4), "kw": st.integers(1, 4),
     "strides": st.tuples(st.integers(1, 3), st.integers(1, 3)),
     "dilation": st.tuples(st.integers(1, 2), st.integers(1, 2)),
@@ -163,24 +163,29 @@ def test_conv2d_non_square_kernels_like_inception():
                                    rtol=1e-10, atol=1e-12)
 
 
-def test_conv2d_both_routes_agree():
-    """Thin inputs take the im2col route, wider ones the shifted-product route: same numbers."""
+@pytest.mark.parametrize("c, f", [(4, 6), (20, 3), (2, 2), (17, 18)])
+@pytest.mark.parametrize("strides, dilation", [((1, 1), (1, 1)), ((2, 2), (1, 1)),
+                                               ((1, 2), (1, 1)), ((1, 1), (2, 1))])
+def test_every_route_agrees(c, f, strides, dilation):
+    """The shifted products and the two thin routes give the same numbers."""
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((2, 9, 8, 4))
-    kernel = rng.standard_normal((3, 3, 4, 6))
-    geom = conv_module._Geometry(x.shape, kernel.shape, (2, 2), "same", (1, 1))
-    g = rng.standard_normal(geom.out_shape(6))
-    results = {}
-    for route in ("im2col", "shifted"):
-        original = conv_module._route
-        conv_module._route = lambda geom, route=route: route
-        try:
-            results[route] = (conv_module.conv_forward(x, kernel, geom),
-                              *conv_module.conv_backward(g, x, kernel, geom))
-        finally:
-            conv_module._route = original
-    for a, b in zip(results["im2col"], results["shifted"]):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    x = rng.standard_normal((2, 9, 8, c))
+    kernel = rng.standard_normal((3, 2, c, f))
+    geom = conv_module._Geometry(x.shape, kernel.shape, strides, "same", dilation)
+    g = rng.standard_normal(geom.out_shape(f))
+    expected = reference_conv2d(x, kernel, None, strides, "same", dilation)
+    for name, (forward, backward) in conv_module._ROUTES.items():
+        np.testing.assert_allclose(forward(x, kernel, geom), expected, rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+        dx, dk = backward(g, x, kernel, geom, True, True)
+        # both are adjoints of the same bilinear map
+        np.testing.assert_allclose((dx * x).sum(), (expected * g).sum(), rtol=1e-10, err_msg=name)
+        np.testing.assert_allclose((dk * kernel).sum(), (expected * g).sum(), rtol=1e-10,
+                                   err_msg=name)
+        if name != "shifted":
+            ref_dx, ref_dk = conv_module._shifted_backward(g, x, kernel, geom, True, True)
+            np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12, err_msg=name)
+            np.testing.assert_allclose(dk, ref_dk, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_im2col_col2im_are_adjoint():

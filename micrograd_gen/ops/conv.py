@@ -38,6 +38,8 @@ _MIN_CHANNELS_PER_TAP = 16
 _CHUNK_BYTES = 1 << 19
 # dK's products have a small (C, F) output and a long inner size: longer chunks, fewer calls.
 _DK_CHUNK_BYTES = 1 << 22
+# Stacked tap windows of the thin routes, per chunk.
+_THIN_CHUNK_BYTES = 1 << 21
 
 
 # ---- Keras's padding arithmetic ---------------------------------------------------------------
@@ -263,10 +265,11 @@ class _Geometry:
     def from_wide(self, buf, F):
         return buf[:self.rows].reshape(self.N, self.Hq, self.Wq, F)[:, :self.OH, :self.OW]
 
-    def chunks(self, start, stop, width, chunk_bytes):
+    def chunks(self, start, stop, width, chunk_bytes, min_rows=0):
         """Row ranges of [start, stop) holding whole phase rows and about chunk_bytes of
-        `width`-wide numbers each."""
-        rows = max(1, chunk_bytes // (4 * max(width, 1) * self.Wq)) * self.Wq
+        `width`-wide numbers each (at least min_rows rows)."""
+        rows = max(1, chunk_bytes // (4 * max(width, 1) * self.Wq), -(-min_rows // self.Wq))
+        rows *= self.Wq
         for u0 in range(start, stop, rows):
             yield u0, min(u0 + rows, stop)
 
@@ -323,7 +326,147 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk):
     return dx, dk
 
 
-# ---- the im2col route, for thin inputs (C = 1 or 3) --------------------------------------------
+# ---- thin convolutions: few input or few output channels ---------------------------------------
+#
+# A per-tap product with inner size C = 3 (an RGB input) or outer size F = 3 (an RGB output) is
+# too thin for BLAS. Stacking the taps fixes that: gather the kh*kw shifted windows of the thin
+# side into one matrix (an im2col in the row numbering above, but channel-major, so that every
+# window is a contiguous run of each channel's row and the gather is kh*kw*(C or F) plain
+# copies), and make one product per chunk with inner size kh*kw*C (or kh*kw*F).
+
+def _phase_taps(geom, k):
+    return [(a, b, off) for a, b, phase, off in geom.taps if phase == k]
+
+
+def _thin_input_forward(x, kernel, geom):
+    """C small: y[u] = sum_t x[u + off_t] @ K_t as (rows, T*C) @ (T*C, F) per chunk."""
+    xp = get_array_module(x, kernel)
+    T, C, F = len(geom.taps), geom.C, kernel.shape[3]
+    xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))    # (P, C, rows + tail)
+    kmat = kernel.reshape(T * C, F)                                     # rows in tap order
+    y = xp.empty((geom.rows, F), x.dtype)
+    cols = None
+    for u0, u1 in geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES):
+        n = u1 - u0
+        if cols is None:
+            cols = xp.empty((T * C, n), x.dtype)                        # (T*C, rows)
+        for t, (a, b, k, off) in enumerate(geom.taps):
+            cols[t * C:(t + 1) * C, :n] = xt[k, :, u0 + off:u1 + off]
+        gemm_into(cols[:, :n].T, kmat, y[u0:u1])                        # (rows, T*C) @ (T*C, F)
+    return geom.from_wide(y, F)
+
+
+def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk):
+    xp = get_array_module(g)
+    T, C, F = len(geom.taps), geom.C, g.shape[3]
+    margin = geom.max_offset
+    gw = geom.to_wide(g, margin)                                        # (margin + rows, F)
+    dx = dk = None
+    if need_dx:
+        # Z = K_t @ dY^T for every tap at once, then each tap's block lands shifted by its
+        # offset: dX^T[:, v] = sum_t Z_t[:, v - off_t].
+        dxt = xp.zeros((len(geom.phases), C, geom.rows), g.dtype)       # (P, C, rows)
+        for k in range(len(geom.phases)):
+            taps = _phase_taps(geom, k)
+            reach = max(off for _, _, off in taps)
+            kmat = xp.concatenate([kernel[a, b] for a, b, _ in taps])   # (T_k*C, F)
+            start, stop = geom.real_rows(k)
+            for v0, v1 in geom.chunks(start, stop, len(taps) * C, _THIN_CHUNK_BYTES,
+                                      min_rows=8 * reach):
+                n = v1 - v0
+                z = xp.empty((len(taps) * C, n + reach), g.dtype)
+                # (T_k*C, F) @ (F, rows): dY rows v0 - reach .. v1
+                gemm_into(kmat, gw[margin + v0 - reach:margin + v1].T, z)
+                for t, (_, _, off) in enumerate(taps):
+                    dxt[k, :, v0:v1] += z[t * C:(t + 1) * C, reach - off:reach - off + n]
+        dx = geom.from_phases(xp.ascontiguousarray(dxt.transpose(0, 2, 1)), g.dtype)
+    if need_dk:
+        xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))
+        dk = xp.empty((geom.kh, geom.kw, C, F), g.dtype)
+        dkmat = dk.reshape(T * C, F)
+        cols = None
+        first = True
+        for u0, u1 in geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES):
+            n = u1 - u0
+            if cols is None:
+                cols = xp.empty((T * C, n), g.dtype)
+            for t, (a, b, k, off) in enumerate(geom.taps):
+                cols[t * C:(t + 1) * C, :n] = xt[k, :, u0 + off:u1 + off]
+            # (T*C, rows) @ (rows, F), summed over chunks
+            gemm_into(cols[:, :n], gw[margin + u0:margin + u1], dkmat, accumulate=not first)
+            first = False
+    return dx, dk
+
+
+def _thin_output_forward(x, kernel, geom):
+    """F small: Z = [K_t^T] @ x^T for every tap at once, then y^T[:, u] = sum_t Z_t[:, u + off_t]."""
+    xp = get_array_module(x, kernel)
+    F = kernel.shape[3]
+    phases = geom.to_phases(x)                                          # (P, rows + tail, C)
+    yt = xp.zeros((F, geom.rows), x.dtype)                              # (F, rows)
+    for k in range(len(geom.phases)):
+        taps = _phase_taps(geom, k)
+        reach = max(off for _, _, off in taps)
+        kmat = xp.concatenate([kernel[a, b].T for a, b, _ in taps])     # (T_k*F, C)
+        # Each chunk also reads `reach` rows past its end: keep chunks long next to that.
+        for u0, u1 in geom.chunks(0, geom.used_rows, geom.C, _THIN_CHUNK_BYTES,
+                                  min_rows=8 * reach):
+            n = u1 - u0
+            z = xp.empty((len(taps) * F, n + reach), x.dtype)
+            gemm_into(kmat, phases[k, u0:u1 + reach].T, z)              # (T_k*F, C) @ (C, rows)
+            for t, (_, _, off) in enumerate(taps):
+                yt[:, u0:u1] += z[t * F:(t + 1) * F, off:off + n]
+    return geom.from_wide(xp.ascontiguousarray(yt.T), F)
+
+
+def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk):
+    """F small: stack dY's shifted windows (T*F, rows) once per chunk; dX and dK are then one
+    product each with inner or outer size T*F."""
+    xp = get_array_module(g)
+    F, C = g.shape[3], geom.C
+    margin = geom.max_offset
+    # dY^T with zeros around: reads at rows v - off_t for v up to rows + tail stay inside.
+    gt = xp.zeros((F, margin + geom.rows + geom.tail), g.dtype)
+    gt[:, :margin + geom.rows] = geom.to_wide(g, margin).T
+    dx = dk = None
+    if need_dx:
+        dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
+    if need_dk:
+        phases = geom.to_phases(x)
+        dk = xp.empty((geom.kh, geom.kw, C, F), g.dtype)
+    for k in range(len(geom.phases)):
+        taps = _phase_taps(geom, k)
+        stacked = None
+
+        def windows(v0, v1):
+            nonlocal stacked
+            if stacked is None or stacked.shape[1] < v1 - v0:
+                stacked = xp.empty((len(taps) * F, v1 - v0), g.dtype)
+            for t, (_, _, off) in enumerate(taps):
+                stacked[t * F:(t + 1) * F, :v1 - v0] = gt[:, margin + v0 - off:margin + v1 - off]
+            return stacked[:, :v1 - v0]                                 # (T_k*F, rows)
+
+        if need_dx:
+            kmat = xp.concatenate([kernel[a, b].T for a, b, _ in taps])  # (T_k*F, C)
+            start, stop = geom.real_rows(k)
+            for v0, v1 in geom.chunks(start, stop, len(taps) * F, _THIN_CHUNK_BYTES):
+                gemm_into(windows(v0, v1).T, kmat, dphases[k, v0:v1])   # (rows, T_k*F) @ (T_k*F, C)
+        if need_dk:
+            reach = max(off for _, _, off in taps)
+            dkt = xp.empty((len(taps) * F, C), g.dtype)                 # (T_k*F, C)
+            first = True
+            for v0, v1 in geom.chunks(0, geom.used_rows + reach, len(taps) * F,
+                                      _THIN_CHUNK_BYTES):
+                gemm_into(windows(v0, v1), phases[k, v0:v1], dkt, accumulate=not first)
+                first = False
+            for t, (a, b, _) in enumerate(taps):
+                dk[a, b] = dkt[t * F:(t + 1) * F].T
+    if need_dx:
+        dx = geom.from_phases(dphases, g.dtype)
+    return dx, dk
+
+
+# ---- NHWC im2col / col2im (the CUDA kernels' NumPy twins, see cuda_kernels.py) -----------------
 
 def im2col(xpad, kernel_size, strides, dilation, out_size, out=None):
     """Columns (N, OH, OW, kh*kw*C) of an already padded NHWC input: block t = a*kw + b of the
@@ -354,98 +497,29 @@ def col2im(cols, xpad, kernel_size, strides, dilation):
     return xpad
 
 
-class _Im2colPlan:
-    """Chunks of whole images, or of output rows within one image, for the im2col route."""
-
-    def __init__(self, geom, width):
-        self.geom = geom
-        per_row = geom.OW * width * 4
-        rows = max(1, _CHUNK_BYTES * 4 // per_row)
-        self.images = max(1, rows // geom.OH)
-        self.rows = min(rows, geom.OH)
-
-    def pad(self, x):
-        g = self.geom
-        xp = get_array_module(x)
-        if g.pt == g.pb == g.pl == g.pr == 0:
-            return x
-        xpad = xp.zeros((g.N, g.H + g.pt + g.pb, g.W + g.pl + g.pr, g.C), x.dtype)
-        xpad[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W] = x
-        return xpad
-
-    def chunks(self):
-        """(image slice, output row slice, padded input row slice) triples."""
-        g = self.geom
-        for n0 in range(0, g.N, self.images):
-            images = slice(n0, min(n0 + self.images, g.N))
-            for i0 in range(0, g.OH, self.rows):
-                i1 = min(i0 + self.rows, g.OH)
-                yield images, slice(i0, i1), slice(i0 * g.sh, (i1 - 1) * g.sh + (g.kh - 1) * g.dh + 1)
-
-    def args(self, out_rows):
-        g = self.geom
-        return (g.kh, g.kw), (g.sh, g.sw), (g.dh, g.dw), (out_rows.stop - out_rows.start, g.OW)
+_ROUTES = {
+    "shifted": (_shifted_forward, _shifted_backward),
+    "thin_input": (_thin_input_forward, _thin_input_backward),
+    "thin_output": (_thin_output_forward, _thin_output_backward),
+}
 
 
-def _im2col_forward(x, kernel, geom):
-    xp = get_array_module(x, kernel)
-    F = kernel.shape[3]
-    plan = _Im2colPlan(geom, geom.kh * geom.kw * geom.C)
-    xpad = plan.pad(x)
-    kmat = kernel.reshape(-1, F)                              # (kh*kw*C, F), no copy
-    y = xp.empty(geom.out_shape(F), x.dtype)
-    for images, rows, in_rows in plan.chunks():
-        ksize, strides, dilation, size = plan.args(rows)
-        cols = im2col(xpad[images, in_rows], ksize, strides, dilation, size)
-        out = y[images, rows].reshape(-1, F)  # a view: whole images, or rows of one image
-        gemm_into(cols.reshape(-1, kmat.shape[0]), kmat, out)  # (rows, kh*kw*C) @ (kh*kw*C, F)
-    return y
-
-
-def _im2col_backward(g, x, kernel, geom, need_dx, need_dk):
-    xp = get_array_module(g)
-    F = g.shape[3]
-    plan = _Im2colPlan(geom, geom.kh * geom.kw * geom.C)
-    dx = dk = None
-    if need_dx:
-        dxpad = xp.zeros((geom.N, geom.H + geom.pt + geom.pb, geom.W + geom.pl + geom.pr,
-                          geom.C), g.dtype)
-        kmat = kernel.reshape(-1, F)                          # (kh*kw*C, F)
-        for images, rows, in_rows in plan.chunks():
-            ksize, strides, dilation, size = plan.args(rows)
-            gc = xp.ascontiguousarray(g[images, rows])        # (n, r, OW, F)
-            dcols = xp.empty(gc.shape[:3] + (kmat.shape[0],), g.dtype)
-            # (rows, F) @ (F, kh*kw*C), then every column block goes back where it came from
-            gemm_into(gc.reshape(-1, F), kmat.T, dcols.reshape(-1, kmat.shape[0]))
-            col2im(dcols, dxpad[images, in_rows], ksize, strides, dilation)
-        dx = dxpad[:, geom.pt:geom.pt + geom.H, geom.pl:geom.pl + geom.W]
-    if need_dk:
-        xpad = plan.pad(x)
-        dk = xp.empty((geom.kh, geom.kw, geom.C, F), g.dtype)
-        dkmat = dk.reshape(-1, F)
-        first = True
-        for images, rows, in_rows in plan.chunks():
-            ksize, strides, dilation, size = plan.args(rows)
-            cols = im2col(xpad[images, in_rows], ksize, strides, dilation, size)
-            gc = xp.ascontiguousarray(g[images, rows]).reshape(-1, F)
-            # (kh*kw*C, rows) @ (rows, F), summed over chunks
-            gemm_into(cols.reshape(-1, dkmat.shape[0]).T, gc, dkmat, accumulate=not first)
-            first = False
-    return dx, dk
-
-
-def _route(geom):
-    """The im2col route when a per-tap product would be too thin (C small)."""
-    return "im2col" if geom.C < _MIN_CHANNELS_PER_TAP and geom.kh * geom.kw > 1 else "shifted"
+def _route(geom, F):
+    if geom.kh * geom.kw == 1:
+        return "shifted"      # a 1x1 convolution is one product per chunk already
+    if geom.C < _MIN_CHANNELS_PER_TAP:
+        return "thin_input"
+    if F < _MIN_CHANNELS_PER_TAP:
+        return "thin_output"
+    return "shifted"
 
 
 def conv_forward(x, kernel, geom):
     """y (N, OH, OW, F) = conv2d(x, kernel) on the geometry's strides, padding, dilation."""
     if get_array_module(x) is not np:  # CuPy: one im2col kernel and one GEMM (kernels/)
         return cuda_kernels.conv2d_forward(x, kernel, geom)
-    if _route(geom) == "im2col":
-        return _im2col_forward(x, kernel, geom)
-    return _shifted_forward(x, kernel, geom)
+    forward, _ = _ROUTES[_route(geom, kernel.shape[3])]
+    return forward(x, kernel, geom)
 
 
 def conv_backward(g, x, kernel, geom, need_dx=True, need_dk=True):
@@ -454,9 +528,8 @@ def conv_backward(g, x, kernel, geom, need_dx=True, need_dk=True):
     dX needs only the kernel and dK only x."""
     if get_array_module(g) is not np:  # CuPy: col2im / im2col kernels and GEMMs (kernels/)
         return cuda_kernels.conv2d_backward(g, x, kernel, geom, need_dx, need_dk)
-    if _route(geom) == "im2col":
-        return _im2col_backward(g, x, kernel, geom, need_dx, need_dk)
-    return _shifted_backward(g, x, kernel, geom, need_dx, need_dk)
+    _, backward = _ROUTES[_route(geom, g.shape[3])]
+    return backward(g, x, kernel, geom, need_dx, need_dk)
 
 
 def _check_bias(bias, filters):
