@@ -19,7 +19,7 @@ HELP = "fast style transfer: train a feed-forward network for one style (Johnson
 DEFAULT_OUT = "fast_style.h5"
 # generative/fast_style.py's defaults, repeated so that building the parser imports nothing heavy
 FILTERS, RESIDUAL_BLOCKS = "16,32,64", 3
-CONTENT_LAYER, CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = "block4_conv2", 1e-5, 1e-6, 1e-6
+CONTENT_LAYER, CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = "block4_conv2", 2e-6, 1e-6, 1e-6
 
 
 def add_arguments(parser):

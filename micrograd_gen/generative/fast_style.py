@@ -37,7 +37,7 @@ RESIDUAL_BLOCKS = 3
 # picture, so its tiny content weight (2.5e-8) suffices there; a network must learn to keep the
 # content, which needs the content term at the style term's scale.
 CONTENT_LAYER = "block4_conv2"
-CONTENT_WEIGHT = 1e-5
+CONTENT_WEIGHT = 2e-6
 STYLE_WEIGHT = 1e-6
 TV_WEIGHT = 1e-6
 
