@@ -55,7 +55,9 @@ class Function:
     The grads backward receives are not its own: they may be shared with other ops or be
     read-only broadcast views, so backward never writes into them (its own saved buffers it may
     reuse). Each returned gradient must have its input's exact shape; the engine checks that and
-    casts it to the input's dtype.
+    casts it to the input's dtype. What backward returns is handed over: a fresh array, a view,
+    or an incoming grad passed on, never a buffer the op will write again (a leaf may adopt a
+    fresh array as its `.grad` without copying it).
     """
 
     n_outputs = 1
@@ -270,6 +272,8 @@ class Tensor:
             raise RuntimeError(_FREED)
         pending = {root: [None] * root.n_outputs}  # ctx -> summed gradient of each output
         pending[root][self._index] = grad
+        leaf_grads = {}  # leaf -> [gradient summed over this pass, whether the sum is ours]
+        handed_out = {id(grad)}  # arrays that others hold too: a leaf may not adopt these
         for ctx in _reverse_topological(root):
             out_grads = pending.pop(ctx, None)
             if out_grads is None:
@@ -279,6 +283,8 @@ class Tensor:
             if ctx.n_outputs > 1:
                 out_grads = [xp.zeros(s, d) if g is None else g
                              for g, (s, d) in zip(out_grads, ctx.output_meta)]
+            for g in out_grads:
+                handed_out.add(id(g))
             in_grads = ctx.backward(*out_grads)
             if type(in_grads) is not tuple:
                 in_grads = (in_grads,)
@@ -296,8 +302,14 @@ class Tensor:
                 if g.dtype is not data.dtype and g.dtype != data.dtype:
                     g = g.astype(data.dtype)  # mixed dtypes: each input gets its own dtype back
                 if parent._ctx is None:
-                    _accumulate_leaf(parent, g)
+                    total = leaf_grads.get(parent)
+                    if total is None:
+                        leaf_grads[parent] = [g, False]
+                    else:
+                        total[0] = total[0] + g  # out of place: g may be someone else's
+                        total[1] = True
                 else:
+                    handed_out.add(id(g))
                     slots = pending.get(parent._ctx)
                     if slots is None:
                         slots = pending[parent._ctx] = [None] * parent._ctx.n_outputs
@@ -307,6 +319,7 @@ class Tensor:
                 ctx.__dict__.clear()  # drop saved arrays and the links to inputs
                 ctx.freed = True
                 ctx.parents = ()
+        _give_leaves_their_grads(leaf_grads, handed_out)
 
     # ---- operators (the ops themselves live in micrograd_gen/ops) -----------------------------
     def __add__(self, other): return _ops.add(self, other)
@@ -364,10 +377,28 @@ _FREED = ("backward() through a graph that was already freed by an earlier backw
 
 def _accumulate_leaf(leaf, g):
     if leaf.grad is None:
-        # A copy: the same array may be handed to several inputs (add's backward does that).
-        leaf.grad = g.copy()
+        leaf.grad = g.copy()  # the caller's array stays the caller's
     else:
         leaf.grad += g
+
+
+def _give_leaves_their_grads(leaf_grads, handed_out):
+    """Add each leaf's gradient from this pass into its `.grad`, which the leaf owns.
+
+    A leaf adopts its gradient without a copy (a 2048x2048 GEMM's dW is 16 MB) only when no one
+    else can hold that array: it is a sum made in this pass, or an array that backward returned
+    for this leaf alone (not a view, not an incoming grad handed on, not given to anyone else).
+    """
+    seen = {}
+    for g, _ in leaf_grads.values():
+        seen[id(g)] = seen.get(id(g), 0) + 1
+    for leaf, (g, ours) in leaf_grads.items():
+        if leaf.grad is not None:
+            leaf.grad += g
+        elif ours or (g.base is None and id(g) not in handed_out and seen[id(g)] == 1):
+            leaf.grad = g
+        else:
+            leaf.grad = g.copy()
 
 
 def _reverse_topological(root):

@@ -428,6 +428,23 @@ def test_matmul_frozen_operand_gets_no_gradient_work():
     np.testing.assert_array_equal(a.grad, np.full((2, 3), 4.0))
 
 
+def test_matmul_gradients_reach_the_leaves_without_a_copy(monkeypatch):
+    # a 2048x2048 dW is 16 MB: the engine hands backward's fresh arrays to the leaves as they are
+    from micrograd_gen.ops.linalg import MatMul
+    returned = []
+    backward = MatMul.backward
+
+    def spy(self, g):
+        returned.extend(backward(self, g))
+        return tuple(returned)
+
+    monkeypatch.setattr(MatMul, "backward", spy)
+    a = Tensor(np.ones((3, 4)), requires_grad=True)
+    b = Tensor(np.ones((4, 5)), requires_grad=True)
+    (a @ b).backward(np.ones((3, 5)))
+    assert a.grad is returned[0] and b.grad is returned[1]
+
+
 # ---- softmax ----------------------------------------------------------------------------------
 
 def _softmax(x, axis):

@@ -134,6 +134,51 @@ def test_a_leafs_grad_is_its_own_array():
     z.grad += 1
 
 
+class SameArrayTwice(Function):
+    """a + b whose backward returns one fresh array for both inputs."""
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, g):
+        d = g * 1  # fresh, and handed to both inputs
+        return d, d
+
+
+def test_one_fresh_array_returned_for_two_leaves_is_not_shared_by_them():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    w = Tensor([3.0, 4.0], requires_grad=True)
+    SameArrayTwice.apply(x, w).sum().backward()
+    assert not np.shares_memory(x.grad, w.grad)
+    x.grad += 10
+    np.testing.assert_array_equal(w.grad, [1.0, 1.0])
+
+
+def test_one_fresh_array_returned_for_a_leaf_and_an_inner_node():
+    # the leaf must not adopt an array that the inner node's backward still reads
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    inner = x * 3
+    y = SameArrayTwice.apply(x, inner) * 2
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [8.0, 8.0])  # 2 + 2 * 3
+
+
+def test_a_fresh_gradient_is_adopted_without_a_copy():
+    captured = {}
+
+    class Fresh(Function):
+        def forward(self, a):
+            return a * 2
+
+        def backward(self, g):
+            captured["grad"] = g * 2
+            return captured["grad"]
+
+    x = Tensor(np.ones(3), requires_grad=True)
+    Fresh.apply(x).backward(np.ones(3))
+    assert x.grad is captured["grad"]
+
+
 def test_only_leaves_keep_a_gradient():
     x = Tensor([1.0], requires_grad=True)
     y = x * 2

@@ -37,7 +37,9 @@ class MatMul(Function):
         da = db = None
         if self.needs_input_grad[0]:
             da = xp.matmul(g2, xp.swapaxes(b2, -1, -2))             # (..., M, K)
-            da = unbroadcast(da, a2.shape).reshape(a.shape)
+            da = unbroadcast(da, a2.shape)
+            if a.ndim == 1:
+                da = da.reshape(a.shape)  # only then: a reshape is a view, which a leaf copies
         if self.needs_input_grad[1]:
             if b2.ndim == 2 and a2.ndim > 2:
                 # (B..., M, K) x (K, N), as a Dense layer on a sequence: fold the batch into M
@@ -45,7 +47,9 @@ class MatMul(Function):
                 db = xp.matmul(a2.reshape(-1, a2.shape[-1]).T, g2.reshape(-1, g2.shape[-1]))
             else:
                 db = xp.matmul(xp.swapaxes(a2, -1, -2), g2)         # (..., K, N)
-            db = unbroadcast(db, b2.shape).reshape(b.shape)
+            db = unbroadcast(db, b2.shape)
+            if b.ndim == 1:
+                db = db.reshape(b.shape)
         return da, db
 
 
