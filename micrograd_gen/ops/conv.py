@@ -113,12 +113,19 @@ def _find_numpy_cblas():
                                integer, scalar, ctypes.c_void_p, integer]
                 found[np.dtype(dtype)] = fn
             if len(found) == 2:
-                return found
-    return {}
+                return found, lib
+    return {}, None
 
 
-_CBLAS = None
+_BLAS = None
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _numpy_blas():
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = _find_numpy_cblas()
+    return _BLAS
 
 
 def _operand(a):
@@ -139,11 +146,8 @@ def gemm_into(a, b, out, accumulate=False):
     a and b may be slices or transposed views (nothing is copied when one axis has unit
     stride); out must be C-ordered.
     """
-    global _CBLAS
     xp = get_array_module(a, b, out)
-    if xp is np and _CBLAS is None:
-        _CBLAS = _find_numpy_cblas()
-    gemm = _CBLAS.get(out.dtype) if xp is np else None
+    gemm = _numpy_blas()[0].get(out.dtype) if xp is np else None
     if gemm is None or not (a.dtype == b.dtype == out.dtype) or not out.flags.c_contiguous:
         if accumulate:
             out += xp.matmul(a, b)
@@ -160,6 +164,71 @@ def gemm_into(a, b, out, accumulate=False):
     gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
          1.0 if accumulate else 0.0, out.ctypes.data, max(n, 1))
     return out
+
+
+# ---- spreading chunks over threads ------------------------------------------------------------
+
+_POOL = None   # (pid, executor or None, threads)
+
+
+def _chunk_pool():
+    """(executor, n) of worker threads that each run single-threaded BLAS on whole chunks.
+
+    One multi-threaded BLAS call per kernel tap splits a product of a few dozen MFLOP over the
+    cores and joins them again, hundreds of times per layer; handing each core whole chunks
+    instead costs one join per layer. That needs OpenBLAS's per-thread setting
+    (openblas_set_num_threads_local, OpenBLAS >= 0.3.27), so that the workers' calls stay
+    single-threaded while NumPy's own calls keep their threads; without it (or with one BLAS
+    thread) the chunks run here, one after the other, on BLAS's own threading.
+    """
+    global _POOL
+    import os
+    if _POOL is not None and _POOL[0] == os.getpid():
+        return _POOL[1], _POOL[2]
+    import ctypes
+    from concurrent.futures import ThreadPoolExecutor
+    executor, threads = None, 1
+    lib = _numpy_blas()[1]
+    set_local = getattr(lib, "openblas_set_num_threads_local", None) if lib else None
+    get_threads = (getattr(lib, "scipy_openblas_get_num_threads64_", None)
+                   or getattr(lib, "scipy_openblas_get_num_threads", None)) if lib else None
+    if set_local is not None and get_threads is not None:
+        get_threads.restype = ctypes.c_int
+        set_local.argtypes, set_local.restype = [ctypes.c_int], ctypes.c_int
+        threads = int(get_threads())
+        if threads > 1:
+            executor = ThreadPoolExecutor(threads, thread_name_prefix="conv",
+                                          initializer=lambda: set_local(1))
+    _POOL = (os.getpid(), executor, threads)   # a forked child builds its own
+    return executor, threads
+
+
+def _for_chunks(chunks, work, xp):
+    """Call work(chunk, slot) for every chunk, spread over the worker threads for NumPy arrays.
+
+    slot (0 .. threads - 1) names the thread running the call, so that work can keep
+    per-thread partial sums; chunks go to whichever thread is free (a shared machine may stall
+    one of them). Returns the number of slots."""
+    import threading
+    executor, threads = _chunk_pool() if xp is np else (None, 1)
+    chunks = list(chunks)
+    if executor is None or len(chunks) < 2:
+        for chunk in chunks:
+            work(chunk, 0)
+        return 1
+    queue, lock = iter(chunks), threading.Lock()
+
+    def drain(slot):
+        while True:
+            with lock:
+                chunk = next(queue, None)
+            if chunk is None:
+                return
+            work(chunk, slot)
+
+    for future in [executor.submit(drain, slot) for slot in range(threads)]:
+        future.result()   # re-raises a worker's exception here
+    return threads
 
 
 # ---- geometry of one convolution --------------------------------------------------------------
@@ -265,10 +334,13 @@ class _Geometry:
     def from_wide(self, buf, F):
         return buf[:self.rows].reshape(self.N, self.Hq, self.Wq, F)[:, :self.OH, :self.OW]
 
-    def chunks(self, start, stop, width, chunk_bytes, min_rows=0):
+    def chunks(self, start, stop, width, chunk_bytes, min_rows=0, pieces=4):
         """Row ranges of [start, stop) holding whole phase rows and about chunk_bytes of
-        `width`-wide numbers each (at least min_rows rows)."""
-        rows = max(1, chunk_bytes // (4 * max(width, 1) * self.Wq), -(-min_rows // self.Wq))
+        `width`-wide numbers each, at least min_rows rows, and (when that allows) at least
+        `pieces` of them, so that every thread gets work."""
+        lines = -(-(stop - start) // self.Wq)
+        rows = max(1, min(chunk_bytes // (4 * max(width, 1) * self.Wq), -(-lines // pieces)),
+                   -(-min_rows // self.Wq))
         rows *= self.Wq
         for u0 in range(start, stop, rows):
             yield u0, min(u0 + rows, stop)
@@ -284,11 +356,14 @@ def _shifted_forward(x, kernel, geom):
     F = kernel.shape[3]
     phases = geom.to_phases(x)                                # (P, rows + tail, C)
     y = xp.empty((geom.rows, F), x.dtype)                     # (N*Hq*Wq, F)
-    for u0, u1 in geom.chunks(0, geom.used_rows, F, _CHUNK_BYTES):
+
+    def work(chunk, slot):
+        u0, u1 = chunk
         out = y[u0:u1]                                        # stays in cache over the taps
         for t, (a, b, k, off) in enumerate(geom.taps):
             # (rows, C) @ (C, F): output row u, tap (a, b) reads phase row u + off
             gemm_into(phases[k, u0 + off:u1 + off], kernel[a, b], out, accumulate=t > 0)
+    _for_chunks(geom.chunks(0, geom.used_rows, F, _CHUNK_BYTES), work, xp)
     return geom.from_wide(y, F)
 
 
@@ -301,28 +376,37 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk):
     if need_dx:
         C = kernel.shape[2]
         dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
-        for k in range(len(geom.phases)):
-            taps = [t for t in geom.taps if t[2] == k]
-            start, stop = geom.real_rows(k)
-            for v0, v1 in geom.chunks(start, stop, C, _CHUNK_BYTES):
-                out = dphases[k, v0:v1]
-                for t, (a, b, _, off) in enumerate(taps):
-                    # phase row v was read by output row v - off through tap (a, b):
-                    # (rows, F) @ (F, C)
-                    gemm_into(gw[margin + v0 - off:margin + v1 - off], kernel[a, b].T, out,
-                              accumulate=t > 0)
+
+        def work_dx(chunk, slot):
+            k, v0, v1 = chunk
+            out = dphases[k, v0:v1]
+            for t, (a, b, off) in enumerate(_phase_taps(geom, k)):
+                # phase row v was read by output row v - off through tap (a, b):
+                # (rows, F) @ (F, C)
+                gemm_into(gw[margin + v0 - off:margin + v1 - off], kernel[a, b].T, out,
+                          accumulate=t > 0)
+        _for_chunks([(k, v0, v1) for k in range(len(geom.phases))
+                     for v0, v1 in geom.chunks(*geom.real_rows(k), C, _CHUNK_BYTES)],
+                    work_dx, xp)
         dx = geom.from_phases(dphases, g.dtype)
     if need_dk:
         phases = geom.to_phases(x)
         gw = gw[margin:]                                      # zeros on junk rows
-        dk = xp.empty((geom.kh, geom.kw, geom.C, g.shape[3]), g.dtype)
-        first = True
-        for u0, u1 in geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES):
+        shape = (geom.kh, geom.kw, geom.C, g.shape[3])
+        partial = {}                                          # one sum per thread
+
+        def work_dk(chunk, slot):
+            u0, u1 = chunk
+            first = slot not in partial
+            if first:
+                partial[slot] = xp.empty(shape, g.dtype)
             for a, b, k, off in geom.taps:
                 # (C, rows) @ (rows, F), summed over chunks
-                gemm_into(phases[k, u0 + off:u1 + off].T, gw[u0:u1], dk[a, b],
+                gemm_into(phases[k, u0 + off:u1 + off].T, gw[u0:u1], partial[slot][a, b],
                           accumulate=not first)
-            first = False
+        _for_chunks(geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES),
+                    work_dk, xp)
+        dk = sum(partial.values())
     return dx, dk
 
 
