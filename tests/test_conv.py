@@ -347,3 +347,34 @@ def test_errors_name_the_op_and_shapes():
         ops.conv2d_transpose(x, mg.Tensor(np.zeros((3, 3, 8, 4))))
     with pytest.raises(ValueError, match="strides"):
         ops.conv2d(x, mg.Tensor(np.zeros((3, 3, 3, 8))), strides=0)
+
+
+def test_chained_convs_through_views_and_relu():
+    """conv2d returns a view of a wider buffer; the next conv and backward must not mind."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 6, 5, 16))
+    k1 = rng.standard_normal((3, 3, 16, 17))
+    k2 = rng.standard_normal((2, 3, 17, 16))
+    b1 = rng.standard_normal(17)
+
+    def net(x, k1, b1, k2):
+        h = ops.relu(ops.conv2d(x, k1, b1, padding="same"))
+        return ops.conv2d(h, k2, strides=(1, 2), padding="same")
+    check_op_gradient(net, x, k1, b1, k2)
+
+
+def test_kernel_gradient_is_the_same_on_every_run():
+    """Partial sums over chunks are combined in a fixed order: bitwise repeatable results
+    (checkpoint-resume tests compare training runs exactly)."""
+    rng = np.random.default_rng(11)
+    x = mg.Tensor(rng.standard_normal((2, 40, 30, 32)), requires_grad=True)
+    kernel = mg.Tensor(rng.standard_normal((3, 3, 32, 32)), requires_grad=True)
+    g = rng.standard_normal((2, 40, 30, 32)).astype(np.float32)
+    grads = []
+    for _ in range(3):
+        kernel.grad = x.grad = None
+        ops.conv2d(x, kernel, padding="same").backward(g)
+        grads.append((kernel.grad.copy(), x.grad.copy()))
+    for dk, dx in grads[1:]:
+        np.testing.assert_array_equal(dk, grads[0][0])
+        np.testing.assert_array_equal(dx, grads[0][1])

@@ -17,13 +17,13 @@ splitting the padded input into its s_h*s_w phases (x[p::s_h, q::s_w], "space to
 Backward uses the same offsets: dK[a, b] = slice^T @ dY and dX_phase[slice] += dY @ K[a, b]^T.
 
 Work is cut into chunks of output rows so that the output chunk stays in cache while every tap
-adds into it, and so that no buffer is much larger than the input itself. Backward keeps x, not
-any column matrix, and skips dK / dX when nobody needs them (frozen kernels: DeepDream, style
-transfer).
+adds into it, and so that no buffer is much larger than the input itself; the chunks are shared
+out to worker threads. Backward keeps x, not any column matrix, and skips dK / dX when nobody
+needs them (frozen kernels: DeepDream, style transfer).
 
-When C is small (the first layer of an image network: C = 1 or 3), a product with inner size C
-is too thin for BLAS to run well; there `im2col` gathers all taps into (rows, kh*kw*C) columns,
-chunk by chunk, for one product per chunk.
+When C or F is small (an RGB image in or out), a per-tap product is too thin for BLAS to run
+well; the thin routes stack the taps of the thin side into one product per chunk instead.
+On CuPy arrays everything goes through cuda_kernels (NHWC im2col / col2im and one GEMM).
 """
 import numpy as np
 
@@ -31,8 +31,7 @@ from .. import cuda_kernels
 from ..backend import get_array_module
 from ..tensor import Function
 
-# Inner sizes below this go through im2col (one product per chunk with inner size kh*kw*C)
-# instead of one product per tap with inner size C.
+# Fewer input (or output) channels than this take a thin route: taps stacked into one product.
 _MIN_CHANNELS_PER_TAP = 16
 # Output rows per chunk: the output chunk should sit in cache while every tap adds into it.
 _CHUNK_BYTES = 1 << 19
@@ -203,12 +202,13 @@ def _chunk_pool():
     return executor, threads
 
 
-def _for_chunks(chunks, work, xp):
+def _for_chunks(chunks, work, xp, fixed=False):
     """Call work(chunk, slot) for every chunk, spread over the worker threads for NumPy arrays.
 
     slot (0 .. threads - 1) names the thread running the call, so that work can keep
-    per-thread partial sums; chunks go to whichever thread is free (a shared machine may stall
-    one of them). Returns the number of slots."""
+    per-thread partial sums. Chunks go to whichever thread is free (a shared machine may stall
+    one of them), or with fixed=True chunk i always goes to slot i % threads, so that partial
+    sums, and so results, are the same on every run. Returns the number of slots."""
     import threading
     executor, threads = _chunk_pool() if xp is np else (None, 1)
     chunks = list(chunks)
@@ -219,6 +219,10 @@ def _for_chunks(chunks, work, xp):
     queue, lock = iter(chunks), threading.Lock()
 
     def drain(slot):
+        if fixed:
+            for chunk in chunks[slot::threads]:
+                work(chunk, slot)
+            return
         while True:
             with lock:
                 chunk = next(queue, None)
@@ -405,8 +409,10 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk):
                 gemm_into(phases[k, u0 + off:u1 + off].T, gw[u0:u1], partial[slot][a, b],
                           accumulate=not first)
         _for_chunks(geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES),
-                    work_dk, xp)
-        dk = sum(partial.values())
+                    work_dk, xp, fixed=True)
+        dk = partial[0]
+        for slot in range(1, len(partial)):
+            dk += partial[slot]
     return dx, dk
 
 
