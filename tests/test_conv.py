@@ -36,8 +36,8 @@ def reference_conv2d(x, kernel, bias=None, strides=(1, 1), padding="valid", dila
         for j in range(OW):
             for a in range(kh):
                 for b in range(kw):
-                    pixel = xpad[:, i * strides[0] + a * dilation[0], j * strides[1] + b * dilation[1]]
-                    y[:, i, j] += pixel @ kernel[a, b]
+                    r, c = i * strides[0] + a * dilation[0], j * strides[1] + b * dilation[1]
+                    y[:, i, j] += xpad[:, r, c] @ kernel[a, b]
     return y if bias is None else y + bias
 
 

@@ -39,6 +39,8 @@ _CHUNK_BYTES = 1 << 19
 _DK_CHUNK_BYTES = 1 << 22
 # Stacked tap windows of the thin routes, per chunk.
 _THIN_CHUNK_BYTES = 1 << 21
+# Copies larger than this are shared out to the worker threads.
+_PARALLEL_COPY_BYTES = 1 << 22
 
 
 # ---- Keras's padding arithmetic ---------------------------------------------------------------
@@ -235,6 +237,21 @@ def _for_chunks(chunks, work, xp, fixed=False):
     return threads
 
 
+def _assign(dst, src):
+    """dst[...] = src for 4-D arrays; large copies are split into row bands over the workers
+    (NumPy releases the GIL while copying)."""
+    xp = get_array_module(dst)
+    rows = dst.shape[1]
+    if xp is not np or dst.nbytes < _PARALLEL_COPY_BYTES or rows < 2:
+        dst[...] = src
+        return
+    step = -(-rows // 4)
+
+    def copy(band, slot):
+        dst[:, band[0]:band[1]] = src[:, band[0]:band[1]]
+    _for_chunks([(i, min(i + step, rows)) for i in range(0, rows, step)], copy, xp)
+
+
 # ---- geometry of one convolution --------------------------------------------------------------
 
 class _Geometry:
@@ -300,7 +317,8 @@ class _Geometry:
         body = buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq, self.C)
         for k, (p, q) in enumerate(self.phases):
             (i0, r0, ni), (j0, c0, nj) = self._phase_window(p, q)
-            body[k, :, i0:i0 + ni, j0:j0 + nj] = x[:, r0::self.sh, c0::self.sw][:, :ni, :nj]
+            _assign(body[k, :, i0:i0 + ni, j0:j0 + nj],
+                    x[:, r0::self.sh, c0::self.sw][:, :ni, :nj])
         return buf
 
     def real_rows(self, k):
@@ -332,7 +350,7 @@ class _Geometry:
         buf[:margin] = 0
         body[:, self.OH:] = 0
         body[:, :self.OH, self.OW:] = 0
-        body[:, :self.OH, :self.OW] = y
+        _assign(body[:, :self.OH, :self.OW], y)
         return buf
 
     def from_wide(self, buf, F):
@@ -489,7 +507,8 @@ def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk):
 
 
 def _thin_output_forward(x, kernel, geom):
-    """F small: Z = [K_t^T] @ x^T for every tap at once, then y^T[:, u] = sum_t Z_t[:, u + off_t]."""
+    """F small: Z = [K_t^T] @ x^T for every tap at once, then y^T[:, u] = sum_t Z_t[:, u + off_t].
+    """
     xp = get_array_module(x, kernel)
     F = kernel.shape[3]
     phases = geom.to_phases(x)                                          # (P, rows + tail, C)
