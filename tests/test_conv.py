@@ -378,3 +378,26 @@ def test_kernel_gradient_is_the_same_on_every_run():
     for dk, dx in grads[1:]:
         np.testing.assert_array_equal(dk, grads[0][0])
         np.testing.assert_array_equal(dx, grads[0][1])
+
+
+@pytest.mark.parametrize("c, f, strides", [(16, 17, (1, 1)), (3, 16, (2, 2)), (16, 3, (1, 1)),
+                                           (17, 16, (2, 1))])
+def test_many_small_chunks(monkeypatch, c, f, strides):
+    """Chunk edges (and thread hand-offs) in the middle of images change nothing."""
+    for name in ("_CHUNK_BYTES", "_DK_CHUNK_BYTES", "_THIN_CHUNK_BYTES", "_PARALLEL_COPY_BYTES"):
+        monkeypatch.setattr(conv_module, name, 256)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 11, 9, c))
+    kernel = rng.standard_normal((3, 3, c, f))
+    expected = reference_conv2d(x, kernel, None, strides, "same")
+    tx, tk = mg.Tensor(x, requires_grad=True, dtype=np.float64), \
+        mg.Tensor(kernel, requires_grad=True, dtype=np.float64)
+    y = ops.conv2d(tx, tk, strides=strides, padding="same")
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    y.backward(g)
+    geom = conv_module._Geometry(x.shape, kernel.shape, strides, "same", (1, 1))
+    monkeypatch.undo()
+    dx, dk = conv_module.conv_backward(g, x, kernel, geom)
+    np.testing.assert_allclose(tx.grad, dx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(tk.grad, dk, rtol=1e-10, atol=1e-12)

@@ -356,16 +356,18 @@ class _Geometry:
     def from_wide(self, buf, F):
         return buf[:self.rows].reshape(self.N, self.Hq, self.Wq, F)[:, :self.OH, :self.OW]
 
-    def chunks(self, start, stop, width, chunk_bytes, min_rows=0, pieces=4):
-        """Row ranges of [start, stop) holding whole phase rows and about chunk_bytes of
-        `width`-wide numbers each, at least min_rows rows, and (when that allows) at least
-        `pieces` of them, so that every thread gets work."""
+    def chunks(self, start, stop, width, chunk_bytes, min_rows=0, pieces=8):
+        """Near-equal row ranges covering [start, stop), each of whole phase rows: about
+        chunk_bytes of `width`-wide numbers each, at least min_rows rows, and (where that
+        allows) at least `pieces` of them, so that the threads finish together."""
         lines = -(-(stop - start) // self.Wq)
-        rows = max(1, min(chunk_bytes // (4 * max(width, 1) * self.Wq), -(-lines // pieces)),
-                   -(-min_rows // self.Wq))
-        rows *= self.Wq
-        for u0 in range(start, stop, rows):
-            yield u0, min(u0 + rows, stop)
+        count = max(pieces, -(-lines // max(1, chunk_bytes // (4 * max(width, 1) * self.Wq))))
+        count = max(1, min(count, lines // max(1, -(-min_rows // self.Wq))))
+        for i in range(count):
+            u0 = start + (i * lines // count) * self.Wq
+            u1 = min(start + ((i + 1) * lines // count) * self.Wq, stop)
+            if u1 > u0:
+                yield u0, u1
 
 
 # ---- the three products of a convolution ------------------------------------------------------
@@ -453,11 +455,10 @@ def _thin_input_forward(x, kernel, geom):
     xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))    # (P, C, rows + tail)
     kmat = kernel.reshape(T * C, F)                                     # rows in tap order
     y = xp.empty((geom.rows, F), x.dtype)
-    cols = None
-    for u0, u1 in geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES):
+    chunks = list(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES))
+    cols = xp.empty((T * C, max(u1 - u0 for u0, u1 in chunks)), x.dtype)  # (T*C, rows)
+    for u0, u1 in chunks:
         n = u1 - u0
-        if cols is None:
-            cols = xp.empty((T * C, n), x.dtype)                        # (T*C, rows)
         for t, (a, b, k, off) in enumerate(geom.taps):
             cols[t * C:(t + 1) * C, :n] = xt[k, :, u0 + off:u1 + off]
         gemm_into(cols[:, :n].T, kmat, y[u0:u1])                        # (rows, T*C) @ (T*C, F)
@@ -492,12 +493,11 @@ def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk):
         xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))
         dk = xp.empty((geom.kh, geom.kw, C, F), g.dtype)
         dkmat = dk.reshape(T * C, F)
-        cols = None
+        chunks = list(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES))
+        cols = xp.empty((T * C, max(u1 - u0 for u0, u1 in chunks)), g.dtype)
         first = True
-        for u0, u1 in geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES):
+        for u0, u1 in chunks:
             n = u1 - u0
-            if cols is None:
-                cols = xp.empty((T * C, n), g.dtype)
             for t, (a, b, k, off) in enumerate(geom.taps):
                 cols[t * C:(t + 1) * C, :n] = xt[k, :, u0 + off:u1 + off]
             # (T*C, rows) @ (rows, F), summed over chunks
