@@ -206,7 +206,8 @@ def measured(fn):
                    or record.get("median_cpu_s"), "runs": record.get("runs")}
         if figures["min_s"] is None and figures["runs"]:
             figures["min_s"], figures["max_s"] = min(figures["runs"]), max(figures["runs"])
-        return {k: v for k, v in figures.items() if v is not None}
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in figures.items()
+                if v is not None}
     return twin
 
 
