@@ -4,9 +4,13 @@ from the pictures in ../shared/data/images and the real weights:
     python examples/make_readme_images_dream_style.py --work /tmp/readme_dream_style   # all
     python examples/make_readme_images_dream_style.py --only dream --only style
 
-dream              golden_gate.jpg at 400 px (longer side), the book's settings: InceptionV3,
-                   mixed4..7 weighted 1, 1.5, 2, 2.5, 3 octaves of 1.4 x 30 steps of 20,
-                   max_loss 15  -> docs/images/dream_golden_gate.png
+dream              chelsea.png at 400 px (longer side), the book's settings (InceptionV3, mixed4..7
+                   weighted 1, 1.5, 2, 2.5, 3 octaves of 1.4 x 30 steps of 20) but no max_loss:
+                   with the shared weights (a fine-tuned InceptionV3, not ImageNet's) the loss
+                   passes 15 within a few steps, so the book's early stop leaves a faint dream
+                   -> docs/images/dream_chelsea.png
+dream_book         golden_gate.jpg at 600 px with the book's settings exactly, max_loss 15
+                   included -> docs/images/dream_golden_gate_book.png
 dream_vgg19        coffee.png at 300 px, VGG19 block2_conv2 (a low layer: geometric patterns), 2 octaves x 20 steps
                    -> docs/images/dream_vgg19_coffee.png
 style              tubingen.jpg in the manner of starry_night.jpg at height 256, L-BFGS,
@@ -45,7 +49,7 @@ IMAGES = ROOT / "docs" / "images"
 SHARED = ROOT.parent / "shared"
 VGG_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
-PARTS = ["dream", "dream_vgg19", "style", "fast_style"]
+PARTS = ["dream", "dream_book", "dream_vgg19", "style", "fast_style"]
 
 
 def log(line):
@@ -74,16 +78,17 @@ def publish(picture, name, work):
     return {"file": f"docs/images/{name}", "size": list(img.size)}
 
 
-def make_dream(images, weights, work):
-    picture = load_picture(images / "golden_gate.jpg", 400)
+def make_dream(images, weights, work, source, size, max_loss, name):
+    picture = load_picture(images / source, size)
     losses = []
     started = time.perf_counter()
-    out = deepdream.deep_dream(picture, weights=str(weights / INCEPTION_FILE),
+    out = deepdream.deep_dream(picture, weights=str(weights / INCEPTION_FILE), max_loss=max_loss,
                                callback=lambda s: losses.append((s.octave, s.step, s.loss)))
-    info = publish(out, "dream_golden_gate.png", work)
+    info = publish(out, name, work)
     last = {o: (s, round(loss, 3)) for o, s, loss in losses}
-    return {**info, "input": "golden_gate.jpg at 400 px", "seconds": round(time.perf_counter() - started, 1),
-            "settings": "InceptionV3 mixed4..7 (1, 1.5, 2, 2.5), 3 octaves x 30 steps of 20, max_loss 15",
+    return {**info, "input": f"{source} at {size} px", "seconds": round(time.perf_counter() - started, 1),
+            "settings": "InceptionV3 mixed4..7 (1, 1.5, 2, 2.5), 3 octaves x 30 steps of 20, "
+                        f"max_loss {max_loss}",
             "last_step_and_loss_per_octave": last}
 
 
@@ -167,7 +172,10 @@ def main():
     weights = weight_dir(work)
     summary_path = work / "summary_dream_style.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    makers = {"dream": lambda: make_dream(images, weights, work),
+    makers = {"dream": lambda: make_dream(images, weights, work, "chelsea.png", 400, None,
+                                          "dream_chelsea.png"),
+              "dream_book": lambda: make_dream(images, weights, work, "golden_gate.jpg", 600, 15.0,
+                                               "dream_golden_gate_book.png"),
               "dream_vgg19": lambda: make_dream_vgg19(images, weights, work),
               "style": lambda: make_style(images, weights, work, args.style_rounds),
               "fast_style": lambda: make_fast_style(images, weights, work, args.fast_steps)}

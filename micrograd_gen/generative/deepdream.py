@@ -22,6 +22,7 @@ strongly. The book's schedule, kept exactly:
 Works on VGG19 too (`model="vgg19"`): its lower layers give geometric textures.
 """
 import math
+import numbers
 import time
 
 import numpy as np
@@ -141,7 +142,7 @@ class DeepDream:
         if not layer_weights:
             raise ValueError("deep_dream: name at least one layer")
         for name, coeff in layer_weights.items():
-            if not isinstance(coeff, (int, float)) or not math.isfinite(coeff):
+            if not isinstance(coeff, numbers.Real) or not math.isfinite(coeff):
                 raise ValueError(f"deep_dream: the weight of layer {name!r} must be a finite "
                                  f"number, got {coeff!r}")
         self.layer_weights = layer_weights
