@@ -87,7 +87,10 @@ def _on_device(array):
 
 class GAN(nn.Model):
     """Discriminator, generator, their two Adam optimisers (1e-4, Keras defaults otherwise), the
-    generator of latents and label noise (`rng`), and the count of steps done (`step`)."""
+    generator of latents and label noise (`rng`), and the count of steps done (`step`).
+
+    `seed` seeds `rng` and, when the models are built here, their initial weights and the dropout
+    mask generator (through nn.set_seed)."""
 
     def __init__(self, latent_dim=LATENT_DIM, seed=0, learning_rate=1e-4, discriminator=None,
                  generator=None, **kwargs):
