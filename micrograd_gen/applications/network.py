@@ -64,7 +64,7 @@ def keras_order(parents, outputs):
         while stack:
             name, inputs = stack[-1]
             for p in inputs:
-                if p not in done and all(p != s for s, _ in stack):
+                if p not in done:  # never on the stack: add() only takes existing inputs
                     index.setdefault(p, len(index))
                     stack.append((p, iter(parents[p])))
                     break
