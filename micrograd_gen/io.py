@@ -339,6 +339,8 @@ def match_layers(model, f, path, by_name=False):
 def load_weights(model, path, by_name=False, optimizer=None):
     """Load a weight file into `model` (and `optimizer`'s state, when given and saved).
 
+    by_name: False (by order, as Keras loads legacy files), True, or "auto" (by name when every
+    model layer with weights has a namesake in the file, else by order); see match_layers.
     Every array is read and shape-checked before anything is assigned; any problem raises
     WeightFileError naming the file, the layer and both shapes, and the model keeps its weights.
     Returns the list of (model layer name, file layer name) pairs that were loaded.
