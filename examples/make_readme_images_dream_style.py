@@ -100,7 +100,7 @@ def make_dream_vgg19(images, weights, work):
                                max_loss=None)
     info = publish(out, "dream_vgg19_coffee.png", work)
     return {**info, "input": "coffee.png at 300 px", "seconds": round(time.perf_counter() - started, 1),
-            "settings": "VGG19 block2_conv2, 2 octaves x 20 steps of 20*127.5"}
+            "settings": "VGG19 block2_conv2, 2 octaves x 20 steps of 20*127.5/4 (the default)"}
 
 
 def make_style(images, weights, work, rounds):

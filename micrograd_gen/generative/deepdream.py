@@ -36,8 +36,9 @@ DEFAULT_LAYERS = {
     "vgg19": {"block3_conv4": 1.0, "block4_conv4": 1.0},
 }
 # The book's step is 20 in InceptionV3's units (pixels scaled to [-1, 1]). VGG19 works on raw
-# 0..255 values, 127.5 times larger, so the same visual step is 127.5 times larger there.
-DEFAULT_STEP = {"inception_v3": 20.0, "vgg19": 20.0 * 127.5}
+# 0..255 values, 127.5 times larger; but that same step in pixels saturates a VGG19 dream's
+# colours within 20 steps, so its default is a quarter of it.
+DEFAULT_STEP = {"inception_v3": 20.0, "vgg19": 20.0 * 127.5 / 4}
 # The book's early stop is on InceptionV3's scale; VGG19's activations are unnormalised and far
 # larger, so 15 would end every octave after its first step: no early stop there.
 DEFAULT_MAX_LOSS = {"inception_v3": 15.0, "vgg19": None}
