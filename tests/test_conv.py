@@ -177,13 +177,14 @@ def test_every_route_agrees(c, f, strides, dilation):
     for name, (forward, backward) in conv_module._ROUTES.items():
         np.testing.assert_allclose(forward(x, kernel, geom), expected, rtol=1e-10, atol=1e-12,
                                    err_msg=name)
-        dx, dk = backward(g, x, kernel, geom, True, True)
+        dx, dk, db = backward(g, x, kernel, geom, True, True, True)
+        np.testing.assert_allclose(db, g.sum(axis=(0, 1, 2)), rtol=1e-10, err_msg=name)
         # both are adjoints of the same bilinear map
         np.testing.assert_allclose((dx * x).sum(), (expected * g).sum(), rtol=1e-10, err_msg=name)
         np.testing.assert_allclose((dk * kernel).sum(), (expected * g).sum(), rtol=1e-10,
                                    err_msg=name)
         if name != "shifted":
-            ref_dx, ref_dk = conv_module._shifted_backward(g, x, kernel, geom, True, True)
+            ref_dx, ref_dk, _ = conv_module._shifted_backward(g, x, kernel, geom, True, True)
             np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12, err_msg=name)
             np.testing.assert_allclose(dk, ref_dk, rtol=1e-10, atol=1e-12, err_msg=name)
 
@@ -398,6 +399,6 @@ def test_many_small_chunks(monkeypatch, c, f, strides):
     y.backward(g)
     geom = conv_module._Geometry(x.shape, kernel.shape, strides, "same", (1, 1))
     monkeypatch.undo()
-    dx, dk = conv_module.conv_backward(g, x, kernel, geom)
+    dx, dk, _ = conv_module.conv_backward(g, x, kernel, geom)
     np.testing.assert_allclose(tx.grad, dx, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(tk.grad, dk, rtol=1e-10, atol=1e-12)

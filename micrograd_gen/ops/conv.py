@@ -34,7 +34,7 @@ from ..tensor import Function
 # Fewer input (or output) channels than this take a thin route: taps stacked into one product.
 _MIN_CHANNELS_PER_TAP = 16
 # Output rows per chunk: the output chunk should sit in cache while every tap adds into it.
-_CHUNK_BYTES = 1 << 19
+_CHUNK_BYTES = 1 << 20
 # dK's products have a small (C, F) output and a long inner size: longer chunks, fewer calls.
 _DK_CHUNK_BYTES = 1 << 22
 # Stacked tap windows of the thin routes, per chunk.
@@ -372,7 +372,7 @@ class _Geometry:
 
 # ---- the three products of a convolution ------------------------------------------------------
 
-def _shifted_forward(x, kernel, geom):
+def _shifted_forward(x, kernel, geom, bias=None):
     """y (N, OH, OW, F) = conv2d(x, kernel) with the geometry's strides, padding and dilation.
 
     y is a view of an (N*Hq*Wq, F) buffer whose junk rows and columns are never read."""
@@ -387,16 +387,18 @@ def _shifted_forward(x, kernel, geom):
         for t, (a, b, k, off) in enumerate(geom.taps):
             # (rows, C) @ (C, F): output row u, tap (a, b) reads phase row u + off
             gemm_into(phases[k, u0 + off:u1 + off], kernel[a, b], out, accumulate=t > 0)
+        if bias is not None:
+            out += bias                                       # while the chunk is in cache
     _for_chunks(geom.chunks(0, geom.used_rows, F, _CHUNK_BYTES), work, xp)
     return geom.from_wide(y, F)
 
 
-def _shifted_backward(g, x, kernel, geom, need_dx, need_dk):
-    """(dX, dK) from dY (N, OH, OW, F); either may be skipped (None)."""
+def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
+    """(dX, dK, dBias) from dY (N, OH, OW, F); None for what is not needed."""
     xp = get_array_module(g)
     margin = geom.max_offset if need_dx else 0
     gw = geom.to_wide(g, margin)                              # (margin + rows, F)
-    dx = dk = None
+    dx = dk = db = None
     if need_dx:
         C = kernel.shape[2]
         dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
@@ -417,23 +419,30 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk):
         phases = geom.to_phases(x)
         gw = gw[margin:]                                      # zeros on junk rows
         shape = (geom.kh, geom.kw, geom.C, g.shape[3])
-        partial = {}                                          # one sum per thread
+        partial = {}                                          # (dK, dBias) sums per thread
 
         def work_dk(chunk, slot):
             u0, u1 = chunk
             first = slot not in partial
             if first:
-                partial[slot] = xp.empty(shape, g.dtype)
+                partial[slot] = (xp.empty(shape, g.dtype), xp.zeros(g.shape[3], g.dtype))
+            dk_sum, db_sum = partial[slot]
             for a, b, k, off in geom.taps:
                 # (C, rows) @ (rows, F), summed over chunks
-                gemm_into(phases[k, u0 + off:u1 + off].T, gw[u0:u1], partial[slot][a, b],
+                gemm_into(phases[k, u0 + off:u1 + off].T, gw[u0:u1], dk_sum[a, b],
                           accumulate=not first)
+            if need_db:
+                db_sum += gw[u0:u1].sum(axis=0)               # junk rows hold zeros
         _for_chunks(geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES),
                     work_dk, xp, fixed=True)
-        dk = partial[0]
+        dk, db = partial[0]
         for slot in range(1, len(partial)):
-            dk += partial[slot]
-    return dx, dk
+            dk += partial[slot][0]
+            db += partial[slot][1]
+        db = db if need_db else None
+    if need_db and db is None:
+        db = g.sum(axis=(0, 1, 2))
+    return dx, dk, db
 
 
 # ---- thin convolutions: few input or few output channels ---------------------------------------
@@ -448,7 +457,7 @@ def _phase_taps(geom, k):
     return [(a, b, off) for a, b, phase, off in geom.taps if phase == k]
 
 
-def _thin_input_forward(x, kernel, geom):
+def _thin_input_forward(x, kernel, geom, bias=None):
     """C small: y[u] = sum_t x[u + off_t] @ K_t as (rows, T*C) @ (T*C, F) per chunk."""
     xp = get_array_module(x, kernel)
     T, C, F = len(geom.taps), geom.C, kernel.shape[3]
@@ -462,10 +471,12 @@ def _thin_input_forward(x, kernel, geom):
         for t, (a, b, k, off) in enumerate(geom.taps):
             cols[t * C:(t + 1) * C, :n] = xt[k, :, u0 + off:u1 + off]
         gemm_into(cols[:, :n].T, kmat, y[u0:u1])                        # (rows, T*C) @ (T*C, F)
+        if bias is not None:
+            y[u0:u1] += bias
     return geom.from_wide(y, F)
 
 
-def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk):
+def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
     xp = get_array_module(g)
     T, C, F = len(geom.taps), geom.C, g.shape[3]
     margin = geom.max_offset
@@ -503,10 +514,10 @@ def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk):
             # (T*C, rows) @ (rows, F), summed over chunks
             gemm_into(cols[:, :n], gw[margin + u0:margin + u1], dkmat, accumulate=not first)
             first = False
-    return dx, dk
+    return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
 
 
-def _thin_output_forward(x, kernel, geom):
+def _thin_output_forward(x, kernel, geom, bias=None):
     """F small: Z = [K_t^T] @ x^T for every tap at once, then y^T[:, u] = sum_t Z_t[:, u + off_t].
     """
     xp = get_array_module(x, kernel)
@@ -525,10 +536,12 @@ def _thin_output_forward(x, kernel, geom):
             gemm_into(kmat, phases[k, u0:u1 + reach].T, z)              # (T_k*F, C) @ (C, rows)
             for t, (_, _, off) in enumerate(taps):
                 yt[:, u0:u1] += z[t * F:(t + 1) * F, off:off + n]
+    if bias is not None:
+        yt += bias[:, None]
     return geom.from_wide(xp.ascontiguousarray(yt.T), F)
 
 
-def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk):
+def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
     """F small: stack dY's shifted windows (T*F, rows) once per chunk; dX and dK are then one
     product each with inner or outer size T*F."""
     xp = get_array_module(g)
@@ -572,7 +585,7 @@ def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk):
                 dk[a, b] = dkt[t * F:(t + 1) * F].T
     if need_dx:
         dx = geom.from_phases(dphases, g.dtype)
-    return dx, dk
+    return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
 
 
 # ---- NHWC im2col / col2im (the CUDA kernels' NumPy twins, see cuda_kernels.py) -----------------
@@ -623,22 +636,26 @@ def _route(geom, F):
     return "shifted"
 
 
-def conv_forward(x, kernel, geom):
-    """y (N, OH, OW, F) = conv2d(x, kernel) on the geometry's strides, padding, dilation."""
+def conv_forward(x, kernel, geom, bias=None):
+    """y (N, OH, OW, F) = conv2d(x, kernel) + bias on the geometry's strides, padding, dilation.
+    """
     if get_array_module(x) is not np:  # CuPy: one im2col kernel and one GEMM (kernels/)
-        return cuda_kernels.conv2d_forward(x, kernel, geom)
+        y = cuda_kernels.conv2d_forward(x, kernel, geom)
+        if bias is not None:
+            y += bias
+        return y
     forward, _ = _ROUTES[_route(geom, kernel.shape[3])]
-    return forward(x, kernel, geom)
+    return forward(x, kernel, geom, bias)
 
 
-def conv_backward(g, x, kernel, geom, need_dx=True, need_dk=True):
-    """(dX, dK) of conv_forward for the cotangent g (N, OH, OW, F); None for what is not needed.
-
-    dX needs only the kernel and dK only x."""
+def conv_backward(g, x, kernel, geom, need_dx=True, need_dk=True, need_db=False):
+    """(dX, dK, dBias) of conv_forward for the cotangent g (N, OH, OW, F); None for what is not
+    needed. dX needs only the kernel and dK only x."""
     if get_array_module(g) is not np:  # CuPy: col2im / im2col kernels and GEMMs (kernels/)
-        return cuda_kernels.conv2d_backward(g, x, kernel, geom, need_dx, need_dk)
+        dx, dk = cuda_kernels.conv2d_backward(g, x, kernel, geom, need_dx, need_dk)
+        return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
     _, backward = _ROUTES[_route(geom, g.shape[3])]
-    return backward(g, x, kernel, geom, need_dx, need_dk)
+    return backward(g, x, kernel, geom, need_dx, need_dk, need_db)
 
 
 def _check_bias(bias, filters):
@@ -657,9 +674,7 @@ class Conv2D(Function):
                              f"{kernel.shape[2]} input channels but x {tuple(x.shape)} has "
                              f"{geom.C}")
         _check_bias(bias, kernel.shape[3])
-        y = conv_forward(x, kernel, geom)
-        if bias is not None:
-            y += bias
+        y = conv_forward(x, kernel, geom, bias)
         self.geom = geom
         # Keep only what backward will use: x for dK, the kernel for dX. Never the columns.
         self.x = x if self.needs_input_grad[1] else None
@@ -667,9 +682,7 @@ class Conv2D(Function):
         return y
 
     def backward(self, g):
-        need_dx, need_dk, need_db = self.needs_input_grad
-        dx, dk = conv_backward(g, self.x, self.kernel, self.geom, need_dx, need_dk)
-        return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
+        return conv_backward(g, self.x, self.kernel, self.geom, *self.needs_input_grad)
 
 
 class Conv2DTranspose(Function):
@@ -696,7 +709,7 @@ class Conv2DTranspose(Function):
         size = [n * s + (0 if padding == "same" else max(k - s, 0))
                 for n, k, s in ((H, kh, strides[0]), (W, kw, strides[1]))]
         geom = _Geometry((N, size[0], size[1], filters), kernel.shape, strides, padding, (1, 1))
-        y, _ = conv_backward(x, None, kernel, geom, need_dk=False)
+        y, _, _ = conv_backward(x, None, kernel, geom, need_dk=False)
         if bias is not None:
             y += bias
         self.geom = geom
@@ -710,7 +723,7 @@ class Conv2DTranspose(Function):
             dx = conv_forward(g, self.kernel, self.geom)
         if self.needs_input_grad[1]:
             # <g, A_K^T x> = <A_K g, x>: conv2d's kernel gradient with the roles of x and g swapped
-            _, dk = conv_backward(self.x, g, None, self.geom, need_dx=False)
+            _, dk, _ = conv_backward(self.x, g, None, self.geom, need_dx=False)
         if self.needs_input_grad[2]:
             db = g.sum(axis=(0, 1, 2))
         return dx, dk, db
