@@ -19,8 +19,9 @@ WEIGHTS = "inception_v3_notop"  # entry of weights/manifest.json
 class _Builder:
     """Adds layers to the network under Keras 2's automatic names (prefix_1, prefix_2, ...)."""
 
-    def __init__(self, model, dtype):
+    def __init__(self, model, dtype, kernel_initializer):
         self.model, self.dtype, self.counts = model, dtype, {}
+        self.kernel_initializer = kernel_initializer
 
     def name(self, prefix):
         self.counts[prefix] = self.counts.get(prefix, 0) + 1
@@ -30,7 +31,8 @@ class _Builder:
         """Conv2D without bias -> BatchNormalization without gamma (scale=False) -> ReLU."""
         add, d = self.model.add, self.dtype
         x = add(nn.Conv2D(filters, (rows, cols), strides=strides, padding=padding, use_bias=False,
-                          name=self.name("conv2d"), dtype=d), x)
+                          kernel_initializer=self.kernel_initializer, name=self.name("conv2d"),
+                          dtype=d), x)
         x = add(nn.BatchNormalization(axis=3, scale=False, name=self.name("batch_normalization"),
                                       dtype=d), x)
         return add(nn.Activation("relu", name=self.name("activation"), dtype=d), x)
@@ -60,7 +62,8 @@ def InceptionV3(include_top=False, weights="imagenet", input_shape=None, dtype="
     check_arguments("InceptionV3", include_top, input_shape, min_size=75)
     model = Network("inception_v3", InputLayer(min_size=75, name="input_1", dtype=dtype),
                     dtype=dtype)
-    b = _Builder(model, dtype)
+    # pretrained: zeros until the file is read, rather than random draws to overwrite
+    b = _Builder(model, dtype, "glorot_uniform" if weights is None else "zeros")
     x = "input_1"
     x = b.conv2d_bn(x, 32, 3, 3, strides=2, padding="valid")
     x = b.conv2d_bn(x, 32, 3, 3, padding="valid")

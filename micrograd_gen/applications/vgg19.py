@@ -24,11 +24,13 @@ def VGG19(include_top=False, weights="imagenet", input_shape=None, dtype="float3
     """
     check_arguments("VGG19", include_top, input_shape, min_size=32)
     model = Network("vgg19", InputLayer(min_size=32, name="input_1", dtype=dtype), dtype=dtype)
+    init = "glorot_uniform" if weights is None else "zeros"  # no random draws to overwrite
     x = "input_1"
     for b, (filters, convs) in enumerate(BLOCKS, start=1):
         for c in range(1, convs + 1):
             x = model.add(nn.Conv2D(filters, 3, padding="same", activation="relu",
-                                    name=f"block{b}_conv{c}", dtype=dtype), x)
+                                    kernel_initializer=init, name=f"block{b}_conv{c}",
+                                    dtype=dtype), x)
         x = model.add(nn.MaxPooling2D(2, strides=2, name=f"block{b}_pool", dtype=dtype), x)
     model.finish(x, (None,) + tuple(input_shape or (None, None, 3)))
     return model.load(weights, WEIGHTS)
