@@ -356,10 +356,14 @@ class _Geometry:
     def from_wide(self, buf, F):
         return buf[:self.rows].reshape(self.N, self.Hq, self.Wq, F)[:, :self.OH, :self.OW]
 
-    def chunks(self, start, stop, width, chunk_bytes, min_rows=0, pieces=8):
+    def chunks(self, start, stop, width, chunk_bytes, min_rows=0, pieces=None):
         """Near-equal row ranges covering [start, stop), each of whole phase rows: about
         chunk_bytes of `width`-wide numbers each, at least min_rows rows, and (where that
-        allows) at least `pieces` of them, so that the threads finish together."""
+        allows) at least `pieces` of them (default: one per worker thread), so that every thread
+        gets work. No smaller than that: each product re-packs its (C, F) kernel slice, which
+        costs as much as a product of a few rows."""
+        if pieces is None:
+            pieces = _chunk_pool()[1]
         lines = -(-(stop - start) // self.Wq)
         count = max(pieces, -(-lines // max(1, chunk_bytes // (4 * max(width, 1) * self.Wq))))
         count = max(1, min(count, lines // max(1, -(-min_rows // self.Wq))))
