@@ -11,7 +11,8 @@ dream              chelsea.png at 400 px (longer side), the book's settings (Inc
                    -> docs/images/dream_chelsea.png
 dream_book         golden_gate.jpg at 600 px with the book's settings exactly, max_loss 15
                    included -> docs/images/dream_golden_gate_book.png
-dream_vgg19        coffee.png at 300 px, VGG19 block2_conv2 (a low layer: geometric patterns), 2 octaves x 20 steps
+dream_vgg19        coffee.png at 300 px, VGG19 block2_conv2 (a low layer: geometric patterns),
+                   2 octaves x 20 steps
                    -> docs/images/dream_vgg19_coffee.png
 style              tubingen.jpg in the manner of starry_night.jpg at height 256, L-BFGS,
                    --style-rounds rounds of 20 evaluations (the 1st edition does 20)
@@ -86,7 +87,8 @@ def make_dream(images, weights, work, source, size, max_loss, name):
                                callback=lambda s: losses.append((s.octave, s.step, s.loss)))
     info = publish(out, name, work)
     last = {o: (s, round(loss, 3)) for o, s, loss in losses}
-    return {**info, "input": f"{source} at {size} px", "seconds": round(time.perf_counter() - started, 1),
+    return {**info, "input": f"{source} at {size} px",
+            "seconds": round(time.perf_counter() - started, 1),
             "settings": "InceptionV3 mixed4..7 (1, 1.5, 2, 2.5), 3 octaves x 30 steps of 20, "
                         f"max_loss {max_loss}",
             "last_step_and_loss_per_octave": last}
@@ -99,7 +101,8 @@ def make_dream_vgg19(images, weights, work):
                                layer_weights={"block2_conv2": 1.0}, octaves=2, iterations=20,
                                max_loss=None)
     info = publish(out, "dream_vgg19_coffee.png", work)
-    return {**info, "input": "coffee.png at 300 px", "seconds": round(time.perf_counter() - started, 1),
+    return {**info, "input": "coffee.png at 300 px",
+            "seconds": round(time.perf_counter() - started, 1),
             "settings": "VGG19 block2_conv2, 2 octaves x 20 steps of 20*127.5/4 (the default)"}
 
 

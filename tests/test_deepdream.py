@@ -15,7 +15,9 @@ import micrograd_gen as mg
 from micrograd_gen.cli import main
 from micrograd_gen.generative import deepdream as D
 from micrograd_gen.gradcheck import gradcheck
-from test_applications import INCEPTION_FILE, VGG_FILE, weight_dir  # noqa: F401  (weight_dir: a fixture)
+# weight_dir: the real weights' folder, a session fixture (tests that take it redefine its name,
+# hence the F811 marks)
+from test_applications import INCEPTION_FILE, VGG_FILE, weight_dir  # noqa: F401
 
 TOLERANCE = 1e-4  # of each array's largest absolute value
 # One ReLU of InceptionV3 sits on its kink at the reference input: activation_19's input at
@@ -194,7 +196,8 @@ def write_picture(path, chelsea, mode="RGB", size=(168, 224)):
     return path
 
 
-def test_cli_dream_writes_the_result_and_intermediates(tmp_path, weight_dir, chelsea, capsys):  # noqa: F811
+def test_cli_dream_writes_the_result_and_intermediates(tmp_path, weight_dir,  # noqa: F811
+                                                       chelsea, capsys):
     src = write_picture(tmp_path / "cat.png", chelsea, mode="RGBA")  # RGBA is taken as RGB
     out = tmp_path / "out" / "dream.png"
     rc = main(["dream", str(src), "--out", str(out), "--weights", str(weight_dir / INCEPTION_FILE),
@@ -219,8 +222,8 @@ def test_cli_dream_max_size_shrinks(tmp_path, weight_dir, chelsea, capsys):  # n
 
 @pytest.mark.parametrize("case", ["missing", "not_an_image", "unknown_layer", "bad_layers",
                                   "wrong_weights", "bad_suffix"])
-def test_cli_dream_errors_are_one_line_and_write_nothing(case, tmp_path, weight_dir, chelsea,  # noqa: F811
-                                                         capsys):
+def test_cli_dream_errors_are_one_line_and_write_nothing(case, tmp_path,
+                                                         weight_dir, chelsea, capsys):  # noqa: F811
     src = write_picture(tmp_path / "cat.png", chelsea)
     out = tmp_path / "dream.png"
     args = ["dream", str(src), "--weights", str(weight_dir / INCEPTION_FILE), "--octaves", "1",

@@ -25,7 +25,9 @@ from micrograd_gen.applications import vgg19
 from micrograd_gen.cli import main
 from micrograd_gen.generative import style_transfer as S
 from micrograd_gen.gradcheck import gradcheck
-from test_applications import INCEPTION_FILE, VGG_FILE, weight_dir  # noqa: F401  (weight_dir: a fixture)
+# weight_dir: the real weights' folder, a session fixture (tests that take it redefine its name,
+# hence the F811 marks)
+from test_applications import INCEPTION_FILE, VGG_FILE, weight_dir  # noqa: F401
 
 TOLERANCE = 1e-4  # of each array's largest absolute value
 KINK = ("block2_conv1", (3, 3, 3))  # (row, column, channel) of the combination picture's features
@@ -202,7 +204,8 @@ def test_style_transfer_api_end_to_end(tmp_path, shared_data, weight_dir):  # no
 
 # ---- the command line -----------------------------------------------------------------------------
 
-def test_cli_style_writes_the_result_and_intermediates(tmp_path, shared_data, weight_dir, capsys):  # noqa: F811
+def test_cli_style_writes_the_result_and_intermediates(tmp_path, shared_data,
+                                                       weight_dir, capsys):  # noqa: F811
     c, s = write_pictures(tmp_path, shared_data, "L", "P")
     out = tmp_path / "out" / "styled.png"
     rc = main(["style", str(c), str(s), "--out", str(out), "--height", "48", "--optimizer", "sgd",
@@ -227,8 +230,8 @@ def test_cli_style_lbfgs_round(tmp_path, shared_data, weight_dir, capsys):  # no
 
 @pytest.mark.parametrize("case", ["missing", "not_an_image", "wrong_weights", "bad_suffix",
                                   "tiny_height"])
-def test_cli_style_errors_are_one_line_and_write_nothing(case, tmp_path, shared_data, weight_dir,  # noqa: F811
-                                                         capsys):
+def test_cli_style_errors_are_one_line_and_write_nothing(case, tmp_path, shared_data,
+                                                         weight_dir, capsys):  # noqa: F811
     c, s = write_pictures(tmp_path, shared_data)
     out = tmp_path / "styled.png"
     args = ["style", str(c), str(s), "--weights", str(weight_dir / VGG_FILE), "--height", "40",

@@ -38,7 +38,8 @@ def parse_weights_list(text, what="--layers"):
         try:
             out[name] = float(value) if sep else 1.0
         except ValueError:
-            raise ValueError(f"{what}: {item!r} is not NAME=NUMBER (e.g. mixed4=1,mixed5=1.5)") from None
+            raise ValueError(f"{what}: {item!r} is not NAME=NUMBER (e.g. mixed4=1,mixed5=1.5)"
+                             ) from None
         if not name:
             raise ValueError(f"{what}: {item!r} has no layer name (e.g. mixed4=1,mixed5=1.5)")
     if not out:

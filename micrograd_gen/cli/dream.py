@@ -25,7 +25,8 @@ def add_arguments(parser):
     parser.add_argument("--iterations", type=int, default=30, help="gradient-ascent steps per octave")
     parser.add_argument("--step", type=float,
                         help="step size on the L2-normalised gradient, in the model's input units "
-                             "(default: 20 for inception_v3, 20*127.5/4 for vgg19, whose input is 0..255)")
+                             "(default: 20 for inception_v3, 20*127.5/4 for vgg19, whose input is "
+                             "0..255)")
     parser.add_argument("--max-loss", type=float,
                         help="end an octave once the loss passes this (0: never; default: 15 for "
                              "inception_v3 as the book, never for vgg19)")

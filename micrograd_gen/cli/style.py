@@ -1,6 +1,6 @@
 """`python -m micrograd_gen style CONTENT STYLE --out styled.png`: the book's neural style transfer.
 
-    python -m micrograd_gen style tubingen.jpg starry_night.jpg --out styled.png      # L-BFGS, 20 rounds
+    python -m micrograd_gen style tubingen.jpg starry_night.jpg --out styled.png   # L-BFGS, 20 rounds
     python -m micrograd_gen style tubingen.jpg starry_night.jpg --optimizer sgd --iterations 4000
     python -m micrograd_gen style photo.jpg scream.jpg --height 256 --iterations 5 --save-every 1
 """
@@ -8,7 +8,8 @@ import time
 
 from . import _output
 
-HELP = "neural style transfer: paint a picture in the manner of another (the book's loss and optimisers)"
+HELP = ("neural style transfer: paint a picture in the manner of another (the book's loss and "
+        "optimisers)")
 DEFAULT_OUT = "styled.png"
 
 
@@ -19,7 +20,8 @@ HEIGHT, CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = 400, 2.5e-8, 1e-6, 1e-6
 
 def add_arguments(parser):
     parser.add_argument("content", help="the picture whose content is kept")
-    parser.add_argument("style", help="the picture whose style is copied (resized to the content's size)")
+    parser.add_argument("style",
+                        help="the picture whose style is copied (resized to the content's size)")
     parser.add_argument("--height", type=int, default=HEIGHT,
                         help="output height in pixels; the width keeps the content's aspect ratio")
     parser.add_argument("--optimizer", choices=["lbfgs", "sgd"], default="lbfgs",
@@ -81,8 +83,9 @@ def run(args):
                 or (args.save_every and s.iteration % args.save_every == 0)):
             last_print[0] = now
             p = s.parts
-            print(f"{unit} {s.iteration}/{s.iterations}  loss {s.loss:.5g}  (content {p['content']:.4g}"
-                  f"  style {p['style']:.4g}  tv {p['tv']:.4g})  {s.seconds:.3g} s/{unit}"
+            print(f"{unit} {s.iteration}/{s.iterations}  loss {s.loss:.5g}  "
+                  f"(content {p['content']:.4g}  style {p['style']:.4g}  tv {p['tv']:.4g})  "
+                  f"{s.seconds:.3g} s/{unit}"
                   + (f" ({s.evaluations} evaluations)" if unit == "round" else ""), flush=True)
         if args.save_every and s.iteration % args.save_every == 0:
             path = save_image(_output.numbered(out, f"{s.iteration:04d}"), s.picture())

@@ -38,7 +38,8 @@ def add_arguments(parser):
                         help="filters of the three convolution stages (Johnson et al.: 32,64,128)")
     parser.add_argument("--residual-blocks", type=int, default=RESIDUAL_BLOCKS,
                         help="residual blocks (Johnson et al.: 5)")
-    parser.add_argument("--content-layer", default=CONTENT_LAYER, help="VGG19 layer of the content loss")
+    parser.add_argument("--content-layer", default=CONTENT_LAYER,
+                        help="VGG19 layer of the content loss")
     parser.add_argument("--content-weight", type=float, default=CONTENT_WEIGHT)
     parser.add_argument("--style-weight", type=float, default=STYLE_WEIGHT)
     parser.add_argument("--tv-weight", type=float, default=TV_WEIGHT)

@@ -253,7 +253,8 @@ def train_style(style, data, size=256, batch_size=2, steps=400, learning_rate=1e
     if size < 32 or size % 4:
         raise ValueError(f"train_style: size must be a multiple of 4 of at least 32, got {size}")
     if batch_size < 1 or steps < 1:
-        raise ValueError(f"train_style: batch_size and steps must be positive, got {batch_size}, {steps}")
+        raise ValueError(f"train_style: batch_size and steps must be positive, got {batch_size}, "
+                         f"{steps}")
     batches = _batches(data, size, batch_size, seed + start_step)
     loss_fn = PerceptualLoss(load_style_picture(style, size), model=model, weights=weights,
                              content_weight=content_weight, style_weight=style_weight,

@@ -105,7 +105,8 @@ class StyleTransferLoss:
         if model is None:
             model = applications.VGG19(include_top=False, weights=weights)
         if getattr(model, "name", None) != "vgg19":
-            raise ValueError(f"style transfer needs VGG19, got the model {getattr(model, 'name', model)!r}")
+            raise ValueError(f"style transfer needs VGG19, got the model "
+                             f"{getattr(model, 'name', model)!r}")
         self.model = model
         self.content_weight, self.style_weight, self.tv_weight = (
             float(content_weight), float(style_weight), float(tv_weight))
