@@ -25,6 +25,12 @@ When C or F is small (an RGB image in or out), a per-tap product is too thin for
 well; the thin routes stack the taps of the thin side into one product per chunk instead.
 On CuPy arrays everything goes through cuda_kernels (NHWC im2col / col2im and one GEMM).
 """
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .. import cuda_kernels
@@ -89,9 +95,6 @@ def _find_numpy_cblas():
     second OpenBLAS whose idle threads spin beside NumPy's, and it is slower here for thin
     products). Any other NumPy build falls back to matmul plus an addition.
     """
-    import ctypes
-    import glob
-    import os
     here = os.path.dirname(np.__file__)
     paths = sorted(glob.glob(os.path.join(here + ".libs", "*openblas*"))
                    + glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
@@ -183,11 +186,8 @@ def _chunk_pool():
     thread) the chunks run here, one after the other, on BLAS's own threading.
     """
     global _POOL
-    import os
     if _POOL is not None and _POOL[0] == os.getpid():
         return _POOL[1], _POOL[2]
-    import ctypes
-    from concurrent.futures import ThreadPoolExecutor
     executor, threads = None, 1
     lib = _numpy_blas()[1]
     set_local = getattr(lib, "openblas_set_num_threads_local", None) if lib else None
@@ -211,7 +211,6 @@ def _for_chunks(chunks, work, xp, fixed=False):
     per-thread partial sums. Chunks go to whichever thread is free (a shared machine may stall
     one of them), or with fixed=True chunk i always goes to slot i % threads, so that partial
     sums, and so results, are the same on every run. Returns the number of slots."""
-    import threading
     executor, threads = _chunk_pool() if xp is np else (None, 1)
     chunks = list(chunks)
     if executor is None or len(chunks) < 2:
