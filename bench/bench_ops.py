@@ -68,14 +68,19 @@ def blas_threads():
     return int(env) if env else os.cpu_count()
 
 
-def time_runs(run, reps, warmup=2):
+def time_runs(run, reps, warmup=2, cpu=None):
+    """Wall seconds of each run; if a list is given as cpu, this process's CPU seconds (all
+    threads) of each run go into it: cpu / wall well below the thread count means the run
+    waited for a core that another process held."""
     for _ in range(warmup):
         run()
     seconds = []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run()
         seconds.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return seconds
 
 
@@ -474,8 +479,10 @@ def main():
         run, info = case(args.quick)
         flop = info.pop("flop", None)
         load_before = os.getloadavg()[0]
-        seconds = time_runs(run, reps)
+        cpu = []
+        seconds = time_runs(run, reps, cpu=cpu)
         record = {"workload": name, **summary(seconds, flop), "reps": reps,
+                  "cpu_median_s": round(statistics.median(cpu), 5),
                   "peak_extra_mb": peak_extra_mb(run), "threads": threads,
                   "loadavg_before": round(load_before, 2),
                   "loadavg_after": round(os.getloadavg()[0], 2), "quick": args.quick, **info}
