@@ -164,7 +164,7 @@ def test_shipped_manifest():
 # ---- the command line ----------------------------------------------------------------------------
 
 def test_cli_list_and_fetch(server, env, tmp_path, capsys, monkeypatch):
-    from micrograd_gen import cli_weights
+    from micrograd_gen.cli import weights as cli_weights
     base, root, _ = server
     data = b"weights"
     (root / "tiny_notop.h5").write_bytes(data)
@@ -182,7 +182,8 @@ def test_cli_list_and_fetch(server, env, tmp_path, capsys, monkeypatch):
 def test_cli_verify(tmp_path, capsys):
     import h5py
     import numpy as np
-    from micrograd_gen import applications, cli_weights, io
+    from micrograd_gen import applications, io
+    from micrograd_gen.cli import weights as cli_weights
     path = tmp_path / "vgg.h5"
     io.save_weights(applications.VGG19(weights=None), path)
     assert cli_weights.main(["verify", str(path)]) == 0  # the model is guessed from the names

@@ -35,11 +35,7 @@ def build_parser():
         description="The generative deep learning chapter on a small NumPy/CuPy engine.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = _module(name)
-        except ImportError as e:  # a command whose module is missing must not break the others
-            sub.add_parser(name, help=f"(unavailable: {e})")
-            continue
+        module = _module(name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         _common(p, getattr(module, "DEFAULT_OUT", "out"))
