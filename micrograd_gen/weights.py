@@ -6,7 +6,9 @@
 2. local copies: the folder named by $MICROGRAD_GEN_WEIGHTS, then $MICROGRAD_GEN_DATA/weights/. These
    are files someone put there on purpose (for instance ../shared/tools/make_weights_h5.py's
    output, whose bytes differ from the official files), so they are used without a hash check,
-   as a file passed by path is;
+   as a file passed by path is. A local folder may also hold the entry's 8-bit archive (the
+   project's shared data keeps real weights so: each tensor as uint8 q with value = q * scale +
+   min); it is expanded once into a Keras-format file under the cache's `from_archive/`;
 3. the official URL (then its mirrors): downloaded with a progress line into the cache through a
    temporary file, md5-checked, then renamed into place.
 """
@@ -64,7 +66,44 @@ def find(name):
         candidate = folder / e["file"]
         if candidate.is_file():
             return candidate, "local"
+    expanded = download.weights_dir() / "from_archive" / e["file"]
+    if expanded.is_file():
+        return expanded, "local"
+    for folder in local_dirs():
+        archive = folder / e.get("archive", "-")
+        if archive.is_file():
+            return expand_archive(archive, expanded), "local"
     return None, None
+
+
+def expand_archive(archive, dest):
+    """Write the Keras legacy .h5 that an 8-bit archive describes (atomically) and return dest.
+
+    The archive (.npz, read without pickle) holds `__layout__`, JSON of the file's layers in order
+    with their weight names, and for each tensor `KEY:q` (uint8) and `KEY:scale_min`.
+    """
+    import numpy as np
+
+    from .io import _h5py, _write_name_list
+    h5py = _h5py()
+    with np.load(archive, allow_pickle=False) as z:
+        layout = json.loads(str(z["__layout__"]))
+
+        def write(tmp):
+            with h5py.File(str(tmp), "w") as f:
+                _write_name_list(f.attrs, "layer_names", [name for name, _ in layout["layers"]])
+                for key, value in layout.get("root_attrs", {}).items():
+                    f.attrs[key] = np.bytes_(value.encode())
+                for name, weights in layout["layers"]:
+                    group = f.create_group(name)
+                    _write_name_list(group.attrs, "weight_names", [w for w, _ in weights])
+                    for weight_name, key in weights:
+                        scale, low = z[key + ":scale_min"]
+                        value = z[key + ":q"].astype(np.float32) * np.float32(scale) + np.float32(low)
+                        group.create_dataset(weight_name, data=value, track_times=False)
+
+        download.atomic_write(dest, write)
+    return dest
 
 
 def check_cached(name, path):
