@@ -21,7 +21,13 @@ class MatMul(Function):
                 raise ValueError(f"the batch axes {tuple(a.shape[:-2])} and {tuple(b.shape[:-2])} "
                                  f"do not broadcast") from None
         self.a, self.b = a, b
-        return get_array_module(a, b).matmul(a, b)
+        xp = get_array_module(a, b)
+        if a.ndim > 2 and b.ndim == 2:
+            # (B..., M, K) x (K, N), a Dense layer on a sequence: one (B*M, K) x (K, N) GEMM.
+            # NumPy's matmul would run B smaller ones, 1.2-1.8x slower for a language model's
+            # (32, 99, 256) x (256, 15000) output layer.
+            return xp.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
+        return xp.matmul(a, b)
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -36,7 +42,11 @@ class MatMul(Function):
             g2 = xp.expand_dims(g2, -1)                             # (..., M, N)
         da = db = None
         if self.needs_input_grad[0]:
-            da = xp.matmul(g2, xp.swapaxes(b2, -1, -2))             # (..., M, K)
+            if b2.ndim == 2 and g2.ndim > 2:                        # folded, as in forward
+                da = xp.matmul(g2.reshape(-1, g2.shape[-1]), b2.T).reshape(
+                    g2.shape[:-1] + b2.shape[:1])
+            else:
+                da = xp.matmul(g2, xp.swapaxes(b2, -1, -2))         # (..., M, K)
             da = unbroadcast(da, a2.shape)
             if a.ndim == 1:
                 da = da.reshape(a.shape)  # only then: a reshape is a view, which a leaf copies
