@@ -23,10 +23,11 @@ Timings are medians of --repeat runs after a warm-up, perf_counter around each w
 process's CPU seconds for the same runs beside them (`cpu_s`). When an interpreter that can import
 torch is given (--torch-python, default this one), the char-LSTM step, the book's generation loop
 and the Transformer step are timed in PyTorch too, in a child process with the same thread count,
-and each line gets the ratios engine / torch (wall and CPU). Never required.
+and each line gets the ratios engine / torch (wall and CPU); --rounds alternates the two. Never
+required.
 
   python bench/bench_textgen.py
-  python bench/bench_textgen.py --only char_lstm_step --repeat 21 --torch-python /path/to/python
+  python bench/bench_textgen.py --only char_lstm_step --repeat 21 --rounds 3 --torch-python /path/to/python
 """
 import argparse
 import json
@@ -285,6 +286,35 @@ def run_child(python, name, repeat, threads):
 
 
 # ---- main ---------------------------------------------------------------------------------------
+def merge_rounds(records):
+    """One line from the same workload's records of every round (see main)."""
+    record = dict(records[0])
+    workload = record["workload"]
+    if "median_s" not in record:
+        return record
+    for key in ("median_s", "cpu_s"):
+        record[key] = round(statistics.median(r[key] for r in records), 5)
+    record["min_s"] = min(r["min_s"] for r in records)
+    record["rounds"] = len(records)
+    if workload in TARGETS:
+        record.update(target_s=TARGETS[workload], meets_target=record["median_s"] <= TARGETS[workload])
+    if workload in PEER:
+        record["ratio_to_pytorch_figure"] = round(record["median_s"] / PEER[workload], 2)
+    if "torch" in record:
+        measured = [r["torch"][0] for r in records if r["torch"][0] is not None]
+        if len(measured) < len(records):
+            record["torch"] = f"not measured ({next(r['torch'][1] for r in records if r['torch'][0] is None)})"
+        else:
+            record["torch"] = {"median_s": round(statistics.median(t["median_s"] for t in measured), 5),
+                               "cpu_s": round(statistics.median(t["cpu_s"] for t in measured), 5),
+                               "version": measured[0]["torch"]}
+            for key, field in (("ratio_engine_over_torch", "median_s"),
+                               ("cpu_ratio_engine_over_torch", "cpu_s")):
+                record[key] = round(statistics.median(
+                    r[field] / t[field] for r, t in zip(records, measured)), 2)
+    return record
+
+
 BENCHES = {"char_lstm_step": bench_char_lstm_step,
            "char_lstm_generate400": bench_char_lstm_generate400,
            "transformer_lm_step_b32": bench_transformer_lm_step_b32,
@@ -300,6 +330,8 @@ def main():
     parser.add_argument("--only", choices=sorted(BENCHES), action="append")
     parser.add_argument("--torch-python", default=sys.executable,
                         help="an interpreter that can import torch (default: this one)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate engine and PyTorch this many times (medians over rounds)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,24 +351,19 @@ def main():
             continue
         repeat = 2 if name == "transformer_lm_b256" else (
             max(3, args.repeat // 2) if name.startswith("transformer") else args.repeat)
-        for record in bench(repeat):
-            workload = record["workload"]
-            if workload in TARGETS and "median_s" in record:
-                record.update(target_s=TARGETS[workload],
-                              meets_target=record["median_s"] <= TARGETS[workload])
-            if workload in PEER and "median_s" in record:
-                record["ratio_to_pytorch_figure"] = round(record["median_s"] / PEER[workload], 2)
-            if workload in TORCH and not args.no_torch:
-                theirs, why = run_child(args.torch_python, workload, repeat, threads)
-                if theirs is None:
-                    record["torch"] = f"not measured ({why})"
-                else:
-                    record["torch"] = theirs
-                    record["ratio_engine_over_torch_same_run"] = round(
-                        record["median_s"] / theirs["median_s"], 2)
-                    record["cpu_ratio_engine_over_torch"] = round(
-                        record["cpu_s"] / theirs["cpu_s"], 2)
-            emit(threads=threads, loadavg=[round(v, 2) for v in os.getloadavg()], **record)
+        # Rounds alternate the engine and PyTorch, so that a change in the machine's load hits
+        # both; each figure is the median over rounds, each ratio the median of the rounds' ratios.
+        rounds = []
+        for _ in range(args.rounds if name != "transformer_lm_b256" else 1):
+            records = bench(repeat)
+            for record in records:
+                if record["workload"] in TORCH and not args.no_torch and "median_s" in record:
+                    record["torch"] = run_child(args.torch_python, record["workload"], repeat,
+                                                threads)
+            rounds.append(records)
+        for i, record in enumerate(rounds[0]):
+            emit(threads=threads, loadavg=[round(v, 2) for v in os.getloadavg()],
+                 **merge_rounds([r[i] for r in rounds]))
     emit(workload="environment", threads=threads, cpu_count=os.cpu_count(),
          numpy=np.__version__, loadavg_before=[round(v, 2) for v in load_before],
          loadavg_after=[round(v, 2) for v in os.getloadavg()], peak_rss_mb=peak_rss_mb())
