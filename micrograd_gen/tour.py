@@ -147,7 +147,7 @@ def dream_part(out, seconds, quick, log):
     path = _pretrained("inception_v3_notop", log)
     size = (120, 180) if quick else (240, 360)
     image, source = _picture("coffee.png", size, seed=1)
-    octaves, iterations = (2, 4) if quick else (3, 10)
+    octaves, iterations = (2, 4) if quick else (3, 20)
     log(f"DeepDream on {source} at {size[0]}x{size[1]}: {octaves} octaves x {iterations} steps")
     dream = deep_dream(image, weights=str(path), octaves=octaves, iterations=iterations,
                        callback=_dream_progress(log))
@@ -168,10 +168,10 @@ def style_part(out, seconds, quick, log):
     from .generative.style_transfer import style_transfer
 
     path = _pretrained("vgg19_notop", log)
-    height = 64 if quick else 160
+    height = 64 if quick else 128
     content, content_name = _picture("tubingen.jpg", (height, height * 3 // 2), seed=2)
     style, style_name = _picture("starry_night.jpg", (height, height * 3 // 2), seed=3)
-    rounds = 1 if quick else 4
+    rounds = 1 if quick else 3
     log(f"style transfer: {content_name} in the style of {style_name}, {height} px high, "
         f"{rounds} L-BFGS rounds of 20 evaluations")
     result = style_transfer(
@@ -186,8 +186,8 @@ def style_part(out, seconds, quick, log):
 # ---- running and reporting ---------------------------------------------------------------------
 PARTS = [
     # name, function, seconds of training (normal, --quick)
-    ("char LSTM on the stdlib", char_lstm_part, 150, 12),
-    ("denoising autoencoder", denoise_part, 35, 6),
+    ("char LSTM on the stdlib", char_lstm_part, 120, 12),
+    ("denoising autoencoder", denoise_part, 60, 6),
     ("VAE on MNIST", vae_part, 45, 6),
     ("DeepDream (InceptionV3)", dream_part, 0, 0),
     ("style transfer (VGG19)", style_part, 0, 0),
