@@ -32,7 +32,7 @@ def add_arguments(parser):
                         help="characters (lstm) or words (transformer) to generate "
                              "(default 400 / 50, as the book)")
     parser.add_argument("--prompt", help="sample: the text to continue (default: 'this movie' for "
-                                         "the transformer, a sentence from Nietzsche for the lstm)")
+                                         "the transformer, 'the meaning of life is ' for the lstm)")
     parser.add_argument("--context", choices=["window", "carry"], default="window",
                         help="lstm generation: 'window' reproduces the book's 60-character window "
                              "exactly, 'carry' keeps one state over the whole text (faster)")
