@@ -145,7 +145,7 @@ def dream_part(out, seconds, quick, log):
     from .generative.deepdream import deep_dream
 
     path = _pretrained("inception_v3_notop", log)
-    size = (120, 180) if quick else (240, 360)
+    size = (180, 270) if quick else (240, 360)
     image, source = _picture("coffee.png", size, seed=1)
     octaves, iterations = (2, 4) if quick else (3, 20)
     log(f"DeepDream on {source} at {size[0]}x{size[1]}: {octaves} octaves x {iterations} steps")
