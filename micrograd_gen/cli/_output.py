@@ -20,6 +20,19 @@ def picture_path(out, default_name):
     return path
 
 
+def auto_or(kind):
+    """An argparse type: "auto" (None: the command picks, e.g. per model) or a number of `kind`."""
+    def convert(text):
+        if text == "auto":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"expected a number or 'auto', got {text!r}") from None
+    convert.__name__ = f"{kind.__name__} or 'auto'"
+    return convert
+
+
 def numbered(path, label):
     """`dream.png` -> `dream_<label>.png`, beside it: the name of an intermediate picture."""
     path = Path(path)

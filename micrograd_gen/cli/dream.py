@@ -17,19 +17,18 @@ def add_arguments(parser):
     parser.add_argument("image", help="the picture to dream on (any format Pillow reads)")
     parser.add_argument("--model", choices=["inception_v3", "vgg19"], default="inception_v3",
                         help="the convnet whose layers are amplified")
-    parser.add_argument("--layers", help="LAYER=WEIGHT,... (default: mixed4=1,mixed5=1.5,mixed6=2,"
-                                         "mixed7=2.5 for inception_v3; block3_conv4=1,"
-                                         "block4_conv4=1 for vgg19)")
+    parser.add_argument("--layers", default="auto",
+                        help="LAYER=WEIGHT,...; auto: mixed4=1,mixed5=1.5,mixed6=2,mixed7=2.5 for "
+                             "inception_v3, block3_conv4=1,block4_conv4=1 for vgg19")
     parser.add_argument("--octaves", type=int, default=3, help="number of scales, smallest first")
     parser.add_argument("--scale", type=float, default=1.4, help="size ratio between octaves")
     parser.add_argument("--iterations", type=int, default=30, help="gradient-ascent steps per octave")
-    parser.add_argument("--step", type=float,
-                        help="step size on the L2-normalised gradient, in the model's input units "
-                             "(default: 20 for inception_v3, 20*127.5/4 for vgg19, whose input is "
-                             "0..255)")
-    parser.add_argument("--max-loss", type=float,
-                        help="end an octave once the loss passes this (0: never; default: 15 for "
-                             "inception_v3 as the book, never for vgg19)")
+    parser.add_argument("--step", type=_output.auto_or(float), default="auto",
+                        help="step size on the L2-normalised gradient, in the model's input units; "
+                             "auto: 20 for inception_v3, 20*127.5/4 for vgg19 (input 0..255)")
+    parser.add_argument("--max-loss", type=_output.auto_or(float), default="auto",
+                        help="end an octave once the loss passes this (0: never); auto: 15 for "
+                             "inception_v3 as the book, never for vgg19")
     parser.add_argument("--weights", default="imagenet",
                         help="'imagenet' (cache, $MICROGRAD_GEN_WEIGHTS, else download) or the path "
                              "of the model's Keras .h5 weight file")
@@ -58,7 +57,7 @@ def run(args):
     from ..generative.deepdream import DEFAULT_MAX_LOSS, DEFAULT_STEP, DeepDream
 
     out = _output.picture_path(args.out, DEFAULT_OUT)
-    layers = _output.parse_weights_list(args.layers) if args.layers else None
+    layers = None if args.layers == "auto" else _output.parse_weights_list(args.layers)
     for name, value in (("--octaves", args.octaves), ("--iterations", args.iterations)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")

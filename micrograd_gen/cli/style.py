@@ -27,12 +27,12 @@ def add_arguments(parser):
     parser.add_argument("--optimizer", choices=["lbfgs", "sgd"], default="lbfgs",
                         help="lbfgs: scipy L-BFGS-B in rounds of 20 evaluations (1st edition); sgd: "
                              "SGD with ExponentialDecay(100, 100, 0.96) (2nd edition)")
-    parser.add_argument("--iterations", type=int,
-                        help="L-BFGS rounds or SGD steps (default: 20 rounds for lbfgs, 4000 steps "
-                             "for sgd, as the book)")
-    parser.add_argument("--learning-rate", type=float,
-                        help="sgd's initial rate (default: the book's 100 at 400x600, scaled by the "
-                             "pixel count at other sizes)")
+    parser.add_argument("--iterations", type=_output.auto_or(int), default="auto",
+                        help="L-BFGS rounds or SGD steps; auto: 20 rounds for lbfgs, 4000 steps "
+                             "for sgd, as the book")
+    parser.add_argument("--learning-rate", type=_output.auto_or(float), default="auto",
+                        help="sgd's initial rate; auto: the book's 100 at 400x600, scaled by the "
+                             "pixel count at other sizes")
     parser.add_argument("--content-weight", type=float, default=CONTENT_WEIGHT)
     parser.add_argument("--style-weight", type=float, default=STYLE_WEIGHT,
                         help="shared equally by the five style layers")
