@@ -2,9 +2,11 @@
 the generative deep learning chapter of Chollet's Deep Learning with Python."""
 import importlib
 
-from . import backend
+from . import backend, host_memory
 from .tensor import Function, Tensor, is_grad_enabled, no_grad
 from . import ops
+
+host_memory.apply_default()   # reuse freed arrays' pages step after step (see host_memory.py)
 
 __version__ = "0.1.0"
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "backend", "ops", "nn", "optim",
