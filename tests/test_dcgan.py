@@ -168,3 +168,35 @@ def test_cli_train_and_sample_on_the_faces(shared_data, tmp_path):
                  "--out", str(tmp_path / "faces.png")]) == 0
     with Image.open(tmp_path / "faces.png") as im:
         assert im.size == (2 * 64 + 2, 2 * 64 + 2)
+
+
+def test_width_scales_every_layer_and_travels_with_the_checkpoint(tmp_path):
+    d, g = dcgan.build_discriminator(width=0.25), dcgan.build_generator(width=0.25)
+    assert [layer.filters for layer in d.layers if isinstance(layer, nn.Conv2D)] == [16, 32, 32]
+    assert [layer.filters for layer in g.layers if isinstance(layer, nn.Conv2DTranspose)] == [32, 64, 128]
+    assert g.layers[0].units == 8 * 8 * 32
+    small = dcgan.GAN(seed=0, width=0.25, learning_rate=2e-4, beta_1=0.5)
+    assert small.d_optimizer.beta_1 == small.g_optimizer.beta_1 == 0.5
+    small.train_step(faces(2))
+    path = small.save_checkpoint(tmp_path / "small.h5") or tmp_path / "small.h5"
+    assert dcgan.checkpoint_config(path) == {"latent_dim": 128, "width": 0.25,
+                                             "learning_rate": 2e-4, "beta_1": 0.5}
+    loaded = dcgan.load_gan(path)
+    assert loaded.step == 1
+    for a, b in zip(small.generator.get_weights(), loaded.generator.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="checkpoint has width 0.25, this GAN has 1.0"):
+        dcgan.GAN(seed=0).load_checkpoint(path)
+
+
+def test_cli_resume_keeps_the_settings_the_run_started_with(shared_data, tmp_path, capsys):
+    tar = shared_data / "faces" / "faces64.tar"
+    out = tmp_path / "gan"
+    common = ["gan", "train", "--data", str(tar), "--epochs", "1", "--batch-size", "2",
+              "--out", str(out)]
+    assert main(common + ["--steps-per-epoch", "1", "--width", "0.125", "--beta-1", "0.5"]) == 0
+    assert main(common + ["--steps-per-epoch", "2", "--width", "1"]) == 0   # goes on, still narrow
+    assert "resuming" in capsys.readouterr().out
+    config = dcgan.checkpoint_config(out / "gan.h5")
+    assert config["width"] == 0.125 and config["beta_1"] == 0.5
+    assert read_checkpoint(out / "gan.h5")["step"] == 2

@@ -31,6 +31,11 @@ def add_arguments(parser):
     train.add_argument("--max-steps", type=int, help="stop after this many steps in all")
     train.add_argument("--max-seconds", type=float, help="stop after this much training time")
     train.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    train.add_argument("--width", type=float, default=1.0,
+                       help="scale every layer's filters (0.25: a CPU-sized GAN; default: the book's 1)")
+    train.add_argument("--learning-rate", type=float, default=1e-4, help="both Adams' (book: 1e-4)")
+    train.add_argument("--beta-1", type=float, default=0.9,
+                       help="both Adams' beta_1 (book: Keras's 0.9; the DCGAN paper: 0.5)")
     train.add_argument("--fresh", action="store_true",
                        help="start over even if the checkpoint exists (it is overwritten)")
     sample = parser.add_argument_group("sample")
@@ -61,7 +66,11 @@ def _train(args, dcgan):
     checkpoint = Path(args.checkpoint) if args.checkpoint else out / "gan.h5"
     if args.fresh and checkpoint.exists():
         os.remove(checkpoint)
-    gan = dcgan.GAN(seed=args.seed)
+    config = {"width": args.width, "learning_rate": args.learning_rate, "beta_1": args.beta_1}
+    if checkpoint.exists():   # resuming: the run goes on with the settings it was started with
+        config = dcgan.checkpoint_config(checkpoint)
+        print(f"gan: resuming {checkpoint} with its settings {config}", flush=True)
+    gan = dcgan.GAN(seed=args.seed, **config)
     print(f"gan: training on {data}, batch {args.batch_size}, {args.epochs} epochs; checkpoint "
           f"{checkpoint}, pictures in {out}", flush=True)
     try:
