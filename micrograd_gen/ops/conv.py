@@ -293,6 +293,9 @@ class _Geometry:
         # Junk columns of the last output row read up to this many rows past the last image.
         self.tail = ((self.kw - 1) * self.dw) // self.sw
         self.rows = self.N * self.Hq * self.Wq
+        # A 1x1 convolution at stride 1: x, read as (N*H*W, C) rows, is already its own single
+        # phase and dY its own wide layout, so neither needs a padded copy.
+        self.pointwise = (self.kh, self.kw, self.sh, self.sw) == (1, 1, 1, 1)
         # Output rows worth computing: everything up to the last real row of the last image.
         self.used_rows = ((self.N - 1) * self.Hq + self.OH) * self.Wq
 
@@ -312,6 +315,8 @@ class _Geometry:
     def to_phases(self, x):
         """The padded input as (n_phases, rows + tail, C) matrices (zeros where padding)."""
         xp = get_array_module(x)
+        if self.pointwise:
+            return xp.ascontiguousarray(x).reshape(1, self.rows, self.C)
         buf = xp.zeros((len(self.phases), self.rows + self.tail, self.C), x.dtype)
         body = buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq, self.C)
         for k, (p, q) in enumerate(self.phases):
@@ -347,6 +352,8 @@ class _Geometry:
         leading zero rows (so that reads at row u - offset never go below 0)."""
         xp = get_array_module(y)
         F = y.shape[-1]
+        if self.pointwise and margin == 0:
+            return xp.ascontiguousarray(y).reshape(self.rows, F)
         buf = xp.empty((margin + self.rows, F), y.dtype)
         body = buf[margin:].reshape(self.N, self.Hq, self.Wq, F)
         buf[:margin] = 0
