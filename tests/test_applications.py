@@ -226,6 +226,37 @@ def test_feature_extractor_runs_only_what_it_needs(random_inception):
     assert style.layers_run[-1] == "block5_conv2" and "block5_conv3" not in style.layers_run
 
 
+def test_frozen_batch_norm_is_folded_into_its_convolution():
+    model = applications.InceptionV3(weights=None)
+    rng = np.random.default_rng(0)
+    for name in model.layer_names:   # statistics far from the initial 0 / 1, so folding shows
+        layer = model.get_layer(name)
+        if isinstance(layer, mg.nn.BatchNormalization):
+            c = layer.beta.shape[0]
+            layer.set_weights([rng.normal(size=c), rng.normal(size=c), rng.uniform(0.5, 2, c)])
+    x = rng.uniform(-1, 1, (1, 75, 75, 3)).astype(np.float32)
+    names = ["mixed1", "conv2d_5"]   # a convolution asked for by name stays a layer of its own
+
+    def outputs_and_input_gradient():
+        image = mg.Tensor(x, requires_grad=True)
+        out = model.run(image, names)
+        (ops.mean(out["mixed1"] * out["mixed1"]) + ops.mean(out["conv2d_5"])).backward()
+        return {n: t.numpy() for n, t in out.items()}, image.grad
+
+    plain, plain_grad = outputs_and_input_gradient()   # trainable: nothing is folded
+    model.trainable = False
+    plan = [n for n, _, _ in model._plan(model.ancestors(names), set(names))]
+    assert "conv2d_5" in plan and "batch_normalization_5" in plan
+    assert "conv2d_1" not in plan and "batch_normalization_1" in plan   # folded
+    assert len(plan) == len(model.ancestors(names)) - sum(
+        n.startswith("conv2d_") and n != "conv2d_5" for n in model.ancestors(names))
+    folded, folded_grad = outputs_and_input_gradient()
+    for n in names:
+        np.testing.assert_allclose(folded[n], plain[n], rtol=0,
+                                   atol=1e-5 * np.abs(plain[n]).max())
+    np.testing.assert_allclose(folded_grad, plain_grad, rtol=0, atol=1e-5 * np.abs(plain_grad).max())
+
+
 def test_full_model_output_shapes(random_inception):
     x = np.zeros((1, 75, 75, 3), np.float32)
     with mg.no_grad():
