@@ -317,12 +317,19 @@ class _Geometry:
         xp = get_array_module(x)
         if self.pointwise:
             return xp.ascontiguousarray(x).reshape(1, self.rows, self.C)
-        buf = xp.zeros((len(self.phases), self.rows + self.tail, self.C), x.dtype)
+        buf = xp.empty((len(self.phases), self.rows + self.tail, self.C), x.dtype)
+        buf[:, self.rows:] = 0
         body = buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq, self.C)
         for k, (p, q) in enumerate(self.phases):
             (i0, r0, ni), (j0, c0, nj) = self._phase_window(p, q)
-            _assign(body[k, :, i0:i0 + ni, j0:j0 + nj],
-                    x[:, r0::self.sh, c0::self.sw][:, :ni, :nj])
+            # Zero only the padding around the pixels (a full memset first costs one more pass
+            # over a buffer as large as x, a third of the copy's time).
+            phase = body[k]
+            phase[:, :i0] = 0
+            phase[:, i0 + ni:] = 0
+            phase[:, i0:i0 + ni, :j0] = 0
+            phase[:, i0:i0 + ni, j0 + nj:] = 0
+            _assign(phase[:, i0:i0 + ni, j0:j0 + nj], x[:, r0::self.sh, c0::self.sw][:, :ni, :nj])
         return buf
 
     def real_rows(self, k):
