@@ -3,7 +3,6 @@ import, and MICROGRAD_GEN_KEEP_FREED_MEMORY=0 leaves malloc as it was."""
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -21,12 +20,18 @@ def test_on_after_import_and_idempotent():
     assert host_memory.keep_freed_memory() is True
 
 
-def _minor_faults_of_a_big_array_loop(env):
+def _minor_faults_of_a_step_loop(env):
+    # A "step" that allocates two 24 MB arrays and a 12 MB one and frees them: under 32 MB, so
+    # kept memory serves them from the heap again; glibc's default trims the freed top of the
+    # heap (or unmaps) and faults the pages in again, zero-filled, every step.
     code = ("import resource, numpy as np, micrograd_gen\n"
-            "a = np.ones(12_000_000, np.float32); del a\n"
+            "def step():\n"
+            "    a = np.ones(6_000_000, np.float32); b = np.ones(6_000_000, np.float32)\n"
+            "    c = np.ones(3_000_000, np.float32)\n"
+            "step()\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
             "for _ in range(5):\n"
-            "    a = np.ones(12_000_000, np.float32); del a\n"
+            "    step()\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, check=True,
                          capture_output=True, text=True).stdout
@@ -34,10 +39,7 @@ def _minor_faults_of_a_big_array_loop(env):
 
 
 @glibc
-def test_a_freed_48_mb_array_is_reused_without_page_faults():
-    # Above 32 MB glibc always mmaps an array and faults it in again (zero-filled) after each
-    # free: thousands of faults for 5 x 48 MB, fewer than 4 KiB pages where NumPy asks for huge
-    # pages. Kept, the heap's pages are reused and nothing faults.
-    kept = _minor_faults_of_a_big_array_loop({"MICROGRAD_GEN_KEEP_FREED_MEMORY": "1"})
-    default = _minor_faults_of_a_big_array_loop({"MICROGRAD_GEN_KEEP_FREED_MEMORY": "0"})
-    assert kept < 200 and default > 2000, (kept, default)
+def test_a_steps_freed_arrays_are_reused_without_page_faults():
+    kept = _minor_faults_of_a_step_loop({"MICROGRAD_GEN_KEEP_FREED_MEMORY": "1"})
+    default = _minor_faults_of_a_step_loop({"MICROGRAD_GEN_KEEP_FREED_MEMORY": "0"})
+    assert kept < 1000 and default > 3 * kept + 2000, (kept, default)
