@@ -117,6 +117,23 @@ def char_lstm_generate400(quick, device):
             {"characters": length, "temperature": 0.5, "loop": "book"})
 
 
+def char_lstm_generate400_carry(quick, device):
+    """The engine's own generator: one LSTM state carried from character to character (issue 8's
+    target: 400 characters under 40 ms). No PyTorch twin: BENCHMARKS.md times only the book loop."""
+    import bench_textgen as tg
+    from micrograd_gen import nn
+    from micrograd_gen.data.text import CharVocabulary
+    from micrograd_gen.generative import char_lstm
+    nn.set_seed(0)
+    vocab = CharVocabulary([chr(32 + i) for i in range(tg.V)])
+    model = char_lstm.build_char_lstm(tg.V)
+    seed = "".join(np.random.default_rng(0).choice(vocab.chars, tg.MAXLEN))
+    rng = np.random.RandomState(0)
+    length = 20 if quick else 400
+    return (lambda: char_lstm.generate_text(model, vocab, seed, length, 0.5, rng, context="carry"),
+            {"characters": length, "temperature": 0.5, "loop": "carry"})
+
+
 def transformer_lm_step(batch):
     def make(quick, device):
         import bench_textgen as tg
@@ -250,6 +267,7 @@ def _workloads():
         Workload("char_lstm_generate400", "apps", char_lstm_generate400,
                  textgen_twin("char_lstm_generate400_book_loop"), measures=True, reps=3,
                  torch_when_quick=False),
+        Workload("char_lstm_generate400_carry", "apps", char_lstm_generate400_carry, reps=7),
         Workload("transformer_lm_step_b32", "apps", transformer_lm_step(32),
                  textgen_twin("transformer_lm_step_b32"), measures=True, reps=5,
                  torch_when_quick=False),
