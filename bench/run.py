@@ -102,17 +102,21 @@ def char_lstm_step(quick, device):
     return step, {"batch": len(y)}
 
 
-def char_lstm_generate400(quick, device):
+def _char_lstm_generation(quick):
+    """(char_lstm module, untrained model, vocabulary, 60-character seed, RandomState, length)."""
     import bench_textgen as tg
     from micrograd_gen import nn
     from micrograd_gen.data.text import CharVocabulary
     from micrograd_gen.generative import char_lstm
     nn.set_seed(0)
     vocab = CharVocabulary([chr(32 + i) for i in range(tg.V)])
-    model = char_lstm.build_char_lstm(tg.V)
     seed = "".join(np.random.default_rng(0).choice(vocab.chars, tg.MAXLEN))
-    rng = np.random.RandomState(0)
-    length = 20 if quick else 400
+    return (char_lstm, char_lstm.build_char_lstm(tg.V), vocab, seed, np.random.RandomState(0),
+            20 if quick else 400)
+
+
+def char_lstm_generate400(quick, device):
+    char_lstm, model, vocab, seed, rng, length = _char_lstm_generation(quick)
     return (lambda: char_lstm.book_generate(model, vocab, seed, length, 0.5, rng),
             {"characters": length, "temperature": 0.5, "loop": "book"})
 
@@ -120,16 +124,7 @@ def char_lstm_generate400(quick, device):
 def char_lstm_generate400_carry(quick, device):
     """The engine's own generator: one LSTM state carried from character to character (issue 8's
     target: 400 characters under 40 ms). No PyTorch twin: BENCHMARKS.md times only the book loop."""
-    import bench_textgen as tg
-    from micrograd_gen import nn
-    from micrograd_gen.data.text import CharVocabulary
-    from micrograd_gen.generative import char_lstm
-    nn.set_seed(0)
-    vocab = CharVocabulary([chr(32 + i) for i in range(tg.V)])
-    model = char_lstm.build_char_lstm(tg.V)
-    seed = "".join(np.random.default_rng(0).choice(vocab.chars, tg.MAXLEN))
-    rng = np.random.RandomState(0)
-    length = 20 if quick else 400
+    char_lstm, model, vocab, seed, rng, length = _char_lstm_generation(quick)
     return (lambda: char_lstm.generate_text(model, vocab, seed, length, 0.5, rng, context="carry"),
             {"characters": length, "temperature": 0.5, "loop": "carry"})
 
