@@ -30,13 +30,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import emit, peak_rss_mb, threads, time_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,19 +51,6 @@ DREAM_LAYERS = {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5}
 STYLE_LAYERS = ["block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"]
 
 
-def emit(**record):
-    print(json.dumps(record), flush=True)
-
-
-def threads():
-    return int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-               or os.cpu_count())
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
-
-
 def other_load():
     """1-minute load average minus this benchmark's own busy core(s), as a hint of noise."""
     return round(os.getloadavg()[0], 2)
@@ -74,15 +62,8 @@ _cpu_times = []
 def timed(fn, repeat, warmup=1):
     """Wall times of `repeat` calls after `warmup`; their CPU times (all threads) go to _cpu_times:
     on a busy shared machine CPU seconds move much less than wall seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    _cpu_times.clear()
-    for _ in range(repeat):
-        start, cpu = time.perf_counter(), time.process_time()
-        fn()
-        times.append(time.perf_counter() - start)
-        _cpu_times.append(time.process_time() - cpu)
+    times, cpu = time_runs(fn, repeat, warmup)
+    _cpu_times[:] = cpu
     return times
 
 
@@ -94,7 +75,7 @@ def report(name, times, **extra):
          cpu_s_median=round(statistics.median(_cpu_times), 4) if _cpu_times else None,
          threads=threads(),
          **({"target_s": target, "within_target": median <= target} if target else {}),
-         peak_rss_mb=round(peak_rss_mb(), 1), loadavg_1min=other_load(), **extra)
+         peak_rss_mb=peak_rss_mb(), loadavg_1min=other_load(), **extra)
 
 
 def weight_dir():

@@ -21,9 +21,7 @@ Timings are medians of --repeat runs after a warm-up, with perf_counter around e
 import argparse
 import ctypes
 import glob
-import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -31,16 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from common import emit, peak_rss_mb, time_runs
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import micrograd_gen as mg  # noqa: E402
 from micrograd_gen import Tensor  # noqa: E402
 
 CHAIN = 1000
 MATMUL_N = 2048
-
-
-def emit(**record):
-    print(json.dumps(record), flush=True)
 
 
 def blas_threads():
@@ -60,14 +56,7 @@ def blas_threads():
 def median_time(fn, repeat, warmup=2):
     """(wall, cpu) medians in seconds. The CPU time of this process is the steadier figure when
     other processes compete for the cores (it is what the op costs, not what the queue adds)."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
+    wall, cpu = time_runs(fn, repeat, warmup)
     return statistics.median(wall), statistics.median(cpu)
 
 
@@ -168,7 +157,7 @@ def main():
          cpu_count=os.cpu_count(), numpy=np.__version__, python=sys.version.split()[0],
          loadavg_before=[round(v, 2) for v in load_before],
          loadavg_after=[round(v, 2) for v in os.getloadavg()],
-         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+         peak_rss_mb=peak_rss_mb())
 
 
 if __name__ == "__main__":

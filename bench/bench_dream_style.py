@@ -29,12 +29,12 @@ frozen (timing does not depend on the values). Machines here are shared: each li
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from common import emit, peak_rss_mb, threads, time_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,29 +46,10 @@ WORKLOADS = ([f"deepdream_step_{h}x{w}" for h, w in OCTAVES]
              + ["deepdream_schedule_400x600", "style_transfer_eval", "style_transfer_eval_cached"])
 
 
-def emit(**record):
-    print(json.dumps(record), flush=True)
-
-
-def threads():
-    return int(os.environ.get("OPENBLAS_NUM_THREADS") or os.cpu_count())
-
-
-def peak_rss_mb():
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: kB
-
-
 def timed(fn, repeat, warmup=1):
     """Wall seconds of each run; the CPU seconds (all threads) go to CPU_TIMES beside them."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    CPU_TIMES.clear()
-    for _ in range(repeat):
-        start, cpu = time.perf_counter(), time.process_time()
-        fn()
-        times.append(time.perf_counter() - start)
-        CPU_TIMES.append(time.process_time() - cpu)
+    times, cpu = time_runs(fn, repeat, warmup)
+    CPU_TIMES[:] = cpu
     return times
 
 

@@ -20,44 +20,18 @@ not importable here, and the ratio is printed; nothing requires torch.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from common import emit, peak_rss_mb, threads, time_runs
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"vae_step": 0.084, "dcgan_step": 5.81 * 1.2}
 PEER = {"vae_step": 0.084, "dcgan_step": 5.81}
 REPEATS = {"vae_step": 15, "dcgan_step": 5, "denoise_step": 15}
-
-
-def emit(**record):
-    print(json.dumps(record), flush=True)
-
-
-def threads():
-    return int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-               or os.cpu_count())
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
-
-
-def timed(step, repeat, warmup=2):
-    """Wall times of `repeat` runs after `warmup`, and the process CPU time of each (all threads):
-    on a shared machine the CPU time shows the work itself when the wall time shows the queue."""
-    for _ in range(warmup):
-        step()
-    times, cpu = [], []
-    for _ in range(repeat):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        step()
-        times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return times, cpu
 
 
 # ---- micrograd_gen ---------------------------------------------------------------------------------
@@ -101,7 +75,7 @@ def engine_step(name):
 
 def run_engine(name, repeat):
     step = engine_step(name)
-    times, cpu = timed(step, repeat)
+    times, cpu = time_runs(step, repeat, warmup=2)
     median = statistics.median(times)
     target = TARGETS.get(name)
     emit(bench=name, engine="micrograd_gen", median_s=round(median, 4), min_s=round(min(times), 4),
@@ -109,7 +83,7 @@ def run_engine(name, repeat):
          runs=[round(t, 4) for t in times], threads=threads(),
          **({"target_s": round(target, 4), "within_target": median <= target,
              "ratio_to_peer": round(median / PEER[name], 3)} if target else {}),
-         peak_rss_mb=round(peak_rss_mb(), 1), loadavg_1min=round(os.getloadavg()[0], 2))
+         peak_rss_mb=peak_rss_mb(), loadavg_1min=round(os.getloadavg()[0], 2))
 
 
 def profile(name, repeat):

@@ -46,11 +46,12 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+
+import common
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -63,24 +64,13 @@ def register(name, case, torch=None):
 
 # ---- measuring -------------------------------------------------------------------------------
 
-def blas_threads():
-    env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    return int(env) if env else os.cpu_count()
-
-
 def time_runs(run, reps, warmup=2, cpu=None):
     """Wall seconds of each run; if a list is given as cpu, this process's CPU seconds (all
     threads) of each run go into it: cpu / wall well below the thread count means the run
     waited for a core that another process held."""
-    for _ in range(warmup):
-        run()
-    seconds = []
-    for _ in range(reps):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        run()
-        seconds.append(time.perf_counter() - start)
-        if cpu is not None:
-            cpu.append(time.process_time() - start_cpu)
+    seconds, cpu_seconds = common.time_runs(run, reps, warmup)
+    if cpu is not None:
+        cpu.extend(cpu_seconds)
     return seconds
 
 
@@ -461,7 +451,7 @@ def main():
     parser.add_argument("--torch-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     reps = args.reps or (2 if args.quick else 7)
-    threads = blas_threads()
+    threads = common.threads()
     if args.torch_child:
         torch_child(args.torch_child, args.quick, reps, threads)
         return

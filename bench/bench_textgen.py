@@ -32,14 +32,15 @@ required.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from common import emit, peak_rss_mb, time_runs
+from common import threads as blas_threads  # main() keeps the name `threads` for the count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,32 +50,12 @@ PEER = {"char_lstm_step": 0.0434, "char_lstm_generate400_book_loop": 0.164,
         "transformer_lm_step_b32": 0.93, "transformer_lm_step_b256": 10.16}
 
 
-def emit(**record):
-    print(json.dumps(record), flush=True)
-
-
-def blas_threads():
-    env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    return int(env) if env else os.cpu_count()
-
-
 def timed(fn, repeat, warmup=2):
     """Median wall seconds, and the median CPU seconds of this process (all threads) for the same
     runs: on the shared machine the load moves wall time several-fold, CPU time much less."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
+    wall, cpu = time_runs(fn, repeat, warmup)
     return {"median_s": round(statistics.median(wall), 5), "min_s": round(min(wall), 5),
             "cpu_s": round(statistics.median(cpu), 5), "repeat": repeat}
-
-
-def peak_rss_mb():
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def lstm_batch(rng):
