@@ -25,17 +25,12 @@ When C or F is small (an RGB image in or out), a per-tap product is too thin for
 well; the thin routes stack the taps of the thin side into one product per chunk instead.
 On CuPy arrays everything goes through cuda_kernels (NHWC im2col / col2im and one GEMM).
 """
-import ctypes
-import glob
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from .. import cuda_kernels
 from ..backend import get_array_module
 from ..tensor import Function
+from .workers import chunk_pool, for_chunks, numpy_blas
 
 # Fewer input (or output) channels than this take a thin route: taps stacked into one product.
 _MIN_CHANNELS_PER_TAP = 16
@@ -86,50 +81,7 @@ def padding_amounts(size, kernel, stride, padding, dilation=1):
 
 # ---- matrix products into a given output ------------------------------------------------------
 
-def _find_numpy_cblas():
-    """{dtype: cblas_?gemm} from the OpenBLAS inside NumPy's own wheel, or {} when not found.
-
-    np.matmul cannot add into its output (BLAS gemm's beta = 1), and adding a temporary per
-    kernel tap costs a pass over the output each time. Calling gemm from the library NumPy
-    already loaded gives beta = 1 with NumPy's own thread pool (scipy.linalg.blas would bring a
-    second OpenBLAS whose idle threads spin beside NumPy's, and it is slower here for thin
-    products). Any other NumPy build falls back to matmul plus an addition.
-    """
-    here = os.path.dirname(np.__file__)
-    paths = sorted(glob.glob(os.path.join(here + ".libs", "*openblas*"))
-                   + glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
-    # scipy-openblas wheels name their symbols scipy_cblas_*; "64_" marks 64-bit integers.
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for suffix, integer in (("64_", ctypes.c_int64), ("", ctypes.c_int32)):
-            found = {}
-            for dtype, letter, scalar in ((np.float32, "s", ctypes.c_float),
-                                          (np.float64, "d", ctypes.c_double)):
-                fn = getattr(lib, f"scipy_cblas_{letter}gemm{suffix}", None)
-                if fn is None:
-                    break
-                fn.restype = None
-                fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, integer, integer,
-                               integer, scalar, ctypes.c_void_p, integer, ctypes.c_void_p,
-                               integer, scalar, ctypes.c_void_p, integer]
-                found[np.dtype(dtype)] = fn
-            if len(found) == 2:
-                return found, lib
-    return {}, None
-
-
-_BLAS = None
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-
-
-def _numpy_blas():
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = _find_numpy_cblas()
-    return _BLAS
 
 
 def _operand(a):
@@ -151,7 +103,7 @@ def gemm_into(a, b, out, accumulate=False):
     stride); out must be C-ordered.
     """
     xp = get_array_module(a, b, out)
-    gemm = _numpy_blas()[0].get(out.dtype) if xp is np else None
+    gemm = numpy_blas()[0].get(out.dtype) if xp is np else None
     if gemm is None or not (a.dtype == b.dtype == out.dtype) or not out.flags.c_contiguous:
         if accumulate:
             out += xp.matmul(a, b)
@@ -170,72 +122,6 @@ def gemm_into(a, b, out, accumulate=False):
     return out
 
 
-# ---- spreading chunks over threads ------------------------------------------------------------
-
-_POOL = None   # (pid, executor or None, threads)
-
-
-def _chunk_pool():
-    """(executor, n) of worker threads that each run single-threaded BLAS on whole chunks.
-
-    One multi-threaded BLAS call per kernel tap splits a product of a few dozen MFLOP over the
-    cores and joins them again, hundreds of times per layer; handing each core whole chunks
-    instead costs one join per layer. That needs OpenBLAS's per-thread setting
-    (openblas_set_num_threads_local, OpenBLAS >= 0.3.27), so that the workers' calls stay
-    single-threaded while NumPy's own calls keep their threads; without it (or with one BLAS
-    thread) the chunks run here, one after the other, on BLAS's own threading.
-    """
-    global _POOL
-    if _POOL is not None and _POOL[0] == os.getpid():
-        return _POOL[1], _POOL[2]
-    executor, threads = None, 1
-    lib = _numpy_blas()[1]
-    set_local = getattr(lib, "openblas_set_num_threads_local", None) if lib else None
-    get_threads = (getattr(lib, "scipy_openblas_get_num_threads64_", None)
-                   or getattr(lib, "scipy_openblas_get_num_threads", None)) if lib else None
-    if set_local is not None and get_threads is not None:
-        get_threads.restype = ctypes.c_int
-        set_local.argtypes, set_local.restype = [ctypes.c_int], ctypes.c_int
-        threads = int(get_threads())
-        if threads > 1:
-            executor = ThreadPoolExecutor(threads, thread_name_prefix="conv",
-                                          initializer=lambda: set_local(1))
-    _POOL = (os.getpid(), executor, threads)   # a forked child builds its own
-    return executor, threads
-
-
-def _for_chunks(chunks, work, xp, fixed=False):
-    """Call work(chunk, slot) for every chunk, spread over the worker threads for NumPy arrays.
-
-    slot (0 .. threads - 1) names the thread running the call, so that work can keep
-    per-thread partial sums. Chunks go to whichever thread is free (a shared machine may stall
-    one of them), or with fixed=True chunk i always goes to slot i % threads, so that partial
-    sums, and so results, are the same on every run. Returns the number of slots."""
-    executor, threads = _chunk_pool() if xp is np else (None, 1)
-    chunks = list(chunks)
-    if executor is None or len(chunks) < 2:
-        for chunk in chunks:
-            work(chunk, 0)
-        return 1
-    queue, lock = iter(chunks), threading.Lock()
-
-    def drain(slot):
-        if fixed:
-            for chunk in chunks[slot::threads]:
-                work(chunk, slot)
-            return
-        while True:
-            with lock:
-                chunk = next(queue, None)
-            if chunk is None:
-                return
-            work(chunk, slot)
-
-    for future in [executor.submit(drain, slot) for slot in range(threads)]:
-        future.result()   # re-raises a worker's exception here
-    return threads
-
-
 def _assign(dst, src):
     """dst[...] = src for 4-D arrays; large copies are split into row bands over the workers
     (NumPy releases the GIL while copying)."""
@@ -248,7 +134,7 @@ def _assign(dst, src):
 
     def copy(band, slot):
         dst[:, band[0]:band[1]] = src[:, band[0]:band[1]]
-    _for_chunks([(i, min(i + step, rows)) for i in range(0, rows, step)], copy, xp)
+    for_chunks([(i, min(i + step, rows)) for i in range(0, rows, step)], copy, xp)
 
 
 # ---- geometry of one convolution --------------------------------------------------------------
@@ -379,7 +265,7 @@ class _Geometry:
         gets work. No smaller than that: each product re-packs its (C, F) kernel slice, which
         costs as much as a product of a few rows."""
         if pieces is None:
-            pieces = _chunk_pool()[1]
+            pieces = chunk_pool()[1]
         lines = -(-(stop - start) // self.Wq)
         count = max(pieces, -(-lines // max(1, chunk_bytes // (4 * max(width, 1) * self.Wq))))
         count = max(1, min(count, lines // max(1, -(-min_rows // self.Wq))))
@@ -409,7 +295,7 @@ def _shifted_forward(x, kernel, geom, bias=None):
             gemm_into(phases[k, u0 + off:u1 + off], kernel[a, b], out, accumulate=t > 0)
         if bias is not None:
             out += bias                                       # while the chunk is in cache
-    _for_chunks(geom.chunks(0, geom.used_rows, F, _CHUNK_BYTES), work, xp)
+    for_chunks(geom.chunks(0, geom.used_rows, F, _CHUNK_BYTES), work, xp)
     return geom.from_wide(y, F)
 
 
@@ -431,7 +317,7 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
                 # (rows, F) @ (F, C)
                 gemm_into(gw[margin + v0 - off:margin + v1 - off], kernel[a, b].T, out,
                           accumulate=t > 0)
-        _for_chunks([(k, v0, v1) for k in range(len(geom.phases))
+        for_chunks([(k, v0, v1) for k in range(len(geom.phases))
                      for v0, v1 in geom.chunks(*geom.real_rows(k), C, _CHUNK_BYTES)],
                     work_dx, xp)
         dx = geom.from_phases(dphases, g.dtype)
@@ -453,7 +339,7 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
                           accumulate=not first)
             if need_db:
                 db_sum += gw[u0:u1].sum(axis=0)               # junk rows hold zeros
-        _for_chunks(geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES),
+        for_chunks(geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES),
                     work_dk, xp, fixed=True)
         dk, db = partial[0]
         for slot in range(1, len(partial)):

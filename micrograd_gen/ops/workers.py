@@ -1,0 +1,125 @@
+"""Worker threads that each run single-threaded BLAS, and the BLAS inside NumPy's own wheel.
+
+NumPy's matrix products are spread by BLAS over its own threads, one product at a time, with a
+join after each. Work made of many small products (a conv2d's per-tap products on chunks of
+output rows, an LSTM's per-step products) spends much of its time in those joins, and on a
+shared machine one stalled BLAS thread stalls every product. Handing each core a whole piece of
+the work instead (a chunk of output rows; a slice of the batch through all time steps), on which
+it calls single-threaded BLAS, costs one join per op. Used by ops/conv.py and ops/lstm.py.
+"""
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def find_numpy_cblas():
+    """{dtype: cblas_?gemm} from the OpenBLAS inside NumPy's own wheel, or {} when not found.
+
+    np.matmul cannot add into its output (BLAS gemm's beta = 1), and adding a temporary per
+    kernel tap costs a pass over the output each time. Calling gemm from the library NumPy
+    already loaded gives beta = 1 with NumPy's own thread pool (scipy.linalg.blas would bring a
+    second OpenBLAS whose idle threads spin beside NumPy's, and it is slower here for thin
+    products). Any other NumPy build falls back to matmul plus an addition.
+    """
+    here = os.path.dirname(np.__file__)
+    paths = sorted(glob.glob(os.path.join(here + ".libs", "*openblas*"))
+                   + glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
+    # scipy-openblas wheels name their symbols scipy_cblas_*; "64_" marks 64-bit integers.
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for suffix, integer in (("64_", ctypes.c_int64), ("", ctypes.c_int32)):
+            found = {}
+            for dtype, letter, scalar in ((np.float32, "s", ctypes.c_float),
+                                          (np.float64, "d", ctypes.c_double)):
+                fn = getattr(lib, f"scipy_cblas_{letter}gemm{suffix}", None)
+                if fn is None:
+                    break
+                fn.restype = None
+                fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, integer, integer,
+                               integer, scalar, ctypes.c_void_p, integer, ctypes.c_void_p,
+                               integer, scalar, ctypes.c_void_p, integer]
+                found[np.dtype(dtype)] = fn
+            if len(found) == 2:
+                return found, lib
+    return {}, None
+
+
+_BLAS = None
+
+
+def numpy_blas():
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = find_numpy_cblas()
+    return _BLAS
+
+
+_POOL = None   # (pid, executor or None, threads)
+
+
+def chunk_pool():
+    """(executor, n) of worker threads that each run single-threaded BLAS on whole chunks.
+
+    One multi-threaded BLAS call per kernel tap splits a product of a few dozen MFLOP over the
+    cores and joins them again, hundreds of times per layer; handing each core whole chunks
+    instead costs one join per layer. That needs OpenBLAS's per-thread setting
+    (openblas_set_num_threads_local, OpenBLAS >= 0.3.27), so that the workers' calls stay
+    single-threaded while NumPy's own calls keep their threads; without it (or with one BLAS
+    thread) the chunks run here, one after the other, on BLAS's own threading.
+    """
+    global _POOL
+    if _POOL is not None and _POOL[0] == os.getpid():
+        return _POOL[1], _POOL[2]
+    executor, threads = None, 1
+    lib = numpy_blas()[1]
+    set_local = getattr(lib, "openblas_set_num_threads_local", None) if lib else None
+    get_threads = (getattr(lib, "scipy_openblas_get_num_threads64_", None)
+                   or getattr(lib, "scipy_openblas_get_num_threads", None)) if lib else None
+    if set_local is not None and get_threads is not None:
+        get_threads.restype = ctypes.c_int
+        set_local.argtypes, set_local.restype = [ctypes.c_int], ctypes.c_int
+        threads = int(get_threads())
+        if threads > 1:
+            executor = ThreadPoolExecutor(threads, thread_name_prefix="conv",
+                                          initializer=lambda: set_local(1))
+    _POOL = (os.getpid(), executor, threads)   # a forked child builds its own
+    return executor, threads
+
+
+def for_chunks(chunks, work, xp, fixed=False):
+    """Call work(chunk, slot) for every chunk, spread over the worker threads for NumPy arrays.
+
+    slot (0 .. threads - 1) names the thread running the call, so that work can keep
+    per-thread partial sums. Chunks go to whichever thread is free (a shared machine may stall
+    one of them), or with fixed=True chunk i always goes to slot i % threads, so that partial
+    sums, and so results, are the same on every run. Returns the number of slots."""
+    executor, threads = chunk_pool() if xp is np else (None, 1)
+    chunks = list(chunks)
+    if executor is None or len(chunks) < 2:
+        for chunk in chunks:
+            work(chunk, 0)
+        return 1
+    queue, lock = iter(chunks), threading.Lock()
+
+    def drain(slot):
+        if fixed:
+            for chunk in chunks[slot::threads]:
+                work(chunk, slot)
+            return
+        while True:
+            with lock:
+                chunk = next(queue, None)
+            if chunk is None:
+                return
+            work(chunk, slot)
+
+    for future in [executor.submit(drain, slot) for slot in range(threads)]:
+        future.result()   # re-raises a worker's exception here
+    return threads
