@@ -232,29 +232,37 @@ def test_lstm_backward_leaves_the_incoming_gradients_alone():
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_a_batch_cut_across_worker_threads_gives_the_same_results(monkeypatch, return_sequences):
     """A large batch runs as one slice per worker thread (ops/lstm.py _batch_slices); outputs and
-    every gradient must equal the one-slice computation."""
+    every gradient must equal the one-slice computation. The cut is forced here, so the test runs
+    whatever the thread count (with one thread the slices simply run one after the other)."""
     import importlib
     lstm_module = importlib.import_module("micrograd_gen.ops.lstm")   # ops.lstm is the function
-    from micrograd_gen.ops import workers
-    if workers.chunk_pool()[1] < 2:
-        pytest.skip("one BLAS thread here: the batch is never cut")
     rng = np.random.default_rng(7)
-    n, steps, d, u = 37, 5, 6, 4                     # 37: slices of unequal size
+    n, steps, d, u = 37, 5, 6, 4
     arrays_in = [rng.standard_normal(s) for s in
                  [(n, steps, d), (d, 4 * u), (u, 4 * u), (4 * u,), (n, u), (n, u)]]
     cotangent = rng.standard_normal((n, steps, u) if return_sequences else (n, u))
 
-    def run():
+    def run(slices):
+        monkeypatch.setattr(lstm_module, "_batch_slices", lambda xp, count: slices)
         ts = [Tensor(a, dtype=np.float64, requires_grad=True) for a in arrays_in]
         out, h, c = ops.lstm(ts[0], *ts[1:4], initial_state=(ts[4], ts[5]),
                              return_sequences=return_sequences, return_state=True)
         (ops.sum(out * Tensor(cotangent, dtype=np.float64)) + ops.sum(h * c)).backward()
         return [out.numpy(), h.numpy(), c.numpy()] + [t.grad for t in ts]
 
-    monkeypatch.setattr(lstm_module, "_MIN_SLICE", 16)
-    assert len(lstm_module._batch_slices(np, n)) == 2
-    cut = run()
-    monkeypatch.setattr(lstm_module, "_MIN_SLICE", 10 ** 6)
-    whole = run()
+    cut = run([(0, 10), (10, 25), (25, n)])            # unequal slices
+    whole = run([(0, n)])
     for a, b in zip(cut, whole):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_slices_cover_the_batch_once_per_worker():
+    import importlib
+    lstm_module = importlib.import_module("micrograd_gen.ops.lstm")
+    from micrograd_gen.ops import workers
+    threads = workers.chunk_pool()[1]
+    for n in (1, 15, 16, 33, 128, 1000):
+        slices = lstm_module._batch_slices(np, n)
+        assert slices[0][0] == 0 and slices[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
+        assert len(slices) == max(1, min(threads, n // lstm_module._MIN_SLICE))
