@@ -402,3 +402,40 @@ def test_many_small_chunks(monkeypatch, c, f, strides):
     dx, dk, _ = conv_module.conv_backward(g, x, kernel, geom)
     np.testing.assert_allclose(tx.grad, dx, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(tk.grad, dk, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_gemm_rows_on_row_blocks(dtype):
+    """The per-tap products: row blocks of C-ordered arrays, either side transposed, into or onto
+    a block of the output (float16 has no BLAS and takes the matmul fallback)."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 7, 4)).astype(dtype)     # rows of 4
+    b = rng.standard_normal((12, 5)).astype(dtype)       # rows of 5
+    out = np.zeros((9, 5), dtype)
+    A, B, O = (conv_module._Rows(v, v.shape[-1]) for v in (a, b, out))
+    flat_a = a.reshape(-1, 4)
+    conv_module.gemm_rows((O, 2, 8), (A, 9, 15), (B, 4, 8))
+    expected = np.zeros_like(out)
+    expected[2:8] = flat_a[9:15] @ b[4:8]
+    tol = 1e-2 if dtype == np.float16 else 1e-6
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+    conv_module.gemm_rows((O, 2, 8), (A, 9, 15), (B, 4, 8), accumulate=True)
+    np.testing.assert_allclose(out, 2 * expected, rtol=tol, atol=tol)
+
+    square = np.zeros((4, 4), dtype)
+    S = conv_module._Rows(square, 4)
+    conv_module.gemm_rows((S, 0, 4), (A, 0, 6), (A, 6, 12), transpose_a=True)   # (4, 6) @ (6, 4)
+    np.testing.assert_allclose(square, flat_a[0:6].T @ flat_a[6:12], rtol=tol, atol=tol)
+    conv_module.gemm_rows((O, 0, 5), (B, 0, 5), (B, 5, 10), transpose_b=True)   # (5, 5) @ (5, 5)
+    np.testing.assert_allclose(out[:5], b[0:5] @ b[5:10].T, rtol=tol, atol=tol)
+
+
+def test_gemm_rows_refuses_blocks_that_do_not_fit():
+    a, out = np.zeros((6, 4), np.float32), np.zeros((6, 4), np.float32)
+    A, O = conv_module._Rows(a, 4), conv_module._Rows(out, 4)
+    with pytest.raises(ValueError, match="do not fit"):
+        conv_module.gemm_rows((O, 0, 4), (A, 3, 7), (A, 0, 4))    # rows 3:7 of 6
+    with pytest.raises(ValueError, match="do not fit"):
+        conv_module.gemm_rows((O, 0, 3), (A, 0, 4), (A, 0, 4))    # 4 rows into 3
+    with pytest.raises(ValueError, match="C-ordered"):
+        conv_module._Rows(np.zeros((4, 6), np.float32).T, 4)

@@ -122,6 +122,52 @@ def gemm_into(a, b, out, accumulate=False):
     return out
 
 
+class _Rows:
+    """A C-ordered array read as a row-major matrix `width` numbers wide, whose row blocks the
+    per-tap loops multiply with gemm_rows.
+
+    The shifted route makes a few thousand products per DeepDream step, most of them small.
+    Slicing views and reading their addresses (ndarray.ctypes.data alone costs about 2 us)
+    doubled the Python side of each product, which runs under the GIL and so holds up the other
+    worker thread too. Here the address is taken once per array and a block is just
+    (this, first row, stop row).
+    """
+    __slots__ = ("array", "width", "rows", "dtype", "address", "row_bytes", "gemm")
+
+    def __init__(self, array, width):
+        if not array.flags.c_contiguous:   # a reshape would copy, and writes would be lost
+            raise ValueError(f"_Rows needs a C-ordered array, got strides {array.strides}")
+        self.array = array.reshape(-1, width)
+        self.rows, self.width, self.dtype = self.array.shape[0], width, array.dtype
+        self.address, self.row_bytes = self.array.ctypes.data, width * array.itemsize
+        self.gemm = numpy_blas()[0].get(array.dtype)
+
+
+def gemm_rows(out, a, b, accumulate=False, transpose_a=False, transpose_b=False):
+    """out = op(a) @ op(b), or out += op(a) @ op(b), on row blocks (rows, first, stop) of _Rows
+    matrices; op transposes the block when asked. Shapes are checked, as a wrong block would
+    otherwise read or write past its array."""
+    (mo, o0, o1), (ma, a0, a1), (mb, b0, b1) = out, a, b
+    a_shape = (ma.width, a1 - a0) if transpose_a else (a1 - a0, ma.width)
+    b_shape = (mb.width, b1 - b0) if transpose_b else (b1 - b0, mb.width)
+    if (a_shape[1] != b_shape[0] or (o1 - o0, mo.width) != (a_shape[0], b_shape[1])
+            or not (0 <= o0 <= o1 <= mo.rows and 0 <= a0 <= a1 <= ma.rows
+                    and 0 <= b0 <= b1 <= mb.rows)):
+        raise ValueError(f"gemm_rows: blocks {a_shape} @ {b_shape} -> {(o1 - o0, mo.width)} "
+                         f"do not fit (rows {a0}:{a1} of {ma.rows}, {b0}:{b1} of {mb.rows}, "
+                         f"{o0}:{o1} of {mo.rows})")
+    gemm = mo.gemm
+    if gemm is None or not (ma.gemm is mb.gemm is gemm) or 0 in a_shape or 0 in b_shape:
+        block_a, block_b = ma.array[a0:a1], mb.array[b0:b1]
+        gemm_into(block_a.T if transpose_a else block_a, block_b.T if transpose_b else block_b,
+                  mo.array[o0:o1], accumulate)
+        return
+    gemm(_ROW_MAJOR, _TRANS if transpose_a else _NO_TRANS, _TRANS if transpose_b else _NO_TRANS,
+         a_shape[0], b_shape[1], a_shape[1], 1.0, ma.address + a0 * ma.row_bytes, ma.width,
+         mb.address + b0 * mb.row_bytes, mb.width, 1.0 if accumulate else 0.0,
+         mo.address + o0 * mo.row_bytes, mo.width)
+
+
 def _assign(dst, src):
     """dst[...] = src for 4-D arrays; large copies are split into row bands over the workers
     (NumPy releases the GIL while copying)."""
@@ -283,18 +329,22 @@ def _shifted_forward(x, kernel, geom, bias=None):
 
     y is a view of an (N*Hq*Wq, F) buffer whose junk rows and columns are never read."""
     xp = get_array_module(x, kernel)
-    F = kernel.shape[3]
+    C, F = geom.C, kernel.shape[3]
     phases = geom.to_phases(x)                                # (P, rows + tail, C)
     y = xp.empty((geom.rows, F), x.dtype)                     # (N*Hq*Wq, F)
+    stride = phases.shape[1]                                  # rows per phase
+    X, K, Y = _Rows(phases, C), _Rows(xp.ascontiguousarray(kernel), F), _Rows(y, F)
 
     def work(chunk, slot):
         u0, u1 = chunk
-        out = y[u0:u1]                                        # stays in cache over the taps
         for t, (a, b, k, off) in enumerate(geom.taps):
-            # (rows, C) @ (C, F): output row u, tap (a, b) reads phase row u + off
-            gemm_into(phases[k, u0 + off:u1 + off], kernel[a, b], out, accumulate=t > 0)
+            # (rows, C) @ (C, F): output row u, tap (a, b) reads phase row u + off; the output
+            # chunk stays in cache over the taps
+            start = k * stride + u0 + off
+            gemm_rows((Y, u0, u1), (X, start, start + u1 - u0), (K, t * C, (t + 1) * C),
+                      accumulate=t > 0)
         if bias is not None:
-            out += bias                                       # while the chunk is in cache
+            y[u0:u1] += bias                                  # while the chunk is in cache
     for_chunks(geom.chunks(0, geom.used_rows, F, _CHUNK_BYTES), work, xp)
     return geom.from_wide(y, F)
 
@@ -305,46 +355,53 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
     margin = geom.max_offset if need_dx else 0
     gw = geom.to_wide(g, margin)                              # (margin + rows, F)
     dx = dk = db = None
+    F = g.shape[3]
+    G = _Rows(gw, F)
     if need_dx:
         C = kernel.shape[2]
         dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
+        K, DX = _Rows(xp.ascontiguousarray(kernel), F), _Rows(dphases, C)
 
         def work_dx(chunk, slot):
             k, v0, v1 = chunk
-            out = dphases[k, v0:v1]
-            for t, (a, b, off) in enumerate(_phase_taps(geom, k)):
+            out = (DX, k * geom.rows + v0, k * geom.rows + v1)
+            for i, (a, b, off) in enumerate(_phase_taps(geom, k)):
                 # phase row v was read by output row v - off through tap (a, b):
                 # (rows, F) @ (F, C)
-                gemm_into(gw[margin + v0 - off:margin + v1 - off], kernel[a, b].T, out,
-                          accumulate=t > 0)
+                t = a * geom.kw + b
+                gemm_rows(out, (G, margin + v0 - off, margin + v1 - off),
+                          (K, t * C, (t + 1) * C), accumulate=i > 0, transpose_b=True)
         for_chunks([(k, v0, v1) for k in range(len(geom.phases))
                      for v0, v1 in geom.chunks(*geom.real_rows(k), C, _CHUNK_BYTES)],
                     work_dx, xp)
         dx = geom.from_phases(dphases, g.dtype)
     if need_dk:
+        C = geom.C
         phases = geom.to_phases(x)
-        gw = gw[margin:]                                      # zeros on junk rows
-        shape = (geom.kh, geom.kw, geom.C, g.shape[3])
+        X, stride = _Rows(phases, C), phases.shape[1]
+        shape = (geom.kh, geom.kw, C, F)
         partial = {}                                          # (dK, dBias) sums per thread
 
         def work_dk(chunk, slot):
             u0, u1 = chunk
             first = slot not in partial
             if first:
-                partial[slot] = (xp.empty(shape, g.dtype), xp.zeros(g.shape[3], g.dtype))
-            dk_sum, db_sum = partial[slot]
-            for a, b, k, off in geom.taps:
-                # (C, rows) @ (rows, F), summed over chunks
-                gemm_into(phases[k, u0 + off:u1 + off].T, gw[u0:u1], dk_sum[a, b],
-                          accumulate=not first)
+                dk_sum = xp.empty(shape, g.dtype)
+                partial[slot] = (dk_sum, _Rows(dk_sum, F), xp.zeros(F, g.dtype))
+            _, DK, db_sum = partial[slot]
+            for t, (a, b, k, off) in enumerate(geom.taps):
+                # (C, rows) @ (rows, F), summed over chunks; dY's junk rows hold zeros
+                start = k * stride + u0 + off
+                gemm_rows((DK, t * C, (t + 1) * C), (X, start, start + u1 - u0),
+                          (G, margin + u0, margin + u1), accumulate=not first, transpose_a=True)
             if need_db:
-                db_sum += gw[u0:u1].sum(axis=0)               # junk rows hold zeros
+                db_sum += gw[margin + u0:margin + u1].sum(axis=0)
         for_chunks(geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES),
                     work_dk, xp, fixed=True)
-        dk, db = partial[0]
+        dk, _, db = partial[0]
         for slot in range(1, len(partial)):
             dk += partial[slot][0]
-            db += partial[slot][1]
+            db += partial[slot][2]
         db = db if need_db else None
     if need_db and db is None:
         db = g.sum(axis=(0, 1, 2))
