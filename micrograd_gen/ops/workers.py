@@ -61,18 +61,19 @@ def numpy_blas():
     return _BLAS
 
 
-_POOL = None   # (pid, executor or None, threads)
+_POOL = None   # (pid, executor or None, threads, openblas_set_num_threads_local)
 
 
 def chunk_pool():
-    """(executor, n) of worker threads that each run single-threaded BLAS on whole chunks.
+    """(executor, n): n threads in all, the caller and the executor's n - 1 workers, each
+    running single-threaded BLAS on whole chunks.
 
     One multi-threaded BLAS call per kernel tap splits a product of a few dozen MFLOP over the
     cores and joins them again, hundreds of times per layer; handing each core whole chunks
     instead costs one join per layer. That needs OpenBLAS's per-thread setting
-    (openblas_set_num_threads_local, OpenBLAS >= 0.3.27), so that the workers' calls stay
+    (openblas_set_num_threads_local, OpenBLAS >= 0.3.27), so that these calls stay
     single-threaded while NumPy's own calls keep their threads; without it (or with one BLAS
-    thread) the chunks run here, one after the other, on BLAS's own threading.
+    thread) the chunks run in the caller, one after the other, on BLAS's own threading.
     """
     global _POOL
     if _POOL is not None and _POOL[0] == os.getpid():
@@ -87,9 +88,9 @@ def chunk_pool():
         set_local.argtypes, set_local.restype = [ctypes.c_int], ctypes.c_int
         threads = int(get_threads())
         if threads > 1:
-            executor = ThreadPoolExecutor(threads, thread_name_prefix="conv",
+            executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="conv",
                                           initializer=lambda: set_local(1))
-    _POOL = (os.getpid(), executor, threads)   # a forked child builds its own
+    _POOL = (os.getpid(), executor, threads, set_local)   # a forked child builds its own
     return executor, threads
 
 
@@ -97,9 +98,12 @@ def for_chunks(chunks, work, xp, fixed=False):
     """Call work(chunk, slot) for every chunk, spread over the worker threads for NumPy arrays.
 
     slot (0 .. threads - 1) names the thread running the call, so that work can keep
-    per-thread partial sums. Chunks go to whichever thread is free (a shared machine may stall
-    one of them), or with fixed=True chunk i always goes to slot i % threads, so that partial
-    sums, and so results, are the same on every run. Returns the number of slots."""
+    per-thread partial sums. Slot 0 is the caller itself, which works rather than waits: it
+    starts at once, and only the others have to be woken and waited for (a hand-off costs
+    50-100 us on this VM, and a DeepDream step makes hundreds). Chunks go to whichever thread
+    is free (a shared machine may stall one of them), or with fixed=True chunk i always goes to
+    slot i % threads, so that partial sums, and so results, are the same on every run.
+    Returns the number of slots."""
     executor, threads = chunk_pool() if xp is np else (None, 1)
     chunks = list(chunks)
     if executor is None or len(chunks) < 2:
@@ -120,6 +124,15 @@ def for_chunks(chunks, work, xp, fixed=False):
                 return
             work(chunk, slot)
 
-    for future in [executor.submit(drain, slot) for slot in range(threads)]:
+    futures = [executor.submit(drain, slot) for slot in range(1, threads)]
+    set_local = _POOL[3]
+    previous = set_local(1)           # the caller's BLAS calls stay single-threaded meanwhile
+    try:
+        drain(0)
+    finally:
+        set_local(previous)
+        for future in futures:
+            future.exception()        # wait for every worker before anything is re-raised
+    for future in futures:
         future.result()   # re-raises a worker's exception here
     return threads
