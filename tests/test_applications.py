@@ -92,24 +92,21 @@ VGG_KINK = ("block2_conv1", (2, 3, 3, 3))
 @contextmanager
 def relu_input_shifted(model, layer_name, index, shift=-1e-3):
     """Add `shift` to one element of a ReLU's input (here: put it below zero): the input of an
-    Activation layer, or the pre-activation of a Conv2D with activation="relu"."""
+    Activation layer, or the pre-activation of a Conv2D with activation="relu". Replacing the
+    layer's activation function also keeps it out of the fused conv2d(..., relu=True)."""
     layer = model.get_layer(layer_name)
-    attribute = "activation" if hasattr(layer, "kernel") else "call"
-    original = getattr(layer, attribute)
+    original = layer.activation
 
-    def shifted(x):  # one argument: Activation.call(x) and an activation function alike
+    def shifted(x):
         delta = np.zeros(x.shape, x.dtype)
         delta[index] = shift
         return original(x + delta)
 
-    setattr(layer, attribute, shifted)
+    layer.activation = shifted
     try:
         yield
     finally:
-        if attribute == "activation":
-            layer.activation = original
-        else:
-            del layer.call  # back to the class's method
+        layer.activation = original
 
 
 def deepdream_loss(model, image, dtype="float32"):
@@ -226,7 +223,7 @@ def test_feature_extractor_runs_only_what_it_needs(random_inception):
     assert style.layers_run[-1] == "block5_conv2" and "block5_conv3" not in style.layers_run
 
 
-def test_frozen_batch_norm_is_folded_into_its_convolution():
+def test_frozen_batch_norm_and_relu_are_folded_into_their_convolution():
     model = applications.InceptionV3(weights=None)
     rng = np.random.default_rng(0)
     for name in model.layer_names:   # statistics far from the initial 0 / 1, so folding shows
@@ -245,10 +242,11 @@ def test_frozen_batch_norm_is_folded_into_its_convolution():
 
     plain, plain_grad = outputs_and_input_gradient()   # trainable: nothing is folded
     model.trainable = False
-    plan = [n for n, _, _ in model._plan(model.ancestors(names), set(names))]
-    assert "conv2d_5" in plan and "batch_normalization_5" in plan
-    assert "conv2d_1" not in plan and "batch_normalization_1" in plan   # folded
-    assert len(plan) == len(model.ancestors(names)) - sum(
+    steps = {n: run for n, _, run in model._plan(model.ancestors(names), set(names))}
+    assert {"conv2d_5", "batch_normalization_5", "activation_5"} <= set(steps)
+    assert "conv2d_1" not in steps and "batch_normalization_1" not in steps   # folded
+    assert steps["activation_1"].relu and steps["activation_1"].conv.name == "conv2d_1"
+    assert len(steps) == len(model.ancestors(names)) - 2 * sum(
         n.startswith("conv2d_") and n != "conv2d_5" for n in model.ancestors(names))
     folded, folded_grad = outputs_and_input_gradient()
     for n in names:

@@ -189,6 +189,49 @@ def test_every_route_agrees(c, f, strides, dilation):
             np.testing.assert_allclose(dk, ref_dk, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("c, f, kernel_size, route", [
+    (17, 18, (3, 2), "shifted"), (3, 16, (3, 3), "thin_input"), (20, 3, (2, 3), "thin_output"),
+    (24, 16, (1, 1), "shifted")])
+def test_fused_relu_is_relu_after_the_convolution(c, f, kernel_size, route):
+    """conv2d(..., relu=True), on every route, is relu(conv2d(...) + bias) forward, and its
+    backward (the mask applied while dY is laid out) gives the unfused graph's gradients."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((2, 9, 8, c))
+    kernel = rng.standard_normal(kernel_size + (c, f))
+    bias = rng.standard_normal(f)
+    g = rng.standard_normal((2, 9, 8, f))
+
+    def run(fused):
+        tx, tk, tb = (mg.Tensor(v, requires_grad=True, dtype=np.float64)
+                      for v in (x, kernel, bias))
+        y = (ops.conv2d(tx, tk, tb, padding="same", relu=True) if fused
+             else ops.relu(ops.conv2d(tx, tk, tb, padding="same")))
+        y.backward(g)
+        return y.numpy(), tx.grad, tk.grad, tb.grad
+    fused, plain = run(True), run(False)
+    assert route_of(x.shape, kernel.shape) == route
+    assert (fused[0] > 0).any() and (fused[0] == 0).any()
+    for got, want, name in zip(fused, plain, ("y", "dx", "dkernel", "dbias")):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def route_of(x_shape, kernel_shape):
+    geom = conv_module._Geometry(x_shape, kernel_shape, (1, 1), "same", (1, 1))
+    return conv_module._route(geom, kernel_shape[3])
+
+
+@settings(max_examples=10)
+@given(conv_cases)
+def test_fused_relu_gradient(case):
+    drawn = draw_conv(case, seed=22)
+    if drawn is None or drawn[2] is None:
+        return
+    x, kernel, bias = drawn
+    args = dict(strides=case["strides"], padding=case["padding"], dilation_rate=case["dilation"],
+                relu=True)
+    check_op_gradient(lambda x, k, b: ops.conv2d(x, k, b, **args), x, kernel, bias)
+
+
 def test_im2col_col2im_are_adjoint():
     rng = np.random.default_rng(3)
     xpad = rng.standard_normal((2, 7, 8, 3))

@@ -5,8 +5,6 @@ The loss and its gradient are compared with Keras's on the shared real weights
 schedule's arithmetic (octave shapes, L2-normalised steps, lost-detail re-injection) is checked on
 its own; small end-to-end runs go through the API and the command line, error cases included.
 """
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,7 +15,8 @@ from micrograd_gen.generative import deepdream as D
 from micrograd_gen.gradcheck import gradcheck
 # weight_dir: the real weights' folder, a session fixture (tests that take it redefine its name,
 # hence the F811 marks)
-from test_applications import INCEPTION_FILE, VGG_FILE, weight_dir  # noqa: F401
+from test_applications import (INCEPTION_FILE, VGG_FILE, relu_input_shifted,  # noqa: F401
+                               weight_dir)
 
 TOLERANCE = 1e-4  # of each array's largest absolute value
 # One ReLU of InceptionV3 sits on its kink at the reference input: activation_19's input at
@@ -25,24 +24,6 @@ TOLERANCE = 1e-4  # of each array's largest absolute value
 # path and moves Keras's gradient by 5e-4 of its largest value in one patch (test_applications.py
 # shows ours is the exact derivative). The comparisons put that unit where Keras had it.
 KINK = ("activation_19", (0, 11, 10, 2))
-
-
-@contextmanager
-def relu_input_shifted(model, layer_name, index, shift=-1e-4):
-    """Add `shift` to one element of an Activation layer's input."""
-    layer = model.get_layer(layer_name)
-    original = layer.call
-
-    def call(x, *args, **kwargs):
-        delta = np.zeros(x.shape, x.dtype)
-        delta[index] = shift
-        return original(x + delta)
-
-    layer.call = call
-    try:
-        yield
-    finally:
-        del layer.call  # back to the class's method
 
 
 def rel_error(got, want):
@@ -111,7 +92,8 @@ def small_picture(chelsea, size=(168, 224)):
 
 def test_loss_and_gradient_match_keras(dreamer, chelsea):
     x = chelsea["input"]
-    with relu_input_shifted(dreamer.model, *KINK):  # that unit where Keras's float32 run had it
+    # that unit where Keras's float32 run had it
+    with relu_input_shifted(dreamer.model, *KINK, shift=-1e-4):
         loss, grad = dreamer.loss_and_grad(x)
         _, terms = D.dream_loss(dreamer.features(x), dreamer.layer_weights)
     assert rel_error(loss, chelsea["deepdream/loss"]) < TOLERANCE
@@ -123,7 +105,7 @@ def test_loss_and_gradient_match_keras(dreamer, chelsea):
 
 def test_one_step_is_the_books(dreamer, chelsea):
     x = chelsea["input"]
-    with relu_input_shifted(dreamer.model, *KINK):
+    with relu_input_shifted(dreamer.model, *KINK, shift=-1e-4):
         loss, moved = dreamer.gradient_ascent_step(x, 20.0)
     assert loss == pytest.approx(float(chelsea["deepdream/loss"]), rel=TOLERANCE)
     g = chelsea["deepdream/grad"].astype(np.float64)

@@ -13,8 +13,6 @@ gradient by up to 6e-3 of its largest value in the 9x9 patch of pixels that unit
 gradient comparisons put that unit where Keras had it (a -1e-3 shift of that one pre-activation);
 with it, every gradient agrees within 1e-6 of the largest value.
 """
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -27,7 +25,8 @@ from micrograd_gen.generative import style_transfer as S
 from micrograd_gen.gradcheck import gradcheck
 # weight_dir: the real weights' folder, a session fixture (tests that take it redefine its name,
 # hence the F811 marks)
-from test_applications import INCEPTION_FILE, VGG_FILE, weight_dir  # noqa: F401
+from test_applications import (INCEPTION_FILE, VGG_FILE, relu_input_shifted,  # noqa: F401
+                               weight_dir)
 
 TOLERANCE = 1e-4  # of each array's largest absolute value
 KINK = ("block2_conv1", (3, 3, 3))  # (row, column, channel) of the combination picture's features
@@ -36,24 +35,6 @@ KINK = ("block2_conv1", (3, 3, 3))  # (row, column, channel) of the combination 
 def rel_error(got, want):
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
-
-
-@contextmanager
-def pre_activation_shifted(model, layer_name, index, shift=-1e-3):
-    """Add `shift` to one element of a conv layer's output before its ReLU."""
-    layer = model.get_layer(layer_name)
-    original = layer.activation
-
-    def activation(y):
-        delta = np.zeros(y.shape, y.dtype)
-        delta[index] = shift
-        return original(y + delta)
-
-    layer.activation = activation
-    try:
-        yield
-    finally:
-        layer.activation = original
 
 
 # ---- the three losses against NumPy (no weights) --------------------------------------------------
@@ -120,7 +101,7 @@ def test_gradients_match_keras(part, vgg, ref):
                "grad_tv": (0, 0, S.TV_WEIGHT)}[part]
     loss = S.StyleTransferLoss(ref["base"], ref["style"], vgg, None, *weights)
     layer, (i, j, c) = KINK
-    with pre_activation_shifted(vgg, layer, (0, i, j, c)):  # that unit where Keras had it
+    with relu_input_shifted(vgg, layer, (0, i, j, c)):  # that unit where Keras had it
         _, _, grad = loss.loss_and_grad(ref["comb"])
     assert rel_error(grad, ref[part]) < TOLERANCE
     assert all(w.grad is None for w in vgg.weights)  # frozen: no weight gradients

@@ -82,6 +82,9 @@ class Conv2D(Layer):
                      if self.use_bias else None)
 
     def call(self, x):
+        if self.activation is activations.relu:   # fused: applied to each output chunk in cache
+            return ops.conv2d(x, self.kernel, self.bias, strides=self.strides,
+                              padding=self.padding, dilation_rate=self.dilation_rate, relu=True)
         y = ops.conv2d(x, self.kernel, self.bias, strides=self.strides, padding=self.padding,
                        dilation_rate=self.dilation_rate)
         return self.activation(y)

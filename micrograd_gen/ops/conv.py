@@ -168,18 +168,22 @@ def gemm_rows(out, a, b, accumulate=False, transpose_a=False, transpose_b=False)
          mo.address + o0 * mo.row_bytes, mo.width)
 
 
-def _assign(dst, src):
-    """dst[...] = src for 4-D arrays; large copies are split into row bands over the workers
-    (NumPy releases the GIL while copying)."""
+def _assign(dst, src, mask=None):
+    """dst[...] = src (or src * mask) for 4-D arrays; large copies are split into row bands over
+    the workers (NumPy releases the GIL while copying)."""
     xp = get_array_module(dst)
     rows = dst.shape[1]
-    if xp is not np or dst.nbytes < _PARALLEL_COPY_BYTES or rows < 2:
-        dst[...] = src
-        return
-    step = -(-rows // 4)
 
     def copy(band, slot):
-        dst[:, band[0]:band[1]] = src[:, band[0]:band[1]]
+        part = slice(band[0], band[1])
+        if mask is None:
+            dst[:, part] = src[:, part]
+        else:
+            xp.multiply(src[:, part], mask[:, part], out=dst[:, part])
+    if xp is not np or dst.nbytes < _PARALLEL_COPY_BYTES or rows < 2:
+        copy((0, rows), 0)
+        return
+    step = -(-rows // 4)
     for_chunks([(i, min(i + step, rows)) for i in range(0, rows, step)], copy, xp)
 
 
@@ -286,19 +290,22 @@ class _Geometry:
                     body[k, :, i0:i0 + ni, j0:j0 + nj])
         return x
 
-    def to_wide(self, y, margin):
+    def to_wide(self, y, margin, positive=None):
         """dY (N, OH, OW, F) in the output's row numbering, zeros on junk rows, after `margin`
-        leading zero rows (so that reads at row u - offset never go below 0)."""
+        leading zero rows (so that reads at row u - offset never go below 0). With `positive`
+        (a fused ReLU's mask, shaped like dY) it is dY * positive, the ReLU's backward, done
+        in the copy that lays dY out anyway."""
         xp = get_array_module(y)
         F = y.shape[-1]
         if self.pointwise and margin == 0:
-            return xp.ascontiguousarray(y).reshape(self.rows, F)
+            y = xp.ascontiguousarray(y) if positive is None else y * positive
+            return y.reshape(self.rows, F)
         buf = xp.empty((margin + self.rows, F), y.dtype)
         body = buf[margin:].reshape(self.N, self.Hq, self.Wq, F)
         buf[:margin] = 0
         body[:, self.OH:] = 0
         body[:, :self.OH, self.OW:] = 0
-        _assign(body[:, :self.OH, :self.OW], y)
+        _assign(body[:, :self.OH, :self.OW], y, positive)
         return buf
 
     def from_wide(self, buf, F):
@@ -324,7 +331,7 @@ class _Geometry:
 
 # ---- the three products of a convolution ------------------------------------------------------
 
-def _shifted_forward(x, kernel, geom, bias=None):
+def _shifted_forward(x, kernel, geom, bias=None, relu=False):
     """y (N, OH, OW, F) = conv2d(x, kernel) with the geometry's strides, padding and dilation.
 
     y is a view of an (N*Hq*Wq, F) buffer whose junk rows and columns are never read."""
@@ -345,15 +352,17 @@ def _shifted_forward(x, kernel, geom, bias=None):
                       accumulate=t > 0)
         if bias is not None:
             y[u0:u1] += bias                                  # while the chunk is in cache
+        if relu:
+            xp.maximum(y[u0:u1], 0, out=y[u0:u1])
     for_chunks(geom.chunks(0, geom.used_rows, F, _CHUNK_BYTES), work, xp)
     return geom.from_wide(y, F)
 
 
-def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
+def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None):
     """(dX, dK, dBias) from dY (N, OH, OW, F); None for what is not needed."""
     xp = get_array_module(g)
     margin = geom.max_offset if need_dx else 0
-    gw = geom.to_wide(g, margin)                              # (margin + rows, F)
+    gw = geom.to_wide(g, margin, positive)                    # (margin + rows, F)
     dx = dk = db = None
     F = g.shape[3]
     G = _Rows(gw, F)
@@ -404,7 +413,7 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
             db += partial[slot][2]
         db = db if need_db else None
     if need_db and db is None:
-        db = g.sum(axis=(0, 1, 2))
+        db = gw.sum(axis=0)                                   # zeros on margin and junk rows
     return dx, dk, db
 
 
@@ -420,7 +429,7 @@ def _phase_taps(geom, k):
     return [(a, b, off) for a, b, phase, off in geom.taps if phase == k]
 
 
-def _thin_input_forward(x, kernel, geom, bias=None):
+def _thin_input_forward(x, kernel, geom, bias=None, relu=False):
     """C small: y[u] = sum_t x[u + off_t] @ K_t as (rows, T*C) @ (T*C, F) per chunk."""
     xp = get_array_module(x, kernel)
     T, C, F = len(geom.taps), geom.C, kernel.shape[3]
@@ -436,14 +445,16 @@ def _thin_input_forward(x, kernel, geom, bias=None):
         gemm_into(cols[:, :n].T, kmat, y[u0:u1])                        # (rows, T*C) @ (T*C, F)
         if bias is not None:
             y[u0:u1] += bias
+        if relu:
+            xp.maximum(y[u0:u1], 0, out=y[u0:u1])
     return geom.from_wide(y, F)
 
 
-def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
+def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None):
     xp = get_array_module(g)
     T, C, F = len(geom.taps), geom.C, g.shape[3]
     margin = geom.max_offset
-    gw = geom.to_wide(g, margin)                                        # (margin + rows, F)
+    gw = geom.to_wide(g, margin, positive)                              # (margin + rows, F)
     dx = dk = None
     if need_dx:
         # Z = K_t @ dY^T for every tap at once, then each tap's block lands shifted by its
@@ -477,10 +488,10 @@ def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
             # (T*C, rows) @ (rows, F), summed over chunks
             gemm_into(cols[:, :n], gw[margin + u0:margin + u1], dkmat, accumulate=not first)
             first = False
-    return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
+    return dx, dk, gw.sum(axis=0) if need_db else None     # zeros on margin and junk rows
 
 
-def _thin_output_forward(x, kernel, geom, bias=None):
+def _thin_output_forward(x, kernel, geom, bias=None, relu=False):
     """F small: Z = [K_t^T] @ x^T for every tap at once, then y^T[:, u] = sum_t Z_t[:, u + off_t].
     """
     xp = get_array_module(x, kernel)
@@ -501,10 +512,12 @@ def _thin_output_forward(x, kernel, geom, bias=None):
                 yt[:, u0:u1] += z[t * F:(t + 1) * F, off:off + n]
     if bias is not None:
         yt += bias[:, None]
+    if relu:
+        xp.maximum(yt, 0, out=yt)
     return geom.from_wide(xp.ascontiguousarray(yt.T), F)
 
 
-def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
+def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None):
     """F small: stack dY's shifted windows (T*F, rows) once per chunk; dX and dK are then one
     product each with inner or outer size T*F."""
     xp = get_array_module(g)
@@ -512,7 +525,7 @@ def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
     margin = geom.max_offset
     # dY^T with zeros around: reads at rows v - off_t for v up to rows + tail stay inside.
     gt = xp.zeros((F, margin + geom.rows + geom.tail), g.dtype)
-    gt[:, :margin + geom.rows] = geom.to_wide(g, margin).T
+    gt[:, :margin + geom.rows] = geom.to_wide(g, margin, positive).T
     dx = dk = None
     if need_dx:
         dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
@@ -548,7 +561,7 @@ def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
                 dk[a, b] = dkt[t * F:(t + 1) * F].T
     if need_dx:
         dx = geom.from_phases(dphases, g.dtype)
-    return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
+    return dx, dk, gt.sum(axis=1) if need_db else None      # zeros on margin and junk rows
 
 
 # ---- NHWC im2col / col2im (the CUDA kernels' NumPy twins, see cuda_kernels.py) -----------------
@@ -599,26 +612,33 @@ def _route(geom, F):
     return "shifted"
 
 
-def conv_forward(x, kernel, geom, bias=None):
-    """y (N, OH, OW, F) = conv2d(x, kernel) + bias on the geometry's strides, padding, dilation.
-    """
-    if get_array_module(x) is not np:  # CuPy: one im2col kernel and one GEMM (kernels/)
+def conv_forward(x, kernel, geom, bias=None, relu=False):
+    """y (N, OH, OW, F) = conv2d(x, kernel) + bias on the geometry's strides, padding, dilation,
+    and max(y, 0) after that with relu=True: both are applied to each chunk of the output while
+    it is still in cache, instead of in passes of their own over the whole output."""
+    xp = get_array_module(x)
+    if xp is not np:  # CuPy: one im2col kernel and one GEMM (kernels/)
         y = cuda_kernels.conv2d_forward(x, kernel, geom)
         if bias is not None:
             y += bias
+        if relu:
+            xp.maximum(y, 0, out=y)
         return y
     forward, _ = _ROUTES[_route(geom, kernel.shape[3])]
-    return forward(x, kernel, geom, bias)
+    return forward(x, kernel, geom, bias, relu)
 
 
-def conv_backward(g, x, kernel, geom, need_dx=True, need_dk=True, need_db=False):
+def conv_backward(g, x, kernel, geom, need_dx=True, need_dk=True, need_db=False, positive=None):
     """(dX, dK, dBias) of conv_forward for the cotangent g (N, OH, OW, F); None for what is not
-    needed. dX needs only the kernel and dK only x."""
+    needed. dX needs only the kernel and dK only x. `positive` is the mask (y > 0) of a forward
+    run with relu=True: g is multiplied by it on its way in."""
     if get_array_module(g) is not np:  # CuPy: col2im / im2col kernels and GEMMs (kernels/)
+        if positive is not None:
+            g = g * positive
         dx, dk = cuda_kernels.conv2d_backward(g, x, kernel, geom, need_dx, need_dk)
         return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
     _, backward = _ROUTES[_route(geom, g.shape[3])]
-    return backward(g, x, kernel, geom, need_dx, need_dk, need_db)
+    return backward(g, x, kernel, geom, need_dx, need_dk, need_db, positive)
 
 
 def _check_bias(bias, filters):
@@ -628,7 +648,8 @@ def _check_bias(bias, filters):
 
 
 class Conv2D(Function):
-    def forward(self, x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1):
+    def forward(self, x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1,
+                relu=False):
         op = "conv2d"
         geom = _Geometry(x.shape, kernel.shape, _pair(strides, "strides", op),
                          _padding_name(padding), _pair(dilation_rate, "dilation_rate", op))
@@ -637,15 +658,18 @@ class Conv2D(Function):
                              f"{kernel.shape[2]} input channels but x {tuple(x.shape)} has "
                              f"{geom.C}")
         _check_bias(bias, kernel.shape[3])
-        y = conv_forward(x, kernel, geom, bias)
+        y = conv_forward(x, kernel, geom, bias, relu)
         self.geom = geom
+        # A fused ReLU's backward is g * (y > 0); the mask is 1 byte a number, y would be 4.
+        self.positive = y > 0 if relu and any(self.needs_input_grad) else None
         # Keep only what backward will use: x for dK, the kernel for dX. Never the columns.
         self.x = x if self.needs_input_grad[1] else None
         self.kernel = kernel if self.needs_input_grad[0] else None
         return y
 
     def backward(self, g):
-        return conv_backward(g, self.x, self.kernel, self.geom, *self.needs_input_grad)
+        return conv_backward(g, self.x, self.kernel, self.geom, *self.needs_input_grad,
+                             positive=self.positive)
 
 
 class Conv2DTranspose(Function):
@@ -692,12 +716,13 @@ class Conv2DTranspose(Function):
         return dx, dk, db
 
 
-def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1):
+def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, relu=False):
     """2-D cross-correlation (Keras's Conv2D): x (N, H, W, C), kernel (kh, kw, C, F), bias (F,)
     -> (N, OH, OW, F). strides and dilation_rate are ints or (rows, cols) pairs; padding is
-    'valid' or 'same' (Keras's rule: the odd padding pixel goes bottom / right)."""
+    'valid' or 'same' (Keras's rule: the odd padding pixel goes bottom / right). relu=True
+    gives max(conv2d + bias, 0) in one op, as Conv2D(activation="relu") computes it."""
     return Conv2D.apply(x, kernel, bias, strides=strides, padding=padding,
-                        dilation_rate=dilation_rate)
+                        dilation_rate=dilation_rate, relu=relu)
 
 
 def conv2d_transpose(x, kernel, bias=None, strides=1, padding="valid"):
