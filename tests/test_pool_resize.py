@@ -125,6 +125,36 @@ def test_max_pool_ties_send_the_gradient_to_the_first_cell():
     np.testing.assert_array_equal(x.grad[0, :, :, 0], [[1, 0], [0, 0]])
 
 
+@pytest.mark.parametrize("pool, strides, padding", [(3, 2, "valid"), (3, 2, "same"),
+                                                     (2, 3, "valid"), ((3, 2), (1, 2), "same")])
+def test_max_pool_ties_with_strides_follow_the_first_cell_rule(pool, strides, padding):
+    """Inputs full of ties (a ReLU's zeros, a few levels): every window sends its gradient to its
+    first (row-major) maximal cell, through the stride-phase split of the backward."""
+    rng = np.random.default_rng(7)
+    x = np.maximum(rng.integers(-2, 3, (2, 9, 8, 3)), 0).astype(np.float64)
+    t = mg.Tensor(x, requires_grad=True, dtype=np.float64)
+    y = ops.max_pool2d(t, pool, strides=strides, padding=padding)
+    g = rng.standard_normal(y.shape)
+    y.backward(g)
+    (kh, kw), (sh, sw) = [(v, v) if isinstance(v, int) else v for v in (pool, strides)]
+    top = left = 0
+    if padding == "same":
+        top = max((y.shape[1] - 1) * sh + kh - 9, 0) // 2
+        left = max((y.shape[2] - 1) * sw + kw - 8, 0) // 2
+    expected = np.zeros_like(x)
+    for n in range(2):
+        for i in range(y.shape[1]):
+            for j in range(y.shape[2]):
+                for c in range(3):
+                    r0, c0 = i * sh - top, j * sw - left
+                    cells = [(r, q) for r in range(max(r0, 0), min(r0 + kh, 9))
+                             for q in range(max(c0, 0), min(c0 + kw, 8))]
+                    best = max(x[n, r, q, c] for r, q in cells)
+                    r, q = next(cell for cell in cells if x[n, cell[0], cell[1], c] == best)
+                    expected[n, r, q, c] += g[n, i, j, c]
+    np.testing.assert_allclose(t.grad, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_vgg_pool_shapes():
     x = mg.Tensor(np.zeros((1, 25, 37, 2)))
     assert ops.max_pool2d(x, 2).shape == (1, 12, 18, 2)
