@@ -460,20 +460,25 @@ def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, po
         # Z = K_t @ dY^T for every tap at once, then each tap's block lands shifted by its
         # offset: dX^T[:, v] = sum_t Z_t[:, v - off_t].
         dxt = xp.zeros((len(geom.phases), C, geom.rows), g.dtype)       # (P, C, rows)
-        for k in range(len(geom.phases)):
-            taps = _phase_taps(geom, k)
-            reach = max(off for _, _, off in taps)
-            kmat = xp.concatenate([kernel[a, b] for a, b, _ in taps])   # (T_k*C, F)
-            start, stop = geom.real_rows(k)
-            for v0, v1 in geom.chunks(start, stop, len(taps) * C, _THIN_CHUNK_BYTES,
-                                      min_rows=8 * reach):
-                n = v1 - v0
-                z = xp.empty((len(taps) * C, n + reach), g.dtype)
-                # (T_k*C, F) @ (F, rows): dY rows v0 - reach .. v1
-                gemm_into(kmat, gw[margin + v0 - reach:margin + v1].T, z)
-                for t, (_, _, off) in enumerate(taps):
-                    dxt[k, :, v0:v1] += z[t * C:(t + 1) * C, reach - off:reach - off + n]
-        dx = geom.from_phases(xp.ascontiguousarray(dxt.transpose(0, 2, 1)), g.dtype)
+        taps = [_phase_taps(geom, k) for k in range(len(geom.phases))]
+        kmats = [xp.concatenate([kernel[a, b] for a, b, _ in phase_taps])   # (T_k*C, F)
+                 for phase_taps in taps]
+
+        def work_dx(chunk, slot):
+            k, v0, v1 = chunk
+            reach, n = max(off for _, _, off in taps[k]), v1 - v0
+            z = xp.empty((len(taps[k]) * C, n + reach), g.dtype)
+            # (T_k*C, F) @ (F, rows): dY rows v0 - reach .. v1
+            gemm_into(kmats[k], gw[margin + v0 - reach:margin + v1].T, z)
+            for t, (_, _, off) in enumerate(taps[k]):
+                dxt[k, :, v0:v1] += z[t * C:(t + 1) * C, reach - off:reach - off + n]
+        for_chunks([(k, v0, v1) for k in range(len(geom.phases))
+                    for v0, v1 in geom.chunks(*geom.real_rows(k), len(taps[k]) * C,
+                                              _THIN_CHUNK_BYTES,
+                                              min_rows=8 * max(off for *_, off in taps[k]))],
+                   work_dx, xp)
+        # from_phases reads the (P, rows, C) view in place: no transposed copy first
+        dx = geom.from_phases(dxt.transpose(0, 2, 1), g.dtype)
     if need_dk:
         xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))
         dk = xp.empty((geom.kh, geom.kw, C, F), g.dtype)
