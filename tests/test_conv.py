@@ -482,3 +482,22 @@ def test_gemm_rows_refuses_blocks_that_do_not_fit():
         conv_module.gemm_rows((O, 0, 3), (A, 0, 4), (A, 0, 4))    # 4 rows into 3
     with pytest.raises(ValueError, match="C-ordered"):
         conv_module._Rows(np.zeros((4, 6), np.float32).T, 4)
+
+
+def test_transpose_backward_sharing_phases_gives_the_separate_gradients():
+    """With both dX and dK wanted, Conv2DTranspose lays g's stride phases out once for both."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((3, 4, 5, 18))
+    kernel = rng.standard_normal((3, 3, 17, 18))
+    tx, tk = (mg.Tensor(v, requires_grad=True, dtype=np.float64) for v in (x, kernel))
+    y = ops.conv2d_transpose(tx, tk, strides=2, padding="same")
+    g = rng.standard_normal(y.shape)
+    y.backward(g)
+    geom = conv_module._Geometry(y.shape, kernel.shape, (2, 2), "same", (1, 1))
+    assert conv_module._route(geom, 18) == "shifted"
+    expected_dx = conv_module.conv_forward(g, kernel, geom)
+    _, expected_dk, _ = conv_module.conv_backward(x, g, None, geom, need_dx=False)
+    np.testing.assert_allclose(tx.grad, expected_dx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(tk.grad, expected_dk, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(tx.grad, reference_conv2d(g, kernel, None, (2, 2), "same"),
+                               rtol=1e-10, atol=1e-12)
