@@ -440,17 +440,19 @@ def _thin_input_forward(x, kernel, geom, bias=None, relu=False):
     xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))    # (P, C, rows + tail)
     kmat = kernel.reshape(T * C, F)                                     # rows in tap order
     y = xp.empty((geom.rows, F), x.dtype)
-    chunks = list(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES))
-    cols = xp.empty((T * C, max(u1 - u0 for u0, u1 in chunks)), x.dtype)  # (T*C, rows)
-    for u0, u1 in chunks:
-        n = u1 - u0
+
+    def work(chunk, slot):
+        u0, u1 = chunk
+        cols = xp.empty((T * C, u1 - u0), x.dtype)                      # (T*C, rows)
         for t, (a, b, k, off) in enumerate(geom.taps):
-            cols[t * C:(t + 1) * C, :n] = xt[k, :, u0 + off:u1 + off]
-        gemm_into(cols[:, :n].T, kmat, y[u0:u1])                        # (rows, T*C) @ (T*C, F)
+            cols[t * C:(t + 1) * C] = xt[k, :, u0 + off:u1 + off]
+        out = y[u0:u1]
+        gemm_into(cols.T, kmat, out)                                    # (rows, T*C) @ (T*C, F)
         if bias is not None:
-            y[u0:u1] += bias
+            out += bias
         if relu:
-            xp.maximum(y[u0:u1], 0, out=y[u0:u1])
+            xp.maximum(out, 0, out=out)
+    for_chunks(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES), work, xp)
     return geom.from_wide(y, F)
 
 
@@ -485,18 +487,22 @@ def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, po
         dx = geom.from_phases(dxt.transpose(0, 2, 1), g.dtype)
     if need_dk:
         xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))
-        dk = xp.empty((geom.kh, geom.kw, C, F), g.dtype)
-        dkmat = dk.reshape(T * C, F)
-        chunks = list(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES))
-        cols = xp.empty((T * C, max(u1 - u0 for u0, u1 in chunks)), g.dtype)
-        first = True
-        for u0, u1 in chunks:
-            n = u1 - u0
+        partial = {}                                                    # dK sums per thread
+
+        def work_dk(chunk, slot):
+            u0, u1 = chunk
+            cols = xp.empty((T * C, u1 - u0), g.dtype)
             for t, (a, b, k, off) in enumerate(geom.taps):
-                cols[t * C:(t + 1) * C, :n] = xt[k, :, u0 + off:u1 + off]
+                cols[t * C:(t + 1) * C] = xt[k, :, u0 + off:u1 + off]
+            first = slot not in partial
+            if first:
+                partial[slot] = xp.empty((T * C, F), g.dtype)
             # (T*C, rows) @ (rows, F), summed over chunks
-            gemm_into(cols[:, :n], gw[margin + u0:margin + u1], dkmat, accumulate=not first)
-            first = False
+            gemm_into(cols, gw[margin + u0:margin + u1], partial[slot], accumulate=not first)
+        for_chunks(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES), work_dk, xp,
+                   fixed=True)
+        dk = sum(partial[slot] for slot in range(1, len(partial))) + partial[0]
+        dk = dk.reshape(geom.kh, geom.kw, C, F)
     return dx, dk, gw.sum(axis=0) if need_db else None     # zeros on margin and junk rows
 
 
@@ -506,23 +512,28 @@ def _thin_output_forward(x, kernel, geom, bias=None, relu=False):
     xp = get_array_module(x, kernel)
     F = kernel.shape[3]
     phases = geom.to_phases(x)                                          # (P, rows + tail, C)
-    yt = xp.zeros((F, geom.rows), x.dtype)                              # (F, rows)
-    for k in range(len(geom.phases)):
-        taps = _phase_taps(geom, k)
-        reach = max(off for _, _, off in taps)
-        kmat = xp.concatenate([kernel[a, b].T for a, b, _ in taps])     # (T_k*F, C)
-        # Each chunk also reads `reach` rows past its end: keep chunks long next to that.
-        for u0, u1 in geom.chunks(0, geom.used_rows, geom.C, _THIN_CHUNK_BYTES,
-                                  min_rows=8 * reach):
-            n = u1 - u0
-            z = xp.empty((len(taps) * F, n + reach), x.dtype)
-            gemm_into(kmat, phases[k, u0:u1 + reach].T, z)              # (T_k*F, C) @ (C, rows)
-            for t, (_, _, off) in enumerate(taps):
-                yt[:, u0:u1] += z[t * F:(t + 1) * F, off:off + n]
-    if bias is not None:
-        yt += bias[:, None]
-    if relu:
-        xp.maximum(yt, 0, out=yt)
+    yt = xp.empty((F, geom.rows), x.dtype)                              # (F, rows)
+    taps = [_phase_taps(geom, k) for k in range(len(geom.phases))]
+    kmats = [xp.concatenate([kernel[a, b].T for a, b, _ in phase_taps])     # (T_k*F, C)
+             for phase_taps in taps]
+    reach = [max(off for *_, off in phase_taps) for phase_taps in taps]
+
+    def work(chunk, slot):
+        u0, u1 = chunk
+        n, out = u1 - u0, yt[:, u0:u1]
+        out[...] = 0
+        for k in range(len(taps)):
+            z = xp.empty((len(taps[k]) * F, n + reach[k]), x.dtype)
+            gemm_into(kmats[k], phases[k, u0:u1 + reach[k]].T, z)       # (T_k*F, C) @ (C, rows)
+            for t, (_, _, off) in enumerate(taps[k]):
+                out += z[t * F:(t + 1) * F, off:off + n]
+        if bias is not None:
+            out += bias[:, None]
+        if relu:
+            xp.maximum(out, 0, out=out)
+    # Each chunk also reads `reach` rows past its end: keep chunks long next to that.
+    for_chunks(geom.chunks(0, geom.used_rows, geom.C, _THIN_CHUNK_BYTES, min_rows=8 * max(reach)),
+               work, xp)
     return geom.from_wide(xp.ascontiguousarray(yt.T), F)
 
 
@@ -535,41 +546,49 @@ def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, p
     # dY^T with zeros around: reads at rows v - off_t for v up to rows + tail stay inside.
     gt = xp.zeros((F, margin + geom.rows + geom.tail), g.dtype)
     gt[:, :margin + geom.rows] = geom.to_wide(g, margin, positive).T
+    taps = [_phase_taps(geom, k) for k in range(len(geom.phases))]
+
+    def windows(k, v0, v1):
+        stacked = xp.empty((len(taps[k]) * F, v1 - v0), g.dtype)       # (T_k*F, rows)
+        for t, (_, _, off) in enumerate(taps[k]):
+            stacked[t * F:(t + 1) * F] = gt[:, margin + v0 - off:margin + v1 - off]
+        return stacked
+
     dx = dk = None
     if need_dx:
         dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
+        kmats = [xp.concatenate([kernel[a, b].T for a, b, _ in phase_taps])  # (T_k*F, C)
+                 for phase_taps in taps]
+
+        def work_dx(chunk, slot):
+            k, v0, v1 = chunk
+            # (rows, T_k*F) @ (T_k*F, C)
+            gemm_into(windows(k, v0, v1).T, kmats[k], dphases[k, v0:v1])
+        for_chunks([(k, v0, v1) for k in range(len(taps))
+                    for v0, v1 in geom.chunks(*geom.real_rows(k), len(taps[k]) * F,
+                                              _THIN_CHUNK_BYTES)], work_dx, xp)
+        dx = geom.from_phases(dphases, g.dtype)
     if need_dk:
         phases = geom.to_phases(x)
+        partial = {}                                    # (slot, phase) -> (T_k*F, C) sums
+
+        def work_dk(chunk, slot):
+            k, v0, v1 = chunk
+            first = (slot, k) not in partial
+            if first:
+                partial[slot, k] = xp.empty((len(taps[k]) * F, C), g.dtype)
+            gemm_into(windows(k, v0, v1), phases[k, v0:v1], partial[slot, k],
+                      accumulate=not first)
+        for_chunks([(k, v0, v1) for k in range(len(taps))
+                    for v0, v1 in geom.chunks(0, geom.used_rows + max(o for *_, o in taps[k]),
+                                              len(taps[k]) * F, _THIN_CHUNK_BYTES)],
+                   work_dk, xp, fixed=True)
         dk = xp.empty((geom.kh, geom.kw, C, F), g.dtype)
-    for k in range(len(geom.phases)):
-        taps = _phase_taps(geom, k)
-        stacked = None
-
-        def windows(v0, v1):
-            nonlocal stacked
-            if stacked is None or stacked.shape[1] < v1 - v0:
-                stacked = xp.empty((len(taps) * F, v1 - v0), g.dtype)
-            for t, (_, _, off) in enumerate(taps):
-                stacked[t * F:(t + 1) * F, :v1 - v0] = gt[:, margin + v0 - off:margin + v1 - off]
-            return stacked[:, :v1 - v0]                                 # (T_k*F, rows)
-
-        if need_dx:
-            kmat = xp.concatenate([kernel[a, b].T for a, b, _ in taps])  # (T_k*F, C)
-            start, stop = geom.real_rows(k)
-            for v0, v1 in geom.chunks(start, stop, len(taps) * F, _THIN_CHUNK_BYTES):
-                gemm_into(windows(v0, v1).T, kmat, dphases[k, v0:v1])   # (rows, T_k*F) @ (T_k*F, C)
-        if need_dk:
-            reach = max(off for _, _, off in taps)
-            dkt = xp.empty((len(taps) * F, C), g.dtype)                 # (T_k*F, C)
-            first = True
-            for v0, v1 in geom.chunks(0, geom.used_rows + reach, len(taps) * F,
-                                      _THIN_CHUNK_BYTES):
-                gemm_into(windows(v0, v1), phases[k, v0:v1], dkt, accumulate=not first)
-                first = False
-            for t, (a, b, _) in enumerate(taps):
+        for k in range(len(taps)):
+            sums = [partial[key] for key in sorted(partial) if key[1] == k]
+            dkt = sum(sums[1:]) + sums[0]
+            for t, (a, b, _) in enumerate(taps[k]):
                 dk[a, b] = dkt[t * F:(t + 1) * F].T
-    if need_dx:
-        dx = geom.from_phases(dphases, g.dtype)
     return dx, dk, gt.sum(axis=1) if need_db else None      # zeros on margin and junk rows
 
 
