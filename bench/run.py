@@ -2,6 +2,7 @@
 
   python bench/run.py --device cpu|gpu --suite ops|apps|all [--quick] [--out results.jsonl]
                       [--only NAME,...] [--repeat N] [--threads N] [--torch-python PY]
+                      [--rounds N]
   python bench/run.py --list                          # the workloads of each suite
   python bench/run.py --markdown results.jsonl        # the README's results table
 
@@ -28,7 +29,11 @@ $MICROGRAD_GEN_TORCH_PYTHON) each workload is also run in PyTorch, in its own ch
 the same thread count, right after ours, and the line gets `ratio_to_torch` = ours / torch. The ops'
 twins are timed here like ours (and run on CUDA with --device gpu); the applications' twins are
 the other bench scripts' own, which time themselves on the CPU. PyTorch is never required; without
-it each line still has `ratio_to_peer`, ours over BENCHMARKS.md's PyTorch figure.
+it each line still has `ratio_to_peer`, ours over BENCHMARKS.md's PyTorch figure. With
+--rounds N both are timed N times, alternating (ours, PyTorch, ours, ...), and `ratio_to_torch` is
+the median of the N per-round ratios, each round's pair of medians listed under `rounds`: this
+VM's speed drifts by 10-30% over minutes, for both engines alike, so a ratio is only as good as
+the closeness in time of its two halves.
 """
 import argparse
 import contextlib
@@ -427,6 +432,23 @@ def run_child(python, name, engine, args, threads):
     return json.loads(lines[-1])
 
 
+def _more_rounds(first_ours, first_theirs, name, args, threads, torch_at):
+    """Rounds 2..N of (ours, PyTorch), each in fresh processes; the ratio is the median of the
+    per-round ratios, and every round's pair of medians is kept."""
+    rounds = [(first_ours["median_s"], first_theirs["median_s"])]
+    for _ in range(args.rounds - 1):
+        ours = run_child(sys.executable, name, "ours", args, threads)
+        theirs = run_child(torch_at, name, "torch", args, threads)
+        if "median_s" in ours and "median_s" in theirs:
+            rounds.append((ours["median_s"], theirs["median_s"]))
+    ratios = sorted(a / b for a, b in rounds)
+    middle = len(ratios) // 2
+    median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    return {"rounds": [{"ours_s": a, "torch_s": b, "ratio": round(a / b, 3)} for a, b in rounds],
+            "ratio_to_torch": round(median, 3), "ratio_to_torch_first_round":
+            round(rounds[0][0] / rounds[0][1], 3)}
+
+
 def torch_python(args):
     """An interpreter that can import torch, or None."""
     candidates = [args.torch_python, os.environ.get("MICROGRAD_GEN_TORCH_PYTHON"), sys.executable]
@@ -547,6 +569,11 @@ def main(argv=None):
     parser.add_argument("--torch-python", help="an interpreter that can import torch (default: "
                                                "$MICROGRAD_GEN_TORCH_PYTHON, else this one)")
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time ours and PyTorch this many times each, alternating, and "
+                             "give the median of the per-round ratios (this VM's speed drifts "
+                             "by 10-30%% over minutes, so a ratio is fairest when both sides "
+                             "ran close together; default 1)")
     parser.add_argument("--isolate", action="store_true",
                         help="with --quick, still run each workload in its own process")
     parser.add_argument("--list", action="store_true", help="print the workloads and exit")
@@ -629,6 +656,8 @@ def main(argv=None):
                 if theirs.get("cpu_median_s"):
                     record["cpu_ratio_to_torch"] = round(
                         record["cpu_median_s"] / theirs["cpu_median_s"], 3)
+                if args.rounds > 1 and not in_process:
+                    record.update(_more_rounds(record, theirs, name, args, threads, torch_at))
         elif wants_torch and not torch_at and not args.no_torch:
             record["torch"] = "not measured: no interpreter here can import torch"
         records.append(record)

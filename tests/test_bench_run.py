@@ -61,3 +61,22 @@ def test_cli_bench_forwards_to_bench_run():
     done = _run("-m", "micrograd_gen", "bench", "--list")
     assert done.returncode == 0, done.stderr
     assert "apps  dcgan_step" in done.stdout and "ops   matmul_2048" in done.stdout
+
+
+def test_rounds_alternate_the_engines_and_take_the_median_ratio(monkeypatch):
+    import argparse
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_run", RUN)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    calls, timings = [], {"ours": iter([2.0, 3.0]), "torch": iter([1.0, 4.0])}
+
+    def fake_child(python, name, engine, args, threads):
+        calls.append(engine)
+        return {"median_s": next(timings[engine])}
+    monkeypatch.setattr(run, "run_child", fake_child)
+    args = argparse.Namespace(rounds=3)
+    extra = run._more_rounds({"median_s": 1.2}, {"median_s": 1.0}, "vae_step", args, 2, "py")
+    assert calls == ["ours", "torch", "ours", "torch"]
+    assert [r["ratio"] for r in extra["rounds"]] == [1.2, 2.0, 0.75]
+    assert extra["ratio_to_torch"] == 1.2 and extra["ratio_to_torch_first_round"] == 1.2
