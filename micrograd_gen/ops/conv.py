@@ -501,7 +501,9 @@ def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, po
             gemm_into(cols, gw[margin + u0:margin + u1], partial[slot], accumulate=not first)
         for_chunks(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES), work_dk, xp,
                    fixed=True)
-        dk = sum(partial[slot] for slot in range(1, len(partial))) + partial[0]
+        dk = partial[0]
+        for slot in range(1, len(partial)):
+            dk += partial[slot]
         dk = dk.reshape(geom.kh, geom.kw, C, F)
     return dx, dk, gw.sum(axis=0) if need_db else None     # zeros on margin and junk rows
 
@@ -585,8 +587,10 @@ def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, p
                    work_dk, xp, fixed=True)
         dk = xp.empty((geom.kh, geom.kw, C, F), g.dtype)
         for k in range(len(taps)):
-            sums = [partial[key] for key in sorted(partial) if key[1] == k]
-            dkt = sum(sums[1:]) + sums[0]
+            slots = sorted(slot for slot, phase in partial if phase == k)
+            dkt = partial[slots[0], k]
+            for slot in slots[1:]:
+                dkt += partial[slot, k]
             for t, (a, b, _) in enumerate(taps[k]):
                 dk[a, b] = dkt[t * F:(t + 1) * F].T
     return dx, dk, gt.sum(axis=1) if need_db else None      # zeros on margin and junk rows
