@@ -7,8 +7,13 @@ code when there is none:
 
     fast = fastpath.lookup("conv2d_forward")
     if fast is not None:
-        return fast(x, kernel, ...)
+        y = fast(x, kernel, ...)
+        if y is not NotImplemented:
+            return y
     ...the reference...
+
+A fast implementation takes the reference's arguments and may return `NotImplemented` for inputs it
+does not cover (a dtype, a geometry, an array module); the op then runs its reference.
 
 `MICROGRAD_GEN_FAST=0` in the environment, or `micrograd_gen.fast_paths(False)` in Python, makes
 every lookup answer None, so only the reference runs. This module imports nothing from accel/.

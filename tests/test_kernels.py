@@ -23,7 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import micrograd_gen as mg
-from micrograd_gen import backend, cuda_kernels as ck, ops
+from micrograd_gen import backend, ops
+from micrograd_gen.accel import cuda as ck
 from micrograd_gen.ops.conv import padding_amounts
 
 KERNELS = ck.KERNEL_FILES

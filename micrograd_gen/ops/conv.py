@@ -27,7 +27,7 @@ On CuPy arrays everything goes through cuda_kernels (NHWC im2col / col2im and on
 """
 import numpy as np
 
-from .. import cuda_kernels
+from ..accel import cuda as cuda_kernels  # TEMPORARY: to become a registered fast path (issue 14)
 from ..backend import get_array_module
 from ..tensor import Function
 from .workers import chunk_pool, for_chunks, numpy_blas

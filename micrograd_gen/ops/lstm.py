@@ -27,7 +27,7 @@ Public functions:
 """
 import numpy as np
 
-from .. import cuda_kernels
+from ..accel import cuda as cuda_kernels  # TEMPORARY: to become a registered fast path (issue 14)
 from ..backend import get_array_module
 from ..tensor import Function, Tensor, is_grad_enabled
 from .shape import expand_dims

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import cupy_module
+from ..backend import cupy_module
 
 KERNEL_DIR = Path(os.environ.get("MICROGRAD_GEN_KERNELS")
-                  or Path(__file__).resolve().parents[1] / "kernels")
+                  or Path(__file__).resolve().parents[2] / "kernels")
 KERNEL_FILES = ("im2col_nhwc", "col2im_nhwc", "lstm_cell_forward", "lstm_cell_backward",
                 "softmax_cross_entropy_forward", "softmax_cross_entropy_backward")
 _BLOCK = 256            # threads per block; softmax_cross_entropy_forward.cu's XENT_BLOCK
@@ -124,7 +124,7 @@ def _padded_shape(x_shape, kernel_size, strides, dilation, pads, out_size):
 
 def im2col_reference(x, kernel_size, strides, dilation, pads, out_size):
     """NumPy twin of im2col: the engine's own ops.conv.im2col on the zero-padded input."""
-    from .ops.conv import im2col as numpy_im2col
+    from ..ops.conv import im2col as numpy_im2col
     pb, pr = _padded_shape(x.shape, kernel_size, strides, dilation, pads, out_size)
     xpad = np.pad(x, ((0, 0), (pads[0], pb), (pads[1], pr), (0, 0)))
     return numpy_im2col(xpad, kernel_size, strides, dilation, out_size)
@@ -132,7 +132,7 @@ def im2col_reference(x, kernel_size, strides, dilation, pads, out_size):
 
 def col2im_reference(cols, x_shape, kernel_size, strides, dilation, pads):
     """NumPy twin of col2im: the engine's ops.conv.col2im into a zero-padded buffer, cropped."""
-    from .ops.conv import col2im as numpy_col2im
+    from ..ops.conv import col2im as numpy_col2im
     out_size = cols.shape[1:3]
     pb, pr = _padded_shape(x_shape, kernel_size, strides, dilation, pads, out_size)
     N, H, W, C = x_shape
