@@ -2,11 +2,9 @@
 the generative deep learning chapter of Chollet's Deep Learning with Python."""
 import importlib
 
-from . import backend, fastpath, host_memory
+from . import backend, fastpath
 from .tensor import Function, Tensor, is_grad_enabled, no_grad
 from . import ops
-
-host_memory.apply_default()   # reuse freed arrays' pages step after step (see host_memory.py)
 
 if fastpath.enabled():
     from . import accel  # registers the fast paths; MICROGRAD_GEN_FAST=0 never imports it

@@ -1,5 +1,8 @@
 """conv2d and conv2d_transpose: Keras's padding arithmetic, forward against direct NumPy loops,
-gradients by finite differences, and the adjoint identity between the two."""
+gradients by finite differences (on the reference ops), and the adjoint identity between the two.
+
+The forward and error tests run on whichever path is on (both, over the two pytest runs: default
+and MICROGRAD_GEN_FAST=0); tests/test_accel.py holds the fast path against the reference."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -8,7 +11,7 @@ from hypothesis import strategies as st
 import micrograd_gen as mg
 from micrograd_gen import ops
 from micrograd_gen.ops import conv as conv_module
-from micrograd_gen.ops.conv import col2im, im2col, padding_amounts
+from micrograd_gen.ops.im2col import col2im, im2col, padding_amounts
 from strategies import check_op_gradient
 
 
@@ -163,38 +166,11 @@ def test_conv2d_non_square_kernels_like_inception():
                                    rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("c, f", [(4, 6), (20, 3), (2, 2), (17, 18)])
-@pytest.mark.parametrize("strides, dilation", [((1, 1), (1, 1)), ((2, 2), (1, 1)),
-                                               ((1, 2), (1, 1)), ((1, 1), (2, 1))])
-def test_every_route_agrees(c, f, strides, dilation):
-    """The shifted products and the two thin routes give the same numbers."""
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((2, 9, 8, c))
-    kernel = rng.standard_normal((3, 2, c, f))
-    geom = conv_module._Geometry(x.shape, kernel.shape, strides, "same", dilation)
-    g = rng.standard_normal(geom.out_shape(f))
-    expected = reference_conv2d(x, kernel, None, strides, "same", dilation)
-    for name, (forward, backward) in conv_module._ROUTES.items():
-        np.testing.assert_allclose(forward(x, kernel, geom), expected, rtol=1e-10, atol=1e-12,
-                                   err_msg=name)
-        dx, dk, db = backward(g, x, kernel, geom, True, True, True)
-        np.testing.assert_allclose(db, g.sum(axis=(0, 1, 2)), rtol=1e-10, err_msg=name)
-        # both are adjoints of the same bilinear map
-        np.testing.assert_allclose((dx * x).sum(), (expected * g).sum(), rtol=1e-10, err_msg=name)
-        np.testing.assert_allclose((dk * kernel).sum(), (expected * g).sum(), rtol=1e-10,
-                                   err_msg=name)
-        if name != "shifted":
-            ref_dx, ref_dk, _ = conv_module._shifted_backward(g, x, kernel, geom, True, True)
-            np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12, err_msg=name)
-            np.testing.assert_allclose(dk, ref_dk, rtol=1e-10, atol=1e-12, err_msg=name)
-
-
-@pytest.mark.parametrize("c, f, kernel_size, route", [
-    (17, 18, (3, 2), "shifted"), (3, 16, (3, 3), "thin_input"), (20, 3, (2, 3), "thin_output"),
-    (24, 16, (1, 1), "shifted")])
-def test_fused_relu_is_relu_after_the_convolution(c, f, kernel_size, route):
-    """conv2d(..., relu=True), on every route, is relu(conv2d(...) + bias) forward, and its
-    backward (the mask applied while dY is laid out) gives the unfused graph's gradients."""
+@pytest.mark.parametrize("c, f, kernel_size", [(17, 18, (3, 2)), (3, 16, (3, 3)), (20, 3, (2, 3)),
+                                               (24, 16, (1, 1))])
+def test_fused_relu_is_relu_after_the_convolution(c, f, kernel_size):
+    """conv2d(..., relu=True) is relu(conv2d(...) + bias) forward, and its backward (the
+    gradient masked where the output is 0) gives the unfused graph's gradients."""
     rng = np.random.default_rng(21)
     x = rng.standard_normal((2, 9, 8, c))
     kernel = rng.standard_normal(kernel_size + (c, f))
@@ -209,15 +185,9 @@ def test_fused_relu_is_relu_after_the_convolution(c, f, kernel_size, route):
         y.backward(g)
         return y.numpy(), tx.grad, tk.grad, tb.grad
     fused, plain = run(True), run(False)
-    assert route_of(x.shape, kernel.shape) == route
     assert (fused[0] > 0).any() and (fused[0] == 0).any()
     for got, want, name in zip(fused, plain, ("y", "dx", "dkernel", "dbias")):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=name)
-
-
-def route_of(x_shape, kernel_shape):
-    geom = conv_module._Geometry(x_shape, kernel_shape, (1, 1), "same", (1, 1))
-    return conv_module._route(geom, kernel_shape[3])
 
 
 @settings(max_examples=10)
@@ -229,7 +199,8 @@ def test_fused_relu_gradient(case):
     x, kernel, bias = drawn
     args = dict(strides=case["strides"], padding=case["padding"], dilation_rate=case["dilation"],
                 relu=True)
-    check_op_gradient(lambda x, k, b: ops.conv2d(x, k, b, **args), x, kernel, bias)
+    with mg.fast_paths(False):
+        check_op_gradient(lambda x, k, b: ops.conv2d(x, k, b, **args), x, kernel, bias)
 
 
 def test_im2col_col2im_are_adjoint():
@@ -253,17 +224,19 @@ def test_conv2d_gradient(case):
         return
     x, kernel, bias = drawn
     args = dict(strides=case["strides"], padding=case["padding"], dilation_rate=case["dilation"])
-    if bias is None:
-        check_op_gradient(lambda x, k: ops.conv2d(x, k, **args), x, kernel)
-    else:
-        check_op_gradient(lambda x, k, b: ops.conv2d(x, k, b, **args), x, kernel, bias)
+    with mg.fast_paths(False):
+        if bias is None:
+            check_op_gradient(lambda x, k: ops.conv2d(x, k, **args), x, kernel)
+        else:
+            check_op_gradient(lambda x, k, b: ops.conv2d(x, k, b, **args), x, kernel, bias)
 
 
 def test_conv2d_gradient_full_jacobian_small():
     rng = np.random.default_rng(5)
     x, kernel = rng.standard_normal((1, 4, 3, 2)), rng.standard_normal((2, 2, 2, 2))
-    check_op_gradient(lambda x, k: ops.conv2d(x, k, strides=(2, 1), padding="same"), x, kernel,
-                      full_jacobian_max=64)
+    with mg.fast_paths(False):
+        check_op_gradient(lambda x, k: ops.conv2d(x, k, strides=(2, 1), padding="same"), x,
+                          kernel, full_jacobian_max=64)
 
 
 def test_frozen_kernel_gets_no_gradient_and_input_gradient_is_right():
@@ -336,11 +309,13 @@ def test_conv2d_transpose_keras_output_sizes_and_crop():
 def test_conv2d_transpose_gradient(case, with_bias):
     x, kernel = draw_transpose(case, seed=8)
     args = dict(strides=case["strides"], padding=case["padding"])
-    if with_bias:
-        bias = np.linspace(-1, 1, case["f"])
-        check_op_gradient(lambda x, k, b: ops.conv2d_transpose(x, k, b, **args), x, kernel, bias)
-    else:
-        check_op_gradient(lambda x, k: ops.conv2d_transpose(x, k, **args), x, kernel)
+    with mg.fast_paths(False):
+        if with_bias:
+            bias = np.linspace(-1, 1, case["f"])
+            check_op_gradient(lambda x, k, b: ops.conv2d_transpose(x, k, b, **args), x, kernel,
+                              bias)
+        else:
+            check_op_gradient(lambda x, k: ops.conv2d_transpose(x, k, **args), x, kernel)
 
 
 @settings(max_examples=20)
@@ -377,7 +352,13 @@ def test_float32_stays_float32_through_backward():
     assert x.grad.dtype == kernel.grad.dtype == bias.grad.dtype == np.float32
 
 
-def test_errors_name_the_op_and_shapes():
+@pytest.fixture(params=[True, False], ids=["fast", "reference"])
+def either_path(request):
+    with mg.fast_paths(request.param):
+        yield request.param
+
+
+def test_errors_name_the_op_and_shapes(either_path):
     x = mg.Tensor(np.zeros((1, 5, 5, 3)))
     with pytest.raises(ValueError, match=r"conv2d.*3 input channels|conv2d.*has 3"):
         ops.conv2d(x, mg.Tensor(np.zeros((3, 3, 4, 8))))
@@ -391,6 +372,45 @@ def test_errors_name_the_op_and_shapes():
         ops.conv2d_transpose(x, mg.Tensor(np.zeros((3, 3, 8, 4))))
     with pytest.raises(ValueError, match="strides"):
         ops.conv2d(x, mg.Tensor(np.zeros((3, 3, 3, 8))), strides=0)
+    with pytest.raises(ValueError, match="conv2d.*x must be NHWC.*got shape \\(5, 5, 3\\)"):
+        ops.conv2d(mg.Tensor(np.zeros((5, 5, 3))), mg.Tensor(np.zeros((3, 3, 3, 8))))
+    with pytest.raises(ValueError, match="conv2d.*kernel must be 4-D"):
+        ops.conv2d(x, mg.Tensor(np.zeros((3, 3, 8))))
+    with pytest.raises(ValueError, match="conv2dtranspose.*kernel must be 4-D"):
+        ops.conv2d_transpose(x, mg.Tensor(np.zeros((3, 8))))
+    with pytest.raises(ValueError, match="dilation_rate"):
+        ops.conv2d(x, mg.Tensor(np.zeros((3, 3, 3, 8))), dilation_rate=(1, 0))
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv2d_transpose"])
+def test_integer_input_is_a_named_dtype_error(either_path, op):
+    """Issue 19: not NumPy's UFuncTypeError from deep inside, but the op, the argument, the dtype."""
+    x = mg.Tensor(np.zeros((1, 5, 5, 3), np.int64))
+    kernel = mg.Tensor(np.zeros((3, 3, 3, 3), np.float32))
+    with pytest.raises(TypeError, match=rf"^{op}: x has dtype int64.*float"):
+        getattr(ops, op)(x, kernel)
+    with pytest.raises(TypeError, match=rf"^{op}: kernel has dtype int32"):
+        getattr(ops, op)(mg.Tensor(np.zeros((1, 5, 5, 3), np.float32)),
+                         mg.Tensor(np.zeros((3, 3, 3, 3), np.int32)))
+
+
+def test_reference_builds_columns_a_band_of_rows_at_a_time(monkeypatch):
+    """With room for the columns of one output row only, the reference conv (forward and both
+    gradients) still gives the same numbers: the bands are a memory bound, not a change."""
+    rng = np.random.default_rng(13)
+    x, kernel = rng.standard_normal((2, 9, 7, 4)), rng.standard_normal((3, 2, 4, 5))
+    geom = conv_module.ConvGeometry.of(x.shape, kernel.shape, (2, 1), "same", (1, 2))
+    g = rng.standard_normal((2, geom.OH, geom.OW, 5))
+    whole = (conv_module.conv2d_forward(x, kernel, geom),) + conv_module.conv2d_backward(
+        g, x, kernel, geom)
+    monkeypatch.setattr(conv_module, "_COLS_BYTES", 1)
+    assert len(geom.row_bands(8)) == geom.OH
+    banded = (conv_module.conv2d_forward(x, kernel, geom),) + conv_module.conv2d_backward(
+        g, x, kernel, geom)
+    for got, want in zip(banded, whole):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(whole[0], reference_conv2d(x, kernel, None, (2, 1), "same", (1, 2)),
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_chained_convs_through_views_and_relu():
@@ -404,7 +424,9 @@ def test_chained_convs_through_views_and_relu():
     def net(x, k1, b1, k2):
         h = ops.relu(ops.conv2d(x, k1, b1, padding="same"))
         return ops.conv2d(h, k2, strides=(1, 2), padding="same")
-    check_op_gradient(net, x, k1, b1, k2)
+    check_op_gradient(net, x, k1, b1, k2)           # on whichever path is on
+    with mg.fast_paths(False):
+        check_op_gradient(net, x, k1, b1, k2)
 
 
 def test_kernel_gradient_is_the_same_on_every_run():
@@ -424,80 +446,3 @@ def test_kernel_gradient_is_the_same_on_every_run():
         np.testing.assert_array_equal(dx, grads[0][1])
 
 
-@pytest.mark.parametrize("c, f, strides", [(16, 17, (1, 1)), (3, 16, (2, 2)), (16, 3, (1, 1)),
-                                           (17, 16, (2, 1))])
-def test_many_small_chunks(monkeypatch, c, f, strides):
-    """Chunk edges (and thread hand-offs) in the middle of images change nothing."""
-    for name in ("_CHUNK_BYTES", "_DK_CHUNK_BYTES", "_THIN_CHUNK_BYTES", "_PARALLEL_COPY_BYTES"):
-        monkeypatch.setattr(conv_module, name, 256)
-    rng = np.random.default_rng(12)
-    x = rng.standard_normal((2, 11, 9, c))
-    kernel = rng.standard_normal((3, 3, c, f))
-    expected = reference_conv2d(x, kernel, None, strides, "same")
-    tx, tk = mg.Tensor(x, requires_grad=True, dtype=np.float64), \
-        mg.Tensor(kernel, requires_grad=True, dtype=np.float64)
-    y = ops.conv2d(tx, tk, strides=strides, padding="same")
-    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-12)
-    g = rng.standard_normal(y.shape)
-    y.backward(g)
-    geom = conv_module._Geometry(x.shape, kernel.shape, strides, "same", (1, 1))
-    monkeypatch.undo()
-    dx, dk, _ = conv_module.conv_backward(g, x, kernel, geom)
-    np.testing.assert_allclose(tx.grad, dx, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(tk.grad, dk, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-def test_gemm_rows_on_row_blocks(dtype):
-    """The per-tap products: row blocks of C-ordered arrays, either side transposed, into or onto
-    a block of the output (float16 has no BLAS and takes the matmul fallback)."""
-    rng = np.random.default_rng(3)
-    a = rng.standard_normal((3, 7, 4)).astype(dtype)     # rows of 4
-    b = rng.standard_normal((12, 5)).astype(dtype)       # rows of 5
-    out = np.zeros((9, 5), dtype)
-    A, B, O = (conv_module._Rows(v, v.shape[-1]) for v in (a, b, out))
-    flat_a = a.reshape(-1, 4)
-    conv_module.gemm_rows((O, 2, 8), (A, 9, 15), (B, 4, 8))
-    expected = np.zeros_like(out)
-    expected[2:8] = flat_a[9:15] @ b[4:8]
-    tol = 1e-2 if dtype == np.float16 else 1e-6
-    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
-    conv_module.gemm_rows((O, 2, 8), (A, 9, 15), (B, 4, 8), accumulate=True)
-    np.testing.assert_allclose(out, 2 * expected, rtol=tol, atol=tol)
-
-    square = np.zeros((4, 4), dtype)
-    S = conv_module._Rows(square, 4)
-    conv_module.gemm_rows((S, 0, 4), (A, 0, 6), (A, 6, 12), transpose_a=True)   # (4, 6) @ (6, 4)
-    np.testing.assert_allclose(square, flat_a[0:6].T @ flat_a[6:12], rtol=tol, atol=tol)
-    conv_module.gemm_rows((O, 0, 5), (B, 0, 5), (B, 5, 10), transpose_b=True)   # (5, 5) @ (5, 5)
-    np.testing.assert_allclose(out[:5], b[0:5] @ b[5:10].T, rtol=tol, atol=tol)
-
-
-def test_gemm_rows_refuses_blocks_that_do_not_fit():
-    a, out = np.zeros((6, 4), np.float32), np.zeros((6, 4), np.float32)
-    A, O = conv_module._Rows(a, 4), conv_module._Rows(out, 4)
-    with pytest.raises(ValueError, match="do not fit"):
-        conv_module.gemm_rows((O, 0, 4), (A, 3, 7), (A, 0, 4))    # rows 3:7 of 6
-    with pytest.raises(ValueError, match="do not fit"):
-        conv_module.gemm_rows((O, 0, 3), (A, 0, 4), (A, 0, 4))    # 4 rows into 3
-    with pytest.raises(ValueError, match="C-ordered"):
-        conv_module._Rows(np.zeros((4, 6), np.float32).T, 4)
-
-
-def test_transpose_backward_sharing_phases_gives_the_separate_gradients():
-    """With both dX and dK wanted, Conv2DTranspose lays g's stride phases out once for both."""
-    rng = np.random.default_rng(23)
-    x = rng.standard_normal((3, 4, 5, 18))
-    kernel = rng.standard_normal((3, 3, 17, 18))
-    tx, tk = (mg.Tensor(v, requires_grad=True, dtype=np.float64) for v in (x, kernel))
-    y = ops.conv2d_transpose(tx, tk, strides=2, padding="same")
-    g = rng.standard_normal(y.shape)
-    y.backward(g)
-    geom = conv_module._Geometry(y.shape, kernel.shape, (2, 2), "same", (1, 1))
-    assert conv_module._route(geom, 18) == "shifted"
-    expected_dx = conv_module.conv_forward(g, kernel, geom)
-    _, expected_dk, _ = conv_module.conv_backward(x, g, None, geom, need_dx=False)
-    np.testing.assert_allclose(tx.grad, expected_dx, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(tk.grad, expected_dk, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(tx.grad, reference_conv2d(g, kernel, None, (2, 2), "same"),
-                               rtol=1e-10, atol=1e-12)

@@ -1,4 +1,4 @@
-"""The CUDA kernels in kernels/*.cu against their NumPy references (micrograd_gen.cuda_kernels),
+"""The CUDA kernels in kernels/*.cu against their NumPy references (micrograd_gen.accel.cuda),
 and those references against the engine's own ops.
 
 Three levels, each skipping with its reason where the machine lacks what it needs:
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import micrograd_gen as mg
 from micrograd_gen import backend, ops
 from micrograd_gen.accel import cuda as ck
-from micrograd_gen.ops.conv import padding_amounts
+from micrograd_gen.ops.im2col import padding_amounts
 
 KERNELS = ck.KERNEL_FILES
 HEADER = ck.KERNEL_DIR / "host_emulation.hpp"
@@ -299,17 +299,17 @@ def test_im2col_and_col2im_on_gpu_match_references(geometry, dtype):
 @pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "same"), (3, "valid")])
 def test_conv2d_on_gpu_matches_the_engines_numpy_conv(dtype, strides, padding):
     import cupy as cp
-    from micrograd_gen.ops.conv import _Geometry, conv_backward, conv_forward
+    from micrograd_gen.ops.conv import ConvGeometry, conv2d_backward, conv2d_forward
     rng = np.random.default_rng(6)
     x, kernel, g = (rng.standard_normal(s).astype(dtype) for s in
                     ((3, 11, 13, 5), (3, 4, 5, 7), (3, 11, 13, 7)))
-    geom = _Geometry(x.shape, kernel.shape, (strides, strides), padding, (1, 1))
+    geom = ConvGeometry.of(x.shape, kernel.shape, (strides, strides), padding)
     g = g[:, :geom.OH, :geom.OW].copy()
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(ck.conv2d_forward(cp.asarray(x), cp.asarray(kernel), geom).get(),
-                               conv_forward(x, kernel, geom), **tol)
+                               conv2d_forward(x, kernel, geom), **tol)
     dx, dk = ck.conv2d_backward(cp.asarray(g), cp.asarray(x), cp.asarray(kernel), geom)
-    want_dx, want_dk, _ = conv_backward(g, x, kernel, geom)
+    want_dx, want_dk = conv2d_backward(g, x, kernel, geom)
     np.testing.assert_allclose(dx.get(), want_dx, **tol)
     np.testing.assert_allclose(dk.get(), want_dk, **tol)
 

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from micrograd_gen.ops.workers import chunk_pool, for_chunks
+from micrograd_gen.accel.workers import chunk_pool, for_chunks
 
 
 def test_every_chunk_runs_once_and_slot_zero_is_the_caller():

@@ -1,6 +1,21 @@
 """Fast paths for the reference ops in micrograd_gen/ops/ (see micrograd_gen/fastpath.py).
 
 Importing this package registers each fast implementation with the op it speeds up; it starts no
-threads, loads no library and changes no process setting: those happen on first use, or when the
-caller asks (the command line and the bench scripts do). `MICROGRAD_GEN_FAST=0` keeps it unimported.
+threads, loads no library and changes no process setting: the worker threads and NumPy's BLAS
+are set up on the first conv, and keep_freed_memory() (a process-wide malloc setting) happens only
+when the caller asks (the command line, the tour and the bench scripts do).
+`MICROGRAD_GEN_FAST=0` keeps this package unimported.
+
+module       speeds up                          how
+blas.py      (used by conv.py)                  cblas gemm with beta = 1 on row blocks, ctypes
+workers.py   (used by conv.py and the LSTM)     one worker thread per core, single-threaded BLAS
+conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, thin routes, fused bias and ReLU
+pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, stride phases in backward
+cuda.py      (used by conv.py and losses.py)    CUDA RawKernels from kernels/*.cu, for CuPy arrays
+losses.py    sparse softmax cross-entropy       one CUDA kernel each way on CuPy arrays
+memory.py    the whole process                  glibc malloc keeps freed pages for reuse
 """
+from . import conv, losses, pool  # noqa: F401  (each registers its fast paths)
+from .memory import keep_freed_memory
+
+__all__ = ["keep_freed_memory"]

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import cupy_module
+from ..ops import im2col as host
 
 KERNEL_DIR = Path(os.environ.get("MICROGRAD_GEN_KERNELS")
                   or Path(__file__).resolve().parents[2] / "kernels")
@@ -123,21 +124,19 @@ def _padded_shape(x_shape, kernel_size, strides, dilation, pads, out_size):
 
 
 def im2col_reference(x, kernel_size, strides, dilation, pads, out_size):
-    """NumPy twin of im2col: the engine's own ops.conv.im2col on the zero-padded input."""
-    from ..ops.conv import im2col as numpy_im2col
+    """NumPy twin of im2col: the engine's own ops.im2col.im2col on the zero-padded input."""
     pb, pr = _padded_shape(x.shape, kernel_size, strides, dilation, pads, out_size)
     xpad = np.pad(x, ((0, 0), (pads[0], pb), (pads[1], pr), (0, 0)))
-    return numpy_im2col(xpad, kernel_size, strides, dilation, out_size)
+    return host.im2col(xpad, kernel_size, strides, dilation, out_size)
 
 
 def col2im_reference(cols, x_shape, kernel_size, strides, dilation, pads):
-    """NumPy twin of col2im: the engine's ops.conv.col2im into a zero-padded buffer, cropped."""
-    from ..ops.conv import col2im as numpy_col2im
+    """NumPy twin of col2im: the engine's ops.im2col.col2im into a zero-padded buffer, cropped."""
     out_size = cols.shape[1:3]
     pb, pr = _padded_shape(x_shape, kernel_size, strides, dilation, pads, out_size)
     N, H, W, C = x_shape
     xpad = np.zeros((N, H + pads[0] + pb, W + pads[1] + pr, C), cols.dtype)
-    numpy_col2im(cols, xpad, kernel_size, strides, dilation)
+    host.col2im(cols, xpad, kernel_size, strides, dilation)
     return xpad[:, pads[0]:pads[0] + H, pads[1]:pads[1] + W]
 
 
@@ -156,9 +155,9 @@ def _image_chunks(geom, itemsize):
 
 
 def conv2d_forward(x, kernel, geom):
-    """y (N, OH, OW, F) = conv2d(x, kernel) on CuPy arrays, for micrograd_gen.ops.conv's geometry
-    (anything with N, H, W, C, kh, kw, sh, sw, dh, dw, pt, pl, OH, OW). On a GPU one big GEMM
-    beats the CPU path's kh*kw thin per-tap products, each a kernel launch plus an addition."""
+    """y (N, OH, OW, F) = conv2d(x, kernel) on CuPy arrays, for an ops.conv.ConvGeometry (anything
+    with N, H, W, C, kh, kw, sh, sw, dh, dw, pt, pl, OH, OW). On a GPU one big GEMM beats the CPU
+    path's kh*kw thin per-tap products, each a kernel launch plus an addition."""
     cp = cupy_module()
     x = cp.ascontiguousarray(x)
     F = kernel.shape[3]

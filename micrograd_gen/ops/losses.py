@@ -5,9 +5,7 @@ Each returns the per-sample loss with reduction="none", their mean over the batc
 [1e-7, 1 - 1e-7] before taking logs; so do we, so that losses match Keras's to float precision.
 The from-logits forms are fused ops whose gradient is simply softmax(z) - y (or sigmoid(z) - y).
 """
-import numpy as np
-
-from ..accel import cuda as cuda_kernels  # TEMPORARY: to become a registered fast path (issue 14)
+from .. import fastpath
 from ..backend import get_array_module
 from ..tensor import Function, Tensor
 from . import elementwise as ew
@@ -61,10 +59,11 @@ class SparseSoftmaxCrossEntropy(Function):
         if self.labels.size and (int(self.labels.min()) < 0 or int(self.labels.max()) >= classes):
             raise ValueError(f"labels must lie in [0, {classes}), got "
                              f"[{int(self.labels.min())}, {int(self.labels.max())}]")
-        if xp is not np:  # CuPy: one kernel, one block per row (kernels/softmax_cross_entropy_*)
-            flat = xp.ascontiguousarray(flat)
-            loss, self.probs = cuda_kernels.softmax_cross_entropy_forward(flat, self.labels)
-            self.logits, self.shape = flat, logits.shape
+        self.logits, self.shape = flat, logits.shape
+        fast = fastpath.lookup("sparse_softmax_cross_entropy_forward")
+        result = NotImplemented if fast is None else fast(flat, self.labels)
+        if result is not NotImplemented:
+            loss, self.probs = result
             return loss.reshape(labels.shape)
         # For a language model these logits are the biggest array in the step: softmax is built
         # in one (rows, classes) buffer, which backward then turns into the gradient in place.
@@ -73,7 +72,7 @@ class SparseSoftmaxCrossEntropy(Function):
         xp.exp(probs, out=probs)
         total = probs.sum(axis=1, keepdims=True)                      # (rows, 1)
         probs /= total
-        self.probs, self.logits, self.shape = probs, flat, logits.shape
+        self.probs = probs
         rows = xp.arange(flat.shape[0])
         # log-sum-exp minus the picked logit: exact even where the picked probability underflows
         loss = xp.log(total[:, 0]) + peak[:, 0] - flat[rows, self.labels]
@@ -85,10 +84,10 @@ class SparseSoftmaxCrossEntropy(Function):
         if d is None:  # a second backward through a retained graph: the buffer was used up
             d = softmax_array(self.logits, axis=-1)
         self.probs = None
-        if xp is not np:  # CuPy: (softmax - onehot) * g in place, one kernel
-            g = xp.ascontiguousarray(g.reshape(-1), dtype=d.dtype)
-            return cuda_kernels.softmax_cross_entropy_backward(d, self.labels, g, out=d).reshape(
-                self.shape)
+        fast = fastpath.lookup("sparse_softmax_cross_entropy_backward")
+        result = NotImplemented if fast is None else fast(d, self.labels, g)
+        if result is not NotImplemented:
+            return result.reshape(self.shape)
         d[xp.arange(d.shape[0]), self.labels] -= 1
         d *= g.reshape(-1, 1)
         return d.reshape(self.shape)

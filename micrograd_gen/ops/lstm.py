@@ -31,7 +31,7 @@ from ..accel import cuda as cuda_kernels  # TEMPORARY: to become a registered fa
 from ..backend import get_array_module
 from ..tensor import Function, Tensor, is_grad_enabled
 from .shape import expand_dims
-from .workers import chunk_pool, for_chunks
+from ..accel.workers import chunk_pool, for_chunks  # TEMPORARY: ops/lstm.py is refactor-core's (issue 14)
 
 # Samples per worker thread below which the batch is not cut (a generator's batch of 1).
 _MIN_SLICE = 16

@@ -2,15 +2,17 @@
 
 Both poolings walk the pool_size[0] * pool_size[1] window offsets ("taps"); each tap is one
 strided view of the (padded) input with the output's shape, so the work is a handful of
-whole-array operations, never a loop over pixels. Max and sum are separable, so the forward
-passes (and average pooling's backward) go along the rows first and then down the columns:
-kh + kw - 2 passes instead of kh * kw - 1. 'same' padding follows conv2d's rule (extra
+whole-array operations, never a loop over pixels. 'same' padding follows conv2d's rule (extra
 pixel bottom/right). Max pooling never picks a padded cell (they hold -inf); average pooling
 divides by the number of real cells in each window, not by the window size.
+
+This is the reference; accel/pool.py registers a faster route (separable passes, stride phases)
+that gives the same numbers.
 """
+from .. import fastpath
 from ..backend import get_array_module
 from ..tensor import Function
-from .conv import _pair, _padding_name, padding_amounts
+from .im2col import padding_amounts, padding_name, pair
 from .reduce import mean
 
 
@@ -18,9 +20,9 @@ class _PoolGeometry:
     def __init__(self, x_shape, pool_size, strides, padding, op):
         if len(x_shape) != 4:
             raise ValueError(f"x must be NHWC (4-D), got shape {tuple(x_shape)}")
-        self.kh, self.kw = _pair(pool_size, "pool_size", op)
-        self.sh, self.sw = (self.kh, self.kw) if strides is None else _pair(strides, "strides", op)
-        padding = _padding_name(padding)
+        self.kh, self.kw = pair(pool_size, "pool_size", op)
+        self.sh, self.sw = (self.kh, self.kw) if strides is None else pair(strides, "strides", op)
+        padding = padding_name(padding, op)
         self.shape = tuple(x_shape)
         N, H, W, C = x_shape
         self.pt, self.pb, self.OH = padding_amounts(H, self.kh, self.sh, padding)
@@ -44,25 +46,13 @@ class _PoolGeometry:
             return xpad
         return xpad[:, self.pt:self.pt + self.shape[1], self.pl:self.pl + self.shape[2]]
 
-    def column_taps(self, xpad):
-        """Views of xpad (N, Hp, OW, C), one per window column offset b."""
-        for b in range(self.kw):
-            yield xpad[:, :, b:b + (self.OW - 1) * self.sw + 1:self.sw]
-
-    def row_taps(self, rows):
-        """Views of rows (N, Hp, OW, C) with the output's shape, one per window row offset a."""
+    def taps(self, xpad):
+        """Views of xpad with the output's shape (N, OH, OW, C), one per window offset (a, b),
+        row-major."""
         for a in range(self.kh):
-            yield rows[:, a:a + (self.OH - 1) * self.sh + 1:self.sh]
-
-    def separable(self, xpad, combine):
-        """The window reduction (combine = maximum or add) along rows, then down columns."""
-        rows = None
-        for view in self.column_taps(xpad):
-            rows = view.copy() if rows is None else combine(rows, view, out=rows)
-        out = None
-        for view in self.row_taps(rows):
-            out = view.copy() if out is None else combine(out, view, out=out)
-        return out
+            for b in range(self.kw):
+                yield xpad[:, a:a + (self.OH - 1) * self.sh + 1:self.sh,
+                           b:b + (self.OW - 1) * self.sw + 1:self.sw]
 
     def real_cells(self, xp, dtype):
         """(1, OH, OW, 1): how many non-padding cells each window covers (it factors by axis)."""
@@ -78,75 +68,60 @@ class MaxPool2D(Function):
     def forward(self, x, pool_size=2, strides=None, padding="valid"):
         xp = get_array_module(x)
         geom = _PoolGeometry(x.shape, pool_size, strides, padding, "max_pool2d")
-        xpad = geom.pad(x, -xp.inf)
-        y = geom.separable(xpad, xp.maximum)
+        xpad = geom.pad(x, -xp.inf)                                      # (N, Hp, Wp, C)
+        fast = fastpath.lookup("max_pool2d_forward")
+        y = NotImplemented if fast is None else fast(xpad, geom)
+        if y is NotImplemented:
+            y = None
+            for view in geom.taps(xpad):                                 # (N, OH, OW, C)
+                y = view.copy() if y is None else xp.maximum(y, view, out=y)
         if self.needs_input_grad[0]:
             self.geom, self.xpad, self.y = geom, xpad, y
         return y
 
     def backward(self, g):
+        fast = fastpath.lookup("max_pool2d_backward")
+        dx = NotImplemented if fast is None else fast(g, self.xpad, self.y, self.geom)
+        if dx is not NotImplemented:
+            return dx
         # Each window's gradient goes to the first cell (row-major) that holds its maximum, as
         # TensorFlow's MaxPoolGrad does; `taken` keeps later ties in the window from taking it too.
         xp = get_array_module(g)
-        geom = self.geom
-        sh, sw = geom.sh, geom.sw
-        # A strided tap view skips cells, and NumPy walks such views one pixel's channels at a
-        # time. Split into stride phases (xpad[:, p::sh, q::sw], copied once), every tap is a
-        # block of whole rows of one phase instead: 25% faster on InceptionV3's 3x3 / 2 pools.
-        # Phases p >= kh (stride > pool) hold cells no window reads: their gradient stays 0.
-        keys = [(p, q) for p in range(min(sh, geom.kh)) for q in range(min(sw, geom.kw))]
-        if (sh, sw) == (1, 1):
-            phases, dphases = {(0, 0): self.xpad}, {(0, 0): xp.zeros(geom.padded, g.dtype)}
-        else:
-            phases = {(p, q): xp.ascontiguousarray(self.xpad[:, p::sh, q::sw]) for p, q in keys}
-            dphases = {k: xp.zeros_like(phase) for k, phase in phases.items()}
-        taken = xp.zeros(self.y.shape, bool)
-        hit = xp.empty(self.y.shape, bool)
-        # Windows that do not overlap (stride >= pool) can write their cells instead of adding.
-        overlap = sh < geom.kh or sw < geom.kw
-        for a in range(geom.kh):
-            for b in range(geom.kw):
-                key, r, c = (a % sh, b % sw), a // sh, b // sw
-                x_view = phases[key][:, r:r + geom.OH, c:c + geom.OW]
-                dx_view = dphases[key][:, r:r + geom.OH, c:c + geom.OW]
-                xp.equal(x_view, self.y, out=hit)
-                xp.greater(hit, taken, out=hit)                   # hit and not taken
-                taken |= hit
-                if overlap:
-                    dx_view += g * hit
-                else:
-                    xp.multiply(g, hit, out=dx_view)
-        if (sh, sw) == (1, 1):
-            return geom.crop(dphases[0, 0])
-        dx = (xp.empty if len(keys) == sh * sw else xp.zeros)(geom.padded, g.dtype)
-        for (p, q), dphase in dphases.items():
-            dx[:, p::sh, q::sw] = dphase
-        return geom.crop(dx)
+        dxpad = xp.zeros(self.geom.padded, g.dtype)                      # (N, Hp, Wp, C)
+        taken = xp.zeros(self.y.shape, bool)                             # (N, OH, OW, C)
+        for view, dview in zip(self.geom.taps(self.xpad), self.geom.taps(dxpad)):
+            hit = (view == self.y) & ~taken
+            taken |= hit
+            dview += g * hit
+        return self.geom.crop(dxpad)
 
 
 class AvgPool2D(Function):
     def forward(self, x, pool_size=2, strides=None, padding="valid"):
         xp = get_array_module(x)
         geom = _PoolGeometry(x.shape, pool_size, strides, padding, "avg_pool2d")
-        total = geom.separable(geom.pad(x, 0), xp.add)
+        xpad = geom.pad(x, 0)                                            # (N, Hp, Wp, C)
+        fast = fastpath.lookup("avg_pool2d_forward")
+        total = NotImplemented if fast is None else fast(xpad, geom)
+        if total is NotImplemented:
+            total = None
+            for view in geom.taps(xpad):                                 # (N, OH, OW, C)
+                total = view.copy() if total is None else xp.add(total, view, out=total)
         self.geom = geom
-        self.count = geom.real_cells(xp, x.dtype)
+        self.count = geom.real_cells(xp, x.dtype)                        # (1, OH, OW, 1)
         total /= self.count
         return total
 
     def backward(self, g):
-        xp = get_array_module(g)
-        geom = self.geom
-        share = g / self.count
-        # The forward's adjoint, its steps in reverse: spread over the window's row offsets (into
-        # an (N, Hp, OW, C) array), then over its column offsets.
-        rows = xp.zeros(geom.padded[:2] + (geom.OW, geom.padded[3]), g.dtype)
-        for view in geom.row_taps(rows):
-            view += share
-        dx = xp.zeros(geom.padded, g.dtype)
-        for view in geom.column_taps(dx):
-            view += rows
-        return geom.crop(dx)
+        share = g / self.count                                           # (N, OH, OW, C)
+        fast = fastpath.lookup("avg_pool2d_backward")
+        dx = NotImplemented if fast is None else fast(share, self.geom)
+        if dx is not NotImplemented:
+            return dx
+        dxpad = get_array_module(g).zeros(self.geom.padded, g.dtype)     # (N, Hp, Wp, C)
+        for dview in self.geom.taps(dxpad):
+            dview += share
+        return self.geom.crop(dxpad)
 
 
 class UpSample2D(Function):
@@ -156,7 +131,7 @@ class UpSample2D(Function):
         xp = get_array_module(x)
         if x.ndim != 4:
             raise ValueError(f"x must be NHWC (4-D), got shape {tuple(x.shape)}")
-        self.size = sh, sw = _pair(size, "size", "upsample2d")
+        self.size = sh, sw = pair(size, "size", "upsample2d")
         N, H, W, C = x.shape
         return xp.broadcast_to(x[:, :, None, :, None, :], (N, H, sh, W, sw, C)).reshape(
             N, H * sh, W * sw, C)

@@ -4,21 +4,18 @@ A training step allocates the same large arrays every time (an LSTM's (T, 4U, N)
 layer's padded input, a VAE's activations) and frees them at the end of the step. glibc's malloc
 serves arrays above its mmap threshold (128 KiB, rising to at most 32 MiB) with fresh mmap'd
 pages and returns them with munmap, and it trims the top of the heap back to the kernel as well;
-so every step page-faults its working set in again, zero-filling each 4 KiB page. On this 2-core
-machine that was a third of a char-LSTM step (72 ms -> 54 ms without it), a third of a VAE step
-(160 -> 107 ms) and of the attention benchmark (127 -> 88 ms).
+so every step page-faults its working set in again, zero-filling each 4 KiB page.
 
 keep_freed_memory() asks glibc to serve every allocation from the heap (M_MMAP_MAX = 0) and
 never to trim it (M_TRIM_THRESHOLD), so a freed array's pages are reused by the next one, as
-PyTorch's caching allocator does on a GPU. Arrays above 32 MiB matter most: a style-transfer
-evaluation (VGG19 activations of 180 MB) went from 11.0 to 8.5 s and a DCGAN step from 7.6 to
-5.8 s (quiet runs of bench/run.py); keeping only the arrays under 32 MiB (M_MMAP_THRESHOLD's
-limit) on the heap put style transfer back at 11.1 s.
+PyTorch's caching allocator does on a GPU. Arrays above 32 MiB matter most (VGG19's activations
+in style transfer), so the mmap threshold alone would not do. What it buys is in bench/README.md.
 
 The trade: the resident size stays at the heap's peak, and freed blocks that a later, larger
-array does not fit into raise that peak (style transfer: 2.65 -> 3.1 GB). Applied once, when
-micrograd_gen is imported, unless MICROGRAD_GEN_KEEP_FREED_MEMORY=0; on other C libraries
-(macOS, musl, Windows) it does nothing.
+array does not fit into raise that peak. It changes malloc for the whole process, every library
+in it included, so it is never done on import: the command line, the tour and the bench scripts
+call it; MICROGRAD_GEN_KEEP_FREED_MEMORY=0 makes the call do nothing. On other C libraries
+(macOS, musl, Windows) it does nothing either.
 """
 import ctypes
 import ctypes.util
@@ -33,10 +30,15 @@ _applied = None
 
 
 def keep_freed_memory():
-    """Tell glibc's malloc to keep freed memory; True if it did (False off glibc or when refused)."""
+    """Tell glibc's malloc to keep freed memory for reuse, for the rest of the process.
+
+    True if it did; False off glibc, when refused, or with MICROGRAD_GEN_KEEP_FREED_MEMORY=0."""
     global _applied
     if _applied is not None:
         return _applied
+    if os.environ.get("MICROGRAD_GEN_KEEP_FREED_MEMORY", "1").strip().lower() in (
+            "0", "no", "false", "off"):
+        return False
     _applied = False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -46,11 +48,3 @@ def keep_freed_memory():
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
     return _applied
-
-
-def apply_default():
-    """What `import micrograd_gen` does: keep freed memory unless the environment says not to."""
-    if os.environ.get("MICROGRAD_GEN_KEEP_FREED_MEMORY", "1").strip().lower() in ("0", "no",
-                                                                                 "false", "off"):
-        return False
-    return keep_freed_memory()

@@ -1,65 +1,21 @@
-"""Worker threads that each run single-threaded BLAS, and the BLAS inside NumPy's own wheel.
+"""Worker threads that each run single-threaded BLAS on whole chunks of an op's work.
 
 NumPy's matrix products are spread by BLAS over its own threads, one product at a time, with a
 join after each. Work made of many small products (a conv2d's per-tap products on chunks of
 output rows, an LSTM's per-step products) spends much of its time in those joins, and on a
 shared machine one stalled BLAS thread stalls every product. Handing each core a whole piece of
 the work instead (a chunk of output rows; a slice of the batch through all time steps), on which
-it calls single-threaded BLAS, costs one join per op. Used by ops/conv.py and ops/lstm.py.
+it calls single-threaded BLAS, costs one join per op. Used by accel/conv.py and the LSTM's
+batch split. The pool is started on the first call of chunk_pool(), never at import.
 """
 import ctypes
-import glob
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-
-def find_numpy_cblas():
-    """{dtype: cblas_?gemm} from the OpenBLAS inside NumPy's own wheel, or {} when not found.
-
-    np.matmul cannot add into its output (BLAS gemm's beta = 1), and adding a temporary per
-    kernel tap costs a pass over the output each time. Calling gemm from the library NumPy
-    already loaded gives beta = 1 with NumPy's own thread pool (scipy.linalg.blas would bring a
-    second OpenBLAS whose idle threads spin beside NumPy's, and it is slower here for thin
-    products). Any other NumPy build falls back to matmul plus an addition.
-    """
-    here = os.path.dirname(np.__file__)
-    paths = sorted(glob.glob(os.path.join(here + ".libs", "*openblas*"))
-                   + glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
-    # scipy-openblas wheels name their symbols scipy_cblas_*; "64_" marks 64-bit integers.
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for suffix, integer in (("64_", ctypes.c_int64), ("", ctypes.c_int32)):
-            found = {}
-            for dtype, letter, scalar in ((np.float32, "s", ctypes.c_float),
-                                          (np.float64, "d", ctypes.c_double)):
-                fn = getattr(lib, f"scipy_cblas_{letter}gemm{suffix}", None)
-                if fn is None:
-                    break
-                fn.restype = None
-                fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, integer, integer,
-                               integer, scalar, ctypes.c_void_p, integer, ctypes.c_void_p,
-                               integer, scalar, ctypes.c_void_p, integer]
-                found[np.dtype(dtype)] = fn
-            if len(found) == 2:
-                return found, lib
-    return {}, None
-
-
-_BLAS = None
-
-
-def numpy_blas():
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = find_numpy_cblas()
-    return _BLAS
-
+from .blas import numpy_blas
 
 _POOL = None   # (pid, executor or None, threads, openblas_set_num_threads_local)
 

@@ -1,0 +1,317 @@
+"""Every fast path in micrograd_gen/accel/ against the reference op it replaces, on drawn inputs:
+conv2d (every route: shifted, 1x1, thin input, thin output; strides, padding, dilation, bias,
+fused ReLU, float32 / float64), conv2d_transpose and pooling, forward and every gradient. Then the
+rules around the switch: MICROGRAD_GEN_FAST=0 never imports accel, importing the package starts
+no thread and loads no library, and nothing outside accel/ touches ctypes, threads or malloc."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import micrograd_gen as mg
+from micrograd_gen import ops
+from micrograd_gen.accel import blas
+from micrograd_gen.accel import conv as fast_conv
+from micrograd_gen.ops.conv import ConvGeometry
+
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def run_both(fn, arrays, g_seed=0, dtype=np.float64):
+    """fn(*tensors) and the gradients of <fn, g> for a random g, on the fast path and on the
+    reference: ((y, grads...) fast, (y, grads...) reference)."""
+    results = []
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            tensors = [None if a is None else mg.Tensor(a, requires_grad=True, dtype=dtype)
+                       for a in arrays]
+            y = fn(*tensors)
+            g = np.random.default_rng(g_seed).standard_normal(y.shape).astype(dtype)
+            y.backward(g)
+            results.append([y.numpy()] + [None if t is None else t.grad for t in tensors])
+    return results
+
+
+def assert_same(fast, reference, dtype, names):
+    for got, want, name in zip(fast, reference, names):
+        if want is None:
+            assert got is None, name
+            continue
+        scale = max(float(np.abs(want).max(initial=0.0)), 1.0)
+        np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"],
+                                   atol=TOL[dtype]["atol"] * scale, err_msg=name)
+
+
+# ---- conv2d ---------------------------------------------------------------------------------------
+
+conv_cases = st.fixed_dictionaries({
+    "n": st.integers(1, 2), "h": st.integers(1, 9), "w": st.integers(1, 9),
+    "c": st.sampled_from([1, 3, 15, 16, 17]), "f": st.sampled_from([1, 3, 15, 16, 17]),
+    "kh": st.integers(1, 4), "kw": st.integers(1, 4),
+    "strides": st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    "dilation": st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    "padding": st.sampled_from(["same", "valid"]),
+    "bias": st.booleans(), "relu": st.booleans(),
+    "dtype": st.sampled_from([np.float32, np.float64]),
+    "seed": st.integers(0, 2 ** 16),
+})
+
+
+def conv_arrays(case):
+    k_eff = [(k - 1) * d + 1 for k, d in zip((case["kh"], case["kw"]), case["dilation"])]
+    if case["padding"] == "valid" and (k_eff[0] > case["h"] or k_eff[1] > case["w"]):
+        return None
+    rng = np.random.default_rng(case["seed"])
+    dtype = case["dtype"]
+    x = rng.standard_normal((case["n"], case["h"], case["w"], case["c"])).astype(dtype)
+    kernel = rng.standard_normal((case["kh"], case["kw"], case["c"], case["f"])).astype(dtype)
+    bias = rng.standard_normal(case["f"]).astype(dtype) if case["bias"] else None
+    return x, kernel, bias
+
+
+@given(conv_cases)
+def test_conv2d_fast_path_is_the_reference(case):
+    arrays = conv_arrays(case)
+    if arrays is None:
+        return
+    args = dict(strides=case["strides"], padding=case["padding"],
+                dilation_rate=case["dilation"], relu=case["relu"])
+    fast, reference = run_both(lambda x, k, b: ops.conv2d(x, k, b, **args), arrays,
+                               case["seed"], case["dtype"])
+    assert fast[0].dtype == case["dtype"]
+    assert_same(fast, reference, case["dtype"], ("y", "dx", "dkernel", "dbias"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("c, f, kernel_size, strides, dilation, route", [
+    (17, 18, (3, 2), (1, 1), (1, 1), "shifted"),
+    (17, 18, (3, 3), (2, 2), (1, 1), "shifted"),
+    (16, 20, (3, 3), (1, 2), (2, 1), "shifted"),
+    (24, 16, (1, 1), (1, 1), (1, 1), "shifted"),       # 1x1: x and dY read in place
+    (5, 2, (1, 1), (2, 2), (1, 1), "shifted"),
+    (3, 16, (3, 3), (1, 1), (1, 1), "thin_input"),     # an RGB image in
+    (3, 32, (4, 4), (2, 2), (1, 1), "thin_input"),
+    (20, 3, (2, 3), (1, 1), (1, 1), "thin_output"),    # an RGB image out
+    (32, 3, (3, 3), (2, 1), (1, 2), "thin_output"),
+])
+def test_every_route_is_the_reference(c, f, kernel_size, strides, dilation, route, relu, dtype):
+    rng = np.random.default_rng(c * f)
+    x = rng.standard_normal((2, 11, 9, c)).astype(dtype)
+    kernel = rng.standard_normal(kernel_size + (c, f)).astype(dtype)
+    bias = rng.standard_normal(f).astype(dtype)
+    geom = ConvGeometry.of(x.shape, kernel.shape, strides, "same", dilation)
+    assert fast_conv._route(fast_conv.shifted_geometry(geom), f) == route
+    args = dict(strides=strides, padding="same", dilation_rate=dilation, relu=relu)
+    fast, reference = run_both(lambda x, k, b: ops.conv2d(x, k, b, **args), (x, kernel, bias),
+                               dtype=dtype)
+    if relu:
+        assert (fast[0] == 0).any() and (fast[0] > 0).any()
+    assert_same(fast, reference, dtype, ("y", "dx", "dkernel", "dbias"))
+
+
+@pytest.mark.parametrize("need", [(True, False), (False, True)])
+def test_one_gradient_only(need):
+    """Frozen kernels (DeepDream, style transfer) and frozen inputs: only what is asked for."""
+    rng = np.random.default_rng(3)
+    x, kernel = rng.standard_normal((1, 8, 7, 16)), rng.standard_normal((3, 3, 16, 17))
+    grads = []
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            tx = mg.Tensor(x, requires_grad=need[0], dtype=np.float64)
+            tk = mg.Tensor(kernel, requires_grad=need[1], dtype=np.float64)
+            ops.conv2d(tx, tk, strides=2, padding="same").backward(np.ones((1, 4, 4, 17)))
+            grads.append((tx.grad, tk.grad))
+    for got, want in zip(*grads):
+        assert (got is None) == (want is None)
+        if want is not None:
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("c, f, strides", [(16, 17, (1, 1)), (3, 16, (2, 2)), (16, 3, (1, 1)),
+                                           (17, 16, (2, 1))])
+def test_many_small_chunks(monkeypatch, c, f, strides):
+    """Chunk edges (and thread hand-offs) in the middle of images change nothing."""
+    for name in ("_CHUNK_BYTES", "_DK_CHUNK_BYTES", "_THIN_CHUNK_BYTES", "_PARALLEL_COPY_BYTES"):
+        monkeypatch.setattr(fast_conv, name, 256)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 11, 9, c))
+    kernel = rng.standard_normal((3, 3, c, f))
+    fast, reference = run_both(
+        lambda x, k: ops.conv2d(x, k, strides=strides, padding="same"), (x, kernel))
+    assert_same(fast, reference, np.float64, ("y", "dx", "dkernel"))
+
+
+# ---- conv2d_transpose -------------------------------------------------------------------------
+
+transpose_cases = st.fixed_dictionaries({
+    "n": st.integers(1, 2), "h": st.integers(1, 6), "w": st.integers(1, 6),
+    "c": st.sampled_from([1, 3, 16, 17]), "f": st.sampled_from([1, 2, 16, 17]),
+    "kh": st.integers(1, 5), "kw": st.integers(1, 5),
+    "strides": st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    "padding": st.sampled_from(["same", "valid"]), "bias": st.booleans(),
+    "dtype": st.sampled_from([np.float32, np.float64]), "seed": st.integers(0, 2 ** 16),
+})
+
+
+@given(transpose_cases)
+def test_conv2d_transpose_fast_path_is_the_reference(case):
+    rng = np.random.default_rng(case["seed"])
+    dtype = case["dtype"]
+    x = rng.standard_normal((case["n"], case["h"], case["w"], case["c"])).astype(dtype)
+    kernel = rng.standard_normal((case["kh"], case["kw"], case["f"], case["c"])).astype(dtype)
+    bias = rng.standard_normal(case["f"]).astype(dtype) if case["bias"] else None
+    args = dict(strides=case["strides"], padding=case["padding"])
+    fast, reference = run_both(lambda x, k, b: ops.conv2d_transpose(x, k, b, **args),
+                               (x, kernel, bias), case["seed"], dtype)
+    assert_same(fast, reference, dtype, ("y", "dx", "dkernel", "dbias"))
+
+
+def test_transpose_backward_shares_the_phases_of_g():
+    """With both gradients wanted on the shifted route, the fast path lays g's stride phases out
+    once for dX and dK; it must give the reference's two gradients."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((3, 4, 5, 18))
+    kernel = rng.standard_normal((3, 3, 17, 18))
+    geom = ConvGeometry.of((3, 8, 10, 17), kernel.shape, (2, 2), "same")
+    assert fast_conv._route(fast_conv.shifted_geometry(geom), 18) == "shifted"
+    fast, reference = run_both(
+        lambda x, k: ops.conv2d_transpose(x, k, strides=2, padding="same"), (x, kernel))
+    assert_same(fast, reference, np.float64, ("y", "dx", "dkernel"))
+
+
+# ---- pooling ------------------------------------------------------------------------------------
+
+pool_cases = st.fixed_dictionaries({
+    "n": st.integers(1, 2), "h": st.integers(1, 9), "w": st.integers(1, 9), "c": st.integers(1, 3),
+    "pool": st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    "strides": st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))),
+    "padding": st.sampled_from(["same", "valid"]), "kind": st.sampled_from(["max", "avg"]),
+    "ties": st.booleans(), "dtype": st.sampled_from([np.float32, np.float64]),
+    "seed": st.integers(0, 2 ** 16),
+})
+
+
+@given(pool_cases)
+def test_pooling_fast_path_is_the_reference(case):
+    if case["padding"] == "valid" and (case["pool"][0] > case["h"] or case["pool"][1] > case["w"]):
+        return
+    rng = np.random.default_rng(case["seed"])
+    shape = (case["n"], case["h"], case["w"], case["c"])
+    # ties (a ReLU's zeros, a few levels) exercise max pooling's first-maximal-cell rule
+    x = (np.maximum(rng.integers(-2, 3, shape), 0) if case["ties"]
+         else rng.standard_normal(shape)).astype(case["dtype"])
+    fn = ops.max_pool2d if case["kind"] == "max" else ops.avg_pool2d
+    fast, reference = run_both(
+        lambda t: fn(t, case["pool"], strides=case["strides"], padding=case["padding"]), (x,),
+        case["seed"], case["dtype"])
+    assert_same(fast, reference, case["dtype"], ("y", "dx"))
+    if case["kind"] == "max":   # max and its routing are exact on both paths
+        np.testing.assert_array_equal(fast[0], reference[0])
+        np.testing.assert_array_equal(fast[1], reference[1])
+
+
+@pytest.mark.parametrize("pool, strides, padding", [(3, 2, "valid"), (3, 2, "same"),
+                                                     (2, 2, "valid"), (3, 1, "same")])
+def test_pooling_routes_like_inception_and_vgg(pool, strides, padding):
+    x = np.random.default_rng(5).standard_normal((2, 17, 15, 8)).astype(np.float32)
+    for fn in (ops.max_pool2d, ops.avg_pool2d):
+        fast, reference = run_both(lambda t: fn(t, pool, strides=strides, padding=padding), (x,),
+                                   dtype=np.float32)
+        assert_same(fast, reference, np.float32, ("y", "dx"))
+
+
+# ---- the products on row blocks (accel/blas.py) ----------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_gemm_rows_on_row_blocks(dtype):
+    """The per-tap products: row blocks of C-ordered arrays, either side transposed, into or onto
+    a block of the output (float16 has no BLAS and takes the matmul fallback)."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 7, 4)).astype(dtype)     # rows of 4
+    b = rng.standard_normal((12, 5)).astype(dtype)       # rows of 5
+    out = np.zeros((9, 5), dtype)
+    A, B, O = (blas._Rows(v, v.shape[-1]) for v in (a, b, out))
+    flat_a = a.reshape(-1, 4)
+    blas.gemm_rows((O, 2, 8), (A, 9, 15), (B, 4, 8))
+    expected = np.zeros_like(out)
+    expected[2:8] = flat_a[9:15] @ b[4:8]
+    tol = 1e-2 if dtype == np.float16 else 1e-6
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+    blas.gemm_rows((O, 2, 8), (A, 9, 15), (B, 4, 8), accumulate=True)
+    np.testing.assert_allclose(out, 2 * expected, rtol=tol, atol=tol)
+
+    square = np.zeros((4, 4), dtype)
+    S = blas._Rows(square, 4)
+    blas.gemm_rows((S, 0, 4), (A, 0, 6), (A, 6, 12), transpose_a=True)   # (4, 6) @ (6, 4)
+    np.testing.assert_allclose(square, flat_a[0:6].T @ flat_a[6:12], rtol=tol, atol=tol)
+    blas.gemm_rows((O, 0, 5), (B, 0, 5), (B, 5, 10), transpose_b=True)   # (5, 5) @ (5, 5)
+    np.testing.assert_allclose(out[:5], b[0:5] @ b[5:10].T, rtol=tol, atol=tol)
+
+
+def test_gemm_rows_refuses_blocks_that_do_not_fit():
+    a, out = np.zeros((6, 4), np.float32), np.zeros((6, 4), np.float32)
+    A, O = blas._Rows(a, 4), blas._Rows(out, 4)
+    with pytest.raises(ValueError, match="do not fit"):
+        blas.gemm_rows((O, 0, 4), (A, 3, 7), (A, 0, 4))    # rows 3:7 of 6
+    with pytest.raises(ValueError, match="do not fit"):
+        blas.gemm_rows((O, 0, 3), (A, 0, 4), (A, 0, 4))    # 4 rows into 3
+    with pytest.raises(ValueError, match="C-ordered"):
+        blas._Rows(np.zeros((4, 6), np.float32).T, 4)
+
+
+def test_gemm_into_adds_onto_transposed_views():
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((6, 5)), rng.standard_normal((4, 6))
+    out = rng.standard_normal((5, 4))
+    want = out + a.T @ b.T
+    blas.gemm_into(a.T, b.T, out, accumulate=True)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+# ---- the switch and the rules around it ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code, **env):
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_fast_off_never_imports_accel():
+    code = ("import sys, numpy as np, micrograd_gen as mg\n"
+            "from micrograd_gen import ops\n"
+            "x = mg.Tensor(np.ones((1, 6, 6, 3)), requires_grad=True)\n"
+            "k = mg.Tensor(np.ones((3, 3, 3, 4)), requires_grad=True)\n"
+            "y = ops.max_pool2d(ops.conv2d(x, k, padding='same', relu=True), 2)\n"
+            "loss = ops.sparse_categorical_crossentropy(np.zeros(1, int), ops.reshape(y, (1, -1)),"
+            " from_logits=True)\n"
+            "loss.backward()\n"
+            "print(sorted(m for m in sys.modules if m.startswith('micrograd_gen.accel')))\n")
+    assert _python(code, MICROGRAD_GEN_FAST="0") == "[]"
+
+
+def test_importing_starts_no_thread_and_loads_no_library():
+    code = ("import threading, micrograd_gen\n"
+            "from micrograd_gen.accel import blas, workers, memory\n"
+            "print(threading.active_count(), blas._BLAS is None, workers._POOL is None,"
+            " memory._applied is None)\n")
+    assert _python(code, MICROGRAD_GEN_FAST="1") == "1 True True True"
+
+
+def test_nothing_outside_accel_touches_threads_ctypes_or_malloc():
+    pattern = re.compile(r"^\s*(import|from)\s+(ctypes|threading|concurrent)\b|mallopt\(|"
+                         r"RawKernel|ElementwiseKernel|RawModule", re.M)
+    package = ROOT / "micrograd_gen"
+    offenders = [str(path.relative_to(ROOT)) for path in package.rglob("*.py")
+                 if package / "accel" not in path.parents and pattern.search(path.read_text())]
+    assert offenders == []
