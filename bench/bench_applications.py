@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import emit, peak_rss_mb, threads, time_runs
+from common import emit, peak_rss_mb, threads, time_runs, tune_process
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -429,6 +429,8 @@ def workloads(args):
 
 
 def run_one(name, args):
+    if not name.startswith("torch_"):
+        tune_process()
     if name.startswith("load_"):
         bench_load(name[5:], args.repeat or 5)
     elif name.startswith("deepdream_step_"):

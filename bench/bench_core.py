@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import emit, peak_rss_mb, time_runs
+from common import emit, peak_rss_mb, time_runs, tune_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import micrograd_gen as mg  # noqa: E402
@@ -147,6 +147,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--only", choices=["op_overhead", "matmul_2048"])
     args = parser.parse_args()
+    tune_process()
     load_before = os.getloadavg()
     if args.only in (None, "op_overhead"):
         bench_op_overhead(max(args.repeat, 5))

@@ -34,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import emit, peak_rss_mb, threads, time_runs
+from common import emit, peak_rss_mb, threads, time_runs, tune_process
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -361,6 +361,8 @@ def main():
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        if not args.child.endswith("_torch"):
+            tune_process()
         if args.profile:
             profile(args.child)
         else:

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import emit, peak_rss_mb, threads, time_runs
+from common import emit, peak_rss_mb, threads, time_runs, tune_process
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"vae_step": 0.084, "dcgan_step": 5.81 * 1.2}
@@ -235,6 +235,7 @@ def main():
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        tune_process()
         run_engine(args.worker, args.repeat or REPEATS[args.worker])
         return
     if args.profile:

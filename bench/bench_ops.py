@@ -455,6 +455,7 @@ def main():
     if args.torch_child:
         torch_child(args.torch_child, args.quick, reps, threads)
         return
+    common.tune_process()   # this process times the engine; PyTorch runs in children
     if args.list:
         print("\n".join(WORKLOADS))
         return

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import emit, peak_rss_mb, time_runs
+from common import emit, peak_rss_mb, time_runs, tune_process
 from common import threads as blas_threads  # main() keeps the name `threads` for the count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -319,6 +319,7 @@ def main():
     threads = blas_threads()
     if args.child:
         if args.child == "transformer_lm_b256":
+            tune_process()
             print(json.dumps(child_transformer_lm_b256(args.repeat)))
         else:
             import torch
@@ -326,6 +327,7 @@ def main():
             torch.manual_seed(0)
             print(json.dumps(dict(TORCH[args.child](args.repeat), torch=torch.__version__)))
         return
+    tune_process()   # this process times the engine; PyTorch runs in children
     load_before = os.getloadavg()
     for name, bench in BENCHES.items():
         if args.only and name not in args.only:

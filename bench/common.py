@@ -42,3 +42,13 @@ def time_runs(fn, repeat, warmup):
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return wall, cpu
+
+
+def tune_process():
+    """What the command line does before a run: keep freed host memory for reuse
+    (micrograd_gen.accel.keep_freed_memory). Not with MICROGRAD_GEN_FAST=0, which measures the
+    reference ops alone and never imports accel."""
+    from micrograd_gen import fastpath
+    if fastpath.enabled():
+        from micrograd_gen import accel
+        accel.keep_freed_memory()

@@ -359,6 +359,8 @@ def measure(workload, engine, device, quick, reps, in_process):
     else:
         from micrograd_gen import backend
         backend.use("cupy" if device == "gpu" else "numpy")
+        from common import tune_process
+        tune_process()   # as the command line does (not with MICROGRAD_GEN_FAST=0)
     if engine == "torch" and workload.measures:
         record = workload.torch(quick, reps)
     else:

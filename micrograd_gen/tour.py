@@ -195,6 +195,10 @@ PARTS = [
 
 
 def run_tour(out="out/tour", quick=False, log=print):
+    from . import fastpath
+    if fastpath.enabled():   # a whole run, as the command line's: reuse freed arrays' pages
+        from . import accel
+        accel.keep_freed_memory()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts = [Part(*p) for p in PARTS]

@@ -48,8 +48,11 @@ def setup(args):
     """Apply the common flags: where tensors live and the seeds."""
     import numpy as np
 
-    from .. import backend
+    from .. import backend, fastpath
     backend.use("cupy" if args.device == "gpu" else "numpy")
+    if fastpath.enabled():   # reuse freed arrays' pages step after step (accel/memory.py)
+        from .. import accel
+        accel.keep_freed_memory()
     np.random.seed(args.seed)
     try:
         from .. import nn
