@@ -48,7 +48,7 @@ def assert_same(fast, reference, dtype, names):
                                    atol=TOL[dtype]["atol"] * scale, err_msg=name)
 
 
-# ---- conv2d ---------------------------------------------------------------------------------------
+# ---- conv2d ----------------------------------------------------------------------------------
 
 conv_cases = st.fixed_dictionaries({
     "n": st.integers(1, 2), "h": st.integers(1, 9), "w": st.integers(1, 9),

@@ -384,7 +384,7 @@ def test_errors_name_the_op_and_shapes(either_path):
 
 @pytest.mark.parametrize("op", ["conv2d", "conv2d_transpose"])
 def test_integer_input_is_a_named_dtype_error(either_path, op):
-    """Issue 19: not NumPy's UFuncTypeError from deep inside, but the op, the argument, the dtype."""
+    """Issue 19: not a UFuncTypeError from deep inside, but the op, the argument and the dtype."""
     x = mg.Tensor(np.zeros((1, 5, 5, 3), np.int64))
     kernel = mg.Tensor(np.zeros((3, 3, 3, 3), np.float32))
     with pytest.raises(TypeError, match=rf"^{op}: x has dtype int64.*float"):

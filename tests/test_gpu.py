@@ -170,6 +170,9 @@ OPS = {
                                   [_normal(r, 2, 4, 6, 3)], []),
     "conv2d_same": lambda r: (lambda x, k, b: ops.conv2d(x, k, b, padding="same"),
                               [_normal(r, 2, 9, 11, 5), _normal(r, 3, 3, 5, 7), _normal(r, 7)], []),
+    "conv2d_relu_1x1": lambda r: (lambda x, k, b: ops.conv2d(x, k, b, relu=True),
+                                  [_normal(r, 2, 5, 6, 17), _normal(r, 1, 1, 17, 16),
+                                   _normal(r, 16)], []),
     "conv2d_thin_strided": lambda r: (lambda x, k: ops.conv2d(x, k, strides=2, padding="same"),
                                       [_normal(r, 2, 9, 10, 3), _normal(r, 4, 4, 3, 6)], []),
     "conv2d_dilated_valid": lambda r: (
@@ -223,6 +226,26 @@ def test_op_forward_and_gradient_agree_on_numpy_and_cupy(name, dtype):
         assert_close(got, want, dtype, f"{name} output {i}")
     for i, (got, want) in enumerate(zip(grads_cp, grads_np)):
         assert_close(got, want, dtype, f"{name} gradient of input {i}")
+
+
+# Ops with a fast route registered by micrograd_gen.accel (CUDA kernels on CuPy arrays): their
+# reference, run on CuPy too (MICROGRAD_GEN_FAST=0), must give the same numbers.
+FAST_ROUTED = ["conv2d_same", "conv2d_relu_1x1", "conv2d_thin_strided", "conv2d_dilated_valid",
+               "conv2d_transpose", "conv2d_transpose_valid", "max_pool2d", "avg_pool2d_same",
+               "sparse_categorical_crossentropy_logits"]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", FAST_ROUTED)
+def test_reference_ops_on_cupy_agree_with_the_fast_path(name, dtype):
+    outs_fast, grads_fast = run_op(name, dtype, "cupy")
+    with mg.fast_paths(False):
+        outs_ref, grads_ref = run_op(name, dtype, "cupy")
+    for i, (got, want) in enumerate(zip(outs_ref, outs_fast)):
+        assert_close(got, want, dtype, f"{name} reference output {i}")
+    for i, (got, want) in enumerate(zip(grads_ref, grads_fast)):
+        assert_close(got, want, dtype, f"{name} reference gradient of input {i}")
 
 
 def test_every_public_op_is_covered():

@@ -259,7 +259,7 @@ def test_a_batch_cut_across_worker_threads_gives_the_same_results(monkeypatch, r
 def test_batch_slices_cover_the_batch_once_per_worker():
     import importlib
     lstm_module = importlib.import_module("micrograd_gen.ops.lstm")
-    from micrograd_gen.ops import workers
+    from micrograd_gen.accel import workers
     threads = workers.chunk_pool()[1]
     for n in (1, 15, 16, 33, 128, 1000):
         slices = lstm_module._batch_slices(np, n)

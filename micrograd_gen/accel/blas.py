@@ -105,11 +105,10 @@ class _Rows:
     """A C-ordered array read as a row-major matrix `width` numbers wide, whose row blocks the
     per-tap loops multiply with gemm_rows.
 
-    The shifted route makes a few thousand products per DeepDream step, most of them small.
-    Slicing views and reading their addresses (ndarray.ctypes.data alone costs about 2 us)
-    doubled the Python side of each product, which runs under the GIL and so holds up the other
-    worker thread too. Here the address is taken once per array and a block is just
-    (this, first row, stop row).
+    The shifted route makes a few thousand products per DeepDream step, most of them small, and
+    their Python side runs under the GIL, holding up the other worker thread too. Slicing views
+    and reading their addresses (ndarray.ctypes) each time would be most of that Python side:
+    here the address is taken once per array and a block is just (this, first row, stop row).
     """
     __slots__ = ("array", "width", "rows", "dtype", "address", "row_bytes", "gemm")
 

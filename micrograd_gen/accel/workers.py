@@ -55,10 +55,10 @@ def for_chunks(chunks, work, xp, fixed=False):
 
     slot (0 .. threads - 1) names the thread running the call, so that work can keep
     per-thread partial sums. Slot 0 is the caller itself, which works rather than waits: it
-    starts at once, and only the others have to be woken and waited for (a hand-off costs
-    50-100 us on this VM, and a DeepDream step makes hundreds). Chunks go to whichever thread
-    is free (a shared machine may stall one of them), or with fixed=True chunk i always goes to
-    slot i % threads, so that partial sums, and so results, are the same on every run.
+    starts at once, and only the others have to be woken and waited for (a DeepDream step
+    makes hundreds of hand-offs; bench/README.md has what one costs). Chunks go to whichever
+    thread is free (a shared machine may stall one of them), or with fixed=True chunk i always
+    goes to slot i % threads, so that partial sums, and so results, are the same on every run.
     Returns the number of slots."""
     executor, threads = chunk_pool() if xp is np else (None, 1)
     chunks = list(chunks)

@@ -82,13 +82,14 @@ class ConvGeometry:
 def conv2d_forward(x, kernel, geom):
     """y (N, OH, OW, F) = im2col(x) @ kernel, a band of output rows at a time."""
     xp = get_array_module(x, kernel)
-    F = kernel.shape[3]
+    F, taps = kernel.shape[3], geom.kh * geom.kw * geom.C
     xpad = geom.pad(x)                                                   # (N, Hp, Wp, C)
-    kmat = kernel.reshape(-1, F)                                         # (kh*kw*C, F)
+    kmat = kernel.reshape(taps, F)                                       # (kh*kw*C, F)
     y = xp.empty((geom.N, geom.OH, geom.OW, F), x.dtype)
     for i0, i1 in geom.row_bands(x.dtype.itemsize):
         cols = im2col(geom.rows_read(xpad, i0, i1), *geom.im2col_args(i1 - i0))
-        y[:, i0:i1] = cols @ kmat                   # (N, rows, OW, kh*kw*C) @ (kh*kw*C, F)
+        # (N*rows*OW, kh*kw*C) @ (kh*kw*C, F): one matrix product (a 4-D @ would be many small)
+        y[:, i0:i1] = (cols.reshape(-1, taps) @ kmat).reshape(geom.N, i1 - i0, geom.OW, F)
     return y
 
 
@@ -103,12 +104,12 @@ def conv2d_backward(g, x, kernel, geom, need_dx=True, need_dk=True):
     dk = xp.zeros((taps, F), g.dtype) if need_dk else None               # (kh*kw*C, F)
     kmat_t = kernel.reshape(taps, F).T if need_dx else None              # (F, kh*kw*C)
     for i0, i1 in geom.row_bands(g.dtype.itemsize):
-        g_band = g[:, i0:i1]                                             # (N, rows, OW, F)
+        g_band = g[:, i0:i1].reshape(-1, F)                              # (N*rows*OW, F)
         if need_dk:
             cols = im2col(geom.rows_read(xpad, i0, i1), *geom.im2col_args(i1 - i0))
-            dk += cols.reshape(-1, taps).T @ g_band.reshape(-1, F)       # (kh*kw*C, F)
+            dk += cols.reshape(-1, taps).T @ g_band                      # (kh*kw*C, F)
         if need_dx:
-            dcols = g_band @ kmat_t                                      # (N, rows, OW, kh*kw*C)
+            dcols = (g_band @ kmat_t).reshape(geom.N, i1 - i0, geom.OW, taps)
             col2im(dcols, geom.rows_read(dxpad, i0, i1), *geom.im2col_args(i1 - i0)[:3])
     dx = None if dxpad is None else dxpad[:, geom.pt:geom.pt + geom.H, geom.pl:geom.pl + geom.W]
     return dx, None if dk is None else dk.reshape(geom.kh, geom.kw, geom.C, F)
