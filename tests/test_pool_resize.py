@@ -1,5 +1,6 @@
 """Pooling, upsampling and bilinear resize against direct NumPy loops written from TensorFlow's
-definitions, plus gradient checks."""
+definitions, plus gradient checks (pooling's on the reference ops; tests/test_accel.py holds the
+fast pooling against them)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -102,8 +103,9 @@ def test_pool_gradient(case, kind):
     shape = (case["n"], case["h"], case["w"], case["c"])
     x = distinct_values(shape, 2)
     fn = ops.max_pool2d if kind == "max" else ops.avg_pool2d
-    check_op_gradient(lambda x: fn(x, case["pool"], strides=case["strides"],
-                                   padding=case["padding"]), x)
+    with mg.fast_paths(False):
+        check_op_gradient(lambda x: fn(x, case["pool"], strides=case["strides"],
+                                       padding=case["padding"]), x)
 
 
 def test_max_pool_never_picks_padding():
@@ -220,10 +222,18 @@ def test_deepdream_octave_round_trip_shapes():
         assert ops.resize_bilinear(x, s).shape == (1,) + s + (3,)
 
 
-def test_errors():
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
+def test_errors(fast):
+    with mg.fast_paths(fast):
+        check_errors()
+
+
+def check_errors():
     with pytest.raises(ValueError, match="pool"):
         ops.max_pool2d(mg.Tensor(np.zeros((1, 2, 2, 1))), 3)
     with pytest.raises(ValueError, match="NHWC"):
         ops.avg_pool2d(mg.Tensor(np.zeros((2, 2, 1))), 2)
-    with pytest.raises(ValueError, match="padding"):
+    with pytest.raises(ValueError, match="max_pool2d: padding"):
         ops.max_pool2d(mg.Tensor(np.zeros((1, 4, 4, 1))), 2, padding="full")
+    with pytest.raises(ValueError, match="avg_pool2d: strides"):
+        ops.avg_pool2d(mg.Tensor(np.zeros((1, 4, 4, 1))), 2, strides=(1, 0))
