@@ -193,6 +193,12 @@ else:
         g_opt.step()
         for p in D.parameters():
             p.requires_grad_(True)
+if os.environ.get("MICROGRAD_GEN_TORCH_LAYOUT", "nchw") == "channels_last":
+    cl = torch.channels_last
+    if name == "vae_step":
+        enc, dec, x = enc.to(memory_format=cl), dec.to(memory_format=cl), x.contiguous(memory_format=cl)
+    else:
+        D, G, real = D.to(memory_format=cl), G.to(memory_format=cl), real.contiguous(memory_format=cl)
 for _ in range(2):
     step()
 times, cpu = [], []

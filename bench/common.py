@@ -42,3 +42,33 @@ def time_runs(fn, repeat, warmup):
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return wall, cpu
+
+
+# ---- PyTorch's memory layout ----------------------------------------------------------------------
+# PyTorch's CPU convolutions are often faster in channels_last (NHWC in memory) than in its default
+# NCHW, and a user picks the faster one, so every conv twin runs in both and run.py compares with
+# the faster. run.py says which through this variable, one child process per layout.
+TORCH_LAYOUTS = ("nchw", "channels_last")
+
+
+def torch_layout():
+    layout = os.environ.get("MICROGRAD_GEN_TORCH_LAYOUT", "nchw")
+    if layout not in TORCH_LAYOUTS:
+        raise ValueError(f"MICROGRAD_GEN_TORCH_LAYOUT={layout!r}: expected one of {TORCH_LAYOUTS}")
+    return layout
+
+
+def in_torch_layout(*modules_or_tensors):
+    """The modules and 4-d tensors in this process's PyTorch layout (unchanged for 'nchw')."""
+    if torch_layout() == "nchw":
+        return modules_or_tensors if len(modules_or_tensors) > 1 else modules_or_tensors[0]
+    import torch
+    out = []
+    for item in modules_or_tensors:
+        if isinstance(item, torch.nn.Module):
+            out.append(item.to(memory_format=torch.channels_last))
+        elif item.dim() == 4:
+            out.append(item.contiguous(memory_format=torch.channels_last))
+        else:
+            out.append(item)
+    return tuple(out) if len(out) > 1 else out[0]
