@@ -32,16 +32,40 @@ def time_runs(fn, repeat, warmup):
     """(wall seconds, CPU seconds) of each of `repeat` calls of fn() after `warmup` untimed ones.
 
     The CPU seconds are this process's, all threads: on a shared machine the wall time includes
-    waiting for a core that another process holds, the CPU time much less so."""
+    waiting for a core that another process holds, the CPU time much less so. A PyTorch twin on
+    CUDA queues its kernels, so the device is synchronised before every clock read."""
+    sync = torch_synchronizer()
     for _ in range(warmup):
         fn()
     wall, cpu = [], []
     for _ in range(repeat):
+        sync()
         start, start_cpu = time.perf_counter(), time.process_time()
         fn()
+        sync()
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return wall, cpu
+
+
+# ---- PyTorch's device -----------------------------------------------------------------------------
+# run.py --device gpu sets MICROGRAD_GEN_TORCH_DEVICE=cuda for the PyTorch twins' child processes.
+
+def torch_device():
+    return os.environ.get("MICROGRAD_GEN_TORCH_DEVICE", "cpu")
+
+
+def torch_synchronizer():
+    if torch_device() != "cuda":
+        return lambda: None
+    import torch
+    return torch.cuda.synchronize
+
+
+def on_torch_device(*modules_or_tensors):
+    """The modules and tensors on this process's PyTorch device, in its layout."""
+    moved = [item.to(torch_device()) for item in modules_or_tensors]
+    return in_torch_layout(*moved)
 
 
 # ---- PyTorch's memory layout ----------------------------------------------------------------------

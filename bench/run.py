@@ -275,7 +275,8 @@ def _workloads():
         Workload("transformer_lm_step_b32", "apps", transformer_lm_step(32),
                  textgen_twin("transformer_lm_step_b32"), measures=True, reps=5,
                  torch_when_quick=False),
-        Workload("transformer_lm_step_b256", "apps", transformer_lm_step(256), reps=2,
+        Workload("transformer_lm_step_b256", "apps", transformer_lm_step(256),
+                 textgen_twin("transformer_lm_step_b256"), measures=True, reps=2,
                  full_only=True),
     ]
     for i, (h, w) in enumerate(OCTAVES):
@@ -475,7 +476,8 @@ def with_load(fn, own_cpu):
 
 def run_child(python, name, engine, args, threads, layout="nchw"):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads), MICROGRAD_GEN_TORCH_LAYOUT=layout)
+               MKL_NUM_THREADS=str(threads), MICROGRAD_GEN_TORCH_LAYOUT=layout,
+               MICROGRAD_GEN_TORCH_DEVICE="cuda" if args.device == "gpu" else "cpu")
     command = [python, str(Path(__file__).resolve()), "--child", name, "--engine", engine,
                "--device", args.device] + (["--quick"] if args.quick else [])
     if args.repeat:
@@ -736,9 +738,7 @@ def main(argv=None):
             record.update(peer_s=PEER[name], ratio_to_peer=round(record["median_s"] / PEER[name],
                                                                  3))
         wants_torch = w.torch is not None and (w.torch_when_quick or not args.quick)
-        if wants_torch and args.device == "gpu" and w.measures:
-            record["torch"] = "not measured: this twin times itself on the CPU"
-        elif wants_torch and torch_at and "median_s" in record:
+        if wants_torch and torch_at and "median_s" in record:
             layouts = torch_layouts(w)
             theirs = {layout: with_load(lambda layout=layout: run_child(
                 torch_at, name, "torch", args, threads, layout), _children_cpu)
