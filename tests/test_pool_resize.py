@@ -237,3 +237,6 @@ def check_errors():
         ops.max_pool2d(mg.Tensor(np.zeros((1, 4, 4, 1))), 2, padding="full")
     with pytest.raises(ValueError, match="avg_pool2d: strides"):
         ops.avg_pool2d(mg.Tensor(np.zeros((1, 4, 4, 1))), 2, strides=(1, 0))
+    for pool in (ops.max_pool2d, ops.avg_pool2d):
+        with pytest.raises(TypeError, match=rf"^{pool.__name__}: x has dtype int64"):
+            pool(mg.Tensor(np.zeros((1, 4, 4, 1), np.int64)), 2, padding="same")

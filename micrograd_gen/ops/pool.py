@@ -17,7 +17,11 @@ from .reduce import mean
 
 
 class _PoolGeometry:
-    def __init__(self, x_shape, pool_size, strides, padding, op):
+    def __init__(self, x, pool_size, strides, padding, op):
+        if x.dtype.kind != "f":
+            raise TypeError(f"{op}: x has dtype {x.dtype}; it must be a float array (float32 or "
+                            f"float64), e.g. x.astype('float32')")
+        x_shape = x.shape
         if len(x_shape) != 4:
             raise ValueError(f"x must be NHWC (4-D), got shape {tuple(x_shape)}")
         self.kh, self.kw = pair(pool_size, "pool_size", op)
@@ -67,7 +71,7 @@ class _PoolGeometry:
 class MaxPool2D(Function):
     def forward(self, x, pool_size=2, strides=None, padding="valid"):
         xp = get_array_module(x)
-        geom = _PoolGeometry(x.shape, pool_size, strides, padding, "max_pool2d")
+        geom = _PoolGeometry(x, pool_size, strides, padding, "max_pool2d")
         xpad = geom.pad(x, -xp.inf)                                      # (N, Hp, Wp, C)
         fast = fastpath.lookup("max_pool2d_forward")
         y = NotImplemented if fast is None else fast(xpad, geom)
@@ -99,7 +103,7 @@ class MaxPool2D(Function):
 class AvgPool2D(Function):
     def forward(self, x, pool_size=2, strides=None, padding="valid"):
         xp = get_array_module(x)
-        geom = _PoolGeometry(x.shape, pool_size, strides, padding, "avg_pool2d")
+        geom = _PoolGeometry(x, pool_size, strides, padding, "avg_pool2d")
         xpad = geom.pad(x, 0)                                            # (N, Hp, Wp, C)
         fast = fastpath.lookup("avg_pool2d_forward")
         total = NotImplemented if fast is None else fast(xpad, geom)
