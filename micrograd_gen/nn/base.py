@@ -25,6 +25,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor, no_grad
 from . import initializers
+from .training import Trainer
 
 # ---- seeds and names ------------------------------------------------------------------------------
 _global_rng = np.random.default_rng()
@@ -415,11 +416,13 @@ def _map_shapes(fn, shape):
 
 
 # ---- models ---------------------------------------------------------------------------------------
-class Model(Layer):
+class Model(Trainer, Layer):
     """keras.Model, two ways:
 
     - subclass it, assign layers to attributes in `__init__`, define `call(self, x, training=None)`;
     - or `Model(inputs, outputs)` over `Input(...)` placeholders (the functional API).
+
+    Trainer (nn/training.py) gives it compile / fit / evaluate / predict and train_step.
     """
 
     def __init__(self, inputs=None, outputs=None, name=None, **kwargs):
