@@ -102,13 +102,15 @@ class CallbackList:
                 else:
                     cb.model = model
 
-    def _call(self, hook, *args):
+    def _call(self, hook, args, logs):
+        # Keras passes logs positionally to every hook, so a LambdaCallback's
+        # lambda batch, logs: ... and lambda logs: ... both fit.
         for cb in self.callbacks:
             method = getattr(cb, hook, None)
             if method is None:
                 continue
             try:
-                method(*args)
+                method(*args, logs)
             except NonFiniteLossError:
                 raise
             except Exception as e:
@@ -118,7 +120,7 @@ class CallbackList:
     def __getattr__(self, hook):
         if hook not in HOOKS:
             raise AttributeError(hook)
-        return lambda *args: self._call(hook, *args)
+        return lambda *args, logs=None: self._call(hook, args, {} if logs is None else logs)
 
 
 # ---- History, progress, CSV ----------------------------------------------------------------------
@@ -496,6 +498,25 @@ class ModelCheckpoint(Callback):
                      f"{self.model._train_counter})")
 
 
+class EpochRecorder(Callback):
+    """Counts each epoch's steps and seconds (self.steps, self.seconds), then calls
+    record(epoch, logs): how the chapter's train_* functions build their per-epoch records."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps, self.started = 0, time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self.started
+        self.record(epoch, logs)
+
+
 # ---- the loss curves as files --------------------------------------------------------------------
 def step_values(previous, logs, batch):
     """One batch's own values from the running means before (previous) and after (logs) it:
@@ -507,16 +528,31 @@ def step_values(previous, logs, batch):
 
 
 class HistoryWriter(Callback):
-    """Write history.json (per-epoch logs and per-step values) and history.png (the curves,
-    micrograd_gen.plot) into `folder` at each epoch's end, atomically. `previous`: the dict a
-    resumed run's history.json held, so that its curves continue."""
+    """Write history.json ({"per_epoch": {"epoch": [...], name: [...]}, "per_step": {name: [...]}})
+    and history.png (the curves, micrograd_gen.plot) into `folder` at each epoch's end, each
+    atomically. `previous`: what a resumed run's history.json held, so that its curves go on."""
 
     def __init__(self, folder, previous=None, plot=True, name="history"):
         super().__init__()
         self.folder, self.plot, self.name = Path(folder), plot, name
         previous = previous or {}
-        self.epochs = {k: list(v) for k, v in previous.get("epochs", {}).items()}
-        self.steps = {k: list(v) for k, v in previous.get("steps", {}).items()}
+        self.epochs = {k: list(v) for k, v in previous.get("per_epoch", {}).items()}
+        self.steps = {k: list(v) for k, v in previous.get("per_step", {}).items()}
+
+    @classmethod
+    def beside(cls, checkpoint_path, resume=False):
+        """A HistoryWriter for the folder of a checkpoint; when resuming, the curves in the
+        history.json already there go on."""
+        folder = Path(checkpoint_path).parent
+        previous = None
+        if resume and (folder / "history.json").exists():
+            try:
+                previous = json.loads((folder / "history.json").read_text())
+            except ValueError:
+                previous = None
+            if not isinstance(previous, dict) or "per_step" not in previous:
+                previous = None   # another program's history.json: start the curves afresh
+        return cls(folder, previous)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._previous = None
@@ -535,7 +571,7 @@ class HistoryWriter(Callback):
 
     def write(self):
         from . import plot
-        data = {"epochs": self.epochs, "steps": self.steps}
+        data = {"per_epoch": self.epochs, "per_step": self.steps}
         json_path = self.folder / f"{self.name}.json"
         atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
         if self.plot:
@@ -544,5 +580,5 @@ class HistoryWriter(Callback):
 
 __all__ = ["Callback", "CallbackList", "CallbackError", "NonFiniteLossError", "History",
            "ProgbarLogger", "CSVLogger", "LambdaCallback", "TerminateOnNaN", "TimeStopping",
-           "EarlyStopping", "ModelCheckpoint", "HistoryWriter", "save_training_checkpoint",
+           "EarlyStopping", "ModelCheckpoint", "HistoryWriter", "EpochRecorder", "save_training_checkpoint",
            "restore_training_checkpoint", "step_values"]

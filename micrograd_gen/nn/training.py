@@ -87,9 +87,15 @@ def _flat(structure):
 
 
 def _is_arrays(x):
-    """An array, or a list / tuple / dict of arrays (several inputs), rather than a data set."""
-    flat = _flat(x)
-    return bool(flat) and all(_is_array(a) or isinstance(a, Tensor) for a in flat)
+    """An array, or a list / tuple / dict of arrays (several inputs, as Keras reads them), rather
+    than a data set (a list of (x, y) pairs is one)."""
+    def leaf(a):
+        return _is_array(a) or isinstance(a, Tensor)
+    if isinstance(x, (list, tuple)):
+        return bool(x) and all(leaf(a) for a in x)
+    if isinstance(x, dict):
+        return bool(x) and all(leaf(a) for a in x.values())
+    return leaf(x)
 
 
 def unpack_x_y(data):
@@ -97,6 +103,24 @@ def unpack_x_y(data):
     if isinstance(data, tuple) and len(data) in (1, 2):
         return data[0], (data[1] if len(data) == 2 else None)
     return data, None
+
+
+class EpochBatches:
+    """A data set for fit whose k-th pass yields `batches_for_epoch(first_epoch + k)`: for a loop
+    that draws each epoch's order from (seed, epoch), so that a run resumed at epoch e sees the
+    batches an unbroken run saw."""
+
+    def __init__(self, batches_for_epoch, first_epoch=0, steps=None):
+        self.batches_for_epoch, self.next_epoch, self.steps = batches_for_epoch, first_epoch, steps
+
+    def __len__(self):
+        if self.steps is None:
+            raise TypeError("EpochBatches: length unknown (give steps=)")
+        return self.steps
+
+    def __iter__(self):
+        self.next_epoch += 1
+        return iter(self.batches_for_epoch(self.next_epoch - 1))
 
 
 class _ArrayBatches:
@@ -107,7 +131,7 @@ class _ArrayBatches:
         self.shuffle, self.seed = shuffle, seed
         self.n = len(_flat(x)[0])
 
-    def __len__(self):
+    def count(self):
         return math.ceil(self.n / self.batch_size)
 
     def epoch(self, epoch):
@@ -130,10 +154,14 @@ class _DatasetBatches:
         self.data, self.steps_per_epoch = data, steps_per_epoch
         self._iterator = None
 
-    def __len__(self):
+    def count(self):
+        """Steps per epoch, or None when the data set does not say."""
         if self.steps_per_epoch is not None:
             return self.steps_per_epoch
-        return len(self.data) if hasattr(self.data, "__len__") else None
+        try:
+            return len(self.data)
+        except TypeError:
+            return None
 
     def epoch(self, epoch):
         if self.steps_per_epoch is None:
@@ -246,7 +274,7 @@ class Trainer:
             logits = softmax_logits(self, x, training=training)
             if logits is not None:
                 fn = getattr(self.loss, "fn", self.loss)
-                loss = fn(y, logits, from_logits=True)
+                loss = ops.mean(fn(y, logits, from_logits=True))
                 if not self._compiled_metrics:
                     return logits, loss   # nothing reads y_pred
                 with no_grad():
@@ -368,7 +396,7 @@ class Trainer:
             validation = self._data("fit (validation_data)", vx, vy, batch_size, False, None)
         if self.optimizer is not None and self.trainable_weights:
             self.optimizer.build(self.trainable_weights)   # weights built since compile()
-        steps = len(data) if hasattr(data, "__len__") else None
+        steps = data.count()
         callback_list = callbacks_module.CallbackList(
             callbacks, add_history=True, add_progbar=verbose != 0, model=self, verbose=verbose,
             epochs=epochs, steps=steps)
@@ -384,7 +412,7 @@ class Trainer:
                 callback_list.on_train_batch_begin(step)
                 batch_logs = _as_floats(self.train_step(self._to_tensors(batch, device)))
                 self._train_counter += 1
-                callback_list.on_train_batch_end(step, batch_logs)
+                callback_list.on_train_batch_end(step, logs=batch_logs)
                 if self.stop_training:
                     break
             if batch_logs is None:
@@ -393,10 +421,10 @@ class Trainer:
             if validation_data is not None:
                 val_logs = self._evaluate_batches(validation, callback_list, device)
                 logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            callback_list.on_epoch_end(epoch, logs)
+            callback_list.on_epoch_end(epoch, logs=logs)
             if self.stop_training:
                 break
-        callback_list.on_train_end(logs)
+        callback_list.on_train_end(logs=logs)
         return self.history
 
     def _evaluate_batches(self, data, callback_list, device):
@@ -407,8 +435,8 @@ class Trainer:
             for step, batch in enumerate(data.epoch(0)):
                 callback_list.on_test_batch_begin(step)
                 logs = _as_floats(self.test_step(self._to_tensors(batch, device)))
-                callback_list.on_test_batch_end(step, logs)
-        callback_list.on_test_end(logs)
+                callback_list.on_test_batch_end(step, logs=logs)
+        callback_list.on_test_end(logs=logs)
         return logs
 
     def evaluate(self, x=None, y=None, batch_size=32, verbose=0, steps=None, callbacks=None,
@@ -421,8 +449,7 @@ class Trainer:
             raise RuntimeError(f"Model '{self.name}': call compile() before evaluate()")
         data = self._data("evaluate", x, y, batch_size, False, steps)
         callback_list = callbacks_module.CallbackList(callbacks, model=self, verbose=verbose,
-                                                      steps=len(data) if hasattr(data, "__len__")
-                                                      else None)
+                                                      steps=data.count())
         logs = self._evaluate_batches(data, callback_list, self._device())
         if return_dict:
             return logs
@@ -443,7 +470,7 @@ class Trainer:
                 out = self.predict_step(self._to_tensors(batch, device))
                 outputs.append(_map(lambda t: backend.to_numpy(t.data) if isinstance(t, Tensor)
                                     else t, out))
-                callback_list.on_predict_batch_end(step, {"outputs": outputs[-1]})
+                callback_list.on_predict_batch_end(step, logs={"outputs": outputs[-1]})
         callback_list.on_predict_end()
         if not outputs:
             raise ValueError("predict: the data gave no batches")
