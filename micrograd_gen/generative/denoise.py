@@ -71,7 +71,8 @@ def train_denoiser(x, epochs=1, batch_size=128, noise_factor=NOISE_FACTOR, model
                         "seconds": recorder.seconds})
 
     recorder = callbacks.EpochRecorder(record)
-    run_callbacks = [callbacks.ProgbarLogger(log=log, label="denoise "), recorder]
+    run_callbacks = [callbacks.TerminateOnNaN(), callbacks.ProgbarLogger(log=log, label="denoise "),
+                     recorder]
     if max_seconds is not None:
         run_callbacks.append(callbacks.TimeStopping(max_seconds))
     model.fit(NoisyDigits(), epochs=epochs, callbacks=run_callbacks)

@@ -206,7 +206,8 @@ def train_vae(x, epochs=1, batch_size=128, vae=None, optimizer=None, steps_per_e
             on_epoch_end(epoch + 1, vae, history[-1])
 
     recorder = callbacks.EpochRecorder(record)
-    run_callbacks = [callbacks.ProgbarLogger(log=log, label="vae "), recorder]
+    run_callbacks = [callbacks.TerminateOnNaN(), callbacks.ProgbarLogger(log=log, label="vae "),
+                     recorder]
     if checkpoint_path:
         run_callbacks.append(callbacks.HistoryWriter.beside(checkpoint_path, resume))
     if max_seconds is not None:
