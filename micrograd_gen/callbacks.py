@@ -580,5 +580,6 @@ class HistoryWriter(Callback):
 
 __all__ = ["Callback", "CallbackList", "CallbackError", "NonFiniteLossError", "History",
            "ProgbarLogger", "CSVLogger", "LambdaCallback", "TerminateOnNaN", "TimeStopping",
-           "EarlyStopping", "ModelCheckpoint", "HistoryWriter", "EpochRecorder", "save_training_checkpoint",
+           "EarlyStopping", "ModelCheckpoint", "HistoryWriter", "EpochRecorder",
+           "save_training_checkpoint",
            "restore_training_checkpoint", "step_values"]

@@ -140,8 +140,9 @@ def history_figure(epochs, steps=None):
             values = [float(v) for v in steps[name]]
             xs = list(range(1, len(values) + 1))
             window = max(1, len(values) // 50)
-            series = [(name, xs, values, FAINT, 1)]
-            if window > 1:
+            smoothed = window > 1   # the raw values faint under their sliding mean
+            series = [(name, xs, values, FAINT if smoothed else COLORS[0], 1 if smoothed else 2)]
+            if smoothed:
                 series.append((f"mean of {window}", xs, _moving_mean(values, window), COLORS[0],
                                2))
             _panel(draw, font, small, (PANEL_W, top, 2 * PANEL_W, top + PANEL_H),

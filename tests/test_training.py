@@ -36,7 +36,7 @@ def classifier(seed=0, dropout=False):
     return nn.Sequential(layers + [nn.Dense(2, activation="softmax")])
 
 
-# ---- fit on a Sequential --------------------------------------------------------------------------
+# ---- fit on a Sequential -------------------------------------------------------------------------
 def test_fit_equals_the_hand_written_loop():
     x, y = blobs()
     model = classifier()
@@ -134,6 +134,44 @@ def test_progress_line_csv_logger_and_history_picture(tmp_path):
         assert im.size[0] >= 640 and im.size[1] >= 300
 
 
+def test_a_custom_train_step_with_compiled_loss_and_metrics():
+    """The book's chapter 7 pattern: compiled_loss and compiled_metrics inside train_step."""
+    class CustomModel(nn.Sequential):
+        def train_step(self, data):
+            x, y = data
+            y_pred = self(x, training=True)
+            loss = self.compiled_loss(y, y_pred)
+            grads = gradients(loss, self.trainable_weights)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+            self.compiled_metrics.update_state(y, y_pred)
+            return {m.name: m.result() for m in self.metrics}
+
+    nn.set_seed(0)
+    model = CustomModel([nn.Input(shape=(6,)), nn.Dense(2, activation="softmax")])
+    model.compile(optimizer=optim.SGD(learning_rate=0.5), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x, y = blobs(64)
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0).history
+    assert set(history) == {"loss", "accuracy"} and history["loss"][2] < history["loss"][0]
+    assert model.evaluate(x, y, return_dict=True)["accuracy"] > 0.8
+
+
+def test_train_vae_writes_history_files_beside_its_checkpoint(tmp_path):
+    from tests.test_vae import synthetic_digits
+    import json
+    x, _ = synthetic_digits(32)
+    V.train_vae(x, epochs=2, batch_size=16, checkpoint_path=tmp_path / "vae.h5",
+                log=lambda line: None)
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["per_epoch"]["epoch"] == [1, 2] and len(saved["per_step"]["kl_loss"]) == 4
+    with Image.open(tmp_path / "history.png") as im:
+        assert im.size == (1280, 900)    # loss, reconstruction, kl: per epoch and per step
+    V.train_vae(x, epochs=3, batch_size=16, checkpoint_path=tmp_path / "vae.h5", resume=True,
+                log=lambda line: None)
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["per_epoch"]["epoch"] == [1, 2, 3] and len(saved["per_step"]["loss"]) == 6
+
+
 def test_early_stopping_stops_and_restores():
     x, y = blobs(32)
     model = classifier()
@@ -143,7 +181,7 @@ def test_early_stopping_stops_and_restores():
     assert len(history.history["loss"]) == 3   # no improvement with a zero learning rate
 
 
-# ---- the book's VAE, written as the book writes it ------------------------------------------------
+# ---- the book's VAE, written as the book writes it -----------------------------------------------
 class Sampler(nn.Layer):
     def call(self, z_mean, z_log_var):
         epsilon = self._rng_for_layer().standard_normal(z_mean.shape).astype(np.float32)
@@ -200,7 +238,7 @@ def test_the_books_vae_class_trains_through_fit():
                                rtol=1e-5)
 
 
-# ---- the book's GAN, written as the book writes it ------------------------------------------------
+# ---- the book's GAN, written as the book writes it -----------------------------------------------
 class BookGAN(nn.Model):
     def __init__(self, discriminator, generator, latent_dim):
         super().__init__()
@@ -278,8 +316,8 @@ def test_the_books_gan_class_trains_through_fit(tmp_path):
                                nn.Conv2D(3, 3, padding="same", activation="sigmoid")],
                               name="generator")
     gan = BookGAN(discriminator=discriminator, generator=generator, latent_dim=latent_dim)
-    gan.compile(d_optimizer=optim.Adam(learning_rate=1e-3), g_optimizer=optim.Adam(learning_rate=1e-3),
-                loss_fn=losses.BinaryCrossentropy())
+    gan.compile(d_optimizer=optim.Adam(learning_rate=1e-3),
+                g_optimizer=optim.Adam(learning_rate=1e-3), loss_fn=losses.BinaryCrossentropy())
     d_before, g_before = discriminator.get_weights(), generator.get_weights()
     dataset = np.random.default_rng(0).random((12, 8, 8, 3)).astype(np.float32)
     history = gan.fit(dataset, epochs=2, batch_size=4, verbose=0,
@@ -301,7 +339,7 @@ def test_gradients_clears_what_an_earlier_backward_left():
     np.testing.assert_array_equal(grad, [2, 2, 2])
 
 
-# ---- checkpoints, resuming, NaN --------------------------------------------------------------------
+# ---- checkpoints, resuming, NaN ------------------------------------------------------------------
 def test_resuming_from_model_checkpoint_continues_the_loss_curve_exactly(tmp_path):
     x, y = blobs(80)
     path = tmp_path / "run.h5"
@@ -364,7 +402,7 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path):
     assert all(np.isfinite(w).all() for w in saved["models"]["model"])
 
 
-# ---- bad input -------------------------------------------------------------------------------------
+# ---- bad input -----------------------------------------------------------------------------------
 def test_bad_input_gives_named_errors():
     x, y = blobs(32)
     model = classifier()
@@ -403,7 +441,7 @@ def test_a_raising_callback_is_named_with_its_hook():
         model.fit(x, y, verbose=0, callbacks=[object()])
 
 
-# ---- the chapter's loops, now on fit, against the loops they replaced --------------------------
+# ---- the chapter's loops, now on fit, against the loops they replaced ----------------------------
 def old_vae_loop(x, epochs, batch_size, seed):
     """train_vae as it was on main (without checkpoints, logging and the time budget)."""
     nn.set_seed(seed)

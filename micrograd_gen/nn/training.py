@@ -1,8 +1,8 @@
 """Keras's training API on nn.Model: compile, fit, evaluate, predict, and the train_step /
 test_step / predict_step that a subclass overrides (the book's VAE and GAN do).
 
-    model.compile(optimizer=optim.RMSprop(learning_rate=0.01), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=optim.RMSprop(learning_rate=0.01),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, y, batch_size=128, epochs=3, callbacks=[...])
     history.history["loss"]          # one value per epoch
 
@@ -124,7 +124,7 @@ class EpochBatches:
 
 
 class _ArrayBatches:
-    """Batches of arrays x (and y): the whole data each epoch, in an order fixed by (seed, epoch)."""
+    """Batches of arrays x (and y): all of them each epoch, in an order fixed by (seed, epoch)."""
 
     def __init__(self, x, y, batch_size, shuffle, seed):
         self.x, self.y, self.batch_size = x, y, int(batch_size)
