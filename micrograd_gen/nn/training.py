@@ -285,6 +285,9 @@ class Trainer:
     # ---- the overridable steps ------------------------------------------------------------------
     def train_step(self, data):
         """One batch: forward, loss, gradients, one optimiser update. Returns the logs."""
+        if self.optimizer is None:
+            raise ValueError(f"Model '{self.name}': no optimizer; give compile(optimizer=...) or "
+                             "override train_step")
         x, y = unpack_x_y(data)
         y_pred, loss = self._forward_and_loss(x, y, training=True)
         weights = self.trainable_weights
