@@ -135,12 +135,12 @@ class History(Callback):
 
     def on_train_begin(self, logs=None):
         self.epoch = []
+        self.model.history = self
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
-        self.model.history = self
 
 
 def _format_logs(logs):
@@ -530,29 +530,32 @@ def step_values(previous, logs, batch):
 class HistoryWriter(Callback):
     """Write history.json ({"per_epoch": {"epoch": [...], name: [...]}, "per_step": {name: [...]}})
     and history.png (the curves, micrograd_gen.plot) into `folder` at each epoch's end, each
-    atomically. `previous`: what a resumed run's history.json held, so that its curves go on."""
+    atomically. With resume=True the curves of a history.json already there go on; `previous`
+    gives them directly (a dict of that form)."""
 
-    def __init__(self, folder, previous=None, plot=True, name="history"):
+    def __init__(self, folder, previous=None, plot=True, name="history", resume=False):
         super().__init__()
         self.folder, self.plot, self.name = Path(folder), plot, name
+        if previous is None and resume:
+            previous = self._read_previous()
         previous = previous or {}
         self.epochs = {k: list(v) for k, v in previous.get("per_epoch", {}).items()}
         self.steps = {k: list(v) for k, v in previous.get("per_step", {}).items()}
 
+    def _read_previous(self):
+        path = self.folder / f"{self.name}.json"
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(previous, dict) or "per_step" not in previous:
+            return None   # another program's history.json: the curves start afresh
+        return previous
+
     @classmethod
     def beside(cls, checkpoint_path, resume=False):
-        """A HistoryWriter for the folder of a checkpoint; when resuming, the curves in the
-        history.json already there go on."""
-        folder = Path(checkpoint_path).parent
-        previous = None
-        if resume and (folder / "history.json").exists():
-            try:
-                previous = json.loads((folder / "history.json").read_text())
-            except ValueError:
-                previous = None
-            if not isinstance(previous, dict) or "per_step" not in previous:
-                previous = None   # another program's history.json: start the curves afresh
-        return cls(folder, previous)
+        """A HistoryWriter for the folder that holds a checkpoint."""
+        return cls(Path(checkpoint_path).parent, resume=resume)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._previous = None

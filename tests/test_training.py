@@ -534,3 +534,29 @@ def test_train_char_lstm_on_fit_equals_the_old_loop():
                                     progress=False, log=lambda line: None)
     np.testing.assert_allclose(run.history.epoch_losses,
                                old_char_lstm_loop(TEXT, 2, 32, 10, 16, 0), rtol=1e-6)
+
+
+def old_gan_loop(gan, data, epochs, batch_size, steps, seed):
+    """train_gan's loop as it was on main, without checkpoints, limits and the monitor."""
+    import itertools
+    from micrograd_gen.generative import dcgan
+    out = {"d_loss": [], "g_loss": []}
+    for epoch in range(epochs):
+        for batch in itertools.islice(dcgan._epoch_batches(data, epoch, batch_size, seed), steps):
+            out["d_loss"].append(gan.discriminator_step(batch))
+            out["g_loss"].append(gan.generator_step(len(batch)))
+            gan.step += 1
+    return out
+
+
+def test_train_gan_on_fit_equals_the_old_loop(tmp_path):
+    from micrograd_gen.generative import dcgan
+    from tests.test_dcgan import faces, mini_gan
+    data = faces(6)
+    history = dcgan.train_gan(mini_gan(seed=0), data, epochs=2, batch_size=2, seed=3,
+                              checkpoint_path=tmp_path / "gan.h5", log=lambda line: None)
+    old = old_gan_loop(mini_gan(seed=0), data, 2, 2, 3, 3)
+    np.testing.assert_allclose(history["d_loss"], old["d_loss"], rtol=1e-6)
+    np.testing.assert_allclose(history["g_loss"], old["g_loss"], rtol=1e-6)
+    assert history["epoch"] == [1, 1, 1, 2, 2, 2]
+    assert (tmp_path / "history.png").is_file()

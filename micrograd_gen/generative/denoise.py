@@ -37,9 +37,10 @@ def add_noise(clean, rng, noise_factor=NOISE_FACTOR):
 
 
 def train_denoiser(x, epochs=1, batch_size=128, noise_factor=NOISE_FACTOR, model=None,
-                   steps_per_epoch=None, max_seconds=None, seed=0, log=None):
+                   steps_per_epoch=None, max_seconds=None, seed=0, log=None, history_dir=None):
     """Train on digits `x` (uint8 (N, 28, 28) or floats in [0, 1]) with model.fit, binary
-    cross-entropy and Adam(1e-3); fresh noise for every batch.
+    cross-entropy and Adam(1e-3); fresh noise for every batch. With `history_dir`,
+    history.json and history.png are written there after every epoch.
 
     Returns (model, history), history a list of per-epoch dicts (epoch, steps, loss, seconds).
     """
@@ -73,6 +74,8 @@ def train_denoiser(x, epochs=1, batch_size=128, noise_factor=NOISE_FACTOR, model
     recorder = callbacks.EpochRecorder(record)
     run_callbacks = [callbacks.TerminateOnNaN(), callbacks.ProgbarLogger(log=log, label="denoise "),
                      recorder]
+    if history_dir is not None:
+        run_callbacks.append(callbacks.HistoryWriter(history_dir))
     if max_seconds is not None:
         run_callbacks.append(callbacks.TimeStopping(max_seconds))
     model.fit(NoisyDigits(), epochs=epochs, callbacks=run_callbacks)

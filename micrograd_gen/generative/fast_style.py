@@ -293,12 +293,14 @@ def train_style(style, data, size=256, batch_size=2, steps=400, learning_rate=1e
                 filters=FILTERS, residual_blocks=RESIDUAL_BLOCKS, weights="imagenet", model=None,
                 content_weight=CONTENT_WEIGHT, style_weight=STYLE_WEIGHT, tv_weight=TV_WEIGHT,
                 content_layer=CONTENT_LAYER, seed=0, callback=None, net=None, optimizer=None,
-                start_step=0):
+                start_step=0, history_dir=None):
     """Train a TransformerNet for one style picture on the pictures in `data` (a folder or an
     uncompressed .tar), at size x size, with Adam. Returns (net, optimizer).
 
-    callback(TrainStep) after each step; returning True stops. net/optimizer/start_step continue
-    an earlier run (see `resume`).
+    Trains through fit (StyleTraining.train_step). callback(TrainStep) after each step;
+    returning True stops. net/optimizer/start_step continue an earlier run. With `history_dir`,
+    history.json and history.png (loss, content, style and tv per step) are written there at the
+    end (carrying on the curves of the run that start_step continues).
     """
     if size < 32 or size % 4:
         raise ValueError(f"train_style: size must be a multiple of 4 of at least 32, got {size}")
@@ -320,6 +322,8 @@ def train_style(style, data, size=256, batch_size=2, steps=400, learning_rate=1e
         run_callbacks = [callbacks.TerminateOnNaN()]
         if callback is not None:
             run_callbacks.append(_StepCallback(callback, start_step, steps))
+        if history_dir is not None:
+            run_callbacks.append(callbacks.HistoryWriter(history_dir, resume=start_step > 0))
         trainer.fit(batches, epochs=1, steps_per_epoch=steps - start_step,
                     callbacks=run_callbacks, verbose=0)
     return net, optimizer

@@ -9,6 +9,7 @@ convolutional.py   Conv2D, Conv2DTranspose, MaxPooling2D, AveragePooling2D, Glob
 recurrent.py       LSTM
 attention.py       MultiHeadAttention
 normalization.py   LayerNormalization, BatchNormalization
+training.py        compile / fit / evaluate / predict / train_step for Model; gradients(loss, weights)
 """
 from . import activations, initializers
 from .attention import MultiHeadAttention
@@ -19,9 +20,10 @@ from .core import (Activation, Add, Concatenate, Dense, Dropout, Embedding, Flat
                    Reshape)
 from .normalization import BatchNormalization, LayerNormalization
 from .recurrent import LSTM
+from .training import gradients
 
 __all__ = ["Layer", "Model", "Sequential", "Input", "KerasTensor", "set_seed", "clear_session",
            "Dense", "Activation", "Flatten", "Reshape", "Dropout", "Embedding", "LeakyReLU",
            "Concatenate", "Add", "Conv2D", "Conv2DTranspose", "MaxPooling2D", "AveragePooling2D",
            "GlobalAveragePooling2D", "UpSampling2D", "LSTM", "MultiHeadAttention",
-           "LayerNormalization", "BatchNormalization", "activations", "initializers"]
+           "LayerNormalization", "BatchNormalization", "activations", "initializers", "gradients"]
