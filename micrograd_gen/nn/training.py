@@ -53,8 +53,6 @@ def softmax_logits(model, x, training=None):
     if not stack or getattr(stack[-1], "activation", None) is not activations.softmax:
         return None
     dense = stack[-1]
-    if not hasattr(dense, "kernel") and dense.built:
-        return None
     for layer in stack[:-1]:
         x = layer(x, training=training)
     if not dense.built:
@@ -232,10 +230,9 @@ class Trainer:
         if self.loss is None:
             raise ValueError(f"Model '{self.name}': no loss to compute; give compile(loss=...) or "
                              "override train_step")
-        loss = self.loss(y, y_pred)
         if sample_weight is not None:
-            raise NotImplementedError("sample_weight is not supported")
-        return loss
+            raise NotImplementedError(f"Model '{self.name}': sample_weight is not supported")
+        return self.loss(y, y_pred)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Update the compiled metrics with this batch; return every metric's result by name."""
