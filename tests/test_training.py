@@ -170,6 +170,12 @@ def test_train_vae_writes_history_files_beside_its_checkpoint(tmp_path):
                 log=lambda line: None)
     saved = json.loads((tmp_path / "history.json").read_text())
     assert saved["per_epoch"]["epoch"] == [1, 2, 3] and len(saved["per_step"]["loss"]) == 6
+    # the command line writes its own history.json over ours: the epochs come from the checkpoint
+    (tmp_path / "history.json").write_text(json.dumps({"epochs": [], "test": {}}))
+    V.train_vae(x, epochs=4, batch_size=16, checkpoint_path=tmp_path / "vae.h5", resume=True,
+                log=lambda line: None)
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["per_epoch"]["epoch"] == [1, 2, 3, 4] and len(saved["per_step"]["loss"]) == 2
 
 
 def test_early_stopping_stops_and_restores():

@@ -101,7 +101,8 @@ def train_text_model(run, batches, epochs=1, steps_per_epoch=None, max_seconds=N
     run_callbacks += list(extra_callbacks)
     if checkpoint is not None:
         run_callbacks += [SaveCheckpoint(checkpoint, run, log),
-                          callbacks.HistoryWriter.beside(checkpoint, resume=True)]
+                          callbacks.HistoryWriter.beside(checkpoint,
+                                                         resume=bool(run.history.epoch_losses))]
     if generator is not None:
         run_callbacks.append(generator)
     if time_limit is not None:

@@ -209,7 +209,11 @@ def train_vae(x, epochs=1, batch_size=128, vae=None, optimizer=None, steps_per_e
     run_callbacks = [callbacks.TerminateOnNaN(), callbacks.ProgbarLogger(log=log, label="vae "),
                      recorder]
     if checkpoint_path:
-        run_callbacks.append(callbacks.HistoryWriter.beside(checkpoint_path, resume))
+        writer = callbacks.HistoryWriter.beside(checkpoint_path, resume)
+        if resume and history and not writer.epochs:   # no history.json of ours: the records
+            writer.epochs = {key: [record[key] for record in history] for key in (
+                "epoch", "loss", "reconstruction_loss", "kl_loss")}
+        run_callbacks.append(writer)
     if max_seconds is not None:
         run_callbacks.append(callbacks.TimeStopping(max_seconds))
     vae.fit(EpochBatches(batches, first_epoch - 1, steps), epochs=epochs,
