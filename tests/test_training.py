@@ -566,3 +566,45 @@ def test_train_gan_on_fit_equals_the_old_loop(tmp_path):
     np.testing.assert_allclose(history["g_loss"], old["g_loss"], rtol=1e-6)
     assert history["epoch"] == [1, 1, 1, 2, 2, 2]
     assert (tmp_path / "history.png").is_file()
+
+
+def old_style_loop(style, folder, vgg, steps):
+    """fast_style.train_style's loop as it was on main."""
+    from micrograd_gen.generative import fast_style as F
+    batches = F._batches(folder, 32, 2, 0)
+    loss_fn = F.PerceptualLoss(F.load_style_picture(style, 32), model=vgg)
+    nn.set_seed(0)
+    net = F.TransformerNet((4, 8, 8), 1, name="transformer_net")
+    optimizer, out = None, []
+    for _ in range(steps):
+        content = next(batches)
+        generated = net(Tensor(content))
+        if optimizer is None:
+            optimizer = optim.Adam(net.trainable_weights, learning_rate=1e-2)
+        loss, _ = loss_fn(generated, content)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        out.append(float(loss.item()))
+    return out
+
+
+def test_train_style_on_fit_equals_the_old_loop(tmp_path):
+    from micrograd_gen import applications
+    from micrograd_gen.generative import fast_style as F
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    style = rng.uniform(0, 255, (40, 40, 3)).astype(np.float32)
+    nn.set_seed(5)
+    vgg = applications.VGG19(weights=None, include_top=False)   # random weights will do
+    seen = []
+    F.train_style(style, folder, size=32, batch_size=2, steps=2, learning_rate=1e-2, model=vgg,
+                  filters=(4, 8, 8), residual_blocks=1, callback=seen.append,
+                  history_dir=tmp_path)
+    assert [s.step for s in seen] == [1, 2]
+    np.testing.assert_allclose([s.loss for s in seen], old_style_loop(style, folder, vgg, 2),
+                               rtol=1e-5)
+    assert (tmp_path / "history.png").is_file()
