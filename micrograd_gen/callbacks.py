@@ -439,7 +439,9 @@ class ModelCheckpoint(Callback):
     epoch and step, random generators, history). save_best_only: only when `monitor` improves
     (mode "min", "max" or "auto"). save_freq: "epoch", or every that many batches.
     `filepath` may hold fields of the epoch and the logs, e.g. "run_{epoch:02d}.h5".
-    Nothing is saved while a log or a weight is NaN or infinite."""
+    Nothing is saved while a log or a weight is NaN or infinite. A file saved mid-epoch
+    (save_freq in batches) records the epochs completed before it, so resuming from it repeats
+    that epoch from its start: exact resumes are from checkpoints saved at an epoch's end."""
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch",
