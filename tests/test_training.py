@@ -98,6 +98,20 @@ def test_optimizers_made_without_parameters_as_in_keras():
     assert len(legacy.params) == 4
 
 
+def test_the_first_editions_boolean_one_hot_arrays():
+    rng = np.random.default_rng(0)
+    x = np.zeros((32, 5, 7), dtype=bool)
+    x[np.arange(32)[:, None], np.arange(5), rng.integers(0, 7, (32, 5))] = True
+    y = np.zeros((32, 7), dtype=bool)
+    y[np.arange(32), rng.integers(0, 7, 32)] = True
+    nn.set_seed(0)
+    model = nn.Sequential([nn.LSTM(8, input_shape=(5, 7)), nn.Dense(7, activation="softmax")])
+    model.compile(optimizer=optim.RMSprop(learning_rate=0.01), loss="categorical_crossentropy")
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert all(math.isfinite(v) for v in history.history["loss"])
+    assert model.predict(x[:3]).shape == (3, 7)
+
+
 def test_fit_takes_a_data_set_of_batches_and_steps_per_epoch():
     x, y = blobs(64)
     data = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]

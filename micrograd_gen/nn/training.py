@@ -367,6 +367,8 @@ class Trainer:
     def _to_tensors(self, batch, device):
         def convert(a):
             if _is_array(a):
+                if a.dtype == bool:   # the first edition's one-hot arrays are np.bool
+                    a = a.astype(np.float32)
                 return Tensor(backend.to_module(a, device))
             return a
         return _map(convert, batch)
