@@ -386,6 +386,7 @@ class Trainer:
         from .. import callbacks as callbacks_module
         if not self._compiled:
             raise RuntimeError(f"Model '{self.name}': call compile() before fit()")
+        verbose = 1 if verbose == "auto" else verbose
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
         if not 0 <= initial_epoch <= epochs:
