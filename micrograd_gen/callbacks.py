@@ -75,9 +75,10 @@ class Callback:
 
 
 class CallbackList:
-    """Calls each hook on every callback, in order. fit adds a History (and, for verbose, a
-    ProgbarLogger) unless one is in the list already. Objects that are not Callbacks but have
-    some hook methods (an older TextGenerator) are called for the hooks they have."""
+    """Calls each hook on every callback, in order: `callback_list.on_epoch_end(epoch, logs=logs)`
+    calls on_epoch_end on each (any name in HOOKS works so). fit adds a History (and, for
+    verbose, a ProgbarLogger) unless one is in the list already. Objects that are not Callbacks
+    but have some hook methods (an older TextGenerator) are called for the hooks they have."""
 
     def __init__(self, callbacks=None, add_history=False, add_progbar=False, model=None,
                  **params):
@@ -410,6 +411,11 @@ def restore_training_checkpoint(path, model):
     payload = checkpoint.read_checkpoint(path)
     extra = payload["extra"]
     optimizers = _optimizers(model)
+    missing = sorted(set(payload["optimizers"]) - set(optimizers))
+    if missing:
+        raise ValueError(f"{path} holds the state of optimizers {missing} that model "
+                         f"'{model.name}' does not have: compile it as it was compiled when saved, "
+                         "then restore")
     weights = model.weights
     for name, opt in optimizers.items():
         if name in extra.get("optimizer_weights", {}):

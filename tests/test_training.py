@@ -380,6 +380,8 @@ def test_resuming_from_model_checkpoint_continues_the_loss_curve_exactly(tmp_pat
     resumed = classifier(7, dropout=True)
     resumed.compile(optimizer=optim.Adam(learning_rate=1e-2),
                     loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match=r"optimizers \['optimizer'\] that model"):
+        callbacks.restore_training_checkpoint(path, classifier(7, dropout=True))  # not compiled
     state = callbacks.restore_training_checkpoint(path, resumed)
     assert state["epoch"] == 2 and state["history"]["loss"] == pytest.approx(whole[:2], rel=1e-6)
     rest = resumed.fit(x, y, batch_size=16, epochs=4, initial_epoch=state["epoch"],
