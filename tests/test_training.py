@@ -192,7 +192,47 @@ def test_train_vae_writes_history_files_beside_its_checkpoint(tmp_path):
     assert saved["per_epoch"]["epoch"] == [1, 2, 3, 4] and len(saved["per_step"]["loss"]) == 2
 
 
-def test_early_stopping_stops_and_restores():
+def test_csv_logger_appends_for_a_resumed_run_and_lambda_hooks_are_checked(tmp_path):
+    x, y = blobs(32)
+    model = classifier()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[callbacks.CSVLogger(tmp_path / "log.csv")])
+    model.fit(x, y, epochs=3, initial_epoch=2, verbose=0,
+              callbacks=[callbacks.CSVLogger(tmp_path / "log.csv", append=True)])
+    with open(tmp_path / "log.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2"]
+    with pytest.raises(TypeError, match="unknown hook 'on_epoch_finish'"):
+        callbacks.LambdaCallback(on_epoch_finish=print)
+
+
+def test_early_stopping_restores_the_best_weights():
+    x, y = blobs(32)
+    model = classifier()
+    model.compile(optimizer=optim.SGD(learning_rate=5.0), loss="sparse_categorical_crossentropy")
+    kept = []
+
+    class Keep(callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            kept.append((logs["loss"], self.model.get_weights()))
+
+    stop = callbacks.EarlyStopping(monitor="loss", patience=1, restore_best_weights=True)
+    model.fit(x, y, epochs=30, verbose=0, callbacks=[Keep(), stop])
+    assert stop.stopped_epoch > 0
+    best = min(kept[:stop.stopped_epoch + 1], key=lambda item: item[0])[1]
+    for a, b in zip(model.get_weights(), best):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_time_stopping_ends_the_epoch_after_the_step_that_passes():
+    x, y = blobs(64)
+    model = classifier()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    history = model.fit(x, y, epochs=5, batch_size=8, verbose=0,
+                        callbacks=[callbacks.TimeStopping(0)])
+    assert model._train_counter == 1 and len(history.history["loss"]) == 1
+
+
+def test_early_stopping_stops_when_the_loss_stalls():
     x, y = blobs(32)
     model = classifier()
     model.compile(optimizer=optim.SGD(learning_rate=0.0), loss="sparse_categorical_crossentropy")
