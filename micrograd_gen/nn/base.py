@@ -129,12 +129,20 @@ def _as_tensor(x):
     return x
 
 
-def _as_tensors_in_place(value):
+def _as_layer_tensor(x, dtype):
+    """A raw float array becomes a Tensor of the layer's dtype (Keras casts float inputs to the
+    layer's compute dtype: a float64 layer computes in float64); other arrays as _as_tensor."""
+    if (isinstance(x, np.ndarray) or backend._is_cupy_array(x)) and x.dtype.kind == "f":
+        return Tensor(x, dtype=dtype if dtype.kind == "f" else None)
+    return _as_tensor(x)
+
+
+def _as_tensors_in_place(value, dtype):
     """Arrays, and arrays inside lists and tuples, become Tensors. A dict is left as it is: a
     keyword argument such as MultiHeadAttention's `cache=` is state the layer fills in."""
     if isinstance(value, (list, tuple)):
-        return type(value)(_as_tensors_in_place(v) for v in value)
-    return _as_tensor(value)
+        return type(value)(_as_tensors_in_place(v, dtype) for v in value)
+    return _as_layer_tensor(value, dtype)
 
 
 class Variable(Tensor):
@@ -401,8 +409,8 @@ class Layer:
                 if key in kwargs:
                     args = (kwargs.pop(key),)
                     break
-        args = tuple(_map(_as_tensor, a) for a in args)
-        kwargs = {k: _as_tensors_in_place(v) for k, v in kwargs.items()}
+        args = tuple(_map(lambda x: _as_layer_tensor(x, self.dtype), a) for a in args)
+        kwargs = {k: _as_tensors_in_place(v, self.dtype) for k, v in kwargs.items()}
         if any(isinstance(x, KerasTensor) for x in _flatten((args, kwargs))):
             return self._call_symbolic(args, kwargs)
         if not self.built:

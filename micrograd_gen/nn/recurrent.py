@@ -82,7 +82,7 @@ class LSTM(Layer):
                 raise ValueError(f"LSTM '{self.name}' is stateful with batch size "
                                  f"{self.states[0].shape[0]}, got input shape {tuple(x.shape)}; "
                                  "call reset_state() to start over with another batch size")
-            initial_state = [Tensor(s) for s in self.states]
+            initial_state = [Tensor(s, dtype=s.dtype) for s in self.states]
         if self.go_backwards:
             x = x[:, ::-1]
         training = bool(training)
