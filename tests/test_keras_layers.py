@@ -597,3 +597,54 @@ def test_bad_inputs_on_first_call_name_layer_and_shape_before_any_weight(make, x
     with pytest.raises(ValueError, match=message):
         layer(x)
     assert layer.weights == []
+
+
+# ---- the same layers on the GPU (skipped without CuPy and a device) ----------------------------
+def _why_no_gpu():
+    try:
+        mg.backend.cupy_module()
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_why_no_gpu() is not None, reason=f"needs CuPy and a CUDA device: "
+                                                      f"{_why_no_gpu()}")
+@pytest.mark.parametrize("make,shape,training", [
+    (lambda: nn.Conv2D(4, 3, groups=2, activation="relu"), (2, 6, 5, 4), False),
+    (lambda: nn.Conv2DTranspose(3, 3, strides=2, padding="same", output_padding=1),
+     (2, 4, 3, 2), False),
+    (lambda: nn.Conv2DTranspose(3, 2, padding="same", dilation_rate=2), (2, 4, 3, 2), False),
+    (lambda: nn.UpSampling2D(2, interpolation="bicubic"), (2, 4, 3, 2), False),
+    (lambda: nn.UpSampling2D(2, interpolation="bilinear"), (2, 4, 3, 2), False),
+    (lambda: nn.PReLU(shared_axes=[1]), (2, 4, 3), False),
+    (lambda: nn.ReLU(max_value=1, negative_slope=0.1, threshold=0.2), (2, 4, 3), False),
+    (lambda: nn.Softmax(axis=[1, 2]), (2, 4, 3), False),
+    (lambda: nn.LSTM(3, return_sequences=True, go_backwards=True, dropout=0.3,
+                     recurrent_dropout=0.2), (2, 5, 3), True),
+])
+def test_new_layer_paths_on_the_gpu_match_numpy(make, shape, training):
+    cupy = mg.backend.cupy_module()
+    x = _rng(30).standard_normal(shape).astype(np.float32)
+    layer = make()
+    layer.build(shape)
+
+    def run(data):
+        layer._rng = np.random.default_rng(0)   # the same dropout masks on both devices
+        t = Tensor(data, requires_grad=True)
+        y = layer(t, training=training)
+        y.sum().backward()
+        return y, t.grad, [w.grad for w in layer.weights]
+
+    want, want_dx, want_grads = run(x)
+    layer.to("cupy")
+    got, got_dx, got_grads = run(cupy.asarray(x))
+    assert got.device == "cupy"
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mg.backend.to_numpy(got_dx), want_dx, rtol=1e-4, atol=1e-4)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_allclose(mg.backend.to_numpy(g), w, rtol=1e-4, atol=1e-4)
+    if layer.weights:
+        layer.weights[0].assign(np.zeros(layer.weights[0].shape))
+        assert layer.weights[0].device == "cupy" and not layer.get_weights()[0].any()
