@@ -566,6 +566,11 @@ _BAD_ARGUMENTS = [
     (lambda: nn.BatchNormalization(momentum=1.5), r"BatchNormalization .*momentum must be in "
                                                   r"\[0, 1\], got 1.5"),
     (lambda: nn.BatchNormalization(epsilon=-1e-3), r"BatchNormalization .*epsilon .*got -0.001"),
+    (lambda: nn.Concatenate(axis="last"), r"Concatenate .*axis must be an int, got 'last'"),
+    (lambda: nn.Dense(2, activation="rleu"), r"Dense 'dense.*': activation: unknown activation "
+                                             r"'rleu'"),
+    (lambda: nn.Conv2D(2, 3, activation="nope"), r"Conv2D .*activation: unknown activation"),
+    (lambda: nn.LSTM(2, recurrent_activation="nope"), r"LSTM .*recurrent_activation: unknown"),
 ]
 
 

@@ -6,6 +6,8 @@ Keras refuses most of these too (Dense(0), Conv2D(kernel_size=0)); where Keras s
 """
 import numbers
 
+from . import activations
+
 
 def _where(layer):
     return f"{type(layer).__name__} '{layer.name}'"
@@ -76,3 +78,11 @@ def one_of(layer, name, value, accepted):
         raise ValueError(f"{_where(layer)}: {name} must be one of {list(accepted)}, got "
                          f"{value!r}")
     return value
+
+
+def activation(layer, name, value):
+    """An activation by Keras name, a callable, or None (linear)."""
+    try:
+        return activations.get(value)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"{_where(layer)}: {name}: {error}") from None

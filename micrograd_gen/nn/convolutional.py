@@ -109,7 +109,7 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D '{self.name}': strides > 1 with dilation_rate > 1 is not "
                              f"supported (Keras does not allow it either), got strides="
                              f"{self.strides}, dilation_rate={self.dilation_rate}")
-        self.activation = activations.get(activation)
+        self.activation = arguments.activation(self, "activation", activation)
         self.use_bias = use_bias
         self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
 
@@ -190,7 +190,7 @@ class Conv2DTranspose(Layer):
             raise ValueError(f"Conv2DTranspose '{self.name}': strides > 1 with dilation_rate > 1 "
                              f"is not supported (Keras does not allow it either), got strides="
                              f"{self.strides}, dilation_rate={self.dilation_rate}")
-        self.activation = activations.get(activation)
+        self.activation = arguments.activation(self, "activation", activation)
         self.use_bias = use_bias
         self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
 

@@ -17,7 +17,7 @@ class Dense(Layer):
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         self.units = arguments.positive_int(self, "units", units)
-        self.activation = activations.get(activation)
+        self.activation = arguments.activation(self, "activation", activation)
         self.use_bias = use_bias
         self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
 
@@ -46,7 +46,7 @@ class Dense(Layer):
 class Activation(Layer):
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
-        self.activation = activations.get(activation)
+        self.activation = arguments.activation(self, "activation", activation)
 
     def call(self, x):
         return activations.get(self.activation)(x)
@@ -278,6 +278,8 @@ class Embedding(Layer):
 class Concatenate(Layer):
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise ValueError(f"Concatenate '{self.name}': axis must be an int, got {axis!r}")
         self.axis = axis
 
     def call(self, inputs):

@@ -41,8 +41,9 @@ class LSTM(Layer):
                  go_backwards=False, stateful=False, unroll=False, implementation=2, **kwargs):
         super().__init__(**kwargs)
         self.units = arguments.positive_int(self, "units", units)
-        self.activation = activations.get(activation)
-        self.recurrent_activation = activations.get(recurrent_activation)
+        self.activation = arguments.activation(self, "activation", activation)
+        self.recurrent_activation = arguments.activation(
+            self, "recurrent_activation", recurrent_activation)
         self.use_bias = use_bias
         self.kernel_initializer = kernel_initializer
         self.recurrent_initializer = recurrent_initializer
