@@ -87,11 +87,11 @@ class LSTM(Layer):
         if self.go_backwards:
             x = x[:, ::-1]
         training = bool(training)
-        per_gate = training and (self.recurrent_dropout > 0
-                                 or (self.implementation == 1 and self.dropout > 0))
+        masks_per_gate = training and self._masks_per_gate() and (
+            self.dropout > 0 or self.recurrent_dropout > 0)
         activation = activations.get(self.activation)
         recurrent_activation = activations.get(self.recurrent_activation)
-        if (per_gate or activation is not activations.tanh
+        if (masks_per_gate or activation is not activations.tanh
                 or recurrent_activation is not activations.sigmoid):
             out, h, c = self._steps(x, initial_state, training, activation, recurrent_activation)
         else:
@@ -105,6 +105,10 @@ class LSTM(Layer):
             self.states = [h.data.copy(), c.data.copy()]
         return [out, h, c] if self.return_state else out
 
+    def _masks_per_gate(self):
+        # Keras 3 runs implementation 1 (a mask per gate) whenever recurrent_dropout is set
+        return self.implementation == 1 or self.recurrent_dropout > 0
+
     def _masks(self, x, count, size, rate):
         """`count` dropout masks (batch, size), scaled by 1 / (1 - rate) as inverted dropout."""
         rng = self._rng_for_layer()
@@ -116,11 +120,12 @@ class LSTM(Layer):
         activations, and dropout masks per gate (Keras's implementation 1)."""
         n, steps, d = x.shape
         u = self.units
-        ones = [None] * 4
-        input_masks = (self._masks(x, 4, d, self.dropout) if training and self.dropout > 0
-                       else ones)
+        input_masks = [None] * 4
+        if training and self.dropout > 0:
+            count = 4 if self._masks_per_gate() else 1
+            input_masks = self._masks(x, count, d, self.dropout) * (4 // count)
         state_masks = (self._masks(x, 4, u, self.recurrent_dropout)
-                       if training and self.recurrent_dropout > 0 else ones)
+                       if training and self.recurrent_dropout > 0 else [None] * 4)
         # Each gate's input projection for every step at once: the input masks do not change
         # over time.
         x_proj = []
