@@ -49,8 +49,8 @@ def deconv_output_length(n, k, padding, stride, dilation=1, output_padding=None)
 def deconv_output_start(k, padding, stride, dilation=1, output_padding=None):
     """Where Conv2DTranspose's output starts in the full scatter `full[i*s + a*d] += x[i] K[a]`:
     the left padding Keras 3 gives its JAX backend (keras/src/backend/common/backend_utils.py)
-    is dk - 1 minus this crop. It is TensorFlow's 'same' padding of the conv2d whose adjoint
-    this is: k=3, s=2 crops 0; k=4, s=2 crops 1."""
+    is dk - 1 minus this crop. Where TensorFlow accepts the same sizes, this is the top / left
+    'same' padding of the conv2d whose adjoint the layer is: k=3, s=2 crops 0; k=4, s=2 crops 1."""
     dk = (k - 1) * dilation + 1
     if padding == "valid":
         return 0
@@ -298,7 +298,7 @@ class GlobalAveragePooling2D(Layer):
         return (n, 1, 1, c) if self.keepdims else (n, c)
 
 
-# ---- UpSampling2D's resampling kernels ------------------------------------------------------------
+# ---- UpSampling2D's resampling kernels -------------------------------------------------------
 def _keys_cubic(d):
     """Keys's cubic convolution kernel with a = -0.5, the one TensorFlow's and JAX's bicubic
     resize use (PIL and Torch use a = -0.75)."""
