@@ -656,3 +656,22 @@ def test_new_layer_paths_on_the_gpu_match_numpy(make, shape, training):
     if layer.weights:
         layer.weights[0].assign(np.zeros(layer.weights[0].shape))
         assert layer.weights[0].device == "cupy" and not layer.get_weights()[0].any()
+
+
+def test_errors_inside_a_layer_name_the_layer_path():
+    model = nn.Sequential([nn.Embedding(4, 2, name="words"), nn.Flatten()], name="model")
+    with pytest.raises(ValueError, match=r"^Sequential 'model': Embedding 'words': embedding: ids "
+                                         r"must lie in \[0, 4\), got \[5, 5\]"):
+        model(np.array([[5]]))
+    with pytest.raises(TypeError, match=r"Dense 'd' was called without an input"):
+        nn.Dense(2, name="d")()
+    with pytest.raises(TypeError, match=r"MultiHeadAttention 'm' .*value is missing"):
+        nn.MultiHeadAttention(2, 2, name="m")(query=np.ones((1, 2, 3), np.float32))
+    with pytest.raises(TypeError, match=r"Conv2D 'c' needs a float input, got dtype uint8 "
+                                        r"\(shape \(1, 5, 5, 2\)\)"):
+        nn.Conv2D(2, 3, name="c")(np.ones((1, 5, 5, 2), np.uint8))
+    # a message that already names the layer is left as it is
+    with pytest.raises(ValueError, match=r"^Dense 'd2': built for inputs with last axis 3"):
+        dense = nn.Dense(2, name="d2")
+        dense(np.ones((1, 3)))
+        dense(np.ones((1, 4)))

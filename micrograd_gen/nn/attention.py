@@ -38,8 +38,11 @@ class MultiHeadAttention(Layer):
         self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
 
     def _build_from_call(self, args, kwargs):
-        query = args[0] if args else kwargs["query"]
-        value = args[1] if len(args) > 1 else kwargs["value"]
+        query = args[0] if args else kwargs.get("query")
+        value = args[1] if len(args) > 1 else kwargs.get("value")
+        if query is None or value is None:
+            raise TypeError(f"MultiHeadAttention '{self.name}' is called as mha(query, value, "
+                            f"key=None, ...): value is missing")
         key = args[2] if len(args) > 2 else kwargs.get("key")
         self.build(_shape_of(query), _shape_of(value), None if key is None else _shape_of(key))
 

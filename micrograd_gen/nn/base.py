@@ -145,6 +145,15 @@ def _as_tensors_in_place(value, dtype):
     return _as_layer_tensor(value, dtype)
 
 
+def _name_the_layer(error, layer):
+    """Put the layer in front of an error raised inside its call (an op's error names the op and
+    the shapes, not the layer), unless the message already names it. Nested layers each add
+    theirs, so the message reads as the path: "Sequential 'model': Dense 'dense': matmul: ..."."""
+    if len(error.args) == 1 and isinstance(error.args[0], str) and (
+            f"'{layer.name}'" not in error.args[0]):
+        error.args = (f"{type(layer).__name__} '{layer.name}': {error.args[0]}",)
+
+
 class Variable(Tensor):
     """A layer's weight: a Tensor that `assign` overwrites in place, as a Keras variable
     (`layer.kernel.assign(new_kernel)`). The array stays the same object, so an optimiser that
@@ -409,22 +418,28 @@ class Layer:
                 if key in kwargs:
                     args = (kwargs.pop(key),)
                     break
+            else:
+                raise TypeError(f"{type(self).__name__} '{self.name}' was called without an "
+                                f"input (keyword arguments: {sorted(kwargs)})")
         args = tuple(_map(lambda x: _as_layer_tensor(x, self.dtype), a) for a in args)
         kwargs = {k: _as_tensors_in_place(v, self.dtype) for k, v in kwargs.items()}
         if any(isinstance(x, KerasTensor) for x in _flatten((args, kwargs))):
             return self._call_symbolic(args, kwargs)
-        if not self.built:
-            self._build_from_call(args, kwargs)
-            self.built = True
         if training is None:
             training = _call_training
         effective = self.training if training is None else bool(training)
         outer, _call_training = _call_training, training
         try:
+            if not self.built:
+                self._build_from_call(args, kwargs)
+                self.built = True
             if self._call_accepts_training():
                 out = self.call(*args, training=effective, **kwargs)
             else:
                 out = self.call(*args, **kwargs)
+        except (ValueError, TypeError, IndexError) as error:
+            _name_the_layer(error, self)
+            raise
         finally:
             _call_training = outer
         self._output_shape = _map(lambda t: tuple(t.shape), out)

@@ -65,6 +65,15 @@ def _check_rank4(layer, shape):
                          f"got shape {tuple(shape)}")
 
 
+def _check_float(layer, x):
+    # Keras casts only float inputs to the layer's dtype: integer pixels are the caller's to
+    # scale (x / 255.0), and silently promoting them would hide that.
+    if x.dtype.kind != "f":
+        raise TypeError(f"{type(layer).__name__} '{layer.name}' needs a float input, got dtype "
+                        f"{x.dtype} (shape {tuple(x.shape)}); convert it first, e.g. "
+                        f"x.astype('float32') / 255")
+
+
 def _check_output_size(layer, input_shape, output_shape):
     if any(d is not None and d < 1 for d in output_shape[1:3]):
         raise ValueError(f"{type(layer).__name__} '{layer.name}': input shape "
@@ -135,6 +144,7 @@ class Conv2D(Layer):
         if x.ndim != 4 or x.shape[-1] != channels:
             raise ValueError(f"Conv2D '{self.name}': built for NHWC inputs with {channels} "
                              f"channels, got shape {tuple(x.shape)}")
+        _check_float(self, x)
         activation = activations.get(self.activation)
         fused = activation is activations.relu   # applied to each output chunk in cache
         options = dict(strides=self.strides, padding=self.padding,
@@ -208,6 +218,7 @@ class Conv2DTranspose(Layer):
         if x.ndim != 4 or x.shape[-1] != self.kernel.shape[3]:
             raise ValueError(f"Conv2DTranspose '{self.name}': built for NHWC inputs with "
                              f"{self.kernel.shape[3]} channels, got shape {tuple(x.shape)}")
+        _check_float(self, x)
         if self.output_padding is None and self.dilation_rate == (1, 1):
             y = ops.conv2d_transpose(x, self.kernel, self.bias, strides=self.strides,
                                      padding=self.padding)
