@@ -464,6 +464,14 @@ def test_lstm_stateful_continues_and_resets():
     assert stateful(np.zeros((3, 2, 3))).shape == (3, 2, 4)
     assert stateful.get_weights()[0].shape == (3, 16) and len(stateful.weights) == 3
 
+    def after_a_first_batch(t):
+        stateful.reset_state()
+        stateful(x[:1, :2])         # the state this call starts from: a constant
+        return stateful(t)
+
+    with mg.fast_paths(False):
+        assert gradcheck(after_a_first_batch, [x[:1, 2:4]])
+
 
 def test_lstm_dropout_only_in_training_with_masks_fixed_over_time():
     x = _rng(20).standard_normal((2, 5, 3))
