@@ -387,10 +387,9 @@ def test_conv2d_transpose_output_padding_and_dilation(n, k, s, padding, op, d, w
     want_w = nn.convolutional.deconv_output_length(n - 1, k, padding, s, d, op)
     assert y.shape == (2, want, want_w, 2) == layer.compute_output_shape(x.shape)
     kernel, bias = layer.get_weights()
-    ops_ = None if op is None else (op, op)
-    np.testing.assert_allclose(
-        y, _transpose_reference(x, kernel, bias, (s, s), padding, ops_, (d, d)), rtol=1e-10,
-        atol=1e-12)
+    output_padding = None if op is None else (op, op)
+    want_y = _transpose_reference(x, kernel, bias, (s, s), padding, output_padding, (d, d))
+    np.testing.assert_allclose(y, want_y, rtol=1e-10, atol=1e-12)
 
 
 def test_conv2d_transpose_output_padding_of_the_default_size_is_the_op():
