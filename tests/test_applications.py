@@ -270,6 +270,21 @@ def test_fold_batch_norm_gives_the_same_outputs_and_input_gradient():
     assert folded_model.name == model.name and folded_model.layer_names[-1] == "mixed10"
     assert model.get_layer("conv2d_1").kernel.shape == (3, 3, 3, 32)   # the model is unchanged
     assert isinstance(model.get_layer("batch_normalization_1"), mg.nn.BatchNormalization)
+    # layers named in keep keep their own outputs
+    kept = applications.fold_batch_norm(model, keep=["conv2d_5", "batch_normalization_6"])
+    assert isinstance(kept.get_layer("conv2d_5"), mg.nn.Conv2D)
+    assert isinstance(kept.get_layer("batch_normalization_5"), mg.nn.BatchNormalization)
+    bn6 = kept.get_layer("batch_normalization_6")   # conv2d_6 folded into it, the ReLU apart
+    assert isinstance(bn6, mg.nn.Conv2D) and bn6.activation is mg.nn.activations.linear
+    assert isinstance(kept.get_layer("activation_6"), mg.nn.Activation)
+    names = ["conv2d_5", "batch_normalization_6", "mixed0"]
+    got, got_grad = _outputs_and_input_gradient(kept, x, names)
+    want, want_grad = _outputs_and_input_gradient(model, x, names)
+    for n in names:
+        np.testing.assert_allclose(got[n], want[n], rtol=0, atol=1e-5 * np.abs(want[n]).max())
+    np.testing.assert_allclose(got_grad, want_grad, rtol=0, atol=1e-5 * np.abs(want_grad).max())
+    with pytest.raises(ValueError, match="no layer named 'conv2d_500'"):
+        applications.fold_batch_norm(model, keep=["conv2d_500"])
 
 
 def test_without_fold_batch_norm_the_written_graph_runs(monkeypatch):

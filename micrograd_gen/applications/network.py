@@ -183,7 +183,7 @@ class Network(Model):
 
 # ---- batch-norm folding: an explicit step that returns another graph ------------------------------
 
-def fold_batch_norm(model):
+def fold_batch_norm(model, keep=()):
     """An inference Network that computes what `model` computes, with every frozen Conv2D ->
     BatchNormalization pair folded into ONE Conv2D (kernel K * scale, bias shift: see
     micrograd_gen.ops.norm.fold_batch_norm_into_conv), and the ReLU after the pair, when there is
@@ -197,8 +197,9 @@ def fold_batch_norm(model):
     (the same layer objects; VGG19 has nothing to fold).
 
     The folded convolution takes the name of the last layer it replaces (activation_k, or
-    batch_normalization_k), so that every output a feature extractor can ask for keeps its name;
-    `folded.folded_into` maps the names that are gone to it. The kernels are computed now:
+    batch_normalization_k), so that those outputs keep their names; `folded.folded_into` maps the
+    names that are gone to it. Name in `keep` the layers whose own outputs you will ask for
+    (DeepDream's layers): those are not folded away. The kernels are computed now:
     change the weights of `model` (load_weights) and fold again.
     """
     if not isinstance(model, Network):
@@ -217,18 +218,22 @@ def fold_batch_norm(model):
 
     folded = Network(model.name, model._by_name[model._input_name], dtype=model.dtype)
     folded.weights_path = model.weights_path
+    keep = set(keep)
+    for n in keep:
+        model.get_layer(n)                                  # a clear error for an unknown name
     needed, gone = set(model._order), set()
     for name, layer in model._by_name.items():
         if name == model._input_name or name not in needed or name in gone:
             continue
         bn = only_reader(name)
         if not (isinstance(layer, Conv2D) and isinstance(bn, BatchNormalization)
-                and not layer.use_bias and layer.activation is activations.linear
+                and name not in keep and not layer.use_bias and layer.activation is activations.linear
                 and bn.axis in (-1, 3) and frozen(layer, bn)):
             folded.add(layer, *model._parents[name])
             continue
         relu = only_reader(bn.name)
-        if not (isinstance(relu, Activation) and relu.activation is activations.relu):
+        if not (isinstance(relu, Activation) and relu.activation is activations.relu
+                and bn.name not in keep):
             relu = None
         last = relu or bn
         kernel, bias = fold_batch_norm_into_conv(layer.kernel, bn.gamma, bn.beta, bn.moving_mean,
