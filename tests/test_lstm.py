@@ -240,7 +240,8 @@ def test_lstm_cell_is_the_equations_and_its_backward_their_derivative():
     n, u = 3, 4
     z, c_prev = rng.standard_normal((n, 4 * u)), rng.standard_normal((n, u))
     z_kept, c_kept = z.copy(), c_prev.copy()
-    h, c, act, tanh_c = lstm_cell(z, c_prev)
+    with mg.fast_paths(False):
+        h, c, act, tanh_c = lstm_cell(z, c_prev)
     sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     i, f, g, o = sigmoid(z[:, :u]), sigmoid(z[:, u:2 * u]), np.tanh(z[:, 2 * u:3 * u]), \
         sigmoid(z[:, 3 * u:])
@@ -254,7 +255,8 @@ def test_lstm_cell_is_the_equations_and_its_backward_their_derivative():
     dz, dc_prev = lstm_cell_backward(act, c_prev, tanh_c, dh, dc)
 
     def objective(z, c_prev):
-        h, c, _, _ = lstm_cell(z, c_prev)
+        with mg.fast_paths(False):
+            h, c, _, _ = lstm_cell(z, c_prev)
         return np.sum(dh * h) + np.sum(dc * c)
 
     eps = 1e-6
@@ -267,6 +269,25 @@ def test_lstm_cell_is_the_equations_and_its_backward_their_derivative():
             minus[arg][index] -= eps
             numeric[index] = (objective(*plus) - objective(*minus)) / (2 * eps)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_fast_cell_equals_the_reference_cell(dtype, tol):
+    rng = np.random.default_rng(16)
+    z = (rng.standard_normal((7, 4 * 5)) * 3).astype(dtype)
+    z[0, :] = 200                                         # saturated gates stay finite
+    z[1, :] = -200
+    c_prev = rng.standard_normal((7, 5)).astype(dtype)
+    kept = z.copy(), c_prev.copy()
+    with np.errstate(all="raise"):
+        fast = accel_lstm.lstm_cell(z, c_prev)
+    with mg.fast_paths(False):
+        want = lstm_cell(z, c_prev)
+    for got, ref in zip(fast, want):
+        assert got.dtype == dtype and np.isfinite(got).all()
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(z, kept[0])
+    np.testing.assert_array_equal(c_prev, kept[1])
 
 
 def test_the_generators_step_is_the_ops_cell():
