@@ -1,7 +1,8 @@
-"""ops.lstm and ops.lstm_step against a step-by-step NumPy LSTM written from Keras's equations
-(gate order i, f, c, o; sigmoid recurrent activation; tanh), and their gradients by finite
-differences in float64; the fast path (accel/lstm.py) against the reference op on drawn shapes;
-the one cell (ops.lstm.lstm_cell) against the equations, and char_lstm's generator against it."""
+"""The LSTM: the one cell (ops.lstm.lstm_cell and its backward) against Keras's equations (gate
+order i, f, c, o; sigmoid recurrent activation; tanh) and finite differences; ops.lstm and
+ops.lstm_step against a step-by-step loop over that cell, and their gradients by finite differences
+in float64; the fast paths (accel/lstm.py) against the reference on drawn shapes; char_lstm's
+generator against the cell."""
 import time
 
 import numpy as np
@@ -17,20 +18,19 @@ from strategies import arrays, check_op_gradient
 
 
 def reference_lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
-    """Keras's LSTM, one step at a time: returns (every h as (N, T, U), h_T, c_T)."""
+    """Keras's LSTM, one step at a time through the reference cell (which
+    test_lstm_cell_is_the_equations holds against the equations): returns (every h as (N, T, U),
+    h_T, c_T)."""
     n, steps, _ = x.shape
     u = recurrent_kernel.shape[0]
     h = np.zeros((n, u), x.dtype) if h0 is None else h0
     c = np.zeros((n, u), x.dtype) if c0 is None else c0
-    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     hs = []
-    for t in range(steps):
-        z = x[:, t] @ kernel + h @ recurrent_kernel + (0 if bias is None else bias)
-        i, f = sigmoid(z[:, :u]), sigmoid(z[:, u:2 * u])
-        g, o = np.tanh(z[:, 2 * u:3 * u]), sigmoid(z[:, 3 * u:])
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        hs.append(h)
+    with mg.fast_paths(False), np.errstate(over="ignore"):
+        for t in range(steps):
+            z = x[:, t] @ kernel + h @ recurrent_kernel + (0 if bias is None else bias)
+            h, c, _, _ = lstm_cell(z, c)
+            hs.append(h)
     return np.stack(hs, axis=1), h, c
 
 
