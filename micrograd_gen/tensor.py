@@ -282,7 +282,9 @@ class Tensor:
                     leaves.add(parent, g)
                     continue
                 leaves.share(g)
-                slots = pending.setdefault(parent._ctx, [None] * parent._ctx.n_outputs)
+                slots = pending.get(parent._ctx)
+                if slots is None:
+                    slots = pending[parent._ctx] = [None] * parent._ctx.n_outputs
                 i = parent._index
                 slots[i] = g if slots[i] is None else slots[i] + g
             if not retain_graph:
