@@ -252,8 +252,7 @@ def batch_split_lstm(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences
     if any(get_array_module(t.data if isinstance(t, Tensor) else t) is not np
            for t in (x, kernel, recurrent_kernel)):
         return NotImplemented
-    return LSTM.apply(x, kernel, recurrent_kernel, bias, h0, c0,
-                                return_sequences=return_sequences)
+    return LSTM.apply(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences=return_sequences)
 
 
 # ---- the cell: one exp on NumPy, one CUDA kernel each way on CuPy --------------------------------
@@ -272,19 +271,18 @@ def lstm_cell(z, c_prev):
     act = z * scale                                          # (N, 4U): -z, and -2z for g
     with np.errstate(over="ignore", under="ignore"):         # exp = inf gives sigmoid 0, rightly
         np.exp(act, out=act)
-    act += 1
-    np.divide(1, act, out=act)                               # sigmoid of every block
-    g = act[:, 2 * u:3 * u]
-    g *= 2
-    g -= 1                                                   # tanh(z_c) = 2 sigmoid(2 z_c) - 1
-    c = act[:, u:2 * u] * c_prev                             # f * c
-    c += act[:, :u] * g                                      # + i * g
-    tanh_c = np.multiply(c, -2)                              # tanh(c) = 2 / (1 + e^-2c) - 1
-    with np.errstate(over="ignore", under="ignore"):
+        act += 1
+        np.divide(1, act, out=act)                           # sigmoid of every block
+        g = act[:, 2 * u:3 * u]
+        g *= 2
+        g -= 1                                               # tanh(z_c) = 2 sigmoid(2 z_c) - 1
+        c = act[:, u:2 * u] * c_prev                         # f * c
+        c += act[:, :u] * g                                  # + i * g
+        tanh_c = np.multiply(c, -2)                          # tanh(c) = 2 / (1 + e^-2c) - 1
         np.exp(tanh_c, out=tanh_c)
-    tanh_c += 1
-    np.divide(2, tanh_c, out=tanh_c)
-    tanh_c -= 1
+        tanh_c += 1
+        np.divide(2, tanh_c, out=tanh_c)
+        tanh_c -= 1
     return act[:, 3 * u:] * tanh_c, c, act, tanh_c
 
 
