@@ -11,10 +11,10 @@
   tanh(z) = 2 * sigmoid(2z) - 1 for g; tanh(c) is computed the same way.
 - Backward computes the three weight gradients with one product per step, from the stacked
   inputs [x_t; h_{t-1}; 1] that forward writes each h into.
-"lstm_cell": ops.lstm's cell (what lstm_step and the text generators run, one character at a
-time): on NumPy with the same one-exp trick and in-place passes; on CuPy as one CUDA kernel
-(kernels/lstm_cell_forward.cu, through accel/cuda.py). "lstm_cell_backward": the cell's backward
-as one CUDA kernel (kernels/lstm_cell_backward.cu) on CuPy.
+"lstm_cell" / "lstm_cell_backward" (CuPy arrays): ops.lstm's cell and its backward as one CUDA
+kernel each (kernels/lstm_cell_forward.cu, lstm_cell_backward.cu, through accel/cuda.py). On
+NumPy the reference cell is the fast one: for the small arrays of a step it is a dozen NumPy calls,
+and the one-exp trick above only adds calls there.
 
 tests/test_lstm.py holds both against the reference on drawn shapes.
 """
@@ -255,36 +255,7 @@ def batch_split_lstm(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences
     return LSTM.apply(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences=return_sequences)
 
 
-# ---- the cell: one exp on NumPy, one CUDA kernel each way on CuPy --------------------------------
-
-_CELL_SCALES = {}   # (units, dtype) -> _gate_scale as a row, for the cell below
-
-
-def lstm_cell(z, c_prev):
-    """ops.lstm.lstm_cell, fast: (h, c, act, tanh_c); z and c_prev are left as they are."""
-    if get_array_module(z) is not np:
-        return lstm_cell_cuda(z, c_prev)
-    u = z.shape[1] // 4
-    scale = _CELL_SCALES.get((u, z.dtype))
-    if scale is None:
-        scale = _CELL_SCALES[u, z.dtype] = _gate_scale(np, u, z.dtype)
-    act = z * scale                                          # (N, 4U): -z, and -2z for g
-    with np.errstate(over="ignore", under="ignore"):         # exp = inf gives sigmoid 0, rightly
-        np.exp(act, out=act)
-        act += 1
-        np.divide(1, act, out=act)                           # sigmoid of every block
-        g = act[:, 2 * u:3 * u]
-        g *= 2
-        g -= 1                                               # tanh(z_c) = 2 sigmoid(2 z_c) - 1
-        c = act[:, u:2 * u] * c_prev                         # f * c
-        c += act[:, :u] * g                                  # + i * g
-        tanh_c = np.multiply(c, -2)                          # tanh(c) = 2 / (1 + e^-2c) - 1
-        np.exp(tanh_c, out=tanh_c)
-        tanh_c += 1
-        np.divide(2, tanh_c, out=tanh_c)
-        tanh_c -= 1
-    return act[:, 3 * u:] * tanh_c, c, act, tanh_c
-
+# ---- the cell on CuPy: one CUDA kernel each way -------------------------------------------------
 
 def _cuda_ready(*arrays):
     return (get_array_module(arrays[0]) is not np
@@ -317,5 +288,5 @@ def lstm_cell_backward_cuda(act, c_prev, tanh_c, dh, dc):
 
 
 fastpath.register("lstm", batch_split_lstm)
-fastpath.register("lstm_cell", lstm_cell)
+fastpath.register("lstm_cell", lstm_cell_cuda)
 fastpath.register("lstm_cell_backward", lstm_cell_backward_cuda)
