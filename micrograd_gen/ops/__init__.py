@@ -4,8 +4,11 @@ elementwise.py  arithmetic and pointwise nonlinearities      reduce.py     sum, 
 shape.py        reshape, transpose, slicing, concat, pad      linalg.py     matmul
 softmax.py      softmax, log_softmax                          losses.py     cross-entropies, MSE
 dropout.py      dropout                                       embedding.py  embedding lookup
-norm.py         batch_norm, layer_norm                        lstm.py       lstm, lstm_step
+norm.py         batch_norm, layer_norm                        lstm.py       lstm, lstm_step, lstm_cell
 attention.py    scaled_dot_product_attention, project_heads / merge_heads, multi_head_attention
+
+Importing this package also gives Tensor its operators and method spellings (`a + b`, `x.sum()`):
+see the end of this file.
 """
 from .attention import (merge_heads, multi_head_attention, project_heads,
                         scaled_dot_product_attention)
