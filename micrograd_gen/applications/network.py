@@ -5,6 +5,9 @@ layers it names as inputs. Its `layers` follow the order Keras 2 gave them (`ker
 is the order of `layer_names` in the keras-applications weight files, so those files load by order
 as Keras loads them. Running the graph for a few named outputs evaluates only their ancestors, so a
 feature extractor for mixed4..mixed7 never computes mixed8..mixed10.
+
+The graph runs as written. `fold_batch_norm(model)` is the one rewrite, explicit and named: it
+returns an inference Network in which each frozen convolution + batch norm (+ ReLU) is one conv2d.
 """
 import difflib
 
