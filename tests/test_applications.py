@@ -502,3 +502,18 @@ def test_float64_engine_agrees_with_float32(weight_dir, vgg, inception, vgg_ref,
     assert grad64.dtype == np.float64
     assert rel_error(loss32, loss64.numpy()) < TOLERANCE
     assert rel_error(grad32, grad64) < TOLERANCE
+
+
+def test_fold_batch_norm_draws_nothing_from_the_global_generator():
+    model = _inception_with_real_statistics()
+    model.trainable = False
+
+    def next_dense_weights(fold):
+        mg.nn.set_seed(5)
+        if fold:
+            applications.fold_batch_norm(model)
+        dense = mg.nn.Dense(3)
+        dense.build((None, 4))
+        return dense.kernel.numpy()
+
+    np.testing.assert_array_equal(next_dense_weights(True), next_dense_weights(False))

@@ -243,8 +243,9 @@ def fold_batch_norm(model, keep=()):
                                                  bn.moving_variance, bn.epsilon)
         conv = Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
                       padding=layer.padding, dilation_rate=layer.dilation_rate,
-                      activation="relu" if relu else None, name=last.name, dtype=layer.dtype,
-                      trainable=False, seed=0)       # a seed: building draws no global number
+                      activation="relu" if relu else None, kernel_initializer="zeros",
+                      name=last.name, dtype=layer.dtype, trainable=False,
+                      seed=0)   # zeros and a seed: building draws nothing from the global generator
         conv.build((None, None, None, layer.kernel.shape[2]))
         conv.kernel.data, conv.bias.data = kernel, bias
         folded.add(conv, *model._parents[name])
