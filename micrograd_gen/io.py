@@ -16,8 +16,10 @@ snake_case and `_k` counts earlier layers of the same class (conv2d, conv2d_1, c
 Layers made of sub-layers keep theirs below (`layers/lstm/cell/vars`). So a Keras 3 file is
 matched by class and position, the way Keras 3 itself loads it.
 
-Loading plans every assignment first (counts, names, shapes) and assigns only when the whole plan
-is sound, so a wrong or damaged file raises `WeightFileError` and leaves the model as it was.
+Loading plans every assignment first (counts, names, shapes, values) and assigns only when the
+whole plan is sound, so a wrong or damaged file raises `WeightFileError` and leaves the model as it
+was: damaged metadata (what h5py reports as OSError, RuntimeError, KeyError, a bad string encoding)
+and weights holding NaN or inf (which would only ever compute NaN) included.
 Only numeric datasets are read; nothing in a file is executed or unpickled.
 
 The model protocol: `model.layers` is the flat list of leaf layers in order; a layer has `.name`,
@@ -26,6 +28,7 @@ The model protocol: `model.layers` is the flat list of leaf layers in order; a l
 """
 import re
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -48,6 +51,25 @@ class WeightFileError(ValueError):
 
 
 # ---- reading ---------------------------------------------------------------------------------------
+
+# What h5py and the decoding of names raise on damaged metadata: a flipped byte in an attribute's
+# header gives OSError, RuntimeError or TypeError ("Unknown string encoding"), in a name
+# UnicodeDecodeError (a ValueError), in a link KeyError.
+_DAMAGE = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError)
+
+
+@contextmanager
+def _reading(path):
+    """Turn any error of reading a damaged file into WeightFileError naming the file."""
+    try:
+        yield
+    except WeightFileError:
+        raise
+    except _DAMAGE as e:
+        raise WeightFileError(
+            f"{path}: the file's structure is damaged ({type(e).__name__}: {' '.join(str(e).split())}); it cannot be "
+            "read: fetch or write it again") from e
+
 
 def _h5py():
     try:
@@ -86,6 +108,7 @@ def open_weight_file(path):
 
 
 def _name_list(attrs, name):
+    # Messages show these names with repr(): a damaged name may hold a newline or worse.
     """A list attribute as str, joining Keras's split form name0, name1, ... when needed."""
     whole = attrs.get(name)
     if whole is not None:
@@ -136,7 +159,7 @@ def _numeric(path, layer, weight_name, ds):
     h5py = _h5py()
     if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "fiub":
         kind = "a group" if isinstance(ds, h5py.Group) else f"dtype {getattr(ds, 'dtype', '?')}"
-        raise WeightFileError(f"{path}: layer '{layer}' weight '{weight_name}' is {kind}, "
+        raise WeightFileError(f"{path}: layer {layer!r} weight {weight_name!r} is {kind}, "
                               "not a numeric array")
     return ds
 
@@ -149,14 +172,14 @@ def legacy_layers(f, path):
         try:
             group = root[name]
         except KeyError:
-            raise WeightFileError(f"{path}: layer '{name}' is listed in layer_names but has no "
+            raise WeightFileError(f"{path}: layer {name!r} is listed in layer_names but has no "
                                   "group (a damaged file?)") from None
         entries = []
         for weight_name in _name_list(group.attrs, "weight_names"):
             try:
                 ds = group[weight_name]
             except KeyError:
-                raise WeightFileError(f"{path}: layer '{name}' lists weight '{weight_name}' that "
+                raise WeightFileError(f"{path}: layer {name!r} lists weight {weight_name!r} that "
                                       "is not in the file (a damaged file?)") from None
             entries.append((weight_name, _numeric(path, name, weight_name, ds)))
         layers.append(FileLayer(name, entries))
@@ -249,7 +272,7 @@ def _check_pair(path, layer, file_layer):
     model_shapes = _model_shapes(layer)
     file_shapes = file_layer.shapes
     where = (f"model layer '{layer.name}'" if layer.name == file_layer.name
-             else f"model layer '{layer.name}' (file layer '{file_layer.name}')")
+             else f"model layer '{layer.name}' (file layer {file_layer.name!r})")
     if len(model_shapes) != len(file_shapes):
         return (f"{path}: {where} has {len(model_shapes)} weights {_fmt(model_shapes)}, the file "
                 f"has {len(file_shapes)} {_fmt(file_shapes)}")
@@ -258,7 +281,7 @@ def _check_pair(path, layer, file_layer):
             names = getattr(layer, "weight_names", None) or []
             wname = names[i] if i < len(names) else f"weight {i}"
             return (f"{path}: {where} {wname}: the file has shape {fs} "
-                    f"('{file_layer.entries[i][0]}'), the model has {ms}")
+                    f"({file_layer.entries[i][0]!r}), the model has {ms}")
     return None
 
 
@@ -346,7 +369,7 @@ def load_weights(model, path, by_name=False, optimizer=None):
     Returns the list of (model layer name, file layer name) pairs that were loaded.
     """
     path = Path(path)
-    with open_weight_file(path) as f:
+    with open_weight_file(path) as f, _reading(path):
         matches = match_layers(model, f, path, by_name=by_name)
         for m in matches:
             if not m.ok:
@@ -355,13 +378,9 @@ def load_weights(model, path, by_name=False, optimizer=None):
         for m in matches:
             arrays = []
             for (weight_name, ds), w in zip(m.file_layer.entries, m.layer.weights):
-                try:
-                    value = ds[()]
-                except OSError as e:
-                    raise WeightFileError(
-                        f"{path}: cannot read layer '{m.file_layer.name}' weight '{weight_name}' "
-                        f"{tuple(ds.shape)}: {e} (a truncated or damaged file?)") from e
-                arrays.append(np.asarray(value).astype(w.dtype, copy=False))
+                value = _read_array(path, m.file_layer.name, weight_name, ds)
+                _require_finite(path, m, weight_name, value)
+                arrays.append(value.astype(w.dtype, copy=False))
             plan.append((m.layer, arrays))
         state = None
         if optimizer is not None:
@@ -371,6 +390,28 @@ def load_weights(model, path, by_name=False, optimizer=None):
             state = _read_state(f[OPTIMIZER_GROUP], path)
     _assign(plan, optimizer, state)
     return [(m.layer.name, m.file_layer.name) for m in matches]
+
+
+def _read_array(path, layer_name, weight_name, ds):
+    try:
+        return np.asarray(ds[()])
+    except OSError as e:
+        raise WeightFileError(
+            f"{path}: cannot read layer {layer_name!r} weight {weight_name!r} "
+            f"{tuple(ds.shape)}: {e} (a truncated or damaged file?)") from e
+
+
+def _require_finite(path, match, weight_name, value):
+    """A weight holding NaN or inf is refused: the model would compute NaN everywhere after it."""
+    if value.dtype.kind != "f":
+        return
+    bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+    if bad:
+        layer, file_layer = match.layer.name, match.file_layer.name
+        where = f"layer {layer!r}" + (f" (file layer {file_layer!r})" if file_layer != layer else "")
+        raise WeightFileError(
+            f"{path}: {where} weight {weight_name!r} {tuple(value.shape)} holds {bad} NaN or "
+            f"infinite values; a damaged or diverged file: the model was left as it was")
 
 
 def _assign(plan, optimizer, state):
@@ -393,7 +434,7 @@ def read_weights(path):
     For a Keras 3 file the names are its group names (conv2d, conv2d_1, ...).
     """
     path = Path(path)
-    with open_weight_file(path) as f:
+    with open_weight_file(path) as f, _reading(path):
         fmt = file_format(f)
         if fmt == "legacy":
             layers = legacy_layers(f, path)
