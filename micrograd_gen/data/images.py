@@ -54,7 +54,7 @@ def max_image_pixels():
     if value is None or not value.strip():
         return MAX_IMAGE_PIXELS
     try:
-        limit = int(value.replace("_", ""))
+        limit = int(value)
     except ValueError:
         limit = 0
     if limit < 1:
@@ -106,22 +106,22 @@ def _open_rgb(source, name, caller, max_pixels=None):
     and scaled when it has more than 8 bits (see `_to_rgb`); one-line errors, and a picture of
     more than `max_pixels` (default `max_image_pixels()`) is refused before it is decoded."""
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
-    size = None
+    if limit < 1:
+        raise ValueError(f"{caller}: max_pixels must be >= 1, got {max_pixels!r}")
     try:
         with _our_limit_only(), \
                 Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            if img.width * img.height <= limit:
-                return _to_rgb(ImageOps.exif_transpose(img), name, caller)
-            size = img.size
+            width, height = img.size  # from the header: nothing is decoded yet
+            if width * height <= limit:
+                upright = ImageOps.exif_transpose(img)  # decoded, a copy that outlives the file
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError) as e:
-        if str(e).startswith(f"{caller}: "):  # _to_rgb's own message
-            raise
         raise ValueError(f"{caller}: {name} is not an image Pillow can read ({e})") from None
-    width, height = size
-    raise ValueError(
-        f"{caller}: {name} is {width}x{height} = {width * height:,} pixels, more than the limit of "
-        f"{limit:,} (a decompression bomb?); to open it anyway, set {MAX_IMAGE_PIXELS_ENV} to a "
-        f"larger number of pixels")
+    if width * height > limit:
+        raise ValueError(
+            f"{caller}: {name} is {width}x{height} = {width * height:,} pixels, more than the limit "
+            f"of {limit:,} (a decompression bomb?); to open it anyway, set {MAX_IMAGE_PIXELS_ENV} "
+            f"to a larger number of pixels")
+    return _to_rgb(upright, name, caller)
 
 
 # ---------------------------------------------------------------------------------------------
