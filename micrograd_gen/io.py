@@ -66,9 +66,9 @@ def _reading(path):
     except WeightFileError:
         raise
     except _DAMAGE as e:
-        raise WeightFileError(
-            f"{path}: the file's structure is damaged ({type(e).__name__}: {' '.join(str(e).split())}); it cannot be "
-            "read: fetch or write it again") from e
+        what = " ".join(str(e).split())  # h5py's messages may span lines
+        raise WeightFileError(f"{path}: the file's structure is damaged ({type(e).__name__}: "
+                              f"{what}); it cannot be read: fetch or write it again") from e
 
 
 def _h5py():
@@ -108,8 +108,8 @@ def open_weight_file(path):
 
 
 def _name_list(attrs, name):
-    # Messages show these names with repr(): a damaged name may hold a newline or worse.
-    """A list attribute as str, joining Keras's split form name0, name1, ... when needed."""
+    """A list attribute as str, joining Keras's split form name0, name1, ... when needed.
+    (Messages show these names with repr(): a damaged name may hold a newline or worse.)"""
     whole = attrs.get(name)
     if whole is not None:
         chunks = [whole]
