@@ -107,15 +107,29 @@ def open_weight_file(path):
             "truncated (an interrupted download?): delete it and fetch it again") from e
 
 
+def _attr(attrs, name, default=None):
+    """attrs.get(name, default), reading only strings and numbers. The type of a damaged
+    attribute can turn into a variable-length sequence or a reference, and reading one of those
+    makes HDF5 follow whatever pointer the damage wrote: a segmentation fault, not an error."""
+    h5py = _h5py()
+    if name not in attrs:
+        return default
+    kind = attrs.get_id(name).get_type().get_class()
+    if kind not in (h5py.h5t.STRING, h5py.h5t.INTEGER, h5py.h5t.FLOAT):
+        raise ValueError(f"attribute {name!r} has HDF5 type class {kind}, not a string or a "
+                         "number")  # _reading names the file
+    return attrs[name]
+
+
 def _name_list(attrs, name):
     """A list attribute as str, joining Keras's split form name0, name1, ... when needed.
     (Messages show these names with repr(): a damaged name may hold a newline or worse.)"""
-    whole = attrs.get(name)
+    whole = _attr(attrs, name)
     if whole is not None:
         chunks = [whole]
     else:
         chunks, k = [], 0
-        while (chunk := attrs.get(f"{name}{k}")) is not None:
+        while (chunk := _attr(attrs, f"{name}{k}")) is not None:
             chunks.append(chunk)
             k += 1
     out = []
@@ -388,7 +402,7 @@ def load_weights(model, path, by_name=False, optimizer=None):
                 raise WeightFileError(f"{path}: no optimiser state in this file (it was saved "
                                       "without optimizer=...)")
             state = _read_state(f[OPTIMIZER_GROUP], path)
-    _assign(plan, optimizer, state)
+    _assign(path, plan, optimizer, state)
     return [(m.layer.name, m.file_layer.name) for m in matches]
 
 
@@ -414,17 +428,24 @@ def _require_finite(path, match, weight_name, value):
             f"infinite values; a damaged or diverged file: the model was left as it was")
 
 
-def _assign(plan, optimizer, state):
-    # set_weights already checks; if anything still fails half-way, put the old weights back.
+def _assign(path, plan, optimizer, state):
+    # set_weights already checks; if anything still fails half-way, put the old weights (and the
+    # optimiser's old state) back. The optimiser is the first to say that a state does not fit it.
     old = [(layer, layer.get_weights()) for layer, _ in plan]
+    old_state = optimizer.get_state() if optimizer is not None else None
     try:
         for layer, arrays in plan:
             layer.set_weights(arrays)
         if optimizer is not None:
             optimizer.set_state(state)
-    except BaseException:
+    except BaseException as e:
         for layer, arrays in old:
             layer.set_weights(arrays)
+        if optimizer is not None:
+            optimizer.set_state(old_state)
+        if optimizer is not None and isinstance(e, (ValueError, TypeError, KeyError)):
+            raise WeightFileError(f"{path}: the optimiser state in the file does not fit "
+                                  f"{type(optimizer).__name__}: {e}") from e
         raise
 
 
@@ -503,22 +524,29 @@ def save_weights(model, path, optimizer=None):
 # (a list's group has attr kind="list", its items named 0, 1, ...), arrays and numbers datasets
 # (attr kind says which Python type a scalar was), strings and None attributes. Keys are
 # %-quoted, since optimisers use keys such as "m/0" that h5py would read as paths.
+# Strings are written fixed-length (UTF-8 bytes), as Keras writes its names: a variable-length
+# string lives in HDF5's global heap, and reading a damaged one can hang or crash the process
+# instead of raising. (Files written before still load: the reader takes both.)
+
+def _fixed(text):
+    return np.bytes_(text.encode("utf8"))
+
 
 def _write_state(group, state):
-    group.attrs["kind"] = "list" if isinstance(state, (list, tuple)) else "dict"
+    group.attrs["kind"] = _fixed("list" if isinstance(state, (list, tuple)) else "dict")
     items = enumerate(state) if isinstance(state, (list, tuple)) else state.items()
     for key, value in items:
         key = quote(str(key), safe="")  # "m/0" is one key, not a path
         if isinstance(value, (dict, list, tuple)):
             _write_state(group.create_group(key), value)
         elif value is None or isinstance(value, str):
-            group.attrs[f"attr:{key}"] = "None:" if value is None else "str:" + value
+            group.attrs[f"attr:{key}"] = _fixed("None:" if value is None else "str:" + value)
         else:
             kind = type(value).__name__ if isinstance(value, (bool, int, float)) else "array"
             if isinstance(value, Tensor):
                 value = value.data
             ds = group.create_dataset(key, data=backend.to_numpy(value), track_times=False)
-            ds.attrs["kind"] = kind
+            ds.attrs["kind"] = _fixed(kind)
 
 
 def _read_state(group, path):
@@ -531,16 +559,20 @@ def _read_state(group, path):
             continue
         _numeric(path, OPTIMIZER_GROUP, key, item)
         value = item[()]
-        kind = item.attrs.get("kind", "array")
+        if item.dtype.kind == "f" and not np.isfinite(value).all():
+            raise WeightFileError(f"{path}: optimiser state {key!r} holds NaN or infinite values; "
+                                  "a damaged or diverged file: nothing was loaded")
+        kind = _attr(item.attrs, "kind", "array")
         kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         if kind in ("bool", "int", "float"):
             value = {"bool": bool, "int": int, "float": float}[kind](value)
         out[key] = value
-    for name, value in group.attrs.items():
+    for name in group.attrs:
         if name.startswith("attr:"):
+            value = _attr(group.attrs, name)
             value = value.decode() if isinstance(value, bytes) else str(value)
             out[unquote(name[5:])] = None if value == "None:" else value[4:]
-    kind = group.attrs.get("kind", "dict")
+    kind = _attr(group.attrs, "kind", "dict")
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
     if kind == "list":
         return [out[str(i)] for i in range(len(out))]
