@@ -243,3 +243,12 @@ def test_cli_style_sgd_rate_1e30_exits_1_and_writes_no_picture(tmp_path, weight_
     err = capsys.readouterr().err
     assert rc == 1 and "SGD step 2" in err and "far too large" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "s.png", "styled_0001.png"]
+
+
+def test_non_finite_values_are_counted_on_the_gpu_too():
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed: GPU check skipped")
+    from micrograd_gen.generative.nonfinite import check_step, count_non_finite
+    picture_on_gpu = cupy.asarray(np.array([[1.0, np.nan], [np.inf, 2.0]], np.float32))
+    assert count_non_finite(picture_on_gpu) == 2
+    with pytest.raises(NonFiniteError, match=r"\(2 values\) at step 7"):
+        check_step("test", "step 7", "hint", loss=1.0, picture=picture_on_gpu)
