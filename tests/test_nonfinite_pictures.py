@@ -75,9 +75,12 @@ def test_dream_with_nan_weights_stops_at_its_first_step():
     assert seen == []
 
 
-def test_the_error_is_a_floating_point_error():
+def test_the_error_is_the_training_loops_family():
     # the command line turns any Exception into one line and exit status 1
-    assert issubclass(NonFiniteError, FloatingPointError) and D.NonFiniteError is NonFiniteError
+    from micrograd_gen.callbacks import NonFiniteLossError
+    assert issubclass(NonFiniteError, NonFiniteLossError)
+    assert issubclass(NonFiniteError, FloatingPointError)
+    assert D.NonFiniteError is S.NonFiniteError is NonFiniteError
 
 
 # ---- style transfer's loops, on a loss small enough to reason about ------------------------------

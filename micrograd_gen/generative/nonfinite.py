@@ -4,10 +4,12 @@ one, says where, and writes nothing (pictures saved earlier stay as they were)."
 import math
 
 from ..backend import get_array_module
+from ..callbacks import NonFiniteLossError
 
 
-class NonFiniteError(FloatingPointError):
-    """A loss or the picture being optimised became NaN or infinite; the run stopped there."""
+class NonFiniteError(NonFiniteLossError):
+    """A loss or the picture being optimised became NaN or infinite; the run stopped there. (One
+    family with the training loops' error: `except NonFiniteLossError` catches both.)"""
 
 
 def count_non_finite(array):
