@@ -1,7 +1,8 @@
 """Where downloaded files live, and fetching them safely.
 
-- weights: `$MICROGRAD_GEN_HOME/weights` if that variable is set, else the repository's `weights/`.
-- data sets: `$MICROGRAD_GEN_HOME/datasets`, else `~/.cache/micrograd_gen/datasets`.
+- the cache root is `$MICROGRAD_GEN_HOME` if that variable is set, else `~/.cache/micrograd_gen`
+  (never the package's own folder, which may be a read-only site-packages);
+- weights go to `<root>/weights`, data sets to `<root>/datasets`.
 - `$MICROGRAD_GEN_DATA` may point at a folder laid out like the project's shared data
   (mnist/, text/, images/, imdb/, faces/, weights/): local copies there are used first.
 
@@ -17,24 +18,22 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-
-
 class DownloadError(RuntimeError):
     pass
 
 
-def home():
+def cache_root():
+    """$MICROGRAD_GEN_HOME, else ~/.cache/micrograd_gen: where downloads and conversions go."""
     value = os.environ.get("MICROGRAD_GEN_HOME")
-    return Path(value).expanduser() if value else None
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "micrograd_gen"
 
 
 def weights_dir():
-    return home() / "weights" if home() else REPO_WEIGHTS
+    return cache_root() / "weights"
 
 
 def datasets_dir():
-    return home() / "datasets" if home() else Path.home() / ".cache" / "micrograd_gen" / "datasets"
+    return cache_root() / "datasets"
 
 
 def shared_data_dir():

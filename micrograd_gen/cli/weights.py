@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import io, weights
+from .. import download, io, weights
 from ..download import DownloadError, file_hash
 
 HELP = "list, download or check the pretrained VGG19 / InceptionV3 weight files"
@@ -55,6 +55,8 @@ def _list(args):
             where = ("not downloaded (python -m micrograd_gen weights fetch "
                      f"{name.replace('_notop', '')})" if path is None else
                      f"{path} (md5 checked)" if source == "cache" else
+                     f"{path} (8-bit archive; expanded into {weights.expanded_path(name)} when "
+                     "a command first needs it)" if source == "archive" else
                      f"{path} (local copy, not hash-checked)")
         except DownloadError:
             where = f"{weights.cached_path(name)} has the WRONG md5 (delete it to download again)"
@@ -62,7 +64,7 @@ def _list(args):
         print(f"{name}: {e['model']}{top}, {e['file']}, "
               f"{e['bytes'] / 1e6:.1f} MB, {e['layers_with_weights']} layers with weights\n"
               f"    url  {e['url']}\n    md5  {e['md5']}\n    here {where}")
-    print(f"cache folder: {weights.cached_path(next(iter(weights.manifest()))).parent}")
+    print(f"cache folder: {download.weights_dir()}")
     return 0
 
 
