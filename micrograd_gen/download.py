@@ -69,7 +69,6 @@ def fetch(url, dest, md5=None, sha256=None, log=None, timeout=60):
     if dest.exists():
         verify(dest, md5, sha256)
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + f".part{os.getpid()}")
     try:
         try:
@@ -78,6 +77,7 @@ def fetch(url, dest, md5=None, sha256=None, log=None, timeout=60):
             raise DownloadError(
                 f"could not download {dest.name} from {url} ({e}); with no network, copy the file "
                 f"to {dest} by hand") from e
+        dest.parent.mkdir(parents=True, exist_ok=True)   # only once there is something to keep
         total = int(response.headers.get("Content-Length") or 0)
         done, started, last = 0, time.time(), 0.0
         with response, open(partial, "wb") as out:

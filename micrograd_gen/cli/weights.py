@@ -98,6 +98,9 @@ def _guess_model(path, f):
             return "vgg19"
         if "mixed0" in names or "conv2d_1" in names:
             return "inception_v3"
+    if io.file_format(f) == "keras3" and "layers/conv2d" in f:
+        # Keras 3 files have no layer names: only InceptionV3 has batch normalisation.
+        return "inception_v3" if "layers/batch_normalization" in f else "vgg19"
     raise io.WeightFileError(f"{path}: cannot tell which model this file is for; pass --model")
 
 
