@@ -87,6 +87,10 @@ def test_export_keeps_what_it_did_not_make(tmp_path, capsys):
     assert cli_weights.main(["export", str(tmp_path / "ckpt.h5"), str(mine), "--overwrite"]) == 0
     assert mine.read_bytes()[:4] == b"\x89HDF"
     assert (tmp_path / "ckpt.h5").read_bytes() == ckpt_bytes
+    same = tmp_path / "ckpt.weights.h5"
+    same.write_bytes(ckpt_bytes)
+    assert cli_weights.main(["export", str(same), str(same), "--overwrite"]) == 1
+    assert "is the checkpoint itself" in capsys.readouterr().err and same.read_bytes() == ckpt_bytes
     # A Keras weight file is not a checkpoint: said so, nothing written.
     assert cli_weights.main(["export", str(mine), str(tmp_path / "again.weights.h5")]) == 1
     assert "not a training checkpoint" in capsys.readouterr().err

@@ -150,10 +150,10 @@ def _export(args):
                          "reads its weight files only under such names)")
     if not source.is_file():
         raise FileNotFoundError(f"export: no checkpoint file {source}")
-    if out.exists() and (out.resolve() == source.resolve() or not args.overwrite):
-        raise FileExistsError(f"export: {out} exists; pass --overwrite to replace it"
-                              if out.resolve() != source.resolve() else
-                              f"export: OUT {out} is the checkpoint itself")
+    if out.exists() and out.resolve() == source.resolve():
+        raise ValueError(f"export: OUT {out} is the checkpoint itself")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"export: {out} exists; pass --overwrite to replace it")
     with io.open_weight_file(source) as f:
         if not is_checkpoint(f):
             raise ValueError(f"export: {source} is not a training checkpoint of this command "
