@@ -22,8 +22,10 @@ only key. Keras walks a model so (`_save_state`):
    the attribute's name, a list of layers is keyed as in 2 under the attribute's name. A subclassed
    model's `layers` is one of these attributes, so a VAE's `sampler` lands in layers/sampler;
 4. a layer reached twice (a shared one) is saved once, where it was first reached.
-Where the engine keeps in one layer what Keras keeps in sub-layers (LSTM's `cell`,
-MultiHeadAttention's query/key/value/output EinsumDense), `_SUBLAYERS` says where each weight goes.
+A subclassed model that the Keras code builds with the functional API sets `keras_functional = True`
+and is laid out as that functional model is. Where the engine keeps in one layer what Keras keeps
+in sub-layers (LSTM's `cell`, MultiHeadAttention's query/key/value/output EinsumDense),
+`_SUBLAYERS` says where each weight goes.
 
 Reading uses the same walk: each weight of the model knows its dataset, and io.load_weights checks
 counts and shapes before it assigns anything. Files from Keras 3.0-3.3 name MultiHeadAttention's
@@ -108,6 +110,10 @@ def _layer_list(layer):
     """Keras's `layers` of a Sequential or functional model (walked first), else None."""
     if hasattr(layer, "stack") and hasattr(layer, "pop"):            # Sequential
         return list(layer.stack)
+    if getattr(layer, "keras_functional", False):
+        # A subclassed model that Keras code builds as Model(inputs, outputs) over the same
+        # layers (the book's Transformer): one input, then its layers in the order they were set.
+        return [_InputLayer("input_layer")] + list(layer._sublayers)
     tracked = getattr(layer, "_tracked", {})
     if _is_model(layer) and "graph_layers" in tracked:               # functional
         graph = getattr(layer, "_graph", None)

@@ -265,3 +265,26 @@ def test_saveables_come_in_keras_order():
     paths = [s.vars_path for s in keras3_weights.saveables(model) if s.weights]
     assert paths == ["layers/conv2d/vars", "layers/batch_normalization/vars",
                      "layers/sequential/layers/dense/vars", "layers/sequential/layers/dense_1/vars"]
+
+
+def test_the_transformer_is_laid_out_as_the_books_functional_model(tmp_path):
+    # The book builds it as keras.Model(inputs, outputs); the engine subclasses Model
+    # (keras_functional = True says so). Paths as Keras 3.15 writes them for the book's model.
+    from micrograd_gen.generative.transformer_lm import build_transformer_lm
+    model = build_transformer_lm(vocab_size=20, sequence_length=8, embed_dim=8, dense_dim=16,
+                                 num_heads=2)
+    randomize(model, 4)
+    path = model.save_weights(tmp_path / "t.weights.h5")
+    shapes = {k: v for k, v in tree(path).items() if isinstance(v, tuple)}
+    assert shapes["layers/positional_embedding/token_embeddings/vars/0"] == (20, 8)
+    assert shapes["layers/positional_embedding/position_embeddings/vars/0"] == (8, 8)
+    assert shapes["layers/transformer_decoder/attention_2/query_dense/vars/0"] == (8, 2, 8)
+    assert shapes["layers/transformer_decoder/dense_proj/layers/dense_1/vars/0"] == (16, 8)
+    assert shapes["layers/transformer_decoder/layernorm_3/vars/1"] == (8,)
+    assert shapes["layers/dense/vars/0"] == (8, 20)
+    assert len(shapes) == len(model.weights) and tree(path)["layers/input_layer/vars"] == "input_layer"
+    other = build_transformer_lm(vocab_size=20, sequence_length=8, embed_dim=8, dense_dim=16,
+                                 num_heads=2)
+    other.load_weights(path)
+    ids = np.random.default_rng(0).integers(1, 20, (2, 8))
+    np.testing.assert_array_equal(run(other, ids), run(model, ids))
