@@ -102,6 +102,9 @@ def _own_weights(layer):
     return [t for _, t, tr in records if tr] + [t for _, t, tr in records if not tr]
 
 
+# Models are told apart by what they have, not by their class: nn imports io, which imports this
+# module, so importing nn here would close an import cycle.
+
 def _is_model(layer):
     return isinstance(getattr(type(layer), "layers", None), property)
 
