@@ -1,4 +1,4 @@
-"""Weight files: Keras's legacy HDF5 layout (read and write) and Keras 3's `.weights.h5` (read).
+"""Weight files: Keras's legacy HDF5 layout and Keras 3's `.weights.h5` (read and write).
 
 Legacy layout (keras-applications files, Keras 2 `save_weights("x.h5")`, and what we write):
 ```
@@ -10,11 +10,9 @@ Legacy layout (keras-applications files, Keras 2 `save_weights("x.h5")`, and wha
 ```
 A Keras 2 whole-model file keeps the same tree under `/model_weights`.
 
-Keras 3 layout (`model.save_weights("x.weights.h5")`): no names at all. Each layer's variables sit
-in `layers/<class_name>[_k]/vars/0, 1, ...`, where `<class_name>` is the layer's class in
-snake_case and `_k` counts earlier layers of the same class (conv2d, conv2d_1, conv2d_2, ...).
-Layers made of sub-layers keep theirs below (`layers/lstm/cell/vars`). So a Keras 3 file is
-matched by class and position, the way Keras 3 itself loads it.
+Keras 3 layout (`model.save_weights("x.weights.h5")`): no names at all, only paths that follow the
+model's structure (`layers/conv2d/vars/0`, `encoder/layers/dense_1/vars/1`); keras3_weights.py
+describes it, and writes it when a name ends in `.weights.h5` (Keras 3 reads every such name so).
 
 Loading plans every assignment first (counts, names, shapes, values) and assigns only when the
 whole plan is sound, so a wrong or damaged file raises `WeightFileError` and leaves the model as it
@@ -26,7 +24,6 @@ The model protocol: `model.layers` is the flat list of leaf layers in order; a l
 `.weights` (Tensors, Keras order), `.weight_names` ("kernel", "bias", ...), `get_weights()` and
 `set_weights(arrays)`.
 """
-import re
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +31,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from . import backend
+from . import backend, keras3_weights
 from .download import atomic_write
 from .tensor import Tensor
 
@@ -200,61 +197,6 @@ def legacy_layers(f, path):
     return layers
 
 
-# Sub-layers of a Keras 3 layer, in the order their variables come in the layer's own weights
-# (MultiHeadAttention creates query, key, value, output); others follow alphabetically.
-_KERAS3_SUBLAYER_ORDER = ["cell", "forward_layer", "backward_layer",
-                          "_query_dense", "_key_dense", "_value_dense", "_output_dense"]
-
-
-def _keras3_vars(group, path, key):
-    """The datasets under `group` in Keras 3 order: own vars/0, 1, ..., then sub-layers'."""
-    h5py = _h5py()
-    entries = []
-    if "vars" in group:
-        vars_group = group["vars"]
-        names = sorted(vars_group, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
-        for n in names:
-            entries.append((f"{key}/vars/{n}", _numeric(path, key, n, vars_group[n])))
-    subs = [n for n in group if n != "vars" and isinstance(group[n], h5py.Group)]
-    rank = {n: i for i, n in enumerate(_KERAS3_SUBLAYER_ORDER)}
-    for n in sorted(subs, key=lambda n: (rank.get(n, len(rank)), n.startswith("_"), n)):
-        entries.extend(_keras3_vars(group[n], path, f"{key}/{n}"))
-    return entries
-
-
-def _keras3_root(f):
-    return f["layers"] if "layers" in f else f.get("_layer_checkpoint_dependencies")
-
-
-def keras3_layers(f, path):
-    """Every layer group of a Keras 3 file, keyed by its group name (conv2d, conv2d_1, ...)."""
-    root = _keras3_root(f)
-    if root is None:
-        return {}
-    return {name: FileLayer(name, _keras3_vars(root[name], path, name)) for name in root}
-
-
-def snake_case(class_name):
-    """Keras 3's `naming.to_snake_case`: Conv2DTranspose -> conv2d_transpose, LSTM -> lstm."""
-    name = re.sub(r"\W+", "", class_name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def keras3_keys(layers):
-    """The group name Keras 3 gives each layer: its class in snake_case, `_k` for the k-th repeat."""
-    used, keys = {}, []
-    for layer in layers:
-        name = snake_case(type(layer).__name__)
-        if name in used:
-            used[name] += 1
-            name = f"{name}_{used[name]}"
-        else:
-            used[name] = 0
-        keys.append(name)
-    return keys
-
-
 # ---- matching the file to the model --------------------------------------------------------------
 
 def _has_weights(layer):
@@ -324,20 +266,13 @@ def match_layers(model, f, path, by_name=False):
                               f"attribute, no layers/ group; top-level keys: {list(f)[:8]})")
     model_layers = [l for l in model.layers if _has_weights(l)]
     if fmt == "keras3":
-        keys = dict(zip(map(id, model.layers), keras3_keys(model.layers)))
-        file_layers = keras3_layers(f, path)
         matches = []
-        for layer in model_layers:
-            fl = file_layers.get(keys[id(layer)])
-            if fl is None or not fl.entries:
-                matches.append(Match(layer, None, f"{path}: model layer '{layer.name}' has no "
-                                     f"weights in this Keras 3 file (looked for layers/"
-                                     f"{keys[id(layer)]}/vars)"))
-            else:
-                matches.append(Match(layer, fl, _check_pair(path, layer, fl)))
-        if model_layers and all(m.file_layer is None for m in matches):
+        for layer, key, entries, problem in keras3_weights.layer_entries(model, f, path):
+            file_layer = None if entries is None else FileLayer(key, entries)
+            matches.append(Match(layer, file_layer, problem or _check_pair(path, layer, file_layer)))
+        if matches and all(m.file_layer is None for m in matches):
             raise WeightFileError(f"{path}: none of the model's layers is in this Keras 3 file "
-                                  f"(file groups: {sorted(file_layers)[:8]})")
+                                  f"(groups with weights: {sorted(keras3_weights.file_vars(f))[:8]})")
         return matches
 
     file_layers = legacy_layers(f, path)
@@ -452,7 +387,7 @@ def _assign(path, plan, optimizer, state):
 def read_weights(path):
     """{layer name: [(weight name, array)]} for every layer of a file with weights, in file order.
 
-    For a Keras 3 file the names are its group names (conv2d, conv2d_1, ...).
+    For a Keras 3 file the names are its layers' paths (layers/conv2d, encoder/layers/dense, ...).
     """
     path = Path(path)
     with open_weight_file(path) as f, _reading(path):
@@ -460,7 +395,8 @@ def read_weights(path):
         if fmt == "legacy":
             layers = legacy_layers(f, path)
         elif fmt == "keras3":
-            layers = list(keras3_layers(f, path).values())
+            layers = [FileLayer(vars_path[:-len("/vars")] or "(model)", entries)
+                      for vars_path, entries in keras3_weights.file_vars(f).items()]
         else:
             raise WeightFileError(f"{path} is HDF5 but not a Keras weight file")
         return {fl.name: [(n, np.asarray(ds[()])) for n, ds in fl.entries]
@@ -483,20 +419,24 @@ def _write_name_list(attrs, name, names):
 
 
 def save_weights(model, path, optimizer=None):
-    """Write the model's weights in the legacy Keras layout (see the module docstring).
+    """Write the model's weights in the legacy Keras layout (see the module docstring), or in Keras
+    3's when the name ends in `.weights.h5` (keras3_weights.py), as Keras 3 itself does.
 
-    Names are Keras 2's: `/<layer>/<layer>/<short>:0` (e.g. conv2d_1/conv2d_1/kernel:0), so the file
+    Legacy names are Keras 2's: `/<layer>/<layer>/<short>:0` (e.g. conv2d_1/conv2d_1/kernel:0), so the file
     loads back by name and by order, here and in Keras. With `optimizer`, its `get_state()` is kept
     in the group `optimizer_state` (Keras ignores it) for resuming training. Written to a temporary
     file and renamed, so an interrupted save never leaves half a file.
     """
     h5py = _h5py()
+    state = optimizer.get_state() if optimizer is not None else None
+    if keras3_weights.is_keras3_name(path):
+        return keras3_weights.save_weights(model, path, write_more=None if state is None else (
+            lambda f: _write_state(f.create_group(OPTIMIZER_GROUP), state)))
     layers = list(model.layers)
     names = [layer.name for layer in layers]
     dup = sorted(n for n, count in Counter(names).items() if count > 1)
     if dup:
         raise ValueError(f"save_weights: layer names must be unique, these repeat: {dup}")
-    state = optimizer.get_state() if optimizer is not None else None
 
     def write(tmp):
         with h5py.File(str(tmp), "w") as f:
