@@ -676,7 +676,8 @@ class Model(Trainer, Layer):
 
     # ---- weight files ---------------------------------------------------------------------------
     def save_weights(self, path, optimizer=None):
-        """Keras legacy HDF5 layout (see micrograd_gen.io); written to a temporary file and renamed."""
+        """Keras legacy HDF5 layout, or Keras 3's for a name ending in .weights.h5 (see
+        micrograd_gen.io); written to a temporary file and renamed."""
         from .. import io
         return io.save_weights(self, path, optimizer=optimizer)
 
