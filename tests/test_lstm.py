@@ -413,7 +413,7 @@ def test_batch_slices_cover_the_batch_once_per_worker():
         assert len(slices) == max(1, min(threads, n // accel_lstm._MIN_SLICE))
 
 
-# ---- the CUDA cell (accel/lstm.py registers accel/cuda.py's kernels) ------------------------------
+# ---- the CUDA cell (accel/lstm.py registers accel/cuda.py's kernels) -----------------------------
 
 def _why_no_gpu():
     try:

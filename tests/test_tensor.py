@@ -632,8 +632,8 @@ def test_tensor_imports_no_op():
     import micrograd_gen.tensor as tensor_module
     tree = ast.parse(inspect.getsource(tensor_module))
     imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-                 for alias in node.names}
+    imported |= {alias.name for node in ast.walk(tree)
+                 if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
     assert not any("ops" in name for name in imported), imported
     assert "__add__" not in vars(tensor_module.Tensor) or tensor_module.Tensor.__add__.__module__ \
         == "micrograd_gen.ops"

@@ -230,7 +230,8 @@ def fold_batch_norm(model, keep=()):
             continue
         bn = only_reader(name)
         if not (isinstance(layer, Conv2D) and isinstance(bn, BatchNormalization)
-                and name not in keep and not layer.use_bias and layer.activation is activations.linear
+                and name not in keep and not layer.use_bias
+                and layer.activation is activations.linear
                 and bn.axis in (-1, 3) and frozen(layer, bn)):
             folded.add(layer, *model._parents[name])
             continue

@@ -489,7 +489,7 @@ def _map_shapes(fn, shape):
     return [_map_shapes(fn, s) for s in shape]
 
 
-# ---- the graph executor ---------------------------------------------------------------------------
+# ---- the graph executor --------------------------------------------------------------------------
 def _nodes_leading_to(outputs):
     """The layer calls (nodes) that the placeholders `outputs` depend on, in the order they were
     made: nodes are numbered as they are made, so that order is a topological one."""

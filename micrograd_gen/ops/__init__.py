@@ -4,7 +4,7 @@ elementwise.py  arithmetic and pointwise nonlinearities      reduce.py     sum, 
 shape.py        reshape, transpose, slicing, concat, pad      linalg.py     matmul
 softmax.py      softmax, log_softmax                          losses.py     cross-entropies, MSE
 dropout.py      dropout                                       embedding.py  embedding lookup
-norm.py         batch_norm, layer_norm                        lstm.py       lstm, lstm_step, lstm_cell
+norm.py         batch_norm, layer_norm                        lstm.py       lstm, lstm_step (lstm_cell)
 attention.py    scaled_dot_product_attention, project_heads / merge_heads, multi_head_attention
 
 Importing this package also gives Tensor its operators and method spellings (`a + b`, `x.sum()`):
@@ -66,7 +66,8 @@ def _attach_to(Tensor):  # noqa: N803  (the class itself)
     Tensor.flatten = flatten
     Tensor.astype = cast
     Tensor.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape)
-    Tensor.transpose = lambda self, *axes: transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+    Tensor.transpose = lambda self, *axes: transpose(self,
+                                                     axes[0] if len(axes) == 1 else (axes or None))
     Tensor.T = property(transpose)
 
 

@@ -99,14 +99,14 @@ def lstm_cell_backward(act, c_prev, tanh_c, dh, dc):
 # ---- the sequence ------------------------------------------------------------------------------
 
 class LSTM(Function):
-    """Outputs (output, h_T, c_T); output is h_T, or every h_t as (N, T, U) with return_sequences."""
+    """Outputs (output, h_T, c_T): output is h_T, or every h_t (N, T, U) with return_sequences."""
 
     def forward(self, x, kernel, recurrent_kernel, bias, h0, c0, return_sequences=False):
         xp = get_array_module(x, kernel, recurrent_kernel)
         check_lstm_shapes(x, kernel, recurrent_kernel, bias, h0, c0)
         n, steps, _ = x.shape
         u = recurrent_kernel.shape[0]
-        zx = x @ kernel                                              # (N, T, 4U): every step's x share
+        zx = x @ kernel                                              # (N, T, 4U): x's share
         if bias is not None:
             zx += bias
         hs = xp.zeros((n, steps + 1, u), zx.dtype)                   # hs[:, t] = h_{t-1}
