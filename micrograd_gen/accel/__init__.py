@@ -11,11 +11,13 @@ blas.py      (used by conv.py)                  cblas gemm with beta = 1 on row 
 workers.py   (used by conv.py and the LSTM)     one worker thread per core, single-threaded BLAS
 conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, thin routes, fused bias and ReLU
 pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, stride phases in backward
-cuda.py      (used by conv.py and losses.py)    CUDA RawKernels from kernels/*.cu, for CuPy arrays
+lstm.py      ops.lstm                           the batch cut into one slice per worker thread;
+                                                the CUDA cell kernels on CuPy arrays
+cuda.py      (used by conv, lstm, losses)       CUDA RawKernels from kernels/*.cu, for CuPy arrays
 losses.py    sparse softmax cross-entropy       one CUDA kernel each way on CuPy arrays
 memory.py    the whole process                  glibc malloc keeps freed pages for reuse
 """
-from . import conv, losses, pool  # noqa: F401  (each registers its fast paths)
+from . import conv, losses, lstm, pool  # noqa: F401  (each registers its fast paths)
 from .memory import keep_freed_memory
 
 __all__ = ["keep_freed_memory"]
