@@ -7,8 +7,13 @@ import sys
 
 import pytest
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr(
-    "CS_GNU_LIBC_VERSION") is None, reason="mallopt is glibc's; elsewhere nothing is tuned")
+
+def glibc_here():
+    return sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
+
+
+glibc = pytest.mark.skipif(not glibc_here(),
+                           reason="mallopt is glibc's; elsewhere nothing is tuned")
 
 
 def _minor_faults_of_a_step_loop(setup, env):
@@ -52,3 +57,19 @@ def test_the_environment_opts_out():
     opted_out = _minor_faults_of_a_step_loop(CALL,
                                              {"MICROGRAD_GEN_KEEP_FREED_MEMORY": "0"})
     assert opted_out > 2000, opted_out
+
+
+def test_the_command_line_makes_the_call_and_the_reference_run_does_not():
+    code = ("import argparse, sys\n"
+            "from micrograd_gen import cli\n"
+            "cli.setup(argparse.Namespace(device='cpu', seed=0))\n"
+            "accel = sys.modules.get('micrograd_gen.accel.memory')\n"
+            "print(None if accel is None else accel._applied)\n")
+    for fast, expected in (("1", "True"), ("0", "None")):
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                             text=True, env={**os.environ, "MICROGRAD_GEN_FAST": fast,
+                                              "MICROGRAD_GEN_KEEP_FREED_MEMORY": "1"}).stdout
+        if fast == "1" and not glibc_here():
+            expected = "False"
+        assert out.strip() == expected, (fast, out)
+
