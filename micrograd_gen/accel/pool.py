@@ -4,9 +4,8 @@ Forward: max and sum are separable, so the window reduction goes along the rows 
 down the columns: kh + kw - 2 whole-array passes instead of kh * kw - 1. Average pooling's
 backward is that forward's adjoint, its two steps in reverse.
 
-Max pooling's backward walks the kh * kw taps as the reference does, but a strided tap view
-skips cells, and NumPy walks such views one pixel's channels at a time. Split into stride phases
-(xpad[:, p::sh, q::sw], copied once), every tap is a block of whole rows of one phase instead.
+Max pooling's backward walks the kh * kw taps as the reference does, into preallocated masks,
+and where windows do not overlap it writes each cell once instead of adding into zeros.
 """
 from .. import fastpath
 from ..backend import get_array_module
@@ -44,38 +43,23 @@ def avg_pool2d_forward(xpad, geom):
 
 
 def max_pool2d_backward(g, xpad, y, geom):
-    """The reference's first-maximal-cell rule, tap by tap, on the stride phases of xpad."""
+    """The reference's first-maximal-cell rule, tap by tap, without a temporary per tap."""
     xp = get_array_module(g)
-    sh, sw = geom.sh, geom.sw
-    # Phases p >= kh (stride > pool) hold cells no window reads: their gradient stays 0.
-    keys = [(p, q) for p in range(min(sh, geom.kh)) for q in range(min(sw, geom.kw))]
-    if (sh, sw) == (1, 1):
-        phases, dphases = {(0, 0): xpad}, {(0, 0): xp.zeros(geom.padded, g.dtype)}
-    else:
-        phases = {(p, q): xp.ascontiguousarray(xpad[:, p::sh, q::sw]) for p, q in keys}
-        dphases = {k: xp.zeros_like(phase) for k, phase in phases.items()}
-    taken = xp.zeros(y.shape, bool)
+    dxpad = xp.zeros(geom.padded, g.dtype)                       # (N, Hp, Wp, C)
+    taken = xp.zeros(y.shape, bool)                              # (N, OH, OW, C)
     hit = xp.empty(y.shape, bool)
-    # Windows that do not overlap (stride >= pool) can write their cells instead of adding.
-    overlap = sh < geom.kh or sw < geom.kw
-    for a in range(geom.kh):
-        for b in range(geom.kw):
-            key, r, c = (a % sh, b % sw), a // sh, b // sw
-            x_view = phases[key][:, r:r + geom.OH, c:c + geom.OW]
-            dx_view = dphases[key][:, r:r + geom.OH, c:c + geom.OW]
-            xp.equal(x_view, y, out=hit)
-            xp.greater(hit, taken, out=hit)                   # hit and not taken
-            taken |= hit
-            if overlap:
-                dx_view += g * hit
-            else:
-                xp.multiply(g, hit, out=dx_view)
-    if (sh, sw) == (1, 1):
-        return geom.crop(dphases[0, 0])
-    dx = (xp.empty if len(keys) == sh * sw else xp.zeros)(geom.padded, g.dtype)
-    for (p, q), dphase in dphases.items():
-        dx[:, p::sh, q::sw] = dphase
-    return geom.crop(dx)
+    # Windows that do not overlap (stride >= pool: VGG's 2x2 / 2) write their cells instead of
+    # adding into them.
+    overlap = geom.sh < geom.kh or geom.sw < geom.kw
+    for view, dview in zip(geom.taps(xpad), geom.taps(dxpad)):
+        xp.equal(view, y, out=hit)
+        xp.greater(hit, taken, out=hit)                           # hit and not taken
+        taken |= hit
+        if overlap:
+            dview += g * hit
+        else:
+            xp.multiply(g, hit, out=dview)
+    return geom.crop(dxpad)
 
 
 def avg_pool2d_backward(share, geom):
