@@ -1,8 +1,5 @@
 """The worker threads behind conv2d and the LSTM: every chunk runs once, fixed slots are fixed,
 and an exception in any thread reaches the caller."""
-import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -43,30 +40,3 @@ def test_an_exception_in_any_thread_reaches_the_caller(failing):
     done = []
     for_chunks(range(4), lambda chunk, slot: done.append(chunk), np)
     assert sorted(done) == [0, 1, 2, 3]
-
-
-def test_numpy_keeps_its_blas_threads_after_a_parallel_section():
-    """The pool's threads run single-threaded BLAS only while they work: afterwards NumPy's own
-    products get every thread back, from the very first section on (a fresh process each time,
-    since the first section also starts the pool's workers)."""
-    code = ("import ctypes, numpy as np\n"
-            "from micrograd_gen.accel import blas, workers\n"
-            "lib = blas.numpy_blas()[1]\n"
-            "get = lib and (getattr(lib, 'scipy_openblas_get_num_threads64_', None)\n"
-            "               or getattr(lib, 'scipy_openblas_get_num_threads', None))\n"
-            "if get is None or workers.chunk_pool()[0] is None:\n"
-            "    print('no pool'); raise SystemExit\n"
-            "get.restype = ctypes.c_int\n"
-            "before = get()\n"
-            "a = np.ones((64, 64))\n"
-            "for _ in range(3):\n"
-            "    workers.for_chunks(range(6), lambda chunk, slot: a @ a, np)\n"
-            "    print(before, get())\n")
-    for _ in range(3):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**os.environ, "OPENBLAS_NUM_THREADS": "2"}, check=True).stdout
-        if out.strip() == "no pool":
-            pytest.skip("this NumPy's BLAS has no per-thread setting: no worker threads")
-        for line in out.splitlines():
-            before, after = line.split()
-            assert before == after == "2", out

@@ -26,10 +26,10 @@ def chunk_pool():
 
     One multi-threaded BLAS call per kernel tap splits a product of a few dozen MFLOP over the
     cores and joins them again, hundreds of times per layer; handing each core whole chunks
-    instead costs one join per layer. That needs OpenBLAS's openblas_set_num_threads_local
-    (OpenBLAS >= 0.3.27), so that these calls stay single-threaded while NumPy's own calls
-    outside a parallel section keep their threads; without it (or with one BLAS thread) the
-    chunks run in the caller, one after the other, on BLAS's own threading.
+    instead costs one join per layer. That needs OpenBLAS's per-thread setting
+    (openblas_set_num_threads_local, OpenBLAS >= 0.3.27), so that these calls stay
+    single-threaded while NumPy's own calls keep their threads; without it (or with one BLAS
+    thread) the chunks run in the caller, one after the other, on BLAS's own threading.
     """
     global _POOL
     if _POOL is not None and _POOL[0] == os.getpid():
@@ -80,19 +80,15 @@ def for_chunks(chunks, work, xp, fixed=False):
                 return
             work(chunk, slot)
 
-    # Single-threaded BLAS for the whole section. In NumPy's OpenBLAS builds the "local" setting
-    # is in fact the process's, so it is set before any worker starts, and afterwards set back to
-    # the pool's count (not to whatever it read: a worker's initializer may have set 1 by then),
-    # so that NumPy's own products outside the section keep every thread.
-    set_local = _POOL[3]
-    set_local(1)
     futures = [executor.submit(drain, slot) for slot in range(1, threads)]
+    set_local = _POOL[3]
+    previous = set_local(1)           # the caller's BLAS calls stay single-threaded meanwhile
     try:
         drain(0)
     finally:
+        set_local(previous)
         for future in futures:
             future.exception()        # wait for every worker before anything is re-raised
-        set_local(threads)
     for future in futures:
         future.result()   # re-raises a worker's exception here
     return threads
