@@ -26,10 +26,15 @@ def chunk_pool():
 
     One multi-threaded BLAS call per kernel tap splits a product of a few dozen MFLOP over the
     cores and joins them again, hundreds of times per layer; handing each core whole chunks
-    instead costs one join per layer. That needs OpenBLAS's per-thread setting
-    (openblas_set_num_threads_local, OpenBLAS >= 0.3.27), so that these calls stay
-    single-threaded while NumPy's own calls keep their threads; without it (or with one BLAS
-    thread) the chunks run in the caller, one after the other, on BLAS's own threading.
+    instead costs one join per layer. That needs OpenBLAS's openblas_set_num_threads_local
+    (OpenBLAS >= 0.3.27); without it (or with one BLAS thread) the chunks run in the caller, one
+    after the other, on BLAS's own threading.
+
+    In NumPy's OpenBLAS build that setting is the process's, not the thread's: the workers'
+    initializer sets 1 before the caller reads the count it restores, so from the first parallel
+    section on NumPy's own products run single-threaded too. That is how every figure in the
+    README was measured, and it pays for a VAE step (15% faster than giving NumPy both threads
+    back after each section, bench/README.md); big products outside the sections lose.
     """
     global _POOL
     if _POOL is not None and _POOL[0] == os.getpid():
