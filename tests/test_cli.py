@@ -375,3 +375,29 @@ def test_train_style_resume_with_another_network_names_both(tmp_path, picture, c
     assert main(base + ["--steps", "1"]) == 0     # at step 1 of 1 already
     assert "nothing to train" in capsys.readouterr().out
     assert model.read_bytes() == before
+
+
+# ---- rule 3: Ctrl-C always stops -------------------------------------------------------------------
+def test_a_ctrl_c_swallowed_by_a_destructor_still_stops_the_command(monkeypatch, capsys):
+    """Python can only print a KeyboardInterrupt raised in __del__ or a weakref callback (h5py's
+    clean-up was one) and goes on; the command line raises it again where it stops the run."""
+    import time
+
+    from micrograd_gen.cli import tour
+
+    class Swallowed:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    def long_run(args):
+        Swallowed()
+        deadline = time.perf_counter() + 20
+        while time.perf_counter() < deadline:
+            pass
+        return 0
+
+    monkeypatch.setattr(tour, "run", long_run)
+    started = time.perf_counter()
+    assert main(["tour"]) == 130
+    assert time.perf_counter() - started < 10
+    assert "interrupted" in capsys.readouterr().err

@@ -7,11 +7,11 @@ naming the flag and the accepted range (exit status 2; cli/_values.py), errors p
 traceback only with --debug), Ctrl-C stops cleanly (exit status 130), and outputs are written
 through temporary files so an interrupted run never leaves half a picture or checkpoint.
 """
+import _thread
 import argparse
 import importlib
-import os
-import signal
 import sys
+import threading
 
 from . import _values
 
@@ -92,11 +92,11 @@ def setup(args):
 
 def _interrupt_again(previous_hook):
     """A sys.unraisablehook: a KeyboardInterrupt that lands in a destructor or a weakref callback
-    (h5py's clean-up, say) can only be printed there, and the run would go on; send SIGINT again
-    so that it is raised where it stops the run."""
+    (h5py's clean-up, say) can only be printed there, and the run would go on. Interrupt the main
+    thread again a moment later, once the hook has returned, where it stops the run."""
     def hook(unraisable):
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
+            threading.Timer(0.01, _thread.interrupt_main).start()
         else:
             previous_hook(unraisable)
     return hook
