@@ -32,24 +32,24 @@ def add_arguments(parser):
                             "insists, and stops with an error when there is none")
 
 
-def read_existing(path, kind, flag="--checkpoint"):
+def read_existing(path, kind, flag="--checkpoint", writing=True):
     """The payload of the checkpoint at `path`, None when there is no file; an error when the
-    file there is not a checkpoint of `kind` (it is then never overwritten)."""
+    file there is not a checkpoint of `kind` (when `writing`, it is then never overwritten)."""
     from ..generative.checkpoint import CheckpointError, kind_of, read_checkpoint
     path = Path(path)
     if not path.exists():
         return None
     what = KIND_NAMES[kind]
+    refusal = "; refusing to overwrite it: give another path" if writing else ""
     try:
         payload = read_checkpoint(path)
     except CheckpointError as e:
-        raise CheckpointError(f"{flag} {path} exists and is not a {what} checkpoint ({e}); "
-                              "refusing to overwrite it: give another path") from None
+        raise CheckpointError(f"{flag} {path} exists and is not a {what} checkpoint ({e})"
+                              f"{refusal}") from None
     found = kind_of(payload)
     if found != kind:
-        raise CheckpointError(
-            f"{flag} {path} is a {KIND_NAMES.get(found, 'different kind of')} checkpoint, not a "
-            f"{what} one; refusing to overwrite it: give another path")
+        raise CheckpointError(f"{flag} {path} is a {KIND_NAMES.get(found, 'different kind of')} "
+                              f"checkpoint, not a {what} one{refusal}")
     return payload
 
 

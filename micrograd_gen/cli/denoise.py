@@ -63,7 +63,7 @@ def run(args):
         raise FileNotFoundError(f"no denoiser at {path}: train one first "
                                 "(python -m micrograd_gen denoise train) or pass --checkpoint")
     target = _output.check_writable(_output.picture_path(args.out, "denoise.png"))
-    _training.read_existing(path, "denoise")
+    _training.read_existing(path, "denoise", writing=False)
     model = D.load_denoiser(path)
     _, (x_test, _) = _load_digits(args)
     picture = D.save_denoise_grid(model, x_test[:args.n], target, args.noise, seed=args.seed)
@@ -95,7 +95,8 @@ def _train(args, D):
                                       model=model, steps_per_epoch=args.steps_per_epoch,
                                       max_seconds=args.max_seconds, seed=args.seed + len(history),
                                       log=print)
-        history += [dict(record, epoch=record["epoch"] + len(history)) for record in new]
+        done = len(history)
+        history += [dict(record, epoch=record["epoch"] + done) for record in new]
         D.save_denoiser(model, checkpoint, history)
     scores = D.evaluate_denoiser(model, x_test[:args.eval_digits], args.noise, seed=args.seed)
     print(f"denoise: test binary cross-entropy per pixel {scores['denoised_bce']:.4f} "

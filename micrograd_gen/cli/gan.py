@@ -128,7 +128,7 @@ def _sample(args, dcgan):
         raise FileNotFoundError(f"no GAN checkpoint at {path}: train one first "
                                 "(python -m micrograd_gen gan train) or pass --checkpoint")
     target = _output.check_writable(_output.picture_path(args.out, "samples.png"))
-    _training.read_existing(path, "gan")
+    _training.read_existing(path, "gan", writing=False)
     gan = dcgan.load_gan(path)
     z = dcgan.fixed_latents(args.n, gan.latent_dim, seed=args.seed)
     dcgan.save_sample_grid(gan, target, z)

@@ -145,7 +145,7 @@ def _sample(args):
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train one with `textgen train` or give "
                                 "--checkpoint")
-    _training.read_existing(path, "textgen")   # a clear error for another kind of file
+    _training.read_existing(path, "textgen", writing=False)   # another kind: a clear error
     run = load_text_model(path)
     if args.model and run.config["kind"] != args.model:
         raise ValueError(f"{path} holds a {run.config['kind']} model, not --model {args.model}")
@@ -154,6 +154,11 @@ def _sample(args):
     length = args.length or BOOK[kind]["length"]
     if kind == "lstm":
         prompt = args.prompt if args.prompt is not None else "the meaning of life is "
+        unknown = sorted(set(prompt) - set(run.vocab.chars))
+        if not prompt or unknown:
+            raise ValueError(f"--prompt {prompt!r}: " + (
+                f"characters the model never saw: {unknown}" if unknown else "give some text")
+                + f" (the model knows {''.join(run.vocab.chars)!r})")
         text = char_lstm.generate_text(run.model, run.vocab, prompt, length, args.temperature, rng,
                                        context=args.context)
         print(prompt + text)

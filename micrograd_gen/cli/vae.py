@@ -119,7 +119,7 @@ def _checkpoint(args):
     if not path.exists():
         raise FileNotFoundError(f"no VAE checkpoint at {path}: train one first "
                                 f"(python -m micrograd_gen vae train) or pass --checkpoint")
-    _training.read_existing(path, "vae")
+    _training.read_existing(path, "vae", writing=False)
     return path
 
 

@@ -246,9 +246,12 @@ def _acquire(path):
     except ImportError:   # no flock (Windows): run unlocked
         return None
     name = lock_path(path)
-    name.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        handle = open(name, "a+")
+        try:
+            name.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(name, "a+")
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
