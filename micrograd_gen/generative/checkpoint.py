@@ -166,20 +166,22 @@ def _fsync_folder(folder):
 
 @contextlib.contextmanager
 def _sigint_held_back():
-    """Hold SIGINT back inside the block and raise KeyboardInterrupt after it, so that Ctrl-C
-    can neither tear a file half-written nor be swallowed by h5py's clean-up. Only the main
-    thread can handle signals; elsewhere the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
+    """Hold SIGINT back inside the block and deliver it after the block, to whatever handler was
+    there (Python's raises KeyboardInterrupt), so that Ctrl-C can neither tear a file half-written
+    nor be swallowed by h5py's clean-up. Only the main thread can handle signals; elsewhere, or
+    where the handler was not set from Python, the block runs as it is."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
         yield
         return
     received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
     if received:
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
 
 
 def _pid_alive(pid):
