@@ -296,11 +296,15 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     path = tmp_path / "c.h5"
     stale = tmp_path / f".c.tmp{_dead_pid()}.h5"
     live = tmp_path / f".c.tmp{os.getppid()}.h5"     # a running process's write in progress
-    other = tmp_path / f".d.tmp{_dead_pid()}.h5"     # another file's: not ours to judge
-    for p in (stale, live, other):
+    other = tmp_path / f".d.tmp{_dead_pid()}.png"    # another file's: left to the folder sweep
+    kept = [tmp_path / "notes.tmp1.txt", tmp_path / ".c.tmp.h5", tmp_path / "c.tmp9.h5"]
+    for p in (stale, live, other, *kept):
         p.write_bytes(b"x" * 1000)
     ckpt.save_checkpoint(path, models={"m": _dense()})
     assert not stale.exists() and live.exists() and other.exists()
+    # a training command sweeps its folder before it starts
+    assert ckpt.remove_stale_temporaries(tmp_path) == [other]
+    assert live.exists() and all(p.exists() for p in kept)
 
 
 # ---- one writer at a time --------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def plan(args, path, kind, command, flag="--checkpoint"):
     if args.resume and payload is None:
         raise FileNotFoundError(f"--resume: no checkpoint at {path} to continue (check the path; "
                                 "without --resume a new run starts there)")
-    remove_stale_temporaries(path)
+    remove_stale_temporaries(path.parent)   # what killed runs left: checkpoints, pictures
     if payload is not None and not args.fresh:
         print(f"{command}: resuming from {path} (--fresh starts over)", flush=True)
         return payload

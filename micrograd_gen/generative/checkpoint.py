@@ -195,16 +195,21 @@ def _pid_alive(pid):
 
 
 def remove_stale_temporaries(path):
-    """Delete `.NAME.tmp<pid>.SUFFIX` files beside `path` whose process is gone (a kill -9 during
-    a write leaves one, as big as the checkpoint). Returns the paths removed."""
+    """Delete the `.NAME.tmp<pid>.SUFFIX` files whose process is gone (a kill -9 during a write
+    leaves one, as big as the file): those of the file `path`, or, for a folder, every one in it
+    (atomic writes of pictures and histories use the same names). Returns the paths removed."""
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.stem)}\.tmp(\d+){re.escape(path.suffix)}")
+    if path.is_dir():
+        folder, pattern = path, re.compile(r"\..+\.tmp(\d+)(\.[^.]*)?")
+    else:
+        folder = path.parent
+        pattern = re.compile(rf"\.{re.escape(path.stem)}\.tmp(\d+){re.escape(path.suffix)}")
     removed = []
-    if not path.parent.is_dir():
+    if not folder.is_dir():
         return removed
-    for candidate in path.parent.iterdir():
+    for candidate in folder.iterdir():
         match = pattern.fullmatch(candidate.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and candidate.is_file() and not _pid_alive(int(match.group(1))):
             with contextlib.suppress(FileNotFoundError):
                 candidate.unlink()
                 removed.append(candidate)
