@@ -290,6 +290,7 @@ def _textgen(tmp_path, *extra, checkpoint=None):
 
 
 def test_textgen_resumes_by_default_honours_the_learning_rate_and_fresh(tmp_path, capsys):
+    from micrograd_gen.generative import char_lstm  # noqa: F401  (registers the lstm kind)
     from micrograd_gen.generative.text_training import load_text_model
     path = tmp_path / "t.h5"
     assert main(_textgen(tmp_path, "--epochs", "1")) == 0

@@ -352,6 +352,7 @@ def test_a_second_writer_gets_a_clear_error(tmp_path):
     {"SIGINT": 3, "SIGKILL": 2},
     pytest.param({"SIGINT": 20, "SIGKILL": 15}, marks=pytest.mark.slow)])
 def test_sigint_stops_and_sigkill_never_loses_the_last_checkpoint(tmp_path, kills):
+    from micrograd_gen.generative import char_lstm  # noqa: F401  (registers the lstm kind)
     from micrograd_gen.generative.text_training import load_text_model
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat sat on the mat and the dog ran far away. " * 30)
