@@ -25,7 +25,7 @@ FLAGS = {
         "--octaves": ["0", "-1", "nan", "21", "2.5"],
         "--scale": ["1", "0", "-1.4", "nan", "inf", "1e300"],
         "--iterations": ["0", "-3", "nan", "1e9", "99999999999"],
-        "--step": ["0", "-20", "nan", "inf", "1e308"],
+        "--step": ["0", "-20", "nan", "inf", "1e39"],
         "--max-loss": ["-1", "nan", "inf", "-inf"],
         "--max-size": ["-1", "nan", "100000"],
         "--save-every": ["-1", "nan", "x"],
@@ -34,7 +34,7 @@ FLAGS = {
     "style": (["style", "c.png", "s.png"], {
         "--height": ["0", "-1", "31", "nan", "100000"],
         "--iterations": ["0", "-1", "nan", "1.5"],
-        "--learning-rate": ["0", "-1", "nan", "inf", "1e30"],
+        "--learning-rate": ["0", "-1", "nan", "inf", "1e39"],
         "--content-weight": ["-1", "nan", "inf"],
         "--style-weight": ["-1e-6", "nan", "inf"],
         "--tv-weight": ["-1", "nan", "-inf"],

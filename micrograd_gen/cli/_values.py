@@ -81,6 +81,7 @@ def number_list(low=None, high=None, low_open=False):
 
 
 # The usual ones, with bounds that a run could take; beyond them a value is a typo or an attack.
+FLOAT32_MAX = 3.4028234663852886e38            # the arrays are float32: larger is inf there
 positive_int = whole(1, 10**6)
 count = whole(0, 10**6)                          # 0 means "none" / "never", as each help says
 seed = whole(0, 2**32 - 1)                       # what numpy.random.seed accepts
@@ -88,3 +89,4 @@ positive = number(0, None, low_open=True)        # > 0, finite
 nonnegative = number(0)                          # >= 0, finite
 learning_rate = number(0, 10, low_open=True)
 seconds = number(0, None, low_open=True)
+positive_float32 = number(0, FLOAT32_MAX, low_open=True)   # for steps and rates the run guards

@@ -27,7 +27,7 @@ def add_arguments(parser):
                         help="size ratio between octaves")
     parser.add_argument("--iterations", type=_values.positive_int, default=30,
                         help="gradient-ascent steps per octave")
-    parser.add_argument("--step", type=_values.auto_or(_values.number(0, 1e6, low_open=True)),
+    parser.add_argument("--step", type=_values.auto_or(_values.positive_float32),
                         default="auto",
                         help="step size on the L2-normalised gradient, in the model's input units; "
                              "auto: 20 for inception_v3, 20*127.5/4 for vgg19 (input 0..255)")

@@ -30,8 +30,7 @@ def add_arguments(parser):
     parser.add_argument("--iterations", type=_values.auto_or(_values.positive_int), default="auto",
                         help="L-BFGS rounds or SGD steps; auto: 20 rounds for lbfgs, 4000 steps "
                              "for sgd, as the book")
-    parser.add_argument("--learning-rate",
-                        type=_values.auto_or(_values.number(0, 1e6, low_open=True)),
+    parser.add_argument("--learning-rate", type=_values.auto_or(_values.positive_float32),
                         default="auto",
                         help="sgd's initial rate; auto: the book's 100 at 400x600, scaled by the "
                              "pixel count at other sizes")
