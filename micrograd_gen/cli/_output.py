@@ -45,6 +45,12 @@ def check_writable(path, flag="--out"):
     return path
 
 
+def write_text(path, text):
+    """Write a small text file (history.json) through a temporary file, as every output is."""
+    from ..download import atomic_write
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def refuse_inputs(out, inputs, flag="--out"):
     """An output that is one of the inputs is refused: `dream in.png --out in.png` would replace
     the picture it dreams on. `inputs`: {what the input is: its path or None}."""

@@ -103,7 +103,6 @@ def _train(args, D):
           f"(the noisy digits themselves: {scores['noisy_bce']:.4f})")
     picture = D.save_denoise_grid(model, x_test[:args.n], out / "denoise.png", args.noise,
                                   seed=args.seed)
-    from ..download import atomic_write
-    atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(
-        json.dumps({"epochs": history, "test": scores}, indent=1)))
+    _output.write_text(out / "history.json",
+                       json.dumps({"epochs": history, "test": scores}, indent=1))
     print(f"denoise: wrote {checkpoint} and {picture}")

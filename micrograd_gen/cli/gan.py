@@ -110,10 +110,8 @@ def _train(args, dcgan):
                 resume=payload is not None)
         finally:
             if checkpoint.exists():
-                history = dcgan.read_history(checkpoint)
-                from ..download import atomic_write
-                atomic_write(out / "history.json",
-                             lambda tmp: Path(tmp).write_text(json.dumps(history)))
+                _output.write_text(out / "history.json",
+                                   json.dumps(dcgan.read_history(checkpoint)))
     print(f"gan: {gan.step} steps done; wrote {checkpoint} and {out / 'history.json'}")
 
 

@@ -96,9 +96,8 @@ def _train(args, V):
     print(f"vae: test reconstruction loss {scores['reconstruction_loss']:.2f} (binary cross-entropy "
           f"summed over 784 pixels, mean over {len(test):,} test digits), kl {scores['kl_loss']:.3f}")
     grid = V.save_latent_grid(vae.decoder, out / "grid.png", n=args.n, scale=args.scale)
-    from ..download import atomic_write
-    atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(
-        json.dumps({"epochs": history, "test": scores}, indent=1)))
+    _output.write_text(out / "history.json",
+                       json.dumps({"epochs": history, "test": scores}, indent=1))
     print(f"vae: wrote {checkpoint}, {grid} and {out / 'history.json'}")
 
 
