@@ -32,9 +32,11 @@ class fast_paths:
 
 __version__ = "0.1.0"
 __all__ = ["Tensor", "Function", "no_grad", "fast_paths", "is_grad_enabled", "backend", "ops", "nn", "optim",
-           "io", "applications", "generative", "data", "gradcheck", "weights"]
+           "io", "applications", "generative", "data", "gradcheck", "weights", "callbacks", "losses",
+           "metrics", "plot"]
 
-_SUBMODULES = {"nn", "optim", "io", "applications", "generative", "data", "gradcheck", "weights"}
+_SUBMODULES = {"nn", "optim", "io", "applications", "generative", "data", "gradcheck", "weights",
+               "callbacks", "losses", "metrics", "plot"}
 
 
 def __getattr__(name):

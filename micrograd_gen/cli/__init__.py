@@ -63,10 +63,13 @@ def _common(parser, module, unused=()):
                         help="show the full traceback when something fails")
 
 
-def build_parser():
+def build_parser(prog="micrograd-gen"):
+    """prog: how the user ran us, for usage lines (`python -m micrograd_gen` passes its own)."""
+    from .. import __version__
     parser = _Parser(
-        prog="python -m micrograd_gen",
+        prog=prog,
         description="The generative deep learning chapter on a small NumPy/CuPy engine.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = _module(name)
@@ -102,8 +105,9 @@ def _interrupt_again(previous_hook):
     return hook
 
 
-def main(argv=None):
-    parser = build_parser()
+def main(argv=None, prog="micrograd-gen"):
+    """The `micrograd-gen` script; `python -m micrograd_gen` calls it with its own prog."""
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:   # a bad value (2) or --help (0): a status, also when called in-process
