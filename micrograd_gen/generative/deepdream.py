@@ -180,8 +180,10 @@ class DeepDream:
                 raise ValueError(f"deep_dream: the weight of layer {name!r} must be a finite "
                                  f"number, got {coeff!r}")
         self.layer_weights = layer_weights
-        # raises for an unknown layer name, with the closest names
-        self.features = applications.feature_extractor(self.model, list(layer_weights))
+        # raises for an unknown layer name, with the closest names; frozen conv + batch norm +
+        # ReLU triples run as one conv2d each (the dream never asks for their own outputs)
+        inference_model = applications.fold_batch_norm(self.model, keep=layer_weights)
+        self.features = applications.feature_extractor(inference_model, list(layer_weights))
 
     def loss(self, image, layer_weights=None):
         """The dream loss of a preprocessed (1, H, W, 3) image (array or Tensor), as a Tensor, over

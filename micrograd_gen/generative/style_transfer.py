@@ -127,7 +127,8 @@ class StyleTransferLoss:
         self.size = int(base.shape[1] * base.shape[2])
         self.batch3 = batch3
         # the book's feature_extractor stops at block5_conv2: nothing later feeds the loss
-        self.features = applications.feature_extractor(model, list(STYLE_LAYERS) + [CONTENT_LAYER])
+        self.features = applications.feature_extractor(applications.fold_batch_norm(model),
+                                                       list(STYLE_LAYERS) + [CONTENT_LAYER])
         self.base, self.style = base, style
         if not batch3:
             with no_grad():
