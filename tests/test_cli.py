@@ -17,7 +17,7 @@ import pytest
 
 from micrograd_gen.cli import COMMANDS, build_parser, main
 
-# ---- rule 4: every typed value is checked ---------------------------------------------------------
+# ---- rule 4: every typed value is checked --------------------------------------------------------
 # (command line before the flag, flag, bad values). Values that parse as a different type (a
 # word for a number) are included: the message must name the flag all the same.
 FLAGS = {
@@ -169,7 +169,7 @@ def test_good_values_still_parse():
     assert parser.parse_args(["gan", "train", "--width", "0.25"]).width == 0.25
 
 
-# ---- issue 16: --help ------------------------------------------------------------------------------
+# ---- issue 16: --help ----------------------------------------------------------------------------
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_shows_every_default_and_no_empty_ones(command, capsys):
     assert main([command, "--help"]) == 0
@@ -210,7 +210,7 @@ def test_one_spelling_and_one_resume_rule_for_every_training_command():
         assert "--learning-rate" in flags and "--lr" not in flags, name
 
 
-# ---- rule 1 and 4: outputs ---------------------------------------------------------------------------
+# ---- rule 1 and 4: outputs -----------------------------------------------------------------------
 @pytest.fixture
 def picture(tmp_path):
     from PIL import Image
@@ -277,7 +277,7 @@ def test_an_unwritable_out_is_found_before_the_work(tmp_path, picture, capsys):
         _refused(["dream", str(picture), "--out", str(locked / "d.png")], capsys, "cannot write")
 
 
-# ---- rule 1 and 5: training commands ---------------------------------------------------------------
+# ---- rule 1 and 5: training commands -------------------------------------------------------------
 TEXT = "the cat sat on the mat and the dog ran far away from the cat. " * 20
 
 
@@ -378,7 +378,7 @@ def test_train_style_resume_with_another_network_names_both(tmp_path, picture, c
     assert model.read_bytes() == before
 
 
-# ---- rule 3: Ctrl-C always stops -------------------------------------------------------------------
+# ---- rule 3: Ctrl-C always stops -----------------------------------------------------------------
 def test_a_ctrl_c_swallowed_by_a_destructor_still_stops_the_command(monkeypatch, capsys):
     """Python can only print a KeyboardInterrupt raised in __del__ or a weakref callback (h5py's
     clean-up was one) and goes on; the command line raises it again where it stops the run."""

@@ -73,7 +73,8 @@ def test_every_bad_part_is_found_before_anything_is_assigned(tmp_path):
     opt_a.step()                                    # so that it has moments to save
     rng = np.random.default_rng(0)
     good = {"models": {"a": a, "b": b}, "optimizers": {"opt": opt_a}, "rng": rng}
-    path = ckpt.save_checkpoint(tmp_path / "c.h5", **good, extra={"rngs": {"g": rng.bit_generator.state}})
+    path = ckpt.save_checkpoint(tmp_path / "c.h5", **good,
+                                extra={"rngs": {"g": rng.bit_generator.state}})
     bad_state = dict(rng.bit_generator.state, bit_generator="MT19937")
     cases = {
         "shape": ({"a": dense(2, 2), "b": dense(4, 3)}, {}, None, {}),
@@ -96,7 +97,8 @@ def test_every_bad_part_is_found_before_anything_is_assigned(tmp_path):
     # a generator state that does not fit, written by hand: nothing assigned either
     target = dense(2, 5)
     before = _weights(target)
-    path2 = ckpt.save_checkpoint(tmp_path / "d.h5", models={"a": a}, extra={"rngs": {"g": bad_state}})
+    path2 = ckpt.save_checkpoint(tmp_path / "d.h5", models={"a": a},
+                                 extra={"rngs": {"g": bad_state}})
     with pytest.raises(CheckpointError, match="random generator state 'g'"):
         ckpt.load_checkpoint(path2, models={"a": target}, generators={"g": np.random.default_rng()})
     assert _same(_weights(target), before)
@@ -307,7 +309,7 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     assert live.exists() and all(p.exists() for p in kept)
 
 
-# ---- one writer at a time --------------------------------------------------------------------------
+# ---- one writer at a time ------------------------------------------------------------------------
 def test_a_second_writer_gets_a_clear_error(tmp_path):
     path = tmp_path / "t.h5"
     code = ("import sys; from micrograd_gen.cli import main; "
@@ -347,7 +349,7 @@ def test_a_second_writer_gets_a_clear_error(tmp_path):
         pass
 
 
-# ---- kill test: SIGINT and SIGKILL at random moments of a training run ------------------------------
+# ---- kill test: SIGINT and SIGKILL at random moments of a training run ---------------------------
 @pytest.mark.parametrize("kills", [
     {"SIGINT": 3, "SIGKILL": 2},
     pytest.param({"SIGINT": 20, "SIGKILL": 15}, marks=pytest.mark.slow)])

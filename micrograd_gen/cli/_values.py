@@ -41,8 +41,8 @@ def number(low=None, high=None, low_open=False):
             value = float(text)
         except ValueError:
             value = math.nan
-        ok = math.isfinite(value) and (low is None or value > low or (value == low and not low_open)) \
-            and (high is None or value <= high)
+        above = low is None or value > low or (value == low and not low_open)
+        ok = math.isfinite(value) and above and (high is None or value <= high)
         if not ok:
             where = "" if low is None and high is None else " " + _range_text(low, high, low_open)
             raise argparse.ArgumentTypeError(f"must be a finite number{where}, got {text!r}")

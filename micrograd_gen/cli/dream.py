@@ -35,8 +35,8 @@ def add_arguments(parser):
                         help="end an octave once the loss passes this (0: never); auto: 15 for "
                              "inception_v3 as the book, never for vgg19")
     parser.add_argument("--weights", default="imagenet",
-                        help="'imagenet' (cache, $MICROGRAD_GEN_WEIGHTS, else download) or the path "
-                             "of the model's Keras .h5 weight file")
+                        help="'imagenet' (cache, $MICROGRAD_GEN_WEIGHTS, else download) or the "
+                             "path of the model's Keras .h5 weight file")
     parser.add_argument("--max-size", type=_values.whole(0, 16384), default=400,
                         help="shrink the picture so its longer side is at most this (0: keep)")
     parser.add_argument("--save-every", type=_values.count, default=0, metavar="N",

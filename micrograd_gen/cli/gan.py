@@ -4,15 +4,16 @@
     python -m micrograd_gen gan sample --checkpoint out/gan/gan.h5 --n 16 --out faces.png
 
 train writes OUT/gan.h5 (weights, both Adam states, step and random state: rerunning the same
-command resumes exactly where it stopped; --fresh starts over), OUT/epoch_NNN.png (16 faces from fixed latents after
-each epoch) and OUT/history.json (D and G loss at every step).
+command resumes exactly where it stopped; --fresh starts over), OUT/epoch_NNN.png (16 faces from
+fixed latents after each epoch) and OUT/history.json (D and G loss at every step).
 """
 import json
 from pathlib import Path
 
 from . import _output, _training, _values
 
-HELP = "the book's DCGAN on 64x64 faces: train it (resumable checkpoints, a grid per epoch), sample faces"
+HELP = ("the book's DCGAN on 64x64 faces: train it (resumable checkpoints, a grid per epoch), "
+        "sample faces")
 DEFAULT_OUT = "out/gan"
 DEFAULT_CHECKPOINT = Path(DEFAULT_OUT) / "gan.h5"
 
@@ -21,8 +22,9 @@ def add_arguments(parser):
     parser.add_argument("action", choices=["train", "sample"],
                         help="train: fit on faces, resuming from the checkpoint; sample: a grid of "
                              "generated faces")
-    parser.add_argument("--data", help="a folder or an uncompressed .tar of face pictures (the book "
-                                       "uses CelebA; default: $MICROGRAD_GEN_DATA/faces/faces64.tar)")
+    parser.add_argument("--data",
+                        help="a folder or an uncompressed .tar of face pictures (the book uses "
+                             "CelebA; default: $MICROGRAD_GEN_DATA/faces/faces64.tar)")
     parser.add_argument("--checkpoint",
                         help="checkpoint file that train writes and sample reads (default: "
                              f"OUT/gan.h5 when --out is a folder, else {DEFAULT_CHECKPOINT})")
@@ -63,8 +65,8 @@ def _faces(args):
     shared = shared_data_dir()
     if shared and (shared / "faces" / "faces64.tar").exists():
         return str(shared / "faces" / "faces64.tar")
-    raise FileNotFoundError("no face pictures: pass --data with a folder or .tar of faces (the book "
-                            "uses CelebA, https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, "
+    raise FileNotFoundError("no face pictures: pass --data with a folder or .tar of faces (the "
+                            "book uses CelebA, https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, "
                             "img_align_celeba) or set MICROGRAD_GEN_DATA")
 
 

@@ -1,6 +1,6 @@
 """`python -m micrograd_gen style CONTENT STYLE --out styled.png`: the book's neural style transfer.
 
-    python -m micrograd_gen style tubingen.jpg starry_night.jpg --out styled.png   # L-BFGS, 20 rounds
+    python -m micrograd_gen style tubingen.jpg starry_night.jpg --out styled.png  # L-BFGS 20 rounds
     python -m micrograd_gen style tubingen.jpg starry_night.jpg --optimizer sgd --iterations 4000
     python -m micrograd_gen style photo.jpg scream.jpg --height 256 --iterations 5 --save-every 1
 """
@@ -25,8 +25,8 @@ def add_arguments(parser):
     parser.add_argument("--height", type=_values.whole(32, 8192), default=HEIGHT,
                         help="output height in pixels; the width keeps the content's aspect ratio")
     parser.add_argument("--optimizer", choices=["lbfgs", "sgd"], default="lbfgs",
-                        help="lbfgs: scipy L-BFGS-B in rounds of 20 evaluations (1st edition); sgd: "
-                             "SGD with ExponentialDecay(100, 100, 0.96) (2nd edition)")
+                        help="lbfgs: scipy L-BFGS-B in rounds of 20 evaluations (1st edition); "
+                             "sgd: SGD with ExponentialDecay(100, 100, 0.96) (2nd edition)")
     parser.add_argument("--iterations", type=_values.auto_or(_values.positive_int), default="auto",
                         help="L-BFGS rounds or SGD steps; auto: 20 rounds for lbfgs, 4000 steps "
                              "for sgd, as the book")
@@ -43,8 +43,8 @@ def add_arguments(parser):
     parser.add_argument("--init", choices=["content", "noise"], default="content",
                         help="start from the content picture (the book) or from noise")
     parser.add_argument("--weights", default="imagenet",
-                        help="'imagenet' (cache, $MICROGRAD_GEN_WEIGHTS, else download) or the path "
-                             "of VGG19's Keras .h5 weight file")
+                        help="'imagenet' (cache, $MICROGRAD_GEN_WEIGHTS, else download) or the "
+                             "path of VGG19's Keras .h5 weight file")
     parser.add_argument("--save-every", type=_values.count, default=0, metavar="N",
                         help="also save the picture every N iterations, as OUT_<iteration>.png "
                              "(0: never)")

@@ -4,7 +4,7 @@ style-transfer network (Johnson et al.) for one style, to apply later with `styl
     python -m micrograd_gen train-style starry_night.jpg --data photos/ --out starry.h5
     python -m micrograd_gen train-style starry_night.jpg --data faces64.tar --size 64 --steps 200 \\
         --sample tubingen.jpg --save-every 50 --out starry.h5           # starry_0050.png ...
-    python -m micrograd_gen train-style starry_night.jpg --data photos/ --out starry.h5  # again: resumes
+    python -m micrograd_gen train-style starry_night.jpg --data photos/ --out starry.h5  # resumes
     # Johnson et al.'s full size, for a GPU:
     python -m micrograd_gen train-style starry_night.jpg --data coco/ --device gpu \\
         --filters 32,64,128 --residual-blocks 5 --batch-size 4 --steps 40000 --out starry.h5
@@ -26,8 +26,8 @@ CONTENT_LAYER, CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = "block4_conv2", 2e-6, 1
 def add_arguments(parser):
     parser.add_argument("style", help="the style picture")
     parser.add_argument("--data", required=True,
-                        help="training pictures: a folder (searched recursively) or an uncompressed "
-                             ".tar, e.g. ../shared/data/faces/faces64.tar")
+                        help="training pictures: a folder (searched recursively) or an "
+                             "uncompressed .tar, e.g. ../shared/data/faces/faces64.tar")
     parser.add_argument("--size", type=_multiple_of_4, default=256,
                         help="training pictures are centre-cropped and resized to size x size")
     parser.add_argument("--batch-size", type=_values.whole(1, 1024), default=2,

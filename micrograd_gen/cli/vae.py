@@ -1,9 +1,10 @@
 """`python -m micrograd_gen vae train|grid|walk|concept`: the book's VAE on MNIST and its
 latent-space pictures.
 
-    python -m micrograd_gen vae train --epochs 30 --out out/vae      # vae.h5, grid.png, history.json
+    python -m micrograd_gen vae train --epochs 30 --out out/vae    # vae.h5, grid.png, history.json
     python -m micrograd_gen vae grid --checkpoint out/vae/vae.h5 --out grid.png
-    python -m micrograd_gen vae walk --checkpoint out/vae/vae.h5 --from-index 0 --to-index 1 --out walk.gif
+    python -m micrograd_gen vae walk --checkpoint out/vae/vae.h5 --from-index 0 --to-index 1 \\
+        --out walk.gif
     python -m micrograd_gen vae concept --checkpoint out/vae/vae.h5 --digit 1 --out concept.png
 """
 import json
@@ -13,7 +14,8 @@ import numpy as np
 
 from . import _output, _training, _values
 
-HELP = "the book's VAE on MNIST: train it, draw the 30x30 latent grid, walk between digits, concept vectors"
+HELP = ("the book's VAE on MNIST: train it, draw the 30x30 latent grid, walk between digits, "
+        "concept vectors")
 DEFAULT_OUT = "out/vae"
 DEFAULT_CHECKPOINT = Path(DEFAULT_OUT) / "vae.h5"
 
@@ -21,7 +23,8 @@ DEFAULT_CHECKPOINT = Path(DEFAULT_OUT) / "vae.h5"
 def add_arguments(parser):
     parser.add_argument("action", choices=["train", "grid", "walk", "concept"],
                         help="train: fit on all 70,000 digits; grid: decode a grid over the latent "
-                             "square; walk: GIF between two test digits; concept: decode z + alpha v")
+                             "square; walk: GIF between two test digits; concept: decode "
+                             "z + alpha v")
     parser.add_argument("--data", help="MNIST: a folder with the idx files or mnist.npz (default: "
                                        "$MICROGRAD_GEN_DATA/mnist, the cache, else download)")
     parser.add_argument("--checkpoint",
@@ -93,8 +96,9 @@ def _train(args, V):
                                    log=print)
     test = x_test[:args.eval_digits]
     scores = V.evaluate_vae(vae, test)
-    print(f"vae: test reconstruction loss {scores['reconstruction_loss']:.2f} (binary cross-entropy "
-          f"summed over 784 pixels, mean over {len(test):,} test digits), kl {scores['kl_loss']:.3f}")
+    print(f"vae: test reconstruction loss {scores['reconstruction_loss']:.2f} (binary "
+          f"cross-entropy summed over 784 pixels, mean over {len(test):,} test digits), kl "
+          f"{scores['kl_loss']:.3f}")
     grid = V.save_latent_grid(vae.decoder, out / "grid.png", n=args.n, scale=args.scale)
     _output.write_text(out / "history.json",
                        json.dumps({"epochs": history, "test": scores}, indent=1))

@@ -216,7 +216,7 @@ def remove_stale_temporaries(path):
     return removed
 
 
-# ---- one writer at a time --------------------------------------------------------------------------
+# ---- one writer at a time ------------------------------------------------------------------------
 _held_locks = {}   # resolved checkpoint path -> [open lock file, depth]: re-entrant in a process
 
 
@@ -384,7 +384,7 @@ def kind_of(payload):
             ("denoiser",): "denoise"}.get(tuple(sorted(payload["models"])))
 
 
-# ---- loading into live models: all or nothing ------------------------------------------------------
+# ---- loading into live models: all or nothing ----------------------------------------------------
 def load_checkpoint(path, models=None, optimizers=None, rng=None, generators=None):
     """Restore the named models, optimisers and generators in place; return the payload.
 
