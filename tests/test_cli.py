@@ -402,3 +402,20 @@ def test_a_ctrl_c_swallowed_by_a_destructor_still_stops_the_command(monkeypatch,
     assert main(["tour"]) == 130
     assert time.perf_counter() - started < 10
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_gan_resume_applies_a_new_learning_rate_and_says_when_nothing_is_left(shared_data,
+                                                                              tmp_path, capsys):
+    from micrograd_gen.generative import dcgan
+    common = ["gan", "train", "--data", str(shared_data / "faces" / "faces64.tar"),
+              "--steps-per-epoch", "1", "--batch-size", "2", "--out", str(tmp_path)]
+    assert main(common + ["--epochs", "1", "--width", "0.125"]) == 0
+    path = tmp_path / "gan.h5"
+    stamp = path.stat().st_mtime_ns
+    assert main(common + ["--epochs", "1", "--learning-rate", "3e-4"]) == 0
+    assert "nothing to train" in capsys.readouterr().out and path.stat().st_mtime_ns == stamp
+    assert main(common + ["--epochs", "2", "--learning-rate", "3e-4"]) == 0
+    assert "--learning-rate 0.0003 replaces 0.0001" in capsys.readouterr().out
+    gan = dcgan.load_gan(path)
+    assert gan.step == 2 and gan.config["width"] == 0.125
+    assert gan.d_optimizer.learning_rate == gan.g_optimizer.learning_rate == 3e-4

@@ -114,6 +114,10 @@ def _train(args, dcgan):
             if checkpoint.exists():
                 _output.write_text(out / "history.json",
                                    json.dumps(dcgan.read_history(checkpoint)))
+    if payload is not None and gan.step == payload["step"]:
+        print(f"gan: {checkpoint} is at step {gan.step} already: nothing to train (raise --epochs "
+              "or --max-steps to go on, or --fresh to start over)")
+        return 0
     print(f"gan: {gan.step} steps done; wrote {checkpoint} and {out / 'history.json'}")
 
 
