@@ -52,6 +52,7 @@ FLAGS = {
         "--style-weight": ["-1", "nan"],
         "--tv-weight": ["-1", "inf"],
         "--save-every": ["-1", "nan"],
+        "--content-layer": ["block4_conv9", "block1_conv3", "mixed4", ""],
     }),
     "stylize": (["stylize", "in.png", "--model", "m.h5"], {
         "--max-size": ["-1", "nan", "100000"],
@@ -110,7 +111,7 @@ FLAGS = {
 }
 SEED_BAD = ["-1", "nan", str(2**32), "1.5"]
 # Options whose value is a name or a path (checked when the command runs, before its work).
-FREE_TEXT = {"--out", "--data", "--checkpoint", "--weights", "--content-layer", "--sample",
+FREE_TEXT = {"--out", "--data", "--checkpoint", "--weights", "--sample",
              "--prompt", "--corpus", "--model", "--only", "--torch-python", "--markdown"}
 
 CASES = [(command, flag, value) for command, (_, flags) in FLAGS.items()

@@ -47,8 +47,8 @@ def add_arguments(parser):
     parser.add_argument("--residual-blocks", type=_values.whole(1, 100),
                         help=f"residual blocks (default: {RESIDUAL_BLOCKS}, or the checkpoint's "
                              "when resuming; Johnson et al.: 5)")
-    parser.add_argument("--content-layer", default=CONTENT_LAYER,
-                        help="VGG19 layer of the content loss")
+    parser.add_argument("--content-layer", type=_vgg19_conv, default=CONTENT_LAYER,
+                        help="VGG19 convolution of the content loss (block<b>_conv<c>)")
     parser.add_argument("--content-weight", type=_values.nonnegative, default=CONTENT_WEIGHT,
                         help="weight of the content loss")
     parser.add_argument("--style-weight", type=_values.nonnegative, default=STYLE_WEIGHT,
@@ -62,6 +62,17 @@ def add_arguments(parser):
                              "0: only at the end)")
     parser.add_argument("--sample", help="a picture to stylise at each save, to watch progress")
     _training.add_arguments(parser)
+
+
+# VGG19's convolutions: two in each of blocks 1 and 2, four in blocks 3 to 5
+VGG19_CONVS = [f"block{b}_conv{c}" for b in range(1, 6) for c in range(1, 3 if b < 3 else 5)]
+
+
+def _vgg19_conv(text):
+    if text not in VGG19_CONVS:
+        raise argparse.ArgumentTypeError(f"must be one of VGG19's convolutions "
+                                         f"({', '.join(VGG19_CONVS)}), got {text!r}")
+    return text
 
 
 def _multiple_of_4(text):
