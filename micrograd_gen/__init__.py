@@ -32,9 +32,10 @@ class fast_paths:
 
 __version__ = "0.1.0"
 __all__ = ["Tensor", "Function", "no_grad", "fast_paths", "is_grad_enabled", "backend", "ops", "nn", "optim",
-           "io", "applications", "generative", "data", "gradcheck", "weights"]
+           "io", "applications", "generative", "data", "gradcheck", "weights", "viz"]
 
-_SUBMODULES = {"nn", "optim", "io", "applications", "generative", "data", "gradcheck", "weights"}
+_SUBMODULES = {"nn", "optim", "io", "applications", "generative", "data", "gradcheck", "weights",
+               "viz"}
 
 
 def __getattr__(name):

@@ -122,6 +122,14 @@ def _shape_of(x):
     return tuple(x.shape)
 
 
+def _name_outputs(out, layer_name):
+    # The layer that made a tensor, for micrograd_gen.viz's drawings; an inner layer's name stays
+    # (a model's output keeps its last layer's name), and a leaf passed through is not renamed.
+    for t in _flatten(out):
+        if isinstance(t, Tensor) and t.name is None and t._ctx is not None:
+            t.name = layer_name
+
+
 def _as_tensor(x):
     # Raw arrays become Tensors (float64 NumPy data becomes float32, the engine's default).
     if isinstance(x, np.ndarray) or backend._is_cupy_array(x):
@@ -369,6 +377,7 @@ class Layer:
         finally:
             _call_training = outer
         self._output_shape = _map(lambda t: tuple(t.shape), out)
+        _name_outputs(out, self.name)
         return out
 
     def _call_symbolic(self, args, kwargs):
