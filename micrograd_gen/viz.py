@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -419,13 +419,14 @@ def draw_graph(tensor, path=None, collapse=None, renderer="auto"):
                                f"{done.stderr.decode(errors='replace').strip()}")
         picture = done.stdout
     # Temporary file + rename: an interrupted run never leaves half a picture under the name.
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
+    # (open(..., "xb") rather than mkstemp, whose files only their owner may read.)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        with os.fdopen(handle, "wb") as f:
+        with open(partial, "xb") as f:
             f.write(picture)
         os.replace(partial, path)
     except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
+        if partial.exists():
+            partial.unlink()
         raise
     return dot_text
