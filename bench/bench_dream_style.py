@@ -34,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import emit, peak_rss_mb, threads, time_runs
+from common import emit, in_torch_layout, on_torch_device, peak_rss_mb, threads, time_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -228,8 +228,8 @@ def bench_torch_deepdream_step(height, width, repeat):
     import torch
     torch.set_num_threads(threads())
     torch.manual_seed(0)
-    net = torch_inception_to_mixed7()
-    image = torch.rand(1, 3, height, width) * 2 - 1
+    net, image = on_torch_device(torch_inception_to_mixed7(),
+                                 torch.rand(1, 3, height, width) * 2 - 1)
     return report(f"deepdream_step_{height}x{width}_torch",
                   timed(lambda: torch_dream_step(net, image), repeat))
 
@@ -239,11 +239,12 @@ def bench_torch_deepdream_schedule(repeat):
     F = torch.nn.functional
     torch.set_num_threads(threads())
     torch.manual_seed(0)
-    net = torch_inception_to_mixed7()
-    original = torch.rand(1, 3, 400, 600) * 2 - 1
+    net, original = on_torch_device(torch_inception_to_mixed7(),
+                                    torch.rand(1, 3, 400, 600) * 2 - 1)
 
     def resize(x, shape):
-        return F.interpolate(x, size=shape, mode="bilinear", align_corners=False, antialias=False)
+        return in_torch_layout(F.interpolate(x, size=shape, mode="bilinear", align_corners=False,
+                                             antialias=False))
 
     def schedule():
         shapes = [(204, 306), (285, 428), (400, 600)]
@@ -269,7 +270,7 @@ def bench_torch_style_transfer(repeat):
     convs, cin = [], 3
     for _, f, n in blocks:
         for _ in range(n):
-            convs.append(nn.Conv2d(cin, f, 3, 1, 1).requires_grad_(False))
+            convs.append(on_torch_device(nn.Conv2d(cin, f, 3, 1, 1).requires_grad_(False)))
             cin = f
     style_layers = [f"block{b}_conv1" for b in range(1, 6)]
     h, w = 400, 600
@@ -289,7 +290,7 @@ def bench_torch_style_transfer(repeat):
         f = f.reshape(f.shape[0], -1)
         return f @ f.T
 
-    base, style, comb = (torch.rand(1, 3, h, w) * 255 - 120 for _ in range(3))
+    base, style, comb = (on_torch_device(torch.rand(1, 3, h, w) * 255 - 120) for _ in range(3))
     comb.requires_grad_(True)
     opt = torch.optim.SGD([comb], lr=100.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.96 ** (s / 100))

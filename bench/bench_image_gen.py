@@ -193,12 +193,27 @@ else:
         g_opt.step()
         for p in D.parameters():
             p.requires_grad_(True)
+device = os.environ.get("MICROGRAD_GEN_TORCH_DEVICE", "cpu")
+sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+if name == "vae_step":
+    enc, dec, x = enc.to(device), dec.to(device), x.to(device)
+else:
+    D, G, real = D.to(device), G.to(device), real.to(device)
+torch.set_default_device(device)   # the latents and labels each step draws
+if os.environ.get("MICROGRAD_GEN_TORCH_LAYOUT", "nchw") == "channels_last":
+    cl = torch.channels_last
+    if name == "vae_step":
+        enc, dec, x = enc.to(memory_format=cl), dec.to(memory_format=cl), x.contiguous(memory_format=cl)
+    else:
+        D, G, real = D.to(memory_format=cl), G.to(memory_format=cl), real.contiguous(memory_format=cl)
 for _ in range(2):
     step()
 times, cpu = [], []
 for _ in range(repeat):
+    sync()
     t, c = time.perf_counter(), time.process_time()
     step()
+    sync()
     times.append(time.perf_counter() - t)
     cpu.append(time.process_time() - c)
 print(json.dumps({"median_s": statistics.median(times), "runs": times, "torch": torch.__version__,

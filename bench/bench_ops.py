@@ -164,12 +164,11 @@ def conv_case(shape, backward):
 def torch_conv_case(shape, backward):
     def case(quick, device="cpu"):
         import torch
-        cl = torch.channels_last
         x, kernel, bias, grad, flop = conv_arrays(shape, quick)
         x, w, b, g = torch_tensors(device, x, kernel, bias, grad)
-        x = x.permute(0, 3, 1, 2).contiguous(memory_format=cl)
-        w = w.permute(3, 2, 0, 1).contiguous(memory_format=cl)
-        g = g.permute(0, 3, 1, 2).contiguous(memory_format=cl)
+        x, w, g = common.in_torch_layout(x.permute(0, 3, 1, 2).contiguous(),
+                                         w.permute(3, 2, 0, 1).contiguous(),
+                                         g.permute(0, 3, 1, 2).contiguous())
         if not backward:
             def run():
                 with torch.no_grad():
@@ -213,16 +212,14 @@ def transpose_case(shape):
 
 def torch_transpose_case(shape):
     def case(quick, device="cpu"):
-        import torch
         x, kernel, bias, grad, flop = transpose_arrays(shape, quick)
-        cl = torch.channels_last
         x, w, b, g = torch_tensors(device, x, kernel, bias, grad)
-        x = x.permute(0, 3, 1, 2).contiguous(memory_format=cl).requires_grad_()
         # Keras (kh, kw, out, in) -> torch (in, out, kh, kw); k=4, s=2 'same' crops (1, 1),
         # which is torch's symmetric padding=1.
-        w = w.permute(3, 2, 0, 1).contiguous(memory_format=cl).requires_grad_()
-        b = b.requires_grad_()
-        g = g.permute(0, 3, 1, 2).contiguous(memory_format=cl)
+        x, w, g = common.in_torch_layout(x.permute(0, 3, 1, 2).contiguous(),
+                                         w.permute(3, 2, 0, 1).contiguous(),
+                                         g.permute(0, 3, 1, 2).contiguous())
+        x, w, b = x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
 
         def run():
             x.grad = w.grad = b.grad = None

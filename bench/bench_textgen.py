@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import emit, peak_rss_mb, time_runs
+from common import emit, on_torch_device, peak_rss_mb, time_runs
 from common import threads as blas_threads  # main() keeps the name `threads` for the count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -168,7 +168,7 @@ def torch_char_lstm_step(repeat):
     params = list(lstm.parameters()) + list(dense.parameters())
     optimizer = torch.optim.RMSprop(params, lr=0.01, alpha=0.9, eps=1e-7)
     x, y = lstm_batch(np.random.default_rng(0))
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    lstm, dense, x, y = on_torch_device(lstm, dense, torch.from_numpy(x), torch.from_numpy(y))
 
     def step():
         optimizer.zero_grad()
@@ -200,7 +200,7 @@ def torch_char_lstm_generate400_book_loop(repeat):
                                                                      warmup=1))
 
 
-def torch_transformer_lm_step_b32(repeat):
+def torch_transformer_lm_step_b32(repeat, batch=32):
     import torch
     from torch import nn as tnn
     F = tnn.functional
@@ -231,27 +231,33 @@ def torch_transformer_lm_step_b32(repeat):
 
         def forward(self, ids):
             t = ids.shape[1]
-            x = self.tok(ids) + self.pos(torch.arange(t))
-            causal = torch.ones(t, t, dtype=torch.bool).tril()[None, None]
+            x = self.tok(ids) + self.pos(torch.arange(t, device=ids.device))
+            causal = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()[None, None]
             padding = (ids != 0)[:, None, None, :] & causal
             a1 = self.ln[0](x + self.a1(x, x, causal))
             a2 = self.ln[1](a1 + self.a2(a1, x, padding))
             return self.out(self.ln[2](a2 + self.proj(a2)))
 
-    model = LM()
+    model = on_torch_device(LM())
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
-    x, y = (torch.from_numpy(a) for a in lm_batch(np.random.default_rng(0), 32))
+    x, y = on_torch_device(*(torch.from_numpy(a) for a in lm_batch(np.random.default_rng(0),
+                                                                     batch)))
 
     def step():
         optimizer.zero_grad()
         F.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1)).backward()
         optimizer.step()
-    return dict(workload="transformer_lm_step_b32", **timed(step, repeat, warmup=1))
+    return dict(workload=f"transformer_lm_step_b{batch}", **timed(step, repeat, warmup=1))
+
+
+def torch_transformer_lm_step_b256(repeat):
+    return torch_transformer_lm_step_b32(repeat, batch=256)
 
 
 TORCH = {"char_lstm_step": torch_char_lstm_step,
          "char_lstm_generate400_book_loop": torch_char_lstm_generate400_book_loop,
-         "transformer_lm_step_b32": torch_transformer_lm_step_b32}
+         "transformer_lm_step_b32": torch_transformer_lm_step_b32,
+         "transformer_lm_step_b256": torch_transformer_lm_step_b256}
 
 
 def run_child(python, name, repeat, threads):

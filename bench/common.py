@@ -32,13 +32,67 @@ def time_runs(fn, repeat, warmup):
     """(wall seconds, CPU seconds) of each of `repeat` calls of fn() after `warmup` untimed ones.
 
     The CPU seconds are this process's, all threads: on a shared machine the wall time includes
-    waiting for a core that another process holds, the CPU time much less so."""
+    waiting for a core that another process holds, the CPU time much less so. A PyTorch twin on
+    CUDA queues its kernels, so the device is synchronised before every clock read."""
+    sync = torch_synchronizer()
     for _ in range(warmup):
         fn()
     wall, cpu = [], []
     for _ in range(repeat):
+        sync()
         start, start_cpu = time.perf_counter(), time.process_time()
         fn()
+        sync()
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return wall, cpu
+
+
+# ---- PyTorch's device -----------------------------------------------------------------------------
+# run.py --device gpu sets MICROGRAD_GEN_TORCH_DEVICE=cuda for the PyTorch twins' child processes.
+
+def torch_device():
+    return os.environ.get("MICROGRAD_GEN_TORCH_DEVICE", "cpu")
+
+
+def torch_synchronizer():
+    if torch_device() != "cuda":
+        return lambda: None
+    import torch
+    return torch.cuda.synchronize
+
+
+def on_torch_device(*modules_or_tensors):
+    """The modules and tensors on this process's PyTorch device, in its layout."""
+    moved = [item.to(torch_device()) for item in modules_or_tensors]
+    return in_torch_layout(*moved)
+
+
+# ---- PyTorch's memory layout ----------------------------------------------------------------------
+# PyTorch's CPU convolutions are often faster in channels_last (NHWC in memory) than in its default
+# NCHW, and a user picks the faster one, so every conv twin runs in both and run.py compares with
+# the faster. run.py says which through this variable, one child process per layout.
+TORCH_LAYOUTS = ("nchw", "channels_last")
+
+
+def torch_layout():
+    layout = os.environ.get("MICROGRAD_GEN_TORCH_LAYOUT", "nchw")
+    if layout not in TORCH_LAYOUTS:
+        raise ValueError(f"MICROGRAD_GEN_TORCH_LAYOUT={layout!r}: expected one of {TORCH_LAYOUTS}")
+    return layout
+
+
+def in_torch_layout(*modules_or_tensors):
+    """The modules and 4-d tensors in this process's PyTorch layout (unchanged for 'nchw')."""
+    if torch_layout() == "nchw":
+        return modules_or_tensors if len(modules_or_tensors) > 1 else modules_or_tensors[0]
+    import torch
+    out = []
+    for item in modules_or_tensors:
+        if isinstance(item, torch.nn.Module):
+            out.append(item.to(memory_format=torch.channels_last))
+        elif item.dim() == 4:
+            out.append(item.contiguous(memory_format=torch.channels_last))
+        else:
+            out.append(item)
+    return tuple(out) if len(out) > 1 else out[0]

@@ -71,6 +71,7 @@ ESTIMATES = {"char_lstm_epoch_est": ("char_lstm_step", 1565),
              "style_transfer_lbfgs20x20_est": ("style_transfer_eval", 400),
              "vae_epoch_est": ("vae_step", 547), "dcgan_epoch_est": ("dcgan_step", 6332)}
 OCTAVES = [(204, 306), (285, 428), (400, 600)]
+TORCH_LAYOUTS = ("nchw", "channels_last")   # the values bench/common.py's torch_layout() takes
 
 
 # ---- the workloads ------------------------------------------------------------------------------
@@ -80,10 +81,12 @@ OCTAVES = [(204, 306), (285, 428), (400, 600)]
 
 class Workload:
     def __init__(self, name, suite, make, torch=None, measures=False, reps=5, quick_reps=1,
-                 warmup=1, full_only=False, torch_when_quick=True):
+                 warmup=1, full_only=False, torch_when_quick=True, convolutional=False):
         self.name, self.suite, self.make, self.torch = name, suite, make, torch
         self.measures, self.reps, self.quick_reps, self.warmup = measures, reps, quick_reps, warmup
         self.full_only, self.torch_when_quick = full_only, torch_when_quick
+        # A convolutional workload: PyTorch runs in both layouts, and ours counts its conv FLOPs.
+        self.convolutional = convolutional
 
 
 def _on_device(device, array):
@@ -259,7 +262,8 @@ def image_gen_twin(name):
 
 def _workloads():
     import bench_ops
-    out = [Workload(name, "ops", case, twin, reps=7, quick_reps=2, warmup=2)
+    out = [Workload(name, "ops", case, twin, reps=7, quick_reps=2, warmup=2,
+                    convolutional=name.startswith("conv"))
            for name, (case, twin) in bench_ops.WORKLOADS.items()]
     apps = [
         Workload("char_lstm_step", "apps", char_lstm_step, textgen_twin("char_lstm_step"),
@@ -271,28 +275,77 @@ def _workloads():
         Workload("transformer_lm_step_b32", "apps", transformer_lm_step(32),
                  textgen_twin("transformer_lm_step_b32"), measures=True, reps=5,
                  torch_when_quick=False),
-        Workload("transformer_lm_step_b256", "apps", transformer_lm_step(256), reps=2,
+        Workload("transformer_lm_step_b256", "apps", transformer_lm_step(256),
+                 textgen_twin("transformer_lm_step_b256"), measures=True, reps=2,
                  full_only=True),
     ]
     for i, (h, w) in enumerate(OCTAVES):
         apps.append(Workload(f"deepdream_step_{h}x{w}", "apps", deepdream_step(h, w),
-                             torch_deepdream_step(h, w), reps=5, full_only=i > 0))
+                             torch_deepdream_step(h, w), reps=5, full_only=i > 0,
+                             convolutional=True))
     apps += [
         Workload("deepdream_schedule_400x600", "apps", deepdream_schedule,
                  dream_style_twin("deepdream_schedule_400x600_torch"), measures=True, reps=1,
-                 quick_reps=1, warmup=0, torch_when_quick=False),
+                 quick_reps=1, warmup=0, torch_when_quick=False, convolutional=True),
         Workload("style_transfer_eval", "apps", style_transfer_eval,
                  dream_style_twin("style_transfer_eval_torch"), measures=True, reps=3,
-                 torch_when_quick=False),
+                 torch_when_quick=False, convolutional=True),
         Workload("vae_step", "apps", image_gen_step("vae_step"), image_gen_twin("vae_step"),
-                 measures=True, reps=15, quick_reps=2),
+                 measures=True, reps=15, quick_reps=2, convolutional=True),
         Workload("dcgan_step", "apps", image_gen_step("dcgan_step"), image_gen_twin("dcgan_step"),
-                 measures=True, reps=5, warmup=1, torch_when_quick=False),
+                 measures=True, reps=5, warmup=1, torch_when_quick=False,
+                 convolutional=True),
     ]
     return {w.name: w for w in out + apps}
 
 
 # ---- measuring ------------------------------------------------------------------------------------
+
+class ConvFlopCounter:
+    """Counts the direct-convolution FLOPs of every `ops.conv2d` / `ops.conv2d_transpose` call while
+    installed: 2·N·OH·OW·Cin·Cout·kh·kw for the forward product (for a transposed convolution the
+    input's spatial size stands in for the output's), and the same again for each gradient that
+    backward will compute: the input's if it requires one, the kernel's if it does. This is what
+    a direct (im2col or shifted-GEMM) convolution multiplies, so FLOP / time measures an engine
+    against the machine's GEMM rate; a method that multiplies less (Winograd) can pass 100%."""
+
+    def __init__(self):
+        from micrograd_gen import ops
+        self.ops, self.flop, self.calls = ops, 0.0, 0
+        self.originals = {name: getattr(ops, name) for name in ("conv2d", "conv2d_transpose")}
+
+    def _counting(self, name):
+        from micrograd_gen import is_grad_enabled
+        original = self.originals[name]
+
+        def counted(x, kernel, *args, **kwargs):
+            y = original(x, kernel, *args, **kwargs)
+            kh, kw = kernel.shape[:2]
+            if name == "conv2d":
+                n, oh, ow, cout = y.shape
+                cin = kernel.shape[2]
+            else:
+                n, oh, ow, cin = x.shape
+                cout = kernel.shape[2]
+            forward = 2.0 * n * oh * ow * cin * cout * kh * kw
+            passes = 1
+            if is_grad_enabled():
+                passes += bool(getattr(x, "requires_grad", False))
+                passes += bool(getattr(kernel, "requires_grad", False))
+            self.flop += forward * passes
+            return y
+        return counted
+
+    def __enter__(self):
+        for name in self.originals:
+            setattr(self.ops, name, self._counting(name))
+        return self
+
+    def __exit__(self, *exc):
+        for name, original in self.originals.items():
+            setattr(self.ops, name, original)
+        return False
+
 
 def _threads():
     env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
@@ -362,11 +415,15 @@ def measure(workload, engine, device, quick, reps, in_process):
     if engine == "torch" and workload.measures:
         record = workload.torch(quick, reps)
     else:
-        with contextlib.redirect_stdout(sys.stderr):  # workload chatter must not mix with JSON
+        counter = ConvFlopCounter() if engine == "ours" and workload.suite == "apps" \
+            and workload.convolutional else contextlib.nullcontext()
+        with contextlib.redirect_stdout(sys.stderr), counter:  # chatter must not mix with JSON
             build = workload.make if engine == "ours" else workload.torch
             step, info = build(quick, device)
             sync = _synchronizer(device, engine)
             wall, cpu = time_step(step, reps, workload.warmup, sync)
+            if isinstance(counter, ConvFlopCounter) and counter.flop:
+                info["flop"] = counter.flop / (reps + workload.warmup)
             record = dict(summary(wall, cpu, info.pop("flop", None)), warmup=workload.warmup,
                           **info)
             if device == "gpu":
@@ -417,9 +474,10 @@ def with_load(fn, own_cpu):
     return result
 
 
-def run_child(python, name, engine, args, threads):
+def run_child(python, name, engine, args, threads, layout="nchw"):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
+               MKL_NUM_THREADS=str(threads), MICROGRAD_GEN_TORCH_LAYOUT=layout,
+               MICROGRAD_GEN_TORCH_DEVICE="cuda" if args.device == "gpu" else "cpu")
     command = [python, str(Path(__file__).resolve()), "--child", name, "--engine", engine,
                "--device", args.device] + (["--quick"] if args.quick else [])
     if args.repeat:
@@ -432,21 +490,43 @@ def run_child(python, name, engine, args, threads):
     return json.loads(lines[-1])
 
 
-def _more_rounds(first_ours, first_theirs, name, args, threads, torch_at):
-    """Rounds 2..N of (ours, PyTorch), each in fresh processes; the ratio is the median of the
-    per-round ratios, and every round's pair of medians is kept."""
-    rounds = [(first_ours["median_s"], first_theirs["median_s"])]
+def torch_layouts(workload):
+    """PyTorch's layouts to time: both for a convolutional workload (users pick the faster), NCHW
+    for the rest, where there is no choice to make."""
+    return TORCH_LAYOUTS if workload.convolutional else ("nchw",)
+
+
+def run_torch(python, name, layouts, args, threads):
+    """{layout: PyTorch's figures}, one fresh child process per layout."""
+    return {layout: run_child(python, name, "torch", args, threads, layout) for layout in layouts}
+
+
+def fastest_layout(theirs):
+    """The layout whose median is the smallest, or None when no layout was timed."""
+    timed = [layout for layout, record in theirs.items() if "median_s" in record]
+    return min(timed, key=lambda layout: theirs[layout]["median_s"]) if timed else None
+
+
+def _more_rounds(first_ours, first_theirs, name, layouts, args, threads, torch_at):
+    """Rounds 2..N of (ours, PyTorch in each layout), each in fresh processes; a round's ratio is
+    ours over PyTorch's faster layout in that round, the result the median of the rounds' ratios,
+    and every round's medians are kept."""
+    def medians(theirs):
+        return {layout: r["median_s"] for layout, r in theirs.items() if "median_s" in r}
+
+    rounds = [(first_ours["median_s"], medians(first_theirs))]
     for _ in range(args.rounds - 1):
         ours = run_child(sys.executable, name, "ours", args, threads)
-        theirs = run_child(torch_at, name, "torch", args, threads)
-        if "median_s" in ours and "median_s" in theirs:
-            rounds.append((ours["median_s"], theirs["median_s"]))
-    ratios = sorted(a / b for a, b in rounds)
+        theirs = medians(run_torch(torch_at, name, layouts, args, threads))
+        if "median_s" in ours and theirs:
+            rounds.append((ours["median_s"], theirs))
+    ratios = sorted(a / min(b.values()) for a, b in rounds)
     middle = len(ratios) // 2
     median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
-    return {"rounds": [{"ours_s": a, "torch_s": b, "ratio": round(a / b, 3)} for a, b in rounds],
-            "ratio_to_torch": round(median, 3), "ratio_to_torch_first_round":
-            round(rounds[0][0] / rounds[0][1], 3)}
+    return {"rounds": [{"ours_s": a, **{f"torch_{layout}_s": t for layout, t in b.items()},
+                        "ratio": round(a / min(b.values()), 3)} for a, b in rounds],
+            "ratio_to_torch": round(median, 3),
+            "ratio_to_torch_first_round": round(rounds[0][0] / min(rounds[0][1].values()), 3)}
 
 
 def torch_python(args):
@@ -507,6 +587,11 @@ def _fmt_s(v):
     return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
 
 
+def _memory(record):
+    return next((f"{record[k]:.0f} MB{' (device)' if k == 'peak_device_mb' else ''}"
+                 for k in ("peak_device_mb", "peak_rss_mb", "peak_traced_mb") if k in record), "")
+
+
 def markdown(paths):
     """The README's results table from one or more results.jsonl files."""
     lines = []
@@ -524,21 +609,29 @@ def markdown(paths):
                   f"runs {min(loads, default=0):.1f}-{max(loads, default=0):.1f} cores"
                   + (" (quick sizes)" if meta.get("quick") else "") + ".",
                   f"`{meta.get('command', 'python bench/run.py')}`", "",
-                  "| workload | median | min - max | runs | peak memory | PyTorch (same run) "
-                  "| ratio | ratio of CPU s | BENCHMARKS.md PyTorch | ratio |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| workload | median | min - max | runs | peak memory | PyTorch NCHW "
+                  "| PyTorch channels_last | PyTorch peak memory | ratio to the faster (rounds) "
+                  "| GFLOP/s | of the matmul rate | BENCHMARKS.md PyTorch | ratio |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+                  "| ---: | ---: |"]
+        matmul = next((r.get("gflops") for r in rows if r["workload"] == "matmul_2048"), None)
         for r in rows:
             if "error" in r:
-                lines.append(f"| {r['workload']} | failed: {r['error'][:60]} | | | | | | | | |")
+                lines.append(f"| {r['workload']} | failed: {r['error'][:60]} |" + " |" * 11)
                 continue
-            mem = next((f"{r[k]:.0f} MB{' (device)' if k == 'peak_device_mb' else ''}"
-                        for k in ("peak_device_mb", "peak_rss_mb", "peak_traced_mb") if k in r), "")
-            torch = r.get("torch") if isinstance(r.get("torch"), dict) else {}
+            torch = {layout: r.get(key) if isinstance(r.get(key), dict) else {}
+                     for layout, key in (("nchw", "torch"), ("channels_last", "torch_channels_last"))}
+            best = torch.get(r.get("torch_best_layout"), {})
+            rounds = ", ".join(str(x["ratio"]) for x in r.get("rounds", []))
+            share = (f"{100 * r['gflops'] / matmul:.0f}%" if matmul and r.get("gflops")
+                     and r["workload"] != "matmul_2048" else "")
             lines.append(
                 f"| {r['workload']} | {_fmt_s(r['median_s'])} | {_fmt_s(r['min_s'])} - "
-                f"{_fmt_s(r['max_s'])} | {r['reps']} | {mem} | {_fmt_s(torch.get('median_s'))} | "
-                f"{r.get('ratio_to_torch', '')} | {r.get('cpu_ratio_to_torch', '')} | "
-                f"{_fmt_s(r.get('peer_s'))} | "
+                f"{_fmt_s(r['max_s'])} | {r['reps']} | {_memory(r)} | "
+                f"{_fmt_s(torch['nchw'].get('median_s'))} | "
+                f"{_fmt_s(torch['channels_last'].get('median_s'))} | {_memory(best)} | "
+                f"{r.get('ratio_to_torch', '')}{f' ({rounds})' if rounds else ''} | "
+                f"{r.get('gflops', '')} | {share} | {_fmt_s(r.get('peer_s'))} | "
                 f"{r.get('ratio_to_peer', '')} |")
         est = next((r for r in records if r.get("record") == "estimates"), None)
         if est:
@@ -645,19 +738,24 @@ def main(argv=None):
             record.update(peer_s=PEER[name], ratio_to_peer=round(record["median_s"] / PEER[name],
                                                                  3))
         wants_torch = w.torch is not None and (w.torch_when_quick or not args.quick)
-        if wants_torch and args.device == "gpu" and w.measures:
-            record["torch"] = "not measured: this twin times itself on the CPU"
-        elif wants_torch and torch_at and "median_s" in record:
-            theirs = with_load(lambda: run_child(torch_at, name, "torch", args, threads),
-                               _children_cpu)
-            record["torch"] = theirs
-            if "median_s" in theirs:
-                record["ratio_to_torch"] = round(record["median_s"] / theirs["median_s"], 3)
-                if theirs.get("cpu_median_s"):
+        if wants_torch and torch_at and "median_s" in record:
+            layouts = torch_layouts(w)
+            theirs = {layout: with_load(lambda layout=layout: run_child(
+                torch_at, name, "torch", args, threads, layout), _children_cpu)
+                for layout in layouts}
+            record["torch"] = theirs["nchw"]
+            if "channels_last" in theirs:
+                record["torch_channels_last"] = theirs["channels_last"]
+            best = fastest_layout(theirs)
+            if best:
+                record["torch_best_layout"] = best
+                record["ratio_to_torch"] = round(record["median_s"] / theirs[best]["median_s"], 3)
+                if theirs[best].get("cpu_median_s"):
                     record["cpu_ratio_to_torch"] = round(
-                        record["cpu_median_s"] / theirs["cpu_median_s"], 3)
+                        record["cpu_median_s"] / theirs[best]["cpu_median_s"], 3)
                 if args.rounds > 1 and not in_process:
-                    record.update(_more_rounds(record, theirs, name, args, threads, torch_at))
+                    record.update(_more_rounds(record, theirs, name, layouts, args, threads,
+                                               torch_at))
         elif wants_torch and not torch_at and not args.no_torch:
             record["torch"] = "not measured: no interpreter here can import torch"
         records.append(record)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from micrograd_gen import backend
@@ -63,20 +64,67 @@ def test_cli_bench_forwards_to_bench_run():
     assert "apps  dcgan_step" in done.stdout and "ops   matmul_2048" in done.stdout
 
 
-def test_rounds_alternate_the_engines_and_take_the_median_ratio(monkeypatch):
-    import argparse
+def _load_run():
     import importlib.util
     spec = importlib.util.spec_from_file_location("bench_run", RUN)
     run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run)
-    calls, timings = [], {"ours": iter([2.0, 3.0]), "torch": iter([1.0, 4.0])}
+    return run
 
-    def fake_child(python, name, engine, args, threads):
-        calls.append(engine)
-        return {"median_s": next(timings[engine])}
+
+def test_rounds_alternate_the_engines_and_take_the_median_ratio_to_the_faster_layout(monkeypatch):
+    import argparse
+    run = _load_run()
+    calls = []
+    timings = {("ours", "nchw"): iter([2.0, 3.0]), ("torch", "nchw"): iter([1.0, 4.0]),
+               ("torch", "channels_last"): iter([1.6, 2.0])}
+
+    def fake_child(python, name, engine, args, threads, layout="nchw"):
+        calls.append((engine, layout))
+        return {"median_s": next(timings[engine, layout])}
     monkeypatch.setattr(run, "run_child", fake_child)
     args = argparse.Namespace(rounds=3)
-    extra = run._more_rounds({"median_s": 1.2}, {"median_s": 1.0}, "vae_step", args, 2, "py")
-    assert calls == ["ours", "torch", "ours", "torch"]
-    assert [r["ratio"] for r in extra["rounds"]] == [1.2, 2.0, 0.75]
-    assert extra["ratio_to_torch"] == 1.2 and extra["ratio_to_torch_first_round"] == 1.2
+    extra = run._more_rounds({"median_s": 1.2}, {"nchw": {"median_s": 1.5},
+                                                  "channels_last": {"median_s": 1.0}},
+                             "vae_step", run.TORCH_LAYOUTS, args, 2, "py")
+    assert calls == [("ours", "nchw"), ("torch", "nchw"), ("torch", "channels_last")] * 2
+    # each round against its faster layout: 1.2/1.0, 2.0/1.0 (NCHW won), 3.0/2.0 (channels_last)
+    assert [r["ratio"] for r in extra["rounds"]] == [1.2, 2.0, 1.5]
+    assert extra["rounds"][1] == {"ours_s": 2.0, "torch_nchw_s": 1.0,
+                                  "torch_channels_last_s": 1.6, "ratio": 2.0}
+    assert extra["ratio_to_torch"] == 1.5 and extra["ratio_to_torch_first_round"] == 1.2
+
+
+def test_conv_workloads_time_both_torch_layouts_and_the_rest_one():
+    run = _load_run()
+    workloads = run._workloads()
+    for name in ("conv_block1_conv2_fwdbwd", "conv_transpose_dcgan1_fwdbwd",
+                 "deepdream_step_400x600", "deepdream_schedule_400x600", "style_transfer_eval",
+                 "vae_step", "dcgan_step"):
+        assert run.torch_layouts(workloads[name]) == ("nchw", "channels_last"), name
+    for name in ("matmul_2048", "char_lstm_step", "attention_fwdbwd"):
+        assert run.torch_layouts(workloads[name]) == ("nchw",), name
+    assert run.fastest_layout({"nchw": {"median_s": 2.0}, "channels_last": {"median_s": 1.5}}) \
+        == "channels_last"
+    assert run.fastest_layout({"nchw": {"median_s": 2.0}, "channels_last": {"error": "x"}}) \
+        == "nchw"
+    assert run.fastest_layout({"nchw": {"error": "x"}}) is None
+
+
+def test_conv_flop_counter_counts_forward_and_each_gradient():
+    import micrograd_gen as mg
+    run = _load_run()
+    rng = np.random.default_rng(0)
+    x = mg.Tensor(rng.standard_normal((2, 5, 6, 3)), requires_grad=True)
+    kernel = mg.Tensor(rng.standard_normal((3, 3, 3, 4)))          # frozen, as in DeepDream
+    up = mg.Tensor(rng.standard_normal((4, 4, 7, 4)), requires_grad=True)  # (kh, kw, out, in)
+    with run.ConvFlopCounter() as counter:
+        y = mg.ops.conv2d(x, kernel, padding="same")                # (2, 5, 6, 4)
+        mg.ops.conv2d_transpose(y, up, strides=2, padding="same")   # in (2, 5, 6, 4)
+        with mg.no_grad():
+            mg.ops.conv2d(x, kernel, padding="valid")               # (2, 3, 4, 4), forward only
+    conv = 2.0 * 2 * 5 * 6 * 3 * 4 * 9 * 2          # forward + dX
+    transpose = 2.0 * 2 * 5 * 6 * 4 * 7 * 16 * 3   # forward + dX + dK
+    valid = 2.0 * 2 * 3 * 4 * 3 * 4 * 9
+    assert counter.flop == conv + transpose + valid
+    assert mg.ops.conv2d is counter.originals["conv2d"]   # restored on exit
