@@ -16,6 +16,7 @@ between that output and the one tensor all of its input flows through (the previ
 output, for InceptionV3's mixed blocks): those ops, and the weights only they read, become one
 node. `collapse` may also be a function name -> bool.
 """
+import heapq
 import html
 import os
 import re
@@ -36,12 +37,15 @@ _FREED = ("draw_graph: the graph that made this tensor was freed by backward(); 
 
 # ---- the graph ------------------------------------------------------------------------------------
 class _Node:
-    def __init__(self, key, kind, lines, order):
-        self.key, self.kind, self.lines, self.order = key, kind, lines, order
+    """One box: its key (id of the op or leaf), kind ("op", "block", "parameter", "input", with
+    " output" added for the tensor drawn) and its lines of text."""
+
+    def __init__(self, key, kind, lines):
+        self.key, self.kind, self.lines = key, kind, lines
 
 
 def _walk(root):
-    """(ops, leaves, edges) of the graph behind `root`, in the order data flows.
+    """(ops, leaves, edges, order, data) of the graph behind `root`.
 
     ops: {id(ctx): [type name, {output index: tensor}]}; leaves: {id(tensor): tensor};
     edges: [(source key, target key)] with a key an op's id(ctx) or a leaf's id(tensor);
@@ -181,7 +185,7 @@ def _build(root, collapse):
     members = {}
     for key, block in block_of.items():
         members.setdefault(block, []).append(key)
-    for i, key in enumerate(order):
+    for key in order:
         if key in block_of:
             block = block_of[key]
             if key != block:
@@ -193,12 +197,12 @@ def _build(root, collapse):
             title = next(t.name for t in outputs.values() if t.name and matches(t.name))
             lines = [title, f"{n_ops} op{'s' * (n_ops != 1)}, {n_weights:,} weights",
                      " ".join(_shape(outputs[j].shape) for j in sorted(outputs))]
-            nodes[key] = _Node(key, "block", lines, i)
+            nodes[key] = _Node(key, "block", lines)
         elif key in ops:
-            nodes[key] = _Node(key, "op", _op_lines(*ops[key]), i)
+            nodes[key] = _Node(key, "op", _op_lines(*ops[key]))
         else:
             kind = "parameter" if leaves[key].requires_grad else "input"
-            nodes[key] = _Node(key, kind, _leaf_lines(leaves[key]), i)
+            nodes[key] = _Node(key, kind, _leaf_lines(leaves[key]))
     root_key = id(root._ctx) if root._ctx is not None else id(root)
     nodes[block_of.get(root_key, root_key)].kind += " output"
     drawn = []
@@ -235,6 +239,33 @@ def _dot(nodes, edges):
 _FONT, _CHAR_W, _LINE_H, _PAD, _GAP_X, _GAP_Y = 11, 6.4, 14, 8, 18, 36
 
 
+def _topological(nodes, edges):
+    """The node keys, each after every node with an edge into it (Kahn's algorithm; ties in the
+    order the nodes came). A block drawn as one node can be read before all of its ops have run
+    (an op outside reads a tensor from inside it), so the data-flow order of the ops is not
+    always one of the drawing."""
+    waiting = {n.key: 0 for n in nodes}
+    after = {}
+    for src, dst in edges:
+        waiting[dst] += 1
+        after.setdefault(src, []).append(dst)
+    position = {n.key: i for i, n in enumerate(nodes)}
+    ready = [(position[k], k) for k, w in waiting.items() if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, key = heapq.heappop(ready)
+        order.append(key)
+        for dst in after.get(key, ()):
+            waiting[dst] -= 1
+            if waiting[dst] == 0:
+                heapq.heappush(ready, (position[dst], dst))
+    if len(order) != len(nodes):
+        raise RuntimeError("draw_graph: the drawing has a cycle (a collapsed block both feeds and "
+                           "reads another node); draw it without collapse")
+    return order
+
+
 def _layout(nodes, edges):
     """Positions for a top-to-bottom drawing (the Sugiyama scheme, kept small): a node's rank is
     its longest path from a source; edges that skip ranks pass through invisible points; nodes
@@ -244,8 +275,8 @@ def _layout(nodes, edges):
     for src, dst in edges:
         preds[dst].append(src)
     rank = {}
-    for n in nodes:  # nodes come in data-flow order, so predecessors are ranked first
-        rank[n.key] = 1 + max((rank[p] for p in preds[n.key]), default=-1)
+    for key in _topological(nodes, edges):
+        rank[key] = 1 + max((rank[p] for p in preds[key]), default=-1)
     readers = {}
     for src, dst in edges:
         readers.setdefault(src, []).append(rank[dst])

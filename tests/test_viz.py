@@ -195,3 +195,19 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="svg only"):
         viz.draw_graph(loss, tmp_path / "g.png", renderer="builtin")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_op_outside_a_block_may_read_from_inside_it(tmp_path):
+    x = mg.Tensor(np.ones((2, 3)), name="x")
+    w = mg.Tensor(np.full((3, 4), 0.5), requires_grad=True, name="w")
+    inner = x @ w                        # inside the block, unnamed
+    side = inner * 2                     # outside the block, reading from inside it
+    out = ops.relu(inner)
+    out.name = "block0"
+    loss = side.sum() + out.sum()
+    labels, edges = parse_dot(viz.draw_graph(loss, tmp_path / "g.svg", collapse="block",
+                                             renderer="builtin"))
+    assert sorted(lines[0] for lines in labels.values()) == ["2", "Add", "Multiply", "Sum",
+                                                             "Sum", "block0", "x"]
+    assert ("block0", "Multiply") in edges and ("x", "block0") in edges
+    svg_root(tmp_path / "g.svg")
