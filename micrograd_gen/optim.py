@@ -95,6 +95,12 @@ class Optimizer:
         self._slots = {}    # slot name -> list of arrays, one per parameter (made on first use)
         self._scratch = {}  # parameter index -> scratch array
 
+    def build(self, variables):
+        """Keras's `optimizer.build(var_list)`: take on these variables (new ones are appended, so
+        slots already made keep their index). `model.compile` calls it with the trainable weights,
+        so an optimiser made without parameters, as Keras makes them, can step()."""
+        self._add_params(_as_params(variables))
+
     def _add_params(self, params):
         for p in params:
             if id(p) not in self._index:
@@ -324,6 +330,21 @@ class Adam(Optimizer):
         p -= s
 
 
+def get(identifier):
+    """An optimiser for a Keras name ("sgd", "rmsprop", "adam"; Keras's default settings) or the
+    optimiser given."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str):
+        by_name = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}
+        if identifier.lower() not in by_name:
+            raise ValueError(f"unknown optimizer {identifier!r}; known: {sorted(by_name)}, or pass "
+                             "an instance such as optim.Adam(learning_rate=1e-3)")
+        return by_name[identifier.lower()]()
+    raise TypeError(f"optimizer must be a name such as 'rmsprop' or an optimiser instance, got "
+                    f"{type(identifier).__name__}")
+
+
 # ---- L-BFGS ---------------------------------------------------------------------------------------
 def lbfgs(fun, x0, maxiter=20, maxfun=None, callback=None, bounds=None, dtype=np.float32,
           **options):
@@ -403,4 +424,5 @@ def lbfgs(fun, x0, maxiter=20, maxfun=None, callback=None, bounds=None, dtype=np
     return as_output(x_final), info
 
 
-__all__ = ["SGD", "RMSprop", "Adam", "ExponentialDecay", "clip_grad_norm", "lbfgs", "Optimizer"]
+__all__ = ["SGD", "RMSprop", "Adam", "ExponentialDecay", "clip_grad_norm", "lbfgs", "Optimizer",
+           "get"]

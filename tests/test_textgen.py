@@ -313,7 +313,7 @@ def test_cli_trains_and_samples_the_lstm(tmp_path, capsys):
     out = capsys.readouterr()
     assert checkpoint.is_file()
     assert "temperature: 0.5" in out.out and "temperature: 1.0" in out.out
-    assert "samples/s" in out.err and "ETA" in out.err and "loss" in out.err
+    assert "s/step" in out.err and "ETA" in out.err and "loss" in out.err
     assert main(["textgen", "sample", "--checkpoint", str(checkpoint), "--prompt", "the cat ",
                  "--length", "25", "--temperature", "0.7"]) == 0
     printed = capsys.readouterr().out.strip()

@@ -40,8 +40,8 @@ from ..data.text import CharVocabulary, char_batches
 from ..optim import RMSprop
 from ..tensor import no_grad
 from .text_sampling import sample_next
-from .text_training import (TEMPERATURES, SaveCheckpoint, TextGenerator, TrainedText, fit,
-                            sparse_lm_loss)
+from .text_training import (TEMPERATURES, TextGenerator, TrainedText, register_text_model,
+                            train_text_model)
 
 MAXLEN, STEP, UNITS, BATCH_SIZE, LEARNING_RATE = 60, 3, 128, 128, 0.01
 
@@ -52,6 +52,15 @@ def build_char_lstm(vocab_size, maxlen=MAXLEN, units=UNITS):
         nn.LSTM(units, input_shape=(maxlen, vocab_size)),
         nn.Dense(vocab_size, activation="softmax"),
     ])
+
+
+def _rebuild(config, vocabulary):
+    """For load_text_model: the model of a saved config, and its vocabulary."""
+    return (build_char_lstm(config["vocab_size"], config["maxlen"], config["units"]),
+            CharVocabulary(vocabulary["chars"]))
+
+
+register_text_model("lstm", _rebuild)
 
 
 def window_length(model):
@@ -187,29 +196,28 @@ def train_char_lstm(text, epochs=1, max_seconds=None, steps_per_epoch=None, batc
                     progress=True, run=None, callbacks=(), checkpoint=None):
     """Train the book's char LSTM on `text` (lower-case it first, as the book does).
 
-    Stops after `epochs` epochs or `max_seconds`, whichever comes first. With `sample_every=N` a
-    TextGenerator prints samples every N epochs through `log`. Pass `run` (a TrainedText) to go
-    on training it; with `checkpoint=PATH` the run is saved there after every epoch. Returns a
-    TrainedText with the model, vocabulary, optimiser and loss history.
+    Trains through model.fit (text_training.train_text_model). Stops after `epochs` epochs or
+    `max_seconds`, whichever comes first. With `sample_every=N` a TextGenerator prints samples
+    every N epochs through `log`. Pass `run` (a TrainedText) to go on training it; with
+    `checkpoint=PATH` the run is saved there after every epoch, with history.json and
+    history.png beside it. `callbacks` are more Keras callbacks for fit. Returns a TrainedText
+    with the model, vocabulary, optimiser and loss history.
     """
     if run is None:
         vocab = CharVocabulary.from_text(text)
         nn.set_seed(seed)
         model = build_char_lstm(len(vocab), maxlen, units)
-        run = TrainedText(model, vocab, RMSprop(model.parameters(), learning_rate=learning_rate),
+        run = TrainedText(model, vocab, RMSprop(learning_rate=learning_rate),
                           config=char_lstm_config(model) | {"learning_rate": learning_rate})
     maxlen = run.config["maxlen"]
     batches = char_batches(text, run.vocab, maxlen=maxlen, step=step, batch_size=batch_size,
                            shuffle=True, seed=seed + len(run.history.epoch_losses))
-    callbacks = list(callbacks)
-    if checkpoint is not None:
-        callbacks.append(SaveCheckpoint(checkpoint, run, log))
+    generator = None
     if sample_every:
-        callbacks.append(TextGenerator(
+        generator = TextGenerator(
             lambda prompt, t, rng: generate_text(run.model, run.vocab, prompt, sample_length, t, rng),
             random_seed_window(text, maxlen), temperatures, every=sample_every,
-            rng=np.random.default_rng(seed), print_fn=log))
-    fit(run.model, run.optimizer, batches, sparse_lm_loss, epochs=epochs,
-        steps_per_epoch=steps_per_epoch, max_seconds=max_seconds, callbacks=callbacks,
-        history=run.history, initial_epoch=len(run.history.epoch_losses), progress=progress)
-    return run
+            rng=np.random.default_rng(seed), print_fn=log)
+    return train_text_model(run, batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                            max_seconds=max_seconds, extra_callbacks=callbacks, progress=progress,
+                            checkpoint=checkpoint, log=log, generator=generator)

@@ -4,6 +4,9 @@ a monitor, checkpoints that resume exactly, and a guard against NaN losses.
     gan = GAN(seed=0)
     history = train_gan(gan, "faces64.tar", epochs=1, checkpoint_path="gan.h5", monitor_dir="out")
 
+train_gan runs `gan.fit` over the pictures; the monitor, the checkpoints and the step limits are
+callbacks. The GAN's train_step is the book's, with the two optimisers and loss trackers.
+
 Labels follow the book: the discriminator is taught fake = 1, real = 0 (plus 0.05 * U[0, 1) label
 noise), and the generator is trained with "misleading" labels 0, i.e. to make D call its images real.
 
@@ -15,13 +18,13 @@ resuming for m steps therefore gives the same weights as k + m steps in one go.
 """
 import itertools
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .. import backend, nn, ops
+from .. import backend, callbacks, metrics, nn, ops
 from ..data import image_dataset_from_directory, save_image_grid
+from ..nn.training import EpochBatches
 from ..tensor import Tensor, no_grad
 from . import checkpoint as ckpt
 
@@ -123,6 +126,22 @@ class GAN(nn.Model):
                                 beta_1=beta_1)
         self.rng = np.random.default_rng(seed)
         self.step = 0
+        self.d_loss_metric = metrics.Mean(name="d_loss")
+        self.g_loss_metric = metrics.Mean(name="g_loss")
+
+    def compile(self, d_optimizer=None, g_optimizer=None):
+        """The book's GAN.compile: the two optimisers (default: the ones made in __init__)."""
+        super().compile(optimizer=None)
+        if d_optimizer is not None:
+            self.d_optimizer = d_optimizer
+            d_optimizer.build(self.discriminator.trainable_weights)
+        if g_optimizer is not None:
+            self.g_optimizer = g_optimizer
+            g_optimizer.build(self.generator.trainable_weights)
+
+    @property
+    def metrics(self):
+        return [self.d_loss_metric, self.g_loss_metric]
 
     def call(self, z):
         return self.generator(z)
@@ -132,12 +151,15 @@ class GAN(nn.Model):
         discriminator step, then one generator step on a fresh batch of latents.
 
         Raises NaNLossError, before that optimiser's update, if a loss is not finite.
-        Returns {"d_loss": float, "g_loss": float}.
+        Returns {"d_loss", "g_loss"}: their means over the epoch so far (fit resets them at each
+        epoch's start).
         """
         d_loss = self.discriminator_step(real_images)
         g_loss = self.generator_step(len(real_images))
         self.step += 1
-        return {"d_loss": d_loss, "g_loss": g_loss}
+        self.d_loss_metric.update_state(d_loss)
+        self.g_loss_metric.update_state(g_loss)
+        return {m.name: m.result() for m in self.metrics}
 
     def discriminator_labels(self, batch_size):
         """1 for the batch_size generated images, then 0 for the real ones, plus 0.05 * U[0, 1)."""
@@ -291,16 +313,79 @@ def save_sample_grid(gan, path, z=None, n=16, ncols=None, scale=1):
                            value_range=(0, 1), padding=2, scale=scale)
 
 
-# ---- training loop -------------------------------------------------------------------------------
+# ---- training through fit -----------------------------------------------------------------------
+class GANMonitor(callbacks.Callback):
+    """The book's GANMonitor: after each complete epoch, `folder`/epoch_NNN.png, a grid of the
+    images of the same 16 latent vectors."""
+
+    def __init__(self, folder, steps_per_epoch, n=16):
+        super().__init__()
+        self.folder, self.steps_per_epoch, self.n = Path(folder), steps_per_epoch, n
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.step == (epoch + 1) * self.steps_per_epoch:
+            save_sample_grid(self.model, self.folder / f"epoch_{epoch + 1:03d}.png",
+                             fixed_latents(self.n, self.model.latent_dim))
+
+
+class GANCheckpoint(callbacks.Callback):
+    """Record every step's losses in `history` and save the GAN (GAN.save_checkpoint, with the
+    history) every `every` steps, at each epoch's end and at the end of training. `saved_step`
+    is the step of the last checkpoint written (None before the first)."""
+
+    def __init__(self, path, history, seed, every=None, saved_step=None):
+        super().__init__()
+        self.path, self.history, self.seed, self.every = path, history, seed, every
+        self.saved_step = saved_step
+
+    def save(self):
+        if self.path and self.saved_step != self.model.step:
+            self.model.save_checkpoint(self.path, extra={"history": self.history,
+                                                         "seed": self.seed})
+            self.saved_step = self.model.step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.previous = epoch, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        values = callbacks.step_values(self.previous, logs, batch)
+        self.previous = dict(logs)
+        for key, value in (("step", self.model.step), ("epoch", self.epoch + 1),
+                           ("d_loss", values["d_loss"]), ("g_loss", values["g_loss"])):
+            self.history[key].append(value)
+        if self.every and self.model.step % self.every == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+    def on_train_end(self, logs=None):
+        self.save()
+
+
+class StepLimit(callbacks.Callback):
+    """Stop once the model has done `max_steps` steps in all."""
+
+    def __init__(self, max_steps):
+        super().__init__()
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.model.step >= self.max_steps:
+            self.model.stop_training = True
+
+
 def train_gan(gan, data, epochs=1, batch_size=32, steps_per_epoch=None, checkpoint_path=None,
               checkpoint_every=None, monitor_dir=None, resume=True, max_steps=None,
               max_seconds=None, seed=0, log=None):
-    """Train `gan` on `data` (an image array or a folder / .tar of pictures) with the book's step.
+    """Train `gan` on `data` (an image array or a folder / .tar of pictures) with gan.fit.
 
     An epoch is ceil(N / batch_size) steps, or `steps_per_epoch` for short runs; `epochs` counts
     from the start of training, so a resumed run goes on to the same end. With `checkpoint_path`,
     a checkpoint is written every `checkpoint_every` steps, at each epoch's end and when the run
-    stops (max_steps, max_seconds); if the file exists and `resume`, training resumes from it.
+    stops (max_steps, max_seconds), with history.json and history.png beside it; if the file
+    exists and `resume`, training resumes from it (mid-epoch too: the epoch's order is fixed by
+    (seed, epoch) and the batches already seen are passed over).
     `monitor_dir` gets `epoch_NNN.png`, a grid of 16 images from fixed latents, after each epoch.
 
     A loss that becomes NaN raises NaNLossError naming the step and the last good checkpoint,
@@ -315,59 +400,44 @@ def train_gan(gan, data, epochs=1, batch_size=32, steps_per_epoch=None, checkpoi
         extra = gan.load_checkpoint(checkpoint_path)
         history = {k: np.asarray(v).tolist() for k, v in extra.get("history", history).items()}
         log(f"gan: resumed from {checkpoint_path} at step {gan.step}")
-    z_monitor = fixed_latents(16, gan.latent_dim)
+    gan.compile()
     saved_step = gan.step if checkpoint_path and Path(checkpoint_path).exists() else None
-    started = time.perf_counter()
-
-    def save():
-        nonlocal saved_step
-        if checkpoint_path:
-            gan.save_checkpoint(checkpoint_path, extra={"history": history, "seed": seed})
-            saved_step = gan.step
-
-    def should_stop():
-        return ((max_steps is not None and gan.step >= max_steps)
-                or (max_seconds is not None and time.perf_counter() - started > max_seconds))
-
+    saver = GANCheckpoint(checkpoint_path, history, seed, checkpoint_every, saved_step)
     first_epoch, skip = divmod(gan.step, steps)
-    for epoch in range(first_epoch, epochs):
-        if should_stop():
-            break
-        bar = ckpt.progress(steps, f"gan epoch {epoch + 1}/{epochs}", log)
-        done_in_epoch = skip if epoch == first_epoch else 0
+    if first_epoch >= epochs or (max_steps is not None and gan.step >= max_steps):
+        return history
+
+    def batches(epoch):
         # A resumed epoch passes over the batches it had already trained on.
-        batches = itertools.islice(_epoch_batches(data, epoch, batch_size, seed), done_in_epoch,
-                                   steps)
-        d_sum = g_sum = 0.0
-        counted = 0
-        for batch in batches:
-            if should_stop():
-                break
-            try:
-                losses = gan.train_step(batch)
-            except NaNLossError as e:
-                where = (f"the last good checkpoint is {checkpoint_path} (step {saved_step})"
-                         if saved_step is not None else "no checkpoint was written yet")
-                raise NaNLossError(f"{e}; {where}") from None
-            done_in_epoch += 1
-            counted += 1
-            d_sum += losses["d_loss"]
-            g_sum += losses["g_loss"]
-            for key, value in (("step", gan.step), ("epoch", epoch + 1),
-                               ("d_loss", losses["d_loss"]), ("g_loss", losses["g_loss"])):
-                history[key].append(value)
-            bar.update(done_in_epoch, d_loss=d_sum / counted, g_loss=g_sum / counted)
-            if checkpoint_every and gan.step % checkpoint_every == 0:
-                save()
-        if done_in_epoch >= steps:
-            if monitor_dir:
-                save_sample_grid(gan, Path(monitor_dir) / f"epoch_{epoch + 1:03d}.png", z_monitor)
-            if counted:
-                seconds = time.perf_counter() - started
-                log(f"gan epoch {epoch + 1}/{epochs}: d_loss {d_sum / counted:.4f}  g_loss "
-                    f"{g_sum / counted:.4f}  (step {gan.step}, {seconds:.0f} s)")
-        if saved_step != gan.step:
-            save()
-    if saved_step != gan.step:
-        save()
+        start = skip if epoch == first_epoch else 0
+        return itertools.islice(_epoch_batches(data, epoch, batch_size, seed), start, steps)
+
+    run_callbacks = [callbacks.ProgbarLogger(log=log, label="gan "), saver]
+    if checkpoint_path:
+        run_callbacks.append(callbacks.HistoryWriter(Path(checkpoint_path).parent,
+                                                     _history_writer_start(history)))
+    if monitor_dir:
+        run_callbacks.append(GANMonitor(monitor_dir, steps))
+    if max_steps is not None:
+        run_callbacks.append(StepLimit(max_steps))
+    if max_seconds is not None:
+        run_callbacks.append(callbacks.TimeStopping(max_seconds))
+    try:
+        gan.fit(EpochBatches(batches, first_epoch, steps), epochs=epochs,
+                initial_epoch=first_epoch, callbacks=run_callbacks, verbose=0)
+    except NaNLossError as e:
+        where = (f"the last good checkpoint is {checkpoint_path} (step {saver.saved_step})"
+                 if saver.saved_step is not None else "no checkpoint was written yet")
+        raise NaNLossError(f"{e}; {where}") from None
     return history
+
+
+def _history_writer_start(history):
+    """What a HistoryWriter starts from when a run resumes: the steps so far, and each epoch's
+    means over them."""
+    per_epoch = {"epoch": sorted(set(history["epoch"]))}
+    for key in ("d_loss", "g_loss"):
+        per_epoch[key] = [float(np.mean([v for v, e in zip(history[key], history["epoch"])
+                                         if e == epoch])) for epoch in per_epoch["epoch"]]
+    return {"per_epoch": per_epoch,
+            "per_step": {"d_loss": list(history["d_loss"]), "g_loss": list(history["g_loss"])}}

@@ -6,15 +6,12 @@ relu) back to 28x28, and Conv2D(1, 3, sigmoid); 28,353 weights. Noise as in "Bui
 Autoencoders in Keras": x + 0.5 * N(0, 1), clipped to [0, 1], drawn afresh for every batch.
 The loss is Keras's binary cross-entropy averaged over the pixels; Adam at 1e-3.
 """
-import time
-
 import numpy as np
 
-from .. import backend, nn, ops
+from .. import callbacks, nn
 from ..data import save_image_grid
-from ..tensor import Tensor, no_grad
+from ..tensor import no_grad
 from . import checkpoint as ckpt
-from .checkpoint import emit, progress
 from .vae import as_digit_batch, digits_float
 
 NOISE_FACTOR = 0.5
@@ -40,8 +37,10 @@ def add_noise(clean, rng, noise_factor=NOISE_FACTOR):
 
 
 def train_denoiser(x, epochs=1, batch_size=128, noise_factor=NOISE_FACTOR, model=None,
-                   steps_per_epoch=None, max_seconds=None, seed=0, log=None):
-    """Train on digits `x` (uint8 (N, 28, 28) or floats in [0, 1]); fresh noise for every batch.
+                   steps_per_epoch=None, max_seconds=None, seed=0, log=None, history_dir=None):
+    """Train on digits `x` (uint8 (N, 28, 28) or floats in [0, 1]) with model.fit, binary
+    cross-entropy and Adam(1e-3); fresh noise for every batch. With `history_dir`,
+    history.json and history.png are written there after every epoch.
 
     Returns (model, history), history a list of per-epoch dicts (epoch, steps, loss, seconds).
     """
@@ -49,41 +48,37 @@ def train_denoiser(x, epochs=1, batch_size=128, noise_factor=NOISE_FACTOR, model
     if model is None:
         nn.set_seed(seed)
         model = build_denoiser()
-    optimizer = Adam(model.parameters(), learning_rate=1e-3)
-    rng = np.random.default_rng(seed)
+    model.compile(optimizer=Adam(learning_rate=1e-3), loss="binary_crossentropy")
     n = len(x)
     steps = -(-n // batch_size)
     if steps_per_epoch is not None:
         steps = min(steps, int(steps_per_epoch))
-    started = time.perf_counter()
+    rng = np.random.default_rng(seed)   # one generator for the order and the noise, in turn
+
+    class NoisyDigits:
+        def __len__(self):
+            return steps
+
+        def __iter__(self):
+            order = rng.permutation(n)
+            for step in range(steps):
+                clean = digits_float(x[order[step * batch_size:(step + 1) * batch_size]])
+                yield add_noise(clean, rng, noise_factor), clean
+
     history = []
-    for epoch in range(1, epochs + 1):
-        order = rng.permutation(n)
-        bar = progress(steps, f"denoise epoch {epoch}/{epochs}", log)
-        epoch_start, total, done = time.perf_counter(), 0.0, 0
-        for step in range(steps):
-            clean = digits_float(x[order[step * batch_size:(step + 1) * batch_size]])
-            noisy = add_noise(clean, rng, noise_factor)
-            device = backend.default_name()
-            prediction = model(Tensor(backend.to_module(noisy, device)))
-            loss = ops.binary_crossentropy(Tensor(backend.to_module(clean, device)), prediction,
-                                           reduction="none")
-            loss = ops.mean(loss)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss)
-            done += 1
-            bar.update(done, loss=total / done)
-            if max_seconds is not None and time.perf_counter() - started > max_seconds:
-                break
-        record = {"epoch": epoch, "steps": done, "loss": total / max(done, 1),
-                  "seconds": time.perf_counter() - epoch_start}
-        history.append(record)
-        emit(log, f"denoise epoch {epoch}/{epochs}: loss {record['loss']:.4f}  ({done} steps, "
-                  f"{record['seconds']:.0f} s)")
-        if max_seconds is not None and time.perf_counter() - started > max_seconds:
-            break
+
+    def record(epoch, logs):
+        history.append({"epoch": epoch + 1, "steps": recorder.steps, "loss": logs["loss"],
+                        "seconds": recorder.seconds})
+
+    recorder = callbacks.EpochRecorder(record)
+    run_callbacks = [callbacks.TerminateOnNaN(), callbacks.ProgbarLogger(log=log, label="denoise "),
+                     recorder]
+    if history_dir is not None:
+        run_callbacks.append(callbacks.HistoryWriter(history_dir))
+    if max_seconds is not None:
+        run_callbacks.append(callbacks.TimeStopping(max_seconds))
+    model.fit(NoisyDigits(), epochs=epochs, callbacks=run_callbacks)
     return model, history
 
 

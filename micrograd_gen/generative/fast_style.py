@@ -22,9 +22,10 @@ import time
 
 import numpy as np
 
-from .. import applications, backend, nn, ops
+from .. import applications, backend, callbacks, metrics, nn, ops
 from ..applications import vgg19
 from ..data.images import ImageDataset, load_image, smart_resize
+from ..nn.training import gradients
 from ..optim import Adam
 from ..tensor import Tensor, no_grad
 from . import checkpoint
@@ -230,6 +231,55 @@ class TrainStep:
         self.seconds, self.net, self.optimizer = seconds, net, optimizer
 
 
+class StyleTraining(nn.Model):
+    """A TransformerNet and its perceptual loss as one model for fit: each step stylises a batch of
+    content pictures and moves the network's weights down the loss."""
+
+    def __init__(self, net, loss_fn, **kwargs):
+        super().__init__(**kwargs)
+        self.net, self.loss_fn = net, loss_fn
+        self.trackers = [metrics.Mean(name=name) for name in ("loss", "content", "style", "tv")]
+
+    @property
+    def metrics(self):
+        return self.trackers
+
+    def call(self, content):
+        return self.net(content)
+
+    def train_step(self, content):
+        generated = self.net(content)
+        loss, parts = self.loss_fn(generated, content.data)
+        weights = self.net.trainable_weights
+        self.optimizer.apply_gradients(zip(gradients(loss, weights), weights))
+        for tracker, value in zip(self.trackers, [loss] + [parts[k] for k in ("content", "style",
+                                                                              "tv")]):
+            tracker.update_state(value)
+        return {m.name: m.result() for m in self.metrics}
+
+
+class _StepCallback(callbacks.Callback):
+    """Hands each step to train_style's callback(TrainStep); a True answer stops training."""
+
+    def __init__(self, callback, start_step, steps):
+        super().__init__()
+        self.callback, self.start_step, self.steps = callback, start_step, steps
+        self.previous = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        values = callbacks.step_values(self.previous, logs, batch)
+        self.previous = dict(logs)
+        step = TrainStep(self.start_step + batch + 1, self.steps, values["loss"],
+                         {k: values[k] for k in ("content", "style", "tv")},
+                         time.perf_counter() - self.started, self.model.net,
+                         self.model.optimizer)
+        if self.callback(step):
+            self.model.stop_training = True
+
+
 def load_style_picture(style, size):
     """A path or an RGB array as float32 RGB 0..255 (size, size, 3): centre-cropped to a square
     and resized (Keras's smart_resize), as the training pictures are."""
@@ -243,12 +293,14 @@ def train_style(style, data, size=256, batch_size=2, steps=400, learning_rate=1e
                 filters=FILTERS, residual_blocks=RESIDUAL_BLOCKS, weights="imagenet", model=None,
                 content_weight=CONTENT_WEIGHT, style_weight=STYLE_WEIGHT, tv_weight=TV_WEIGHT,
                 content_layer=CONTENT_LAYER, seed=0, callback=None, net=None, optimizer=None,
-                start_step=0):
+                start_step=0, history_dir=None):
     """Train a TransformerNet for one style picture on the pictures in `data` (a folder or an
     uncompressed .tar), at size x size, with Adam. Returns (net, optimizer).
 
-    callback(TrainStep) after each step; returning True stops. net/optimizer/start_step continue
-    an earlier run (see `resume`).
+    Trains through fit (StyleTraining.train_step). callback(TrainStep) after each step;
+    returning True stops. net/optimizer/start_step continue an earlier run. With `history_dir`,
+    history.json and history.png (loss, content, style and tv per step) are written there at the
+    end (carrying on the curves of the run that start_step continues).
     """
     if size < 32 or size % 4:
         raise ValueError(f"train_style: size must be a multiple of 4 of at least 32, got {size}")
@@ -262,21 +314,18 @@ def train_style(style, data, size=256, batch_size=2, steps=400, learning_rate=1e
     if net is None:
         nn.set_seed(seed)
         net = TransformerNet(filters, residual_blocks, name="transformer_net")
-    xp = backend.default_module()
-    for step in range(start_step + 1, steps + 1):
-        started = time.perf_counter()
-        content = xp.asarray(next(batches))
-        generated = net(Tensor(content))
-        if optimizer is None:  # made after the first call builds the weights
-            optimizer = Adam(net.trainable_weights, learning_rate=learning_rate)
-        loss, parts = loss_fn(generated, content)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if callback is not None and callback(TrainStep(
-                step, steps, float(loss.item()), {k: float(v.item()) for k, v in parts.items()},
-                time.perf_counter() - started, net, optimizer)):
-            break
+    # A new optimiser takes on the network's weights at its first step, once they are built.
+    optimizer = optimizer if optimizer is not None else Adam(learning_rate=learning_rate)
+    trainer = StyleTraining(net, loss_fn, name="style_training")
+    trainer.compile(optimizer=optimizer)
+    if start_step < steps:
+        run_callbacks = [callbacks.TerminateOnNaN()]
+        if callback is not None:
+            run_callbacks.append(_StepCallback(callback, start_step, steps))
+        if history_dir is not None:
+            run_callbacks.append(callbacks.HistoryWriter(history_dir, resume=start_step > 0))
+        trainer.fit(batches, epochs=1, steps_per_epoch=steps - start_step,
+                    callbacks=run_callbacks, verbose=0)
     return net, optimizer
 
 

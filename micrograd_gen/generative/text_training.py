@@ -1,58 +1,42 @@
-"""What the two text models share: the fused softmax/cross-entropy path, a small training loop
-with a progress line and a loss record, the TextGenerator callback, and checkpoints that hold the
-weights, the vocabulary and the model config together.
+"""What the two text models share: the fused loss, training through `model.fit` with the
+TextGenerator and checkpoint callbacks, the loss record, and checkpoints that hold the weights,
+the vocabulary and the model config together.
 
 Both models end in `Dense(vocab, activation="softmax")`, as the book builds them, and calling the
-model gives probabilities. Training does not go through those probabilities: `softmax_logits`
-runs the model up to the final Dense without its softmax, and the loss is the fused
-log-softmax + NLL on the logits (`from_logits=True`). The two are the same function of the
-weights; the fused form skips a (batch, vocab) softmax, its backward, and Keras's clipping of the
-probabilities to [1e-7, 1 - 1e-7] (which only changes the loss of a target given < 1e-7).
+model gives probabilities. Training does not go through those probabilities: compiled with
+"sparse_categorical_crossentropy", fit runs the model up to the final Dense without its softmax
+(`softmax_logits`) and takes the fused log-softmax + NLL on the logits (`from_logits=True`). The
+two are the same function of the weights; the fused form skips a (batch, vocab) softmax, its
+backward, and Keras's clipping of the probabilities to [1e-7, 1 - 1e-7] (which only changes the
+loss of a target given < 1e-7).
+
+The two model modules register themselves here (`register_text_model`), so that a checkpoint can
+be loaded back into the right model without this module importing them.
 """
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import backend, ops
-from ..nn import activations
-from ..nn.base import Sequential
-from ..progress import Progress
+from .. import callbacks, ops
+from ..nn.training import softmax_logits
 from .checkpoint import read_checkpoint, save_checkpoint
 
 TEMPERATURES = (0.2, 0.5, 0.7, 1.0, 1.5)
-
-
-# ---- logits of a softmax model ------------------------------------------------------------------
-def softmax_logits(model, x):
-    """The pre-softmax outputs of `model(x)`.
-
-    A model with a `logits(x)` method (TransformerLM) is asked for them; a Sequential whose last
-    layer is a Dense with activation="softmax" runs its other layers, then the Dense's affine part.
-    """
-    if hasattr(model, "logits"):
-        return model.logits(x)
-    if isinstance(model, Sequential) and model.stack:
-        dense = model.stack[-1]
-        if getattr(dense, "activation", None) is activations.softmax:
-            for layer in model.stack[:-1]:
-                x = layer(x)
-            if not dense.built:
-                dense(x)  # build from the shape; the value is not used
-            y = ops.matmul(x, dense.kernel)
-            return y + dense.bias if dense.bias is not None else y
-    raise TypeError(f"softmax_logits: {type(model).__name__} '{model.name}' neither has a logits() "
-                    "method nor ends in a Dense layer with activation='softmax'")
+__all__ = ["softmax_logits", "sparse_lm_loss", "train_text_model", "TextGenerator", "History",
+           "TrainedText", "save_text_model", "load_text_model", "register_text_model"]
 
 
 def sparse_lm_loss(model, x, y):
     """Mean sparse categorical cross-entropy of `model` on targets `y` (integer ids), fused."""
     logits = softmax_logits(model, x)
+    if logits is None:
+        raise TypeError(f"sparse_lm_loss: {type(model).__name__} '{model.name}' neither has a "
+                        "logits() method nor ends in a Dense layer with activation='softmax'")
     return ops.sparse_categorical_crossentropy(y, logits, from_logits=True)
 
 
-# ---- the training loop --------------------------------------------------------------------------
+# ---- the loss record ----------------------------------------------------------------------------
 class History:
     """Losses of a run: every step's, each epoch's mean (what Keras prints at an epoch's end), and
     at each tenth of an epoch the mean so far in that epoch and the mean over that tenth."""
@@ -70,80 +54,67 @@ class History:
                 "stopped_early": self.stopped_early}
 
 
-def _cycle(batches):
-    while True:
-        empty = True
-        for batch in batches:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("fit: the batches are empty")
+class RecordLosses(callbacks.Callback):
+    """Fills a History from fit's logs (each step's loss recovered from the running means)."""
+
+    def __init__(self, history, time_limit=None):
+        super().__init__()
+        self.history, self.time_limit = history, time_limit
+
+    def on_train_begin(self, logs=None):
+        self.started, self.seconds_before = time.perf_counter(), self.history.seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        steps = self.params.get("steps") or 0
+        self.marks = {max(1, round(steps * k / 10)): k for k in range(1, 11)}
+        self.previous, self.tenth_total, self.tenth_start, self.tenths = None, 0.0, 0, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = callbacks.step_values(self.previous, logs, batch)["loss"]
+        self.previous = dict(logs)
+        self.history.step_losses.append(value)
+        self.tenth_total += value
+        step = batch + 1
+        if step in self.marks:
+            self.tenths.append((step, logs["loss"], self.tenth_total / (step - self.tenth_start)))
+            self.tenth_total, self.tenth_start = 0.0, step
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.epoch_losses.append(logs["loss"])
+        self.history.tenths.append(self.tenths)
+        self.history.seconds = self.seconds_before + time.perf_counter() - self.started
+        if self.time_limit is not None and self.time_limit.stopped:
+            self.history.stopped_early = True
 
 
-def fit(model, optimizer, batches, loss_fn=sparse_lm_loss, epochs=1, steps_per_epoch=None,
-        max_seconds=None, callbacks=(), history=None, initial_epoch=0, progress=True,
-        stream=None):
-    """Train `model` on `batches`, an iterable of (x, y) that can be iterated once per epoch.
-
-    steps_per_epoch: default one pass over `batches`; a smaller number ends each epoch early, a
-    larger one goes round again. max_seconds: stop after the step that crosses this budget (the
-    epoch is then recorded as far as it got). Callbacks have `on_epoch_end(epoch, logs)`; epoch
-    numbers count from 0 as Keras's do. Returns the History (extended in place when given).
-    """
-    history = history or History()
-    steps = steps_per_epoch or len(batches)
-    started = time.perf_counter()
-    source = _cycle(batches)
-    device = model.weights[0].device if model.weights else "numpy"   # batches come as NumPy
-    model.train()
-    for epoch in range(initial_epoch, initial_epoch + epochs):
-        bar = Progress(total=steps, label=f"epoch {epoch + 1}/{initial_epoch + epochs}",
-                       unit="batch", stream=stream) if progress else None
-        total, tenth_total, tenth_start, tenths = 0.0, 0.0, 0, []
-        marks = {max(1, round(steps * k / 10)): k for k in range(1, 11)}
-        samples, epoch_started, done = 0, time.perf_counter(), 0
-        for step in range(1, steps + 1):
-            x, y = next(source)
-            loss = loss_fn(model, backend.to_module(x, device), y)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            value = float(loss.item())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"fit: the loss became {value} at epoch {epoch + 1}, "
-                                         f"step {step}; lower the learning rate")
-            history.step_losses.append(value)
-            total += value
-            tenth_total += value
-            samples += len(x)
-            done = step
-            if step in marks:
-                tenths.append((step, total / step, tenth_total / (step - tenth_start)))
-                tenth_total, tenth_start = 0.0, step
-            out_of_time = max_seconds is not None and time.perf_counter() - started > max_seconds
-            if bar is not None:
-                elapsed = time.perf_counter() - epoch_started
-                bar.update(step, force=out_of_time, loss=total / step,
-                           **{"samples/s": round(samples / max(elapsed, 1e-9), 1)})
-            if out_of_time:
-                history.stopped_early = True
-                break
-        history.epoch_losses.append(total / max(done, 1))
-        history.tenths.append(tenths)
-        history.seconds = time.perf_counter() - started
-        model.eval()
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, {"loss": history.epoch_losses[-1], "steps": done})
-        model.train()
-        if history.stopped_early:
-            break
-    model.eval()
-    history.seconds = time.perf_counter() - started
-    return history
+def train_text_model(run, batches, epochs=1, steps_per_epoch=None, max_seconds=None,
+                     extra_callbacks=(), progress=True, checkpoint=None, log=print, generator=None):
+    """Train run.model on `batches` ((x, y) pairs, iterated once per epoch) with model.fit,
+    carrying on run.history. The callbacks are TerminateOnNaN, the loss record, `extra_callbacks`,
+    then (with `checkpoint`) the checkpoint and history.json / history.png beside it, then the
+    TextGenerator `generator`, which samples from what was just saved."""
+    run.model.compile(optimizer=run.optimizer, loss="sparse_categorical_crossentropy")
+    time_limit = callbacks.TimeStopping(max_seconds) if max_seconds is not None else None
+    run_callbacks = [callbacks.TerminateOnNaN(), RecordLosses(run.history, time_limit)]
+    if progress:
+        run_callbacks.append(callbacks.ProgbarLogger())
+    run_callbacks += list(extra_callbacks)
+    if checkpoint is not None:
+        run_callbacks += [SaveCheckpoint(checkpoint, run, log),
+                          callbacks.HistoryWriter.beside(checkpoint,
+                                                         resume=bool(run.history.epoch_losses))]
+    if generator is not None:
+        run_callbacks.append(generator)
+    if time_limit is not None:
+        run_callbacks.append(time_limit)
+    initial_epoch = len(run.history.epoch_losses)
+    run.model.fit(batches, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps_per_epoch, callbacks=run_callbacks, verbose=0)
+    return run
 
 
 # ---- the TextGenerator callback -----------------------------------------------------------------
-class TextGenerator:
+class TextGenerator(callbacks.Callback):
     """Every `every` epochs, generate from a prompt at each temperature and print the texts.
 
     generate(prompt, temperature, rng) -> str (the continuation). prompt: a string ("this movie"
@@ -153,6 +124,7 @@ class TextGenerator:
 
     def __init__(self, generate, prompt, temperatures=TEMPERATURES, every=1, rng=None,
                  print_fn=print, separator=""):
+        super().__init__()
         self.generate, self.prompt = generate, prompt
         self.temperatures, self.every = tuple(temperatures), int(every)
         self.rng = rng if rng is not None else np.random.default_rng()
@@ -196,27 +168,29 @@ def save_text_model(path, run):
                            step=len(run.history.step_losses), extra=extra)
 
 
+_KINDS = {}   # config["kind"] -> rebuild(config, saved vocabulary) -> (model, vocabulary)
+
+
+def register_text_model(kind, rebuild):
+    """How load_text_model rebuilds a model of `kind` ("lstm", "transformer") from its config and
+    saved vocabulary; char_lstm and transformer_lm register themselves when imported."""
+    _KINDS[kind] = rebuild
+
+
 def load_text_model(path, learning_rate=None):
     """The TrainedText saved by `save_text_model`, with a fresh optimiser carrying the saved state
     (so training can go on)."""
-    from ..data.text import CharVocabulary, TextVectorization
     from ..optim import RMSprop
     payload = read_checkpoint(path)
     saved = payload["extra"].get("textgen")
     if saved is None:
         raise ValueError(f"{path} is a checkpoint, but not of a text model (no 'textgen' entry)")
     config, vocabulary = saved["config"], saved["vocabulary"]
-    if config["kind"] == "lstm":
-        from .char_lstm import build_char_lstm
-        vocab = CharVocabulary(vocabulary["chars"])
-        model = build_char_lstm(config["vocab_size"], config["maxlen"], config["units"])
-    elif config["kind"] == "transformer":
-        from .transformer_lm import build_transformer_lm
-        vocab = TextVectorization(**vocabulary["vectorizer"], vocabulary=vocabulary["tokens"])
-        model = build_transformer_lm(**{k: config[k] for k in (
-            "vocab_size", "sequence_length", "embed_dim", "dense_dim", "num_heads")})
-    else:
-        raise ValueError(f"{path}: unknown text model kind {config['kind']!r}")
+    if config["kind"] not in _KINDS:
+        raise ValueError(f"{path}: text model kind {config['kind']!r} is not registered (import "
+                         f"micrograd_gen.generative.char_lstm or transformer_lm first; known: "
+                         f"{sorted(_KINDS)})")
+    model, vocab = _KINDS[config["kind"]](config, vocabulary)
     model.set_weights(payload["models"]["model"])
     optimizer = RMSprop(model.parameters(), learning_rate=learning_rate or config["learning_rate"])
     if payload["optimizers"].get("optimizer"):
@@ -227,10 +201,11 @@ def load_text_model(path, learning_rate=None):
     return TrainedText(model, vocab, optimizer, history, config)
 
 
-class SaveCheckpoint:
-    """Callback: save the run (`save_text_model`) after every epoch, and say so through `log`."""
+class SaveCheckpoint(callbacks.Callback):
+    """Save the run (`save_text_model`) after every epoch, and say so through `log`."""
 
     def __init__(self, path, run, log=print):
+        super().__init__()
         self.path, self.run, self.log = path, run, log
 
     def on_epoch_end(self, epoch, logs=None):

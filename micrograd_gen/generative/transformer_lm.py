@@ -34,6 +34,8 @@ import numpy as np
 from .. import backend, nn, ops
 from ..tensor import Tensor, no_grad
 from .text_sampling import sample_next
+from .text_training import (TEMPERATURES, TextGenerator, TrainedText, register_text_model,
+                            train_text_model)
 
 VOCAB_SIZE, SEQUENCE_LENGTH, EMBED_DIM, DENSE_DIM, NUM_HEADS = 15000, 100, 256, 2048, 2
 
@@ -287,28 +289,33 @@ def train_transformer_lm(texts, epochs=1, max_seconds=None, steps_per_epoch=None
     """
     from ..data.text import lm_batches
     from ..optim import RMSprop
-    from .text_training import (TEMPERATURES, SaveCheckpoint, TextGenerator, TrainedText, fit,
-                                sparse_lm_loss)
     vectorizer = run.vocab if run is not None else None
     vectorizer, ids = vectorize_corpus(texts, vocab_size, sequence_length, vectorizer)
     if run is None:
         nn.set_seed(seed)
         model = build_transformer_lm(vectorizer.vocabulary_size(), sequence_length,
                                      **(model_kwargs or {}))
-        run = TrainedText(model, vectorizer,
-                          RMSprop(model.parameters(), learning_rate=learning_rate),
+        run = TrainedText(model, vectorizer, RMSprop(learning_rate=learning_rate),
                           config=dict(model.config, learning_rate=learning_rate))
     batches = lm_batches(ids, batch_size=batch_size, shuffle=True,
                          seed=seed + len(run.history.epoch_losses))
-    callbacks = list(callbacks)
-    if checkpoint is not None:
-        callbacks.append(SaveCheckpoint(checkpoint, run, log))
+    generator = None
     if sample_every:
-        callbacks.append(TextGenerator(
+        generator = TextGenerator(
             lambda p, t, rng: generate_text(run.model, run.vocab, p, sample_length, t, rng),
             prompt, temperatures or TEMPERATURES, every=sample_every,
-            rng=np.random.default_rng(seed), print_fn=log, separator=" "))
-    fit(run.model, run.optimizer, batches, sparse_lm_loss, epochs=epochs,
-        steps_per_epoch=steps_per_epoch, max_seconds=max_seconds, callbacks=callbacks,
-        history=run.history, initial_epoch=len(run.history.epoch_losses), progress=progress)
-    return run
+            rng=np.random.default_rng(seed), print_fn=log, separator=" ")
+    return train_text_model(run, batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                            max_seconds=max_seconds, extra_callbacks=callbacks, progress=progress,
+                            checkpoint=checkpoint, log=log, generator=generator)
+
+
+def _rebuild(config, vocabulary):
+    """For load_text_model: the model of a saved config, and its vectorizer."""
+    from ..data.text import TextVectorization
+    model = build_transformer_lm(**{k: config[k] for k in (
+        "vocab_size", "sequence_length", "embed_dim", "dense_dim", "num_heads")})
+    return model, TextVectorization(**vocabulary["vectorizer"], vocabulary=vocabulary["tokens"])
+
+
+register_text_model("transformer", _rebuild)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, nn, ops
+from .. import backend, callbacks, metrics, nn, ops
 from ..data import save_gif, save_image_grid
+from ..nn.training import EpochBatches, gradients
 from ..tensor import Tensor, no_grad
 from . import checkpoint as ckpt
-from .checkpoint import emit, progress
+from .checkpoint import emit
 
 LATENT_DIM = 2
 IMAGE_SHAPE = (28, 28, 1)
@@ -64,7 +65,9 @@ class Sampler(nn.Layer):
 
 
 class VAE(nn.Model):
-    """encoder + sampler + decoder; calling it returns (z_mean, z_log_var, reconstruction)."""
+    """encoder + sampler + decoder; calling it returns (z_mean, z_log_var, reconstruction).
+    Trained as the book trains it: vae.compile(optimizer=Adam()); vae.fit(digits, ...), through
+    its own train_step and three loss trackers."""
 
     def __init__(self, encoder=None, decoder=None, latent_dim=LATENT_DIM, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -72,11 +75,29 @@ class VAE(nn.Model):
         self.decoder = decoder or build_decoder(latent_dim)
         self.sampler = Sampler(seed=seed)
         self.latent_dim = latent_dim
+        # The book names the first "total_loss"; "loss" keeps the key this project's histories use.
+        self.total_loss_tracker = metrics.Mean(name="loss")
+        self.reconstruction_loss_tracker = metrics.Mean(name="reconstruction_loss")
+        self.kl_loss_tracker = metrics.Mean(name="kl_loss")
+
+    @property
+    def metrics(self):
+        return [self.total_loss_tracker, self.reconstruction_loss_tracker, self.kl_loss_tracker]
 
     def call(self, x):
         z_mean, z_log_var = self.encoder(x)
         z = self.sampler(z_mean, z_log_var)
         return z_mean, z_log_var, self.decoder(z)
+
+    def train_step(self, data):
+        z_mean, z_log_var, reconstruction = self(data)
+        total, recon, kl = vae_loss(data, z_mean, z_log_var, reconstruction)
+        grads = gradients(total, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+        self.total_loss_tracker.update_state(total)
+        self.reconstruction_loss_tracker.update_state(recon)
+        self.kl_loss_tracker.update_state(kl)
+        return {m.name: m.result() for m in self.metrics}
 
 
 # ---- loss ----------------------------------------------------------------------------------------
@@ -136,7 +157,7 @@ def train_step(vae, optimizer, x):
 def train_vae(x, epochs=1, batch_size=128, vae=None, optimizer=None, steps_per_epoch=None,
               max_seconds=None, seed=0, log=None, on_epoch_end=None, checkpoint_path=None,
               resume=False):
-    """Train the book's VAE on digits `x` (uint8 (N, 28, 28) or floats in [0, 1]).
+    """Train the book's VAE on digits `x` (uint8 (N, 28, 28) or floats in [0, 1]) with vae.fit.
 
     Each epoch shuffles the digits (as Keras's fit does; epoch e's order comes from a generator
     seeded with (seed, e)) and runs ceil(N / batch_size) steps, or `steps_per_epoch` for a short
@@ -144,7 +165,8 @@ def train_vae(x, epochs=1, batch_size=128, vae=None, optimizer=None, steps_per_e
     progress lines within each epoch and one line per epoch with the mean total, reconstruction
     and KL losses. `on_epoch_end(epoch, vae, record)` runs after each epoch (pictures, say).
     With `checkpoint_path` a checkpoint (weights, Adam state, sampler generator, history) is
-    written after each epoch; with `resume` too, training continues from it up to `epochs`.
+    written after each epoch, with history.json and history.png beside it; with `resume` too,
+    training continues from it up to `epochs`.
 
     Returns (vae, history): history is a list of per-epoch dicts with keys epoch, steps, loss,
     reconstruction_loss, kl_loss, seconds.
@@ -154,7 +176,8 @@ def train_vae(x, epochs=1, batch_size=128, vae=None, optimizer=None, steps_per_e
         vae = VAE(seed=seed)
     if optimizer is None:
         from ..optim import Adam
-        optimizer = Adam(vae.parameters(), learning_rate=1e-3)
+        optimizer = Adam(learning_rate=1e-3)
+    vae.compile(optimizer=optimizer)
     n = len(x)
     if n == 0:
         raise ValueError("train_vae: no digits to train on")
@@ -167,36 +190,34 @@ def train_vae(x, epochs=1, batch_size=128, vae=None, optimizer=None, steps_per_e
         history = list(extra.get("history", []))
         first_epoch = int(extra.get("epoch", 0)) + 1
         emit(log, f"vae: resumed from {checkpoint_path} after epoch {first_epoch - 1}")
-    vae.train()
-    started = time.perf_counter()
-    for epoch in range(first_epoch, epochs + 1):
-        order = np.random.default_rng([seed, epoch]).permutation(n)
-        sums = np.zeros(3)
-        bar = progress(steps, f"vae epoch {epoch}/{epochs}", log)
-        epoch_start = time.perf_counter()
-        done = 0
+
+    def batches(epoch):  # fit counts epochs from 0, the records from 1
+        order = np.random.default_rng([seed, epoch + 1]).permutation(n)
         for step in range(steps):
-            batch = as_digit_batch(x[order[step * batch_size:(step + 1) * batch_size]])
-            sums += train_step(vae, optimizer, batch)
-            done += 1
-            means = sums / done
-            bar.update(done, loss=means[0], reconstruction=means[1], kl=means[2])
-            if max_seconds is not None and time.perf_counter() - started > max_seconds:
-                break
-        means = sums / max(done, 1)
-        record = {"epoch": epoch, "steps": done, "loss": float(means[0]),
-                  "reconstruction_loss": float(means[1]), "kl_loss": float(means[2]),
-                  "seconds": time.perf_counter() - epoch_start}
-        history.append(record)
-        emit(log, f"vae epoch {epoch}/{epochs}: loss {means[0]:.2f}  reconstruction "
-                  f"{means[1]:.2f}  kl {means[2]:.3f}  ({done} steps, {record['seconds']:.0f} s)")
+            yield as_digit_batch(x[order[step * batch_size:(step + 1) * batch_size]])
+
+    def record(epoch, logs):
+        history.append({"epoch": epoch + 1, "steps": recorder.steps, "loss": logs["loss"],
+                        "reconstruction_loss": logs["reconstruction_loss"],
+                        "kl_loss": logs["kl_loss"], "seconds": recorder.seconds})
         if checkpoint_path:
-            save_vae_checkpoint(checkpoint_path, vae, optimizer, epoch, history)
+            save_vae_checkpoint(checkpoint_path, vae, optimizer, epoch + 1, history)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, vae, record)
-        if max_seconds is not None and time.perf_counter() - started > max_seconds:
-            break
-    vae.eval()
+            on_epoch_end(epoch + 1, vae, history[-1])
+
+    recorder = callbacks.EpochRecorder(record)
+    run_callbacks = [callbacks.TerminateOnNaN(), callbacks.ProgbarLogger(log=log, label="vae "),
+                     recorder]
+    if checkpoint_path:
+        writer = callbacks.HistoryWriter.beside(checkpoint_path, resume)
+        if resume and history and not writer.epochs:   # no history.json of ours: the records
+            writer.epochs = {key: [record[key] for record in history] for key in (
+                "epoch", "loss", "reconstruction_loss", "kl_loss")}
+        run_callbacks.append(writer)
+    if max_seconds is not None:
+        run_callbacks.append(callbacks.TimeStopping(max_seconds))
+    vae.fit(EpochBatches(batches, first_epoch - 1, steps), epochs=epochs,
+            initial_epoch=min(first_epoch - 1, epochs), callbacks=run_callbacks)
     return vae, history
 
 

@@ -4,14 +4,25 @@
 arguments accept; each maps to a function Tensor -> Tensor.
 """
 from .. import ops
+from ..tensor import Tensor
 
 
 def linear(x):
     return x
 
 
-def relu(x):
-    return ops.relu(x)
+def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    """Keras's relu: x above `threshold` (capped at `max_value`), negative_slope * (x - threshold)
+    at or below it. With the defaults, max(x, 0)."""
+    if negative_slope == 0 and max_value is None and threshold == 0:
+        return ops.relu(x)
+    data = x.data if isinstance(x, Tensor) else x
+    y = ops.where(data > threshold, x, 0.0)
+    if max_value is not None:
+        y = ops.minimum(y, float(max_value))
+    if negative_slope != 0:
+        y = y - negative_slope * ops.relu(threshold - x)
+    return y
 
 
 def relu6(x):
@@ -79,6 +90,9 @@ _BY_NAME = {
 
 
 def get(identifier):
+    """None means linear, everywhere an activation is accepted (as in Keras): layers resolve
+    their `activation` attribute through here at call time, so `layer.activation = None` set
+    after construction works too."""
     if identifier is None:
         return linear
     if isinstance(identifier, str):

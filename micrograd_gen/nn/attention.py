@@ -8,6 +8,7 @@ s <= t.
 """
 from .. import ops
 from ..tensor import Tensor
+from . import arguments
 from .base import Layer, _shape_of
 
 
@@ -19,21 +20,29 @@ class MultiHeadAttention(Layer):
                  output_shape=None, kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  **kwargs):
         super().__init__(**kwargs)
-        self.num_heads, self.key_dim = int(num_heads), int(key_dim)
-        self.value_dim = int(value_dim) if value_dim is not None else self.key_dim
-        self.dropout, self.use_bias = float(dropout), use_bias
+        self.num_heads = arguments.positive_int(self, "num_heads", num_heads)
+        self.key_dim = arguments.positive_int(self, "key_dim", key_dim)
+        self.value_dim = (arguments.positive_int(self, "value_dim", value_dim)
+                          if value_dim is not None else self.key_dim)
+        self.dropout = arguments.rate(self, "dropout", dropout)
+        self.use_bias = use_bias
         if output_shape is not None and not isinstance(output_shape, int):
             output_shape = tuple(output_shape)
             if len(output_shape) != 1:
                 raise ValueError(f"MultiHeadAttention '{self.name}': only a single output axis "
                                  f"is supported, got output_shape={output_shape}")
             output_shape = output_shape[0]
+        if output_shape is not None:
+            output_shape = arguments.positive_int(self, "output_shape", output_shape)
         self._output_dim = output_shape
         self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
 
     def _build_from_call(self, args, kwargs):
-        query = args[0] if args else kwargs["query"]
-        value = args[1] if len(args) > 1 else kwargs["value"]
+        query = args[0] if args else kwargs.get("query")
+        value = args[1] if len(args) > 1 else kwargs.get("value")
+        if query is None or value is None:
+            raise TypeError(f"MultiHeadAttention '{self.name}' is called as mha(query, value, "
+                            f"key=None, ...): value is missing")
         key = args[2] if len(args) > 2 else kwargs.get("key")
         self.build(_shape_of(query), _shape_of(value), None if key is None else _shape_of(key))
 

@@ -25,6 +25,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor, no_grad
 from . import initializers
+from .training import Trainer
 
 # ---- seeds and names ------------------------------------------------------------------------------
 _global_rng = np.random.default_rng()
@@ -137,6 +138,61 @@ def _as_tensor(x):
     return x
 
 
+def _as_layer_tensor(x, dtype):
+    """A raw float array becomes a Tensor of the layer's dtype (Keras casts float inputs to the
+    layer's compute dtype: a float64 layer computes in float64); other arrays as _as_tensor."""
+    if (isinstance(x, np.ndarray) or backend._is_cupy_array(x)) and x.dtype.kind == "f":
+        return Tensor(x, dtype=dtype if dtype.kind == "f" else None)
+    return _as_tensor(x)
+
+
+def _as_tensors_in_place(value, dtype):
+    """Arrays, and arrays inside lists and tuples, become Tensors. A dict is left as it is: a
+    keyword argument such as MultiHeadAttention's `cache=` is state the layer fills in."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_tensors_in_place(v, dtype) for v in value)
+    return _as_layer_tensor(value, dtype)
+
+
+def _name_the_layer(error, layer):
+    """Put the layer in front of an error raised inside its call (an op's error names the op and
+    the shapes, not the layer), unless the message already names it. Nested layers each add
+    theirs, so the message reads as the path: "Sequential 'model': Dense 'dense': matmul: ..."."""
+    if len(error.args) == 1 and isinstance(error.args[0], str) and (
+            f"'{layer.name}'" not in error.args[0]):
+        error.args = (f"{type(layer).__name__} '{layer.name}': {error.args[0]}",)
+
+
+class Variable(Tensor):
+    """A layer's weight: a Tensor that `assign` overwrites in place, as a Keras variable
+    (`layer.kernel.assign(new_kernel)`). The array stays the same object, so an optimiser that
+    holds the weight sees the new values."""
+    __slots__ = ()
+
+    def assign(self, value):
+        """Overwrite with `value` (an array, a Tensor or nested lists) of the same shape; integer
+        values go into a float weight, but nothing of another kind (float into int, complex,
+        text), and never a NaN or an infinity. Checked before anything is written."""
+        array = value.data if isinstance(value, Tensor) else value
+        array = backend.to_module(array, self.device)
+        if tuple(array.shape) != self.shape:
+            raise ValueError(f"weight '{self.name}' has shape {self.shape}; assign() got a value "
+                             f"of shape {tuple(array.shape)}")
+        if array.dtype.kind not in "biuf" or not np.can_cast(array.dtype, self.dtype, "same_kind"):
+            raise TypeError(f"weight '{self.name}' has dtype {self.dtype}; assign() got a value "
+                            f"of dtype {array.dtype}")
+        if array.dtype.kind == "f" and not bool(self.xp.isfinite(array).all()):
+            raise ValueError(f"weight '{self.name}': assign() got a value with NaN or infinity")
+        self.data[...] = array
+        return self
+
+    def assign_add(self, value):
+        return self.assign(self.data + (value.data if isinstance(value, Tensor) else value))
+
+    def assign_sub(self, value):
+        return self.assign(self.data - (value.data if isinstance(value, Tensor) else value))
+
+
 # The training flag of the enclosing call, passed to every layer called inside it (None outside).
 _call_training = None
 
@@ -208,8 +264,8 @@ class Layer:
             raise ValueError(f"layer '{self.name}': initializer for '{name}' returned shape "
                              f"{tuple(value.shape)}, expected {tuple(shape)}")
         data = backend.to_module(value, backend.default_name())
-        tensor = Tensor(data, requires_grad=trainable and self.trainable, dtype=dtype,
-                        name=f"{self.name}/{name}")
+        tensor = Variable(data, requires_grad=trainable and self.trainable, dtype=dtype,
+                          name=f"{self.name}/{name}")
         self._weight_records.append((name, tensor, bool(trainable)))
         return tensor
 
@@ -357,23 +413,42 @@ class Layer:
             Layer._accepts_training[cls] = accepts(self.call)
         return Layer._accepts_training[cls]
 
+    def _first_call_parameter(self):
+        params = [p for p in inspect.signature(self.call).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return params[0].name if params else None
+
     def __call__(self, *args, training=None, **kwargs):
         global _call_training
-        args = tuple(_map(_as_tensor, a) for a in args)
+        if not args:
+            # Keras's keyword for the first input is `inputs=`; the call's own name for it
+            # (Dense's `x`, MultiHeadAttention's `query`) works as well.
+            for key in ("inputs", self._first_call_parameter()):
+                if key in kwargs:
+                    args = (kwargs.pop(key),)
+                    break
+            else:
+                raise TypeError(f"{type(self).__name__} '{self.name}' was called without an "
+                                f"input (keyword arguments: {sorted(kwargs)})")
+        args = tuple(_map(lambda x: _as_layer_tensor(x, self.dtype), a) for a in args)
+        kwargs = {k: _as_tensors_in_place(v, self.dtype) for k, v in kwargs.items()}
         if any(isinstance(x, KerasTensor) for x in _flatten((args, kwargs))):
             return self._call_symbolic(args, kwargs)
-        if not self.built:
-            self._build_from_call(args, kwargs)
-            self.built = True
         if training is None:
             training = _call_training
         effective = self.training if training is None else bool(training)
         outer, _call_training = _call_training, training
         try:
+            if not self.built:
+                self._build_from_call(args, kwargs)
+                self.built = True
             if self._call_accepts_training():
                 out = self.call(*args, training=effective, **kwargs)
             else:
                 out = self.call(*args, **kwargs)
+        except (ValueError, TypeError, IndexError) as error:
+            _name_the_layer(error, self)
+            raise
         finally:
             _call_training = outer
         self._output_shape = _map(lambda t: tuple(t.shape), out)
@@ -424,11 +499,13 @@ def _map_shapes(fn, shape):
 
 
 # ---- models ---------------------------------------------------------------------------------------
-class Model(Layer):
+class Model(Trainer, Layer):
     """keras.Model, two ways:
 
     - subclass it, assign layers to attributes in `__init__`, define `call(self, x, training=None)`;
     - or `Model(inputs, outputs)` over `Input(...)` placeholders (the functional API).
+
+    Trainer (nn/training.py) gives it compile / fit / evaluate / predict and train_step.
     """
 
     def __init__(self, inputs=None, outputs=None, name=None, **kwargs):

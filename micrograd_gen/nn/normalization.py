@@ -2,6 +2,7 @@
 (epsilon 1e-3; BatchNormalization momentum 0.99, weights [gamma, beta, moving_mean,
 moving_variance] with gamma or beta left out under scale=False / center=False)."""
 from .. import ops
+from . import arguments
 from .base import Layer
 
 
@@ -22,9 +23,10 @@ class LayerNormalization(Layer):
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(axis, int):
+        if isinstance(axis, bool) or not isinstance(axis, int):
             raise ValueError(f"LayerNormalization '{self.name}': axis must be an int, got {axis!r}")
-        self.axis, self.epsilon, self.center, self.scale = axis, epsilon, center, scale
+        self.axis, self.center, self.scale = axis, center, scale
+        self.epsilon = arguments.positive(self, "epsilon", epsilon)
         self.beta_initializer, self.gamma_initializer = beta_initializer, gamma_initializer
 
     def build(self, input_shape):
@@ -53,7 +55,15 @@ class BatchNormalization(Layer):
                  beta_initializer="zeros", gamma_initializer="ones",
                  moving_mean_initializer="zeros", moving_variance_initializer="ones", **kwargs):
         super().__init__(**kwargs)
-        self.axis, self.momentum, self.epsilon = int(axis), float(momentum), float(epsilon)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise ValueError(f"BatchNormalization '{self.name}': axis must be an int, got "
+                             f"{axis!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (
+                0 <= momentum <= 1):
+            raise ValueError(f"BatchNormalization '{self.name}': momentum must be in [0, 1], got "
+                             f"{momentum!r}")
+        self.axis, self.momentum = axis, float(momentum)
+        self.epsilon = arguments.positive(self, "epsilon", epsilon)
         self.center, self.scale = center, scale
         self.beta_initializer, self.gamma_initializer = beta_initializer, gamma_initializer
         self.moving_mean_initializer = moving_mean_initializer
