@@ -73,8 +73,6 @@ for i, sentence in enumerate(sentences):
     for t, char in enumerate(sentence):
         x[i, t, char_indices[char]] = 1
     y[i, char_indices[next_chars[i]]] = 1
-# Keras casts these booleans to float32 at the model's input; the engine's layers take floats.
-x, y = x.astype('float32'), y.astype('float32')
 
 # %% [markdown]
 # ## Listing 8.4: Single-layer LSTM model for next-character prediction
