@@ -171,7 +171,8 @@ def main():
     parser.add_argument("--work", default="/tmp/readme_dream_style")
     parser.add_argument("--data", help="the shared data folder (default: $MICROGRAD_GEN_DATA, "
                                        "else ../shared/data)")
-    parser.add_argument("--style-rounds", type=int, default=10)
+    parser.add_argument("--style-rounds", type=int, default=5,
+                        help="L-BFGS rounds of 20 evaluations (the README's picture: 5)")
     parser.add_argument("--fast-steps", type=int, default=300)
     args = parser.parse_args()
     work = Path(args.work)
