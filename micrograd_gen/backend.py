@@ -25,8 +25,10 @@ def cupy_module():
         import cupy
     except ImportError as e:
         raise RuntimeError(
-            "the 'cupy' backend needs CuPy: pip install 'micrograd_gen[gpu]' "
-            "(or cupy-cuda12x / cupy-cuda13x matching your CUDA driver)") from e
+            "the 'cupy' backend needs CuPy, the wheel that matches your CUDA driver "
+            "(nvidia-smi shows its CUDA version): pip install cupy-cuda12x (CUDA 12) or "
+            "cupy-cuda13x (CUDA 13); from a checkout of micrograd_gen, pip install -e '.[gpu]' "
+            "(CUDA 12) or -e '.[gpu-cuda13]' (CUDA 13)") from e
     try:
         cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDA driver missing or no visible device

@@ -1,7 +1,8 @@
 """Where downloaded files live, and fetching them safely.
 
-- weights: `$MICROGRAD_GEN_HOME/weights` if that variable is set, else the repository's `weights/`.
-- data sets: `$MICROGRAD_GEN_HOME/datasets`, else `~/.cache/micrograd_gen/datasets`.
+- the cache root is `$MICROGRAD_GEN_HOME` if that variable is set, else `~/.cache/micrograd_gen`
+  (never the package's own folder, which may be a read-only site-packages);
+- weights go to `<root>/weights`, data sets to `<root>/datasets`.
 - `$MICROGRAD_GEN_DATA` may point at a folder laid out like the project's shared data
   (mnist/, text/, images/, imdb/, faces/, weights/): local copies there are used first.
 
@@ -17,24 +18,22 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-
-
 class DownloadError(RuntimeError):
     pass
 
 
-def home():
+def cache_root():
+    """$MICROGRAD_GEN_HOME, else ~/.cache/micrograd_gen: where downloads and conversions go."""
     value = os.environ.get("MICROGRAD_GEN_HOME")
-    return Path(value).expanduser() if value else None
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "micrograd_gen"
 
 
 def weights_dir():
-    return home() / "weights" if home() else REPO_WEIGHTS
+    return cache_root() / "weights"
 
 
 def datasets_dir():
-    return home() / "datasets" if home() else Path.home() / ".cache" / "micrograd_gen" / "datasets"
+    return cache_root() / "datasets"
 
 
 def shared_data_dir():
@@ -70,7 +69,6 @@ def fetch(url, dest, md5=None, sha256=None, log=None, timeout=60):
     if dest.exists():
         verify(dest, md5, sha256)
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + f".part{os.getpid()}")
     try:
         try:
@@ -79,6 +77,7 @@ def fetch(url, dest, md5=None, sha256=None, log=None, timeout=60):
             raise DownloadError(
                 f"could not download {dest.name} from {url} ({e}); with no network, copy the file "
                 f"to {dest} by hand") from e
+        dest.parent.mkdir(parents=True, exist_ok=True)   # only once there is something to keep
         total = int(response.headers.get("Content-Length") or 0)
         done, started, last = 0, time.time(), 0.0
         with response, open(partial, "wb") as out:

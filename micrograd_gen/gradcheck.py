@@ -7,6 +7,8 @@ The engine's backward(u) gives dL/dx for every input. Finite differences give th
 Numerics run in float64 by default, where the difference quotient is accurate to ~1e-8, so a
 wrong backward shows up plainly; `dtype=np.float32` checks the float32 path with looser tolerances.
 Choose inputs away from kinks (relu at 0, ties in max): there the derivative itself is undefined.
+A NaN or inf anywhere (the output, a gradient, a nudged evaluation) fails the check by name: every
+comparison with NaN is False, so without that a backward returning NaN would pass.
 """
 import numpy as np
 
@@ -42,15 +44,24 @@ def gradcheck(fn, inputs, *, dtype=np.float64, directions=3, full_jacobian_max=6
     base = [xp.asarray(x, dtype=dtype).copy() for x in base]
     rng = np.random.default_rng(seed)
 
-    def evaluate(arrays, cotangent):
+    for i, x in enumerate(base):
+        _require_finite(x, f"input {i}", "")
+
+    def evaluate(arrays, cotangent, moved):
         out = fn(*[Tensor(a, dtype=dtype) for a in arrays])
-        return float(to_numpy((out.data * cotangent).sum()))
+        value = float(to_numpy((out.data * cotangent).sum()))
+        if not np.isfinite(value):
+            _require_finite(out.data, "fn's output", f" with {moved} (step h={h:g}): the inputs "
+                            "sit at the edge of fn's domain (log or sqrt at 0?); move them inside")
+        return value
 
     # Analytic gradient of L = <u, f(x)>.
     leaves = [Tensor(x.copy(), requires_grad=True, dtype=dtype) for x in base]
     out = fn(*leaves)
     if not isinstance(out, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+    _require_finite(out.data, "fn's output", " at the given inputs (log or sqrt at 0?); choose "
+                    "inputs inside fn's domain")
     cotangent = xp.asarray(rng.standard_normal(out.shape), dtype=out.dtype)
     if not out.requires_grad:
         raise GradcheckError("gradcheck: the output does not depend on any input with a gradient")
@@ -60,11 +71,14 @@ def gradcheck(fn, inputs, *, dtype=np.float64, directions=3, full_jacobian_max=6
         if g.shape != x.shape:
             raise GradcheckError(f"gradcheck: input {i} has shape {x.shape} but its gradient has "
                                  f"shape {g.shape}")
+        _require_finite(g, f"the backward's gradient for input {i}", "")
 
     def directional(direction):
         """(numeric, analytic) derivative of L along `direction` (one array per input)."""
-        plus = evaluate([x + h * d for x, d in zip(base, direction)], cotangent)
-        minus = evaluate([x - h * d for x, d in zip(base, direction)], cotangent)
+        plus = evaluate([x + h * d for x, d in zip(base, direction)], cotangent,
+                        "the inputs moved along a random direction")
+        minus = evaluate([x - h * d for x, d in zip(base, direction)], cotangent,
+                         "the inputs moved along a random direction")
         predicted = sum(float(to_numpy((g * d).sum())) for g, d in zip(analytic, direction))
         return (plus - minus) / (2 * h), predicted
 
@@ -104,10 +118,11 @@ def _check_elements(base, analytic, evaluate, cotangent, h, atol, rtol):
         flat_numeric = np.zeros(x.size)
         for j in range(x.size):
             bumped = [b.copy() for b in base]
+            where = f"input {i} element {tuple(int(w) for w in np.unravel_index(j, x.shape))}"
             bumped[i].reshape(-1)[j] += h
-            plus = evaluate(bumped, cotangent)
+            plus = evaluate(bumped, cotangent, f"{where} moved by +h")
             bumped[i].reshape(-1)[j] -= 2 * h
-            minus = evaluate(bumped, cotangent)
+            minus = evaluate(bumped, cotangent, f"{where} moved by -h")
             flat_numeric[j] = (plus - minus) / (2 * h)
         flat_analytic = to_numpy(analytic[i]).reshape(-1).astype(np.float64)
         excess = np.abs(flat_numeric - flat_analytic) - (atol + rtol * np.abs(flat_numeric))
@@ -122,3 +137,14 @@ def _check_elements(base, analytic, evaluate, cotangent, h, atol, rtol):
             f"gradcheck: input {i} element {tuple(int(w) for w in where)} is the worst of {bad} "
             f"wrong elements (of {size}): analytic {a:.8g}, numeric {n:.8g} "
             f"(|diff| {abs(a - n):.3g}; atol {atol:g}, rtol {rtol:g})")
+
+
+def _require_finite(array, what, context):
+    """Raise GradcheckError naming the first NaN or inf of `array` (what it is, and where)."""
+    values = to_numpy(array)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = tuple(int(k) for k in np.argwhere(bad)[0])
+        raise GradcheckError(
+            f"gradcheck: {what} has {int(bad.sum())} non-finite values (of {values.size}), the "
+            f"first {values[first]} at element {first}{context}")

@@ -1,4 +1,4 @@
-"""Weight files: Keras's legacy HDF5 layout (read and write) and Keras 3's `.weights.h5` (read).
+"""Weight files: Keras's legacy HDF5 layout and Keras 3's `.weights.h5` (read and write).
 
 Legacy layout (keras-applications files, Keras 2 `save_weights("x.h5")`, and what we write):
 ```
@@ -10,28 +10,28 @@ Legacy layout (keras-applications files, Keras 2 `save_weights("x.h5")`, and wha
 ```
 A Keras 2 whole-model file keeps the same tree under `/model_weights`.
 
-Keras 3 layout (`model.save_weights("x.weights.h5")`): no names at all. Each layer's variables sit
-in `layers/<class_name>[_k]/vars/0, 1, ...`, where `<class_name>` is the layer's class in
-snake_case and `_k` counts earlier layers of the same class (conv2d, conv2d_1, conv2d_2, ...).
-Layers made of sub-layers keep theirs below (`layers/lstm/cell/vars`). So a Keras 3 file is
-matched by class and position, the way Keras 3 itself loads it.
+Keras 3 layout (`model.save_weights("x.weights.h5")`): no names at all, only paths that follow the
+model's structure (`layers/conv2d/vars/0`, `encoder/layers/dense_1/vars/1`); keras3_weights.py
+describes it, and writes it when a name ends in `.weights.h5` (Keras 3 reads every such name so).
 
-Loading plans every assignment first (counts, names, shapes) and assigns only when the whole plan
-is sound, so a wrong or damaged file raises `WeightFileError` and leaves the model as it was.
+Loading plans every assignment first (counts, names, shapes, values) and assigns only when the
+whole plan is sound, so a wrong or damaged file raises `WeightFileError` and leaves the model as it
+was: damaged metadata (what h5py reports as OSError, RuntimeError, KeyError, a bad string encoding)
+and weights holding NaN or inf (which would only ever compute NaN) included.
 Only numeric datasets are read; nothing in a file is executed or unpickled.
 
 The model protocol: `model.layers` is the flat list of leaf layers in order; a layer has `.name`,
 `.weights` (Tensors, Keras order), `.weight_names` ("kernel", "bias", ...), `get_weights()` and
 `set_weights(arrays)`.
 """
-import re
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 import numpy as np
 
-from . import backend
+from . import backend, keras3_weights
 from .download import atomic_write
 from .tensor import Tensor
 
@@ -48,6 +48,25 @@ class WeightFileError(ValueError):
 
 
 # ---- reading ---------------------------------------------------------------------------------------
+
+# What h5py and the decoding of names raise on damaged metadata: a flipped byte in an attribute's
+# header gives OSError, RuntimeError or TypeError ("Unknown string encoding"), in a name
+# UnicodeDecodeError (a ValueError), in a link KeyError.
+_DAMAGE = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError)
+
+
+@contextmanager
+def _reading(path):
+    """Turn any error of reading a damaged file into WeightFileError naming the file."""
+    try:
+        yield
+    except WeightFileError:
+        raise
+    except _DAMAGE as e:
+        what = " ".join(str(e).split())  # h5py's messages may span lines
+        raise WeightFileError(f"{path}: the file's structure is damaged ({type(e).__name__}: "
+                              f"{what}); it cannot be read: fetch or write it again") from e
+
 
 def _h5py():
     try:
@@ -85,14 +104,29 @@ def open_weight_file(path):
             "truncated (an interrupted download?): delete it and fetch it again") from e
 
 
+def _attr(attrs, name, default=None):
+    """attrs.get(name, default), reading only strings and numbers. The type of a damaged
+    attribute can turn into a variable-length sequence or a reference, and reading one of those
+    makes HDF5 follow whatever pointer the damage wrote: a segmentation fault, not an error."""
+    h5py = _h5py()
+    if name not in attrs:
+        return default
+    kind = attrs.get_id(name).get_type().get_class()
+    if kind not in (h5py.h5t.STRING, h5py.h5t.INTEGER, h5py.h5t.FLOAT):
+        raise ValueError(f"attribute {name!r} has HDF5 type class {kind}, not a string or a "
+                         "number")  # _reading names the file
+    return attrs[name]
+
+
 def _name_list(attrs, name):
-    """A list attribute as str, joining Keras's split form name0, name1, ... when needed."""
-    whole = attrs.get(name)
+    """A list attribute as str, joining Keras's split form name0, name1, ... when needed.
+    (Messages show these names with repr(): a damaged name may hold a newline or worse.)"""
+    whole = _attr(attrs, name)
     if whole is not None:
         chunks = [whole]
     else:
         chunks, k = [], 0
-        while (chunk := attrs.get(f"{name}{k}")) is not None:
+        while (chunk := _attr(attrs, f"{name}{k}")) is not None:
             chunks.append(chunk)
             k += 1
     out = []
@@ -136,7 +170,7 @@ def _numeric(path, layer, weight_name, ds):
     h5py = _h5py()
     if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "fiub":
         kind = "a group" if isinstance(ds, h5py.Group) else f"dtype {getattr(ds, 'dtype', '?')}"
-        raise WeightFileError(f"{path}: layer '{layer}' weight '{weight_name}' is {kind}, "
+        raise WeightFileError(f"{path}: layer {layer!r} weight {weight_name!r} is {kind}, "
                               "not a numeric array")
     return ds
 
@@ -149,73 +183,18 @@ def legacy_layers(f, path):
         try:
             group = root[name]
         except KeyError:
-            raise WeightFileError(f"{path}: layer '{name}' is listed in layer_names but has no "
+            raise WeightFileError(f"{path}: layer {name!r} is listed in layer_names but has no "
                                   "group (a damaged file?)") from None
         entries = []
         for weight_name in _name_list(group.attrs, "weight_names"):
             try:
                 ds = group[weight_name]
             except KeyError:
-                raise WeightFileError(f"{path}: layer '{name}' lists weight '{weight_name}' that "
+                raise WeightFileError(f"{path}: layer {name!r} lists weight {weight_name!r} that "
                                       "is not in the file (a damaged file?)") from None
             entries.append((weight_name, _numeric(path, name, weight_name, ds)))
         layers.append(FileLayer(name, entries))
     return layers
-
-
-# Sub-layers of a Keras 3 layer, in the order their variables come in the layer's own weights
-# (MultiHeadAttention creates query, key, value, output); others follow alphabetically.
-_KERAS3_SUBLAYER_ORDER = ["cell", "forward_layer", "backward_layer",
-                          "_query_dense", "_key_dense", "_value_dense", "_output_dense"]
-
-
-def _keras3_vars(group, path, key):
-    """The datasets under `group` in Keras 3 order: own vars/0, 1, ..., then sub-layers'."""
-    h5py = _h5py()
-    entries = []
-    if "vars" in group:
-        vars_group = group["vars"]
-        names = sorted(vars_group, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
-        for n in names:
-            entries.append((f"{key}/vars/{n}", _numeric(path, key, n, vars_group[n])))
-    subs = [n for n in group if n != "vars" and isinstance(group[n], h5py.Group)]
-    rank = {n: i for i, n in enumerate(_KERAS3_SUBLAYER_ORDER)}
-    for n in sorted(subs, key=lambda n: (rank.get(n, len(rank)), n.startswith("_"), n)):
-        entries.extend(_keras3_vars(group[n], path, f"{key}/{n}"))
-    return entries
-
-
-def _keras3_root(f):
-    return f["layers"] if "layers" in f else f.get("_layer_checkpoint_dependencies")
-
-
-def keras3_layers(f, path):
-    """Every layer group of a Keras 3 file, keyed by its group name (conv2d, conv2d_1, ...)."""
-    root = _keras3_root(f)
-    if root is None:
-        return {}
-    return {name: FileLayer(name, _keras3_vars(root[name], path, name)) for name in root}
-
-
-def snake_case(class_name):
-    """Keras 3's `naming.to_snake_case`: Conv2DTranspose -> conv2d_transpose, LSTM -> lstm."""
-    name = re.sub(r"\W+", "", class_name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def keras3_keys(layers):
-    """The group name Keras 3 gives each layer: its class in snake_case, `_k` for the k-th repeat."""
-    used, keys = {}, []
-    for layer in layers:
-        name = snake_case(type(layer).__name__)
-        if name in used:
-            used[name] += 1
-            name = f"{name}_{used[name]}"
-        else:
-            used[name] = 0
-        keys.append(name)
-    return keys
 
 
 # ---- matching the file to the model --------------------------------------------------------------
@@ -249,7 +228,7 @@ def _check_pair(path, layer, file_layer):
     model_shapes = _model_shapes(layer)
     file_shapes = file_layer.shapes
     where = (f"model layer '{layer.name}'" if layer.name == file_layer.name
-             else f"model layer '{layer.name}' (file layer '{file_layer.name}')")
+             else f"model layer '{layer.name}' (file layer {file_layer.name!r})")
     if len(model_shapes) != len(file_shapes):
         return (f"{path}: {where} has {len(model_shapes)} weights {_fmt(model_shapes)}, the file "
                 f"has {len(file_shapes)} {_fmt(file_shapes)}")
@@ -258,7 +237,7 @@ def _check_pair(path, layer, file_layer):
             names = getattr(layer, "weight_names", None) or []
             wname = names[i] if i < len(names) else f"weight {i}"
             return (f"{path}: {where} {wname}: the file has shape {fs} "
-                    f"('{file_layer.entries[i][0]}'), the model has {ms}")
+                    f"({file_layer.entries[i][0]!r}), the model has {ms}")
     return None
 
 
@@ -287,20 +266,13 @@ def match_layers(model, f, path, by_name=False):
                               f"attribute, no layers/ group; top-level keys: {list(f)[:8]})")
     model_layers = [l for l in model.layers if _has_weights(l)]
     if fmt == "keras3":
-        keys = dict(zip(map(id, model.layers), keras3_keys(model.layers)))
-        file_layers = keras3_layers(f, path)
         matches = []
-        for layer in model_layers:
-            fl = file_layers.get(keys[id(layer)])
-            if fl is None or not fl.entries:
-                matches.append(Match(layer, None, f"{path}: model layer '{layer.name}' has no "
-                                     f"weights in this Keras 3 file (looked for layers/"
-                                     f"{keys[id(layer)]}/vars)"))
-            else:
-                matches.append(Match(layer, fl, _check_pair(path, layer, fl)))
-        if model_layers and all(m.file_layer is None for m in matches):
+        for layer, key, entries, problem in keras3_weights.layer_entries(model, f, path):
+            file_layer = None if entries is None else FileLayer(key, entries)
+            matches.append(Match(layer, file_layer, problem or _check_pair(path, layer, file_layer)))
+        if matches and all(m.file_layer is None for m in matches):
             raise WeightFileError(f"{path}: none of the model's layers is in this Keras 3 file "
-                                  f"(file groups: {sorted(file_layers)[:8]})")
+                                  f"(groups with weights: {sorted(keras3_weights.file_vars(f))[:8]})")
         return matches
 
     file_layers = legacy_layers(f, path)
@@ -346,7 +318,7 @@ def load_weights(model, path, by_name=False, optimizer=None):
     Returns the list of (model layer name, file layer name) pairs that were loaded.
     """
     path = Path(path)
-    with open_weight_file(path) as f:
+    with open_weight_file(path) as f, _reading(path):
         matches = match_layers(model, f, path, by_name=by_name)
         for m in matches:
             if not m.ok:
@@ -355,13 +327,9 @@ def load_weights(model, path, by_name=False, optimizer=None):
         for m in matches:
             arrays = []
             for (weight_name, ds), w in zip(m.file_layer.entries, m.layer.weights):
-                try:
-                    value = ds[()]
-                except OSError as e:
-                    raise WeightFileError(
-                        f"{path}: cannot read layer '{m.file_layer.name}' weight '{weight_name}' "
-                        f"{tuple(ds.shape)}: {e} (a truncated or damaged file?)") from e
-                arrays.append(np.asarray(value).astype(w.dtype, copy=False))
+                value = _read_array(path, m.file_layer.name, weight_name, ds)
+                _require_finite(path, m, weight_name, value)
+                arrays.append(value.astype(w.dtype, copy=False))
             plan.append((m.layer, arrays))
         state = None
         if optimizer is not None:
@@ -369,36 +337,66 @@ def load_weights(model, path, by_name=False, optimizer=None):
                 raise WeightFileError(f"{path}: no optimiser state in this file (it was saved "
                                       "without optimizer=...)")
             state = _read_state(f[OPTIMIZER_GROUP], path)
-    _assign(plan, optimizer, state)
+    _assign(path, plan, optimizer, state)
     return [(m.layer.name, m.file_layer.name) for m in matches]
 
 
-def _assign(plan, optimizer, state):
-    # set_weights already checks; if anything still fails half-way, put the old weights back.
+def _read_array(path, layer_name, weight_name, ds):
+    try:
+        return np.asarray(ds[()])
+    except OSError as e:
+        raise WeightFileError(
+            f"{path}: cannot read layer {layer_name!r} weight {weight_name!r} "
+            f"{tuple(ds.shape)}: {e} (a truncated or damaged file?)") from e
+
+
+def _require_finite(path, match, weight_name, value):
+    """A weight holding NaN or inf is refused: the model would compute NaN everywhere after it."""
+    if value.dtype.kind != "f":
+        return
+    bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+    if bad:
+        layer, file_layer = match.layer.name, match.file_layer.name
+        where = f"layer {layer!r}" + (f" (file layer {file_layer!r})" if file_layer != layer else "")
+        raise WeightFileError(
+            f"{path}: {where} weight {weight_name!r} {tuple(value.shape)} holds {bad} NaN or "
+            f"infinite values; a damaged or diverged file: the model was left as it was")
+
+
+def _assign(path, plan, optimizer, state):
+    # set_weights already checks; if anything still fails half-way, put the old weights (and the
+    # optimiser's old state) back. The optimiser is the first to say that a state does not fit it.
     old = [(layer, layer.get_weights()) for layer, _ in plan]
+    old_state = optimizer.get_state() if optimizer is not None else None
     try:
         for layer, arrays in plan:
             layer.set_weights(arrays)
         if optimizer is not None:
             optimizer.set_state(state)
-    except BaseException:
+    except BaseException as e:
         for layer, arrays in old:
             layer.set_weights(arrays)
+        if optimizer is not None:
+            optimizer.set_state(old_state)
+        if optimizer is not None and isinstance(e, (ValueError, TypeError, KeyError)):
+            raise WeightFileError(f"{path}: the optimiser state in the file does not fit "
+                                  f"{type(optimizer).__name__}: {e}") from e
         raise
 
 
 def read_weights(path):
     """{layer name: [(weight name, array)]} for every layer of a file with weights, in file order.
 
-    For a Keras 3 file the names are its group names (conv2d, conv2d_1, ...).
+    For a Keras 3 file the names are its layers' paths (layers/conv2d, encoder/layers/dense, ...).
     """
     path = Path(path)
-    with open_weight_file(path) as f:
+    with open_weight_file(path) as f, _reading(path):
         fmt = file_format(f)
         if fmt == "legacy":
             layers = legacy_layers(f, path)
         elif fmt == "keras3":
-            layers = list(keras3_layers(f, path).values())
+            layers = [FileLayer(vars_path[:-len("/vars")] or "(model)", entries)
+                      for vars_path, entries in keras3_weights.file_vars(f).items()]
         else:
             raise WeightFileError(f"{path} is HDF5 but not a Keras weight file")
         return {fl.name: [(n, np.asarray(ds[()])) for n, ds in fl.entries]
@@ -421,20 +419,24 @@ def _write_name_list(attrs, name, names):
 
 
 def save_weights(model, path, optimizer=None):
-    """Write the model's weights in the legacy Keras layout (see the module docstring).
+    """Write the model's weights in the legacy Keras layout (see the module docstring), or in Keras
+    3's when the name ends in `.weights.h5` (keras3_weights.py), as Keras 3 itself does.
 
-    Names are Keras 2's: `/<layer>/<layer>/<short>:0` (e.g. conv2d_1/conv2d_1/kernel:0), so the file
+    Legacy names are Keras 2's: `/<layer>/<layer>/<short>:0` (e.g. conv2d_1/conv2d_1/kernel:0), so the file
     loads back by name and by order, here and in Keras. With `optimizer`, its `get_state()` is kept
     in the group `optimizer_state` (Keras ignores it) for resuming training. Written to a temporary
     file and renamed, so an interrupted save never leaves half a file.
     """
     h5py = _h5py()
+    state = optimizer.get_state() if optimizer is not None else None
+    if keras3_weights.is_keras3_name(path):
+        return keras3_weights.save_weights(model, path, write_more=None if state is None else (
+            lambda f: _write_state(f.create_group(OPTIMIZER_GROUP), state)))
     layers = list(model.layers)
     names = [layer.name for layer in layers]
     dup = sorted(n for n, count in Counter(names).items() if count > 1)
     if dup:
         raise ValueError(f"save_weights: layer names must be unique, these repeat: {dup}")
-    state = optimizer.get_state() if optimizer is not None else None
 
     def write(tmp):
         with h5py.File(str(tmp), "w") as f:
@@ -462,22 +464,29 @@ def save_weights(model, path, optimizer=None):
 # (a list's group has attr kind="list", its items named 0, 1, ...), arrays and numbers datasets
 # (attr kind says which Python type a scalar was), strings and None attributes. Keys are
 # %-quoted, since optimisers use keys such as "m/0" that h5py would read as paths.
+# Strings are written fixed-length (UTF-8 bytes), as Keras writes its names: a variable-length
+# string lives in HDF5's global heap, and reading a damaged one can hang or crash the process
+# instead of raising. (Files written before still load: the reader takes both.)
+
+def _fixed(text):
+    return np.bytes_(text.encode("utf8"))
+
 
 def _write_state(group, state):
-    group.attrs["kind"] = "list" if isinstance(state, (list, tuple)) else "dict"
+    group.attrs["kind"] = _fixed("list" if isinstance(state, (list, tuple)) else "dict")
     items = enumerate(state) if isinstance(state, (list, tuple)) else state.items()
     for key, value in items:
         key = quote(str(key), safe="")  # "m/0" is one key, not a path
         if isinstance(value, (dict, list, tuple)):
             _write_state(group.create_group(key), value)
         elif value is None or isinstance(value, str):
-            group.attrs[f"attr:{key}"] = "None:" if value is None else "str:" + value
+            group.attrs[f"attr:{key}"] = _fixed("None:" if value is None else "str:" + value)
         else:
             kind = type(value).__name__ if isinstance(value, (bool, int, float)) else "array"
             if isinstance(value, Tensor):
                 value = value.data
             ds = group.create_dataset(key, data=backend.to_numpy(value), track_times=False)
-            ds.attrs["kind"] = kind
+            ds.attrs["kind"] = _fixed(kind)
 
 
 def _read_state(group, path):
@@ -490,16 +499,20 @@ def _read_state(group, path):
             continue
         _numeric(path, OPTIMIZER_GROUP, key, item)
         value = item[()]
-        kind = item.attrs.get("kind", "array")
+        if item.dtype.kind == "f" and not np.isfinite(value).all():
+            raise WeightFileError(f"{path}: optimiser state {key!r} holds NaN or infinite values; "
+                                  "a damaged or diverged file: nothing was loaded")
+        kind = _attr(item.attrs, "kind", "array")
         kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         if kind in ("bool", "int", "float"):
             value = {"bool": bool, "int": int, "float": float}[kind](value)
         out[key] = value
-    for name, value in group.attrs.items():
+    for name in group.attrs:
         if name.startswith("attr:"):
+            value = _attr(group.attrs, name)
             value = value.decode() if isinstance(value, bytes) else str(value)
             out[unquote(name[5:])] = None if value == "None:" else value[4:]
-    kind = group.attrs.get("kind", "dict")
+    kind = _attr(group.attrs, "kind", "dict")
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
     if kind == "list":
         return [out[str(i)] for i in range(len(out))]

@@ -5,7 +5,8 @@ A Tensor wraps one array (NumPy or CuPy). An op is a `Function` subclass with `f
 raw arrays and, when gradients are wanted, links the output to a Function instance (`ctx`) that
 remembers its inputs and whatever backward needs. `Tensor.backward()` walks those ctx nodes in
 reverse topological order, sums the gradients flowing into each output, and calls each
-`ctx.backward` once.
+`ctx.backward` once. The operators (`a + b`, `a @ b`, `x[i]`, `x.sum()`, ...) are ops too: the ops
+attach them to Tensor (micrograd_gen/ops/__init__.py), so this module imports no op.
 
 Gradients (`tensor.grad`) are plain arrays of the tensor's own dtype and module; each leaf owns
 its `.grad` (never a view of another array), and it accumulates with `+=` until `zero_grad()`.
@@ -235,9 +236,6 @@ class Tensor:
         t.requires_grad = self.requires_grad
         return t
 
-    def astype(self, dtype):
-        return _ops.cast(self, dtype)
-
     def zero_grad(self):
         self.grad = None
 
@@ -248,96 +246,58 @@ class Tensor:
         `grad` is the cotangent (defaults to 1 for a one-element tensor). The graph is freed
         afterwards unless `retain_graph=True`, so a long optimisation loop does not grow memory.
         """
-        if not self.requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad "
-                               "(no input had requires_grad=True, or it was made under no_grad())")
+        grad = _cotangent(self, grad)
         xp = self.xp
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward() on a non-scalar tensor of shape {self.shape} needs an explicit "
-                    f"cotangent: y.backward(grad) with grad of shape {self.shape}")
-            grad = xp.ones_like(self.data)
-        else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad)
-            if tuple(grad.shape) != self.shape:
-                raise ValueError(f"backward(): cotangent shape {tuple(grad.shape)} does not match "
-                                 f"the tensor's shape {self.shape}")
-            grad = grad.astype(self.dtype, copy=False)
+        leaves = _LeafGradients(shared=[grad])  # the cotangent stays the caller's
         if self._ctx is None:
-            _accumulate_leaf(self, grad)
+            leaves.add(self, grad)
+            leaves.hand_to_leaves()
             return
-        root = self._ctx
-        if root.freed:
-            raise RuntimeError(_FREED)
-        pending = {root: [None] * root.n_outputs}  # ctx -> summed gradient of each output
-        pending[root][self._index] = grad
-        leaf_grads = {}  # leaf -> [gradient summed over this pass, whether the sum is ours]
-        handed_out = {id(grad)}  # arrays that others hold too: a leaf may not adopt these
-        for ctx in _reverse_topological(root):
+        # Topological order of the ops that made self: an iterative depth-first search (graphs
+        # hundreds of thousands of ops deep would hit Python's recursion limit), each op listed
+        # after every op it feeds once the list is reversed.
+        order, seen = [], {self._ctx}
+        stack = [(self._ctx, iter(self._ctx.parents))]
+        while stack:
+            ctx, parents = stack[-1]
+            for p in parents:
+                if p is not None and p.requires_grad and p._ctx is not None and p._ctx not in seen:
+                    seen.add(p._ctx)
+                    stack.append((p._ctx, iter(p._ctx.parents)))
+                    break
+            else:
+                stack.pop()
+                order.append(ctx)
+        # The chain rule, from self back to the leaves: each op's backward runs once, on the sum
+        # of the gradients that reached each of its outputs.
+        pending = {self._ctx: [None] * self._ctx.n_outputs}  # op -> summed grad of each output
+        pending[self._ctx][self._index] = grad
+        for ctx in reversed(order):
             out_grads = pending.pop(ctx, None)
-            if out_grads is None:
+            if out_grads is None:  # every path from self to this op had a None gradient
                 continue
-            if ctx.freed:
-                raise RuntimeError(_FREED)
-            if ctx.n_outputs > 1:
-                out_grads = [xp.zeros(s, d) if g is None else g
-                             for g, (s, d) in zip(out_grads, ctx.output_meta)]
-            for g in out_grads:
-                handed_out.add(id(g))
-            in_grads = ctx.backward(*out_grads)
-            if type(in_grads) is not tuple:
-                in_grads = (in_grads,)
-            if len(in_grads) != len(ctx.parents):
-                raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(in_grads)} "
-                                   f"gradients for {len(ctx.parents)} inputs")
-            for parent, g in zip(ctx.parents, in_grads):
-                if g is None or parent is None or not parent.requires_grad:
-                    continue
-                data = parent.data
-                if g.shape != data.shape:
-                    raise RuntimeError(f"{type(ctx).__name__}.backward returned a gradient of "
-                                       f"shape {tuple(g.shape)} for an input of shape "
-                                       f"{tuple(data.shape)}")
-                if g.dtype is not data.dtype and g.dtype != data.dtype:
-                    g = g.astype(data.dtype)  # mixed dtypes: each input gets its own dtype back
+            leaves.share(*out_grads)
+            for parent, g in _input_gradients(ctx, out_grads, xp):
                 if parent._ctx is None:
-                    total = leaf_grads.get(parent)
-                    if total is None:
-                        leaf_grads[parent] = [g, False]
-                    else:
-                        total[0] = total[0] + g  # out of place: g may be someone else's
-                        total[1] = True
-                else:
-                    handed_out.add(id(g))
-                    slots = pending.get(parent._ctx)
-                    if slots is None:
-                        slots = pending[parent._ctx] = [None] * parent._ctx.n_outputs
-                    i = parent._index
-                    slots[i] = g if slots[i] is None else slots[i] + g
+                    leaves.add(parent, g)
+                    continue
+                leaves.share(g)
+                slots = pending.get(parent._ctx)
+                if slots is None:
+                    slots = pending[parent._ctx] = [None] * parent._ctx.n_outputs
+                i = parent._index
+                slots[i] = g if slots[i] is None else slots[i] + g
             if not retain_graph:
                 ctx.__dict__.clear()  # drop saved arrays and the links to inputs
                 ctx.freed = True
                 ctx.parents = ()
-        _give_leaves_their_grads(leaf_grads, handed_out)
+        leaves.hand_to_leaves()
 
-    # ---- operators (the ops themselves live in micrograd_gen/ops) -----------------------------
-    def __add__(self, other): return _ops.add(self, other)
-    def __radd__(self, other): return _ops.add(other, self)
-    def __sub__(self, other): return _ops.subtract(self, other)
-    def __rsub__(self, other): return _ops.subtract(other, self)
-    def __mul__(self, other): return _ops.multiply(self, other)
-    def __rmul__(self, other): return _ops.multiply(other, self)
-    def __truediv__(self, other): return _ops.divide(self, other)
-    def __rtruediv__(self, other): return _ops.divide(other, self)
-    def __pow__(self, other): return _ops.power(self, other)
-    def __rpow__(self, other): return _ops.power(other, self)
-    def __matmul__(self, other): return _ops.matmul(self, other)
-    def __rmatmul__(self, other): return _ops.matmul(other, self)
-    def __neg__(self): return _ops.negative(self)
-    def __pos__(self): return self
-    def __abs__(self): return _ops.abs(self)
-    def __getitem__(self, index): return _ops.getitem(self, index)
+    # ---- operators ----------------------------------------------------------------------------
+    # +, -, *, /, **, @, unary -, abs(), indexing, x.sum(), x.reshape(), x.T, ... are ops: the ops
+    # attach them to Tensor (micrograd_gen/ops/__init__.py), so this module imports no op.
+    def __pos__(self):
+        return self
 
     # Comparisons give boolean tensors that carry no gradient.
     def _compare(self, other, fn):
@@ -351,77 +311,97 @@ class Tensor:
     def __eq__(self, other): return self._compare(other, lambda a, b: a == b)
     def __ne__(self, other): return self._compare(other, lambda a, b: a != b)
 
-    # ---- method spellings of common ops -------------------------------------------------------
-    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops.max(self, axis, keepdims)
-    def min(self, axis=None, keepdims=False): return _ops.min(self, axis, keepdims)
-    def reshape(self, *shape): return _ops.reshape(self, shape[0] if len(shape) == 1 else shape)
-    def transpose(self, *axes): return _ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
-    def exp(self): return _ops.exp(self)
-    def log(self): return _ops.log(self)
-    def sqrt(self): return _ops.sqrt(self)
-    def tanh(self): return _ops.tanh(self)
-    def sigmoid(self): return _ops.sigmoid(self)
-    def relu(self): return _ops.relu(self)
-    def flatten(self): return _ops.flatten(self)
 
-    @property
-    def T(self):
-        return _ops.transpose(self)
-
+# ---- what backward() leans on -----------------------------------------------------------------
 
 _FREED = ("backward() through a graph that was already freed by an earlier backward(); "
           "pass retain_graph=True to the first backward() to run it again")
 
 
-def _accumulate_leaf(leaf, g):
-    if leaf.grad is None:
-        leaf.grad = g.copy()  # the caller's array stays the caller's
-    else:
-        leaf.grad += g
+def _cotangent(tensor, grad):
+    """The gradient that starts backward() from `tensor`: 1 for a one-element tensor when none is
+    given, else `grad` checked against the tensor's shape and cast to its dtype."""
+    if not tensor.requires_grad:
+        raise RuntimeError("backward() on a tensor that does not require grad "
+                           "(no input had requires_grad=True, or it was made under no_grad())")
+    xp = tensor.xp
+    if grad is None:
+        if tensor.data.size != 1:
+            raise RuntimeError(
+                f"backward() on a non-scalar tensor of shape {tensor.shape} needs an explicit "
+                f"cotangent: y.backward(grad) with grad of shape {tensor.shape}")
+        return xp.ones_like(tensor.data)
+    grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad)
+    if tuple(grad.shape) != tensor.shape:
+        raise ValueError(f"backward(): cotangent shape {tuple(grad.shape)} does not match "
+                         f"the tensor's shape {tensor.shape}")
+    return grad.astype(tensor.dtype, copy=False)
 
 
-def _give_leaves_their_grads(leaf_grads, handed_out):
-    """Add each leaf's gradient from this pass into its `.grad`, which the leaf owns.
+def _input_gradients(ctx, out_grads, xp):
+    """[(input, its gradient)] from `ctx.backward`, for each input that wants one: the Function
+    contract checked (one gradient per input, each of its input's shape), each gradient cast to
+    its input's dtype. An output that received no gradient gets zeros."""
+    if ctx.freed:
+        raise RuntimeError(_FREED)
+    if ctx.n_outputs > 1:
+        out_grads = [xp.zeros(s, d) if g is None else g
+                     for g, (s, d) in zip(out_grads, ctx.output_meta)]
+    in_grads = ctx.backward(*out_grads)
+    if type(in_grads) is not tuple:
+        in_grads = (in_grads,)
+    if len(in_grads) != len(ctx.parents):
+        raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(in_grads)} "
+                           f"gradients for {len(ctx.parents)} inputs")
+    pairs = []
+    for parent, g in zip(ctx.parents, in_grads):
+        if g is None or parent is None or not parent.requires_grad:
+            continue
+        data = parent.data
+        if g.shape != data.shape:
+            raise RuntimeError(f"{type(ctx).__name__}.backward returned a gradient of shape "
+                               f"{tuple(g.shape)} for an input of shape {tuple(data.shape)}")
+        if g.dtype is not data.dtype and g.dtype != data.dtype:
+            g = g.astype(data.dtype)  # mixed dtypes: each input gets its own dtype back
+        pairs.append((parent, g))
+    return pairs
 
-    A leaf adopts its gradient without a copy (a 2048x2048 GEMM's dW is 16 MB) only when no one
-    else can hold that array: it is a sum made in this pass, or an array that backward returned
-    for this leaf alone (not a view, not an incoming grad handed on, not given to anyone else).
+
+class _LeafGradients:
+    """The gradient of each leaf, summed over one backward pass, then added into `leaf.grad`.
+
+    A leaf owns its `.grad`: later passes add into it in place, so it must never be an array
+    that someone else holds. Copying every gradient would be safe but costly (a 2048x2048
+    GEMM's dW is 16 MB), so a leaf adopts its gradient without a copy when no one else can hold
+    that array: a sum made here, or an array that an op's backward returned for this leaf alone
+    (not a view, not an incoming gradient passed on, not also given to another op or leaf).
     """
-    seen = {}
-    for g, _ in leaf_grads.values():
-        seen[id(g)] = seen.get(id(g), 0) + 1
-    for leaf, (g, ours) in leaf_grads.items():
-        if leaf.grad is not None:
-            leaf.grad += g
-        elif ours or (g.base is None and id(g) not in handed_out and seen[id(g)] == 1):
-            leaf.grad = g
+
+    def __init__(self, shared=()):
+        self.sums = {}                             # leaf -> [gradient, whether the sum is ours]
+        self.shared = {id(a) for a in shared}      # arrays others hold too
+
+    def share(self, *arrays):
+        """`arrays` were handed to someone else (an op's backward): no leaf may adopt them."""
+        for a in arrays:
+            self.shared.add(id(a))
+
+    def add(self, leaf, g):
+        total = self.sums.get(leaf)
+        if total is None:
+            self.sums[leaf] = [g, False]
         else:
-            leaf.grad = g.copy()
+            total[0] = total[0] + g  # out of place: g may be someone else's
+            total[1] = True
 
-
-def _reverse_topological(root):
-    """ctx nodes reachable from root, each after every node that consumes its output.
-
-    Iterative depth-first search: graphs hundreds of thousands of nodes deep do not hit Python's
-    recursion limit.
-    """
-    order = []
-    seen = {root}
-    stack = [(root, iter(root.parents))]
-    while stack:
-        node, parents = stack[-1]
-        for p in parents:
-            if p is not None and p.requires_grad and p._ctx is not None and p._ctx not in seen:
-                seen.add(p._ctx)
-                stack.append((p._ctx, iter(p._ctx.parents)))
-                break
-        else:
-            stack.pop()
-            order.append(node)
-    order.reverse()
-    return order
-
-
-from . import ops as _ops  # noqa: E402  (the ops import Tensor from here)
+    def hand_to_leaves(self):
+        given = {}
+        for g, _ in self.sums.values():
+            given[id(g)] = given.get(id(g), 0) + 1
+        for leaf, (g, ours) in self.sums.items():
+            if leaf.grad is not None:
+                leaf.grad += g
+            elif ours or (g.base is None and id(g) not in self.shared and given[id(g)] == 1):
+                leaf.grad = g
+            else:
+                leaf.grad = g.copy()

@@ -1,16 +1,20 @@
-"""Known pretrained weight files (weights/manifest.json) and finding or fetching them.
+"""Known pretrained weight files (weights_manifest.json, beside this module) and finding or
+fetching them.
 
 `resolve("vgg19_notop", "imagenet")` returns a path, looking in order at
-1. the download cache (`download.weights_dir()`: $MICROGRAD_GEN_HOME/weights, else the repository's
-   weights/): a file there under the official name must have the official md5;
+1. the download cache (`download.weights_dir()`: $MICROGRAD_GEN_HOME/weights, else
+   ~/.cache/micrograd_gen/weights): a file there under the official name must have the official md5;
 2. local copies: the folder named by $MICROGRAD_GEN_WEIGHTS, then $MICROGRAD_GEN_DATA/weights/. These
    are files someone put there on purpose (for instance ../shared/tools/make_weights_h5.py's
    output, whose bytes differ from the official files), so they are used without a hash check,
    as a file passed by path is. A local folder may also hold the entry's 8-bit archive (the
    project's shared data keeps real weights so: each tensor as uint8 q with value = q * scale +
-   min); it is expanded once into a Keras-format file under the cache's `from_archive/`;
+   min); the first command that needs the weights expands it into a Keras-format file under the
+   cache's `from_archive/`;
 3. the official URL (then its mirrors): downloaded with a progress line into the cache through a
    temporary file, md5-checked, then renamed into place.
+
+`find` only looks (it is what `weights list` shows): nothing is written until `resolve` needs it.
 """
 import json
 import os
@@ -20,7 +24,8 @@ from pathlib import Path
 from . import download
 from .download import DownloadError
 
-MANIFEST = Path(__file__).resolve().parents[1] / "weights" / "manifest.json"
+# Package data, so that an installed wheel has it too.
+MANIFEST = Path(__file__).resolve().parent / "weights_manifest.json"
 
 
 def manifest():
@@ -53,9 +58,10 @@ def cached_path(name):
 
 
 def find(name):
-    """(path, source) of an existing copy without downloading, or (None, None).
+    """(path, source) of an existing copy, or (None, None); looks only, writes nothing.
 
-    source is "cache" (md5-checked) or "local" (a local copy, not hash-checked).
+    source is "cache" (md5-checked), "local" (a local copy, not hash-checked), or "archive" (an
+    8-bit archive in a local folder, which `resolve` expands into the cache when it is needed).
     """
     e = entry(name)
     cached = cached_path(name)
@@ -66,14 +72,19 @@ def find(name):
         candidate = folder / e["file"]
         if candidate.is_file():
             return candidate, "local"
-    expanded = download.weights_dir() / "from_archive" / e["file"]
+    expanded = expanded_path(name)
     if expanded.is_file():
         return expanded, "local"
     for folder in local_dirs():
         archive = folder / e.get("archive", "-")
         if archive.is_file():
-            return expand_archive(archive, expanded), "local"
+            return archive, "archive"
     return None, None
+
+
+def expanded_path(name):
+    """Where an entry's 8-bit archive is expanded to (in the cache, never beside the archive)."""
+    return download.weights_dir() / "from_archive" / entry(name)["file"]
 
 
 def expand_archive(archive, dest):
@@ -147,7 +158,9 @@ def resolve(name, weights, log=None):
     if weights is None:
         return None
     if isinstance(weights, str) and weights == "imagenet":
-        path, _ = find(name)
+        path, source = find(name)
+        if source == "archive":
+            return expand_archive(path, expanded_path(name))
         return path if path is not None else fetch(name, log=log)
     path = Path(weights).expanduser()
     if not path.exists():

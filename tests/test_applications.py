@@ -223,36 +223,103 @@ def test_feature_extractor_runs_only_what_it_needs(random_inception):
     assert style.layers_run[-1] == "block5_conv2" and "block5_conv3" not in style.layers_run
 
 
-def test_frozen_batch_norm_and_relu_are_folded_into_their_convolution():
-    model = applications.InceptionV3(weights=None)
-    rng = np.random.default_rng(0)
-    for name in model.layer_names:   # statistics far from the initial 0 / 1, so folding shows
+def _inception_with_real_statistics(seed=0, dtype="float32"):
+    """A random InceptionV3 whose batch norms have statistics far from the initial 0 / 1, so that
+    folding them shows."""
+    model = applications.InceptionV3(weights=None, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    for name in model.layer_names:
         layer = model.get_layer(name)
         if isinstance(layer, mg.nn.BatchNormalization):
             c = layer.beta.shape[0]
             layer.set_weights([rng.normal(size=c), rng.normal(size=c), rng.uniform(0.5, 2, c)])
-    x = rng.uniform(-1, 1, (1, 75, 75, 3)).astype(np.float32)
-    names = ["mixed1", "conv2d_5"]   # a convolution asked for by name stays a layer of its own
+    return model
 
-    def outputs_and_input_gradient():
-        image = mg.Tensor(x, requires_grad=True)
-        out = model.run(image, names)
-        (ops.mean(out["mixed1"] * out["mixed1"]) + ops.mean(out["conv2d_5"])).backward()
-        return {n: t.numpy() for n, t in out.items()}, image.grad
 
-    plain, plain_grad = outputs_and_input_gradient()   # trainable: nothing is folded
+def _outputs_and_input_gradient(model, x, names):
+    image = mg.Tensor(x, requires_grad=True, dtype=model.dtype)
+    out = model.run(image, names)
+    loss = ops.mean(out[names[0]] * out[names[0]])
+    for n in names[1:]:
+        loss = loss + ops.mean(out[n])
+    loss.backward()
+    return {n: t.numpy() for n, t in out.items()}, image.grad
+
+
+def test_fold_batch_norm_gives_the_same_outputs_and_input_gradient():
+    # float64: folding rounds differently (conv(x, K * s) against conv(x, K) * s), and in float32
+    # that can put a ReLU input that is ~1e-7 from zero on the other side of the kink, which moves
+    # the gradient of a whole patch (tests/test_applications.py's module notes)
+    model = _inception_with_real_statistics(dtype="float64")
     model.trainable = False
-    steps = {n: run for n, _, run in model._plan(model.ancestors(names), set(names))}
-    assert {"conv2d_5", "batch_normalization_5", "activation_5"} <= set(steps)
-    assert "conv2d_1" not in steps and "batch_normalization_1" not in steps   # folded
-    assert steps["activation_1"].relu and steps["activation_1"].conv.name == "conv2d_1"
-    assert len(steps) == len(model.ancestors(names)) - 2 * sum(
-        n.startswith("conv2d_") and n != "conv2d_5" for n in model.ancestors(names))
-    folded, folded_grad = outputs_and_input_gradient()
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 75, 75, 3))
+    names = ["mixed1", "activation_5", "mixed0"]
+    plain, plain_grad = _outputs_and_input_gradient(model, x, names)
+    folded_model = applications.fold_batch_norm(model)
+    folded, folded_grad = _outputs_and_input_gradient(folded_model, x, names)
     for n in names:
         np.testing.assert_allclose(folded[n], plain[n], rtol=0,
-                                   atol=1e-5 * np.abs(plain[n]).max())
-    np.testing.assert_allclose(folded_grad, plain_grad, rtol=0, atol=1e-5 * np.abs(plain_grad).max())
+                                   atol=1e-10 * np.abs(plain[n]).max())
+    np.testing.assert_allclose(folded_grad, plain_grad, rtol=0,
+                               atol=1e-10 * np.abs(plain_grad).max())
+    assert folded_model.get_layer("activation_1").kernel.dtype == np.float64
+    # the graph that runs is the one the folded model lists: 94 convs, no batch norm, no ReLU layer
+    kinds = [type(layer).__name__ for layer in folded_model.layers]
+    assert "BatchNormalization" not in kinds and "Activation" not in kinds
+    assert kinds.count("Conv2D") == 94 and len(kinds) == len(model.layers) - 2 * 94
+    fused = folded_model.get_layer("activation_1")
+    assert isinstance(fused, mg.nn.Conv2D) and fused.activation is mg.nn.activations.relu
+    assert fused.use_bias and not fused.kernel.requires_grad
+    with pytest.raises(ValueError, match="'conv2d_1'.*folded it into 'activation_1'"):
+        folded_model.get_layer("conv2d_1")
+    assert folded_model.name == model.name and folded_model.layer_names[-1] == "mixed10"
+    assert model.get_layer("conv2d_1").kernel.shape == (3, 3, 3, 32)   # the model is unchanged
+    assert isinstance(model.get_layer("batch_normalization_1"), mg.nn.BatchNormalization)
+    # layers named in keep keep their own outputs
+    kept = applications.fold_batch_norm(model, keep=["conv2d_5", "batch_normalization_6"])
+    assert isinstance(kept.get_layer("conv2d_5"), mg.nn.Conv2D)
+    assert isinstance(kept.get_layer("batch_normalization_5"), mg.nn.BatchNormalization)
+    bn6 = kept.get_layer("batch_normalization_6")   # conv2d_6 folded into it, the ReLU apart
+    assert isinstance(bn6, mg.nn.Conv2D) and bn6.activation is mg.nn.activations.linear
+    assert isinstance(kept.get_layer("activation_6"), mg.nn.Activation)
+    names = ["conv2d_5", "batch_normalization_6", "mixed0"]
+    got, got_grad = _outputs_and_input_gradient(kept, x, names)
+    want, want_grad = _outputs_and_input_gradient(model, x, names)
+    for n in names:
+        np.testing.assert_allclose(got[n], want[n], rtol=0, atol=1e-5 * np.abs(want[n]).max())
+    np.testing.assert_allclose(got_grad, want_grad, rtol=0, atol=1e-5 * np.abs(want_grad).max())
+    with pytest.raises(ValueError, match="no layer named 'conv2d_500'"):
+        applications.fold_batch_norm(model, keep=["conv2d_500"])
+
+
+def test_without_fold_batch_norm_the_written_graph_runs(monkeypatch):
+    """A frozen model runs its batch norms and ReLUs as the layers inception_v3.py writes: no
+    silent folding."""
+    model = _inception_with_real_statistics()
+    model.trainable = False
+    calls = []
+    original = ops.batch_norm
+    monkeypatch.setattr(mg.nn.normalization.ops, "batch_norm",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 75, 75, 3)).astype(np.float32)
+    model.run(x, ["mixed0"])
+    ran = model.ancestors(["mixed0"])
+    assert len(calls) == sum(n.startswith("batch_normalization_") for n in ran)
+    calls.clear()
+    applications.fold_batch_norm(model).run(x, ["mixed0"])
+    assert calls == []
+
+
+def test_fold_batch_norm_leaves_trainable_pairs_and_unfoldable_models_alone():
+    model = applications.InceptionV3(weights=None)           # trainable: nothing folds
+    folded = applications.fold_batch_norm(model)
+    assert [l.name for l in folded.layers] == [l.name for l in model.layers]
+    assert all(a is b for a, b in zip(folded.layers, model.layers))
+    vgg = applications.VGG19(weights=None)
+    vgg.trainable = False
+    assert [l.name for l in applications.fold_batch_norm(vgg).layers] == vgg.layer_names
+    with pytest.raises(TypeError, match="fold_batch_norm: expects a Network"):
+        applications.fold_batch_norm(mg.nn.Sequential([mg.nn.Dense(2)]))
 
 
 def test_full_model_output_shapes(random_inception):
@@ -373,23 +440,32 @@ def test_vgg19_gradients_match_keras(vgg, shared_data):
             assert err < TOLERANCE, f"{part} gradient: {err:.2e}"
 
 
-def test_inception_v3_matches_keras(inception, inception_ref):
+@pytest.fixture(scope="session")
+def folded_inception(inception):
+    return applications.fold_batch_norm(inception)
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["as_written", "folded"])
+def test_inception_v3_matches_keras(inception, folded_inception, inception_ref, folded):
+    model = folded_inception if folded else inception
     names = [f"mixed{i}" for i in range(11)]
     with mg.no_grad():
-        out = feature_extractor(inception, names)(inception_ref["input"])
+        out = feature_extractor(model, names)(inception_ref["input"])
     for name in names:
         err = rel_error(out[name], inception_ref[f"act/{name}"])
         assert err < TOLERANCE, f"{name}: {err:.2e}"
 
 
-def test_deepdream_gradient_matches_keras(inception, inception_ref):
-    with relu_input_shifted(inception, *KINK):  # where Keras's float32 run had it (module doc)
-        loss, terms, grad = deepdream_loss(inception, inception_ref["input"])
+@pytest.mark.parametrize("folded", [False, True], ids=["as_written", "folded"])
+def test_deepdream_gradient_matches_keras(inception, folded_inception, inception_ref, folded):
+    model = folded_inception if folded else inception
+    with relu_input_shifted(model, *KINK):  # where Keras's float32 run had it (module doc)
+        loss, terms, grad = deepdream_loss(model, inception_ref["input"])
     assert rel_error(loss, inception_ref["deepdream/loss"]) < TOLERANCE
     assert rel_error(np.array([t.item() for t in terms]), inception_ref["deepdream/terms"]) < TOLERANCE
     err = rel_error(grad, inception_ref["deepdream/grad"])
     assert err < TOLERANCE, f"gradient: {err:.2e}"
-    assert all(w.grad is None for w in inception.weights)  # frozen: no weight gradients
+    assert all(w.grad is None for w in model.weights)  # frozen: no weight gradients
 
 
 def test_deepdream_gradient_is_the_exact_derivative(weight_dir, inception_ref):
@@ -432,3 +508,18 @@ def test_float64_engine_agrees_with_float32(weight_dir, vgg, inception, vgg_ref,
     assert grad64.dtype == np.float64
     assert rel_error(loss32, loss64.numpy()) < TOLERANCE
     assert rel_error(grad32, grad64) < TOLERANCE
+
+
+def test_fold_batch_norm_draws_nothing_from_the_global_generator():
+    model = _inception_with_real_statistics()
+    model.trainable = False
+
+    def next_dense_weights(fold):
+        mg.nn.set_seed(5)
+        if fold:
+            applications.fold_batch_norm(model)
+        dense = mg.nn.Dense(3)
+        dense.build((None, 4))
+        return dense.kernel.numpy()
+
+    np.testing.assert_array_equal(next_dense_weights(True), next_dense_weights(False))

@@ -92,8 +92,8 @@ def small_picture(chelsea, size=(168, 224)):
 
 def test_loss_and_gradient_match_keras(dreamer, chelsea):
     x = chelsea["input"]
-    # that unit where Keras's float32 run had it
-    with relu_input_shifted(dreamer.model, *KINK, shift=-1e-4):
+    # that unit where Keras's float32 run had it, in the graph that runs (the folded one)
+    with relu_input_shifted(dreamer.features.model, *KINK, shift=-1e-4):
         loss, grad = dreamer.loss_and_grad(x)
         _, terms = D.dream_loss(dreamer.features(x), dreamer.layer_weights)
     assert rel_error(loss, chelsea["deepdream/loss"]) < TOLERANCE
@@ -105,7 +105,7 @@ def test_loss_and_gradient_match_keras(dreamer, chelsea):
 
 def test_one_step_is_the_books(dreamer, chelsea):
     x = chelsea["input"]
-    with relu_input_shifted(dreamer.model, *KINK, shift=-1e-4):
+    with relu_input_shifted(dreamer.features.model, *KINK, shift=-1e-4):
         loss, moved = dreamer.gradient_ascent_step(x, 20.0)
     assert loss == pytest.approx(float(chelsea["deepdream/loss"]), rel=TOLERANCE)
     g = chelsea["deepdream/grad"].astype(np.float64)
@@ -233,3 +233,69 @@ def test_cli_dream_errors_are_one_line_and_write_nothing(case, tmp_path,
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "notes.jpg") == ["cat.png"]
+
+
+# ---- small pictures: layers with nothing inside the border (issue 16) ----------------------------
+
+@pytest.fixture(scope="module")
+def random_inception():
+    """InceptionV3 with its random initial weights: the shapes are what matter here."""
+    return mg.applications.InceptionV3(weights=None)
+
+
+def test_feature_shapes_are_those_of_a_forward_pass(random_inception):
+    names = ["mixed2", "mixed4", "mixed7"]
+    extractor = mg.applications.feature_extractor(random_inception, names)
+    for shape in [(91, 122), (75, 80)]:
+        with mg.no_grad():
+            feats = extractor(np.zeros((1, *shape, 3), np.float32))
+        assert D.feature_shapes(random_inception, names, shape) == {
+            n: tuple(feats[n].shape[1:3]) for n in names}
+
+
+def test_a_small_picture_leaves_deep_layers_out_of_its_smallest_octave(random_inception):
+    # `dream --max-size 240` on a 4:3 photo: octaves 91x122, 128x171, 180x240; mixed4..7 are 4x5
+    # at the smallest, all border
+    dreamer = D.DeepDream(random_inception)
+    shapes = D.octave_shapes((180, 240), 3, 1.4)
+    with pytest.warns(D.DreamWarning) as caught:
+        plan = dreamer.octave_layers(shapes)
+    assert [str(w.message) for w in caught] == [
+        "deep_dream: octave 1/3 is 91x122: mixed4 (4x5), mixed5 (4x5), mixed6 (4x5), mixed7 (4x5) "
+        "keep nothing inside the 2-pixel border and are left out there; its steps are skipped"]
+    assert plan == [{}, dreamer.layer_weights, dreamer.layer_weights]
+
+    mixed = D.DeepDream(random_inception, layer_weights={"mixed2": 1.0, "mixed7": 2.0})
+    with pytest.warns(D.DreamWarning, match=r"octave 1/2 is 91x122: mixed7 \(4x5\) keep nothing "
+                                            r".*; the other layers dream"):
+        assert mixed.octave_layers([(91, 122), (128, 171)]) == [
+            {"mixed2": 1.0}, {"mixed2": 1.0, "mixed7": 2.0}]
+
+
+def test_no_layer_with_pixels_at_any_octave_is_an_error_naming_the_sizes(random_inception):
+    dreamer = D.DeepDream(random_inception, layer_weights={"mixed10": 1.0, "mixed7": 1.0})
+    with pytest.raises(ValueError, match=r"no layer keeps a pixel inside its 2-pixel border at "
+                                         r"any octave: even at the largest, 100x133, mixed10 is "
+                                         r"1x2, mixed7 is 4x6; use a larger picture"):
+        dreamer.run(np.zeros((100, 133, 3)), octaves=2, octave_scale=1.2, iterations=1)
+
+
+def test_a_small_picture_dreams_at_the_octaves_that_have_pixels(random_inception):
+    dreamer = D.DeepDream(random_inception)
+    picture = np.random.default_rng(0).uniform(0, 255, (180, 240, 3)).astype(np.float32)
+    steps = []
+    with pytest.warns(D.DreamWarning, match="octave 1/3 is 91x122"):
+        out = dreamer.run(picture, octaves=3, iterations=1, max_loss=None,
+                          callback=lambda s: steps.append((s.octave, s.shape)))
+    assert steps == [(2, (128, 171)), (3, (180, 240))]
+    assert out.shape == picture.shape and out.dtype == np.uint8
+
+
+def test_cli_dream_on_a_small_picture(tmp_path, weight_dir, chelsea, capsys):  # noqa: F811
+    src = write_picture(tmp_path / "cat.png", chelsea, size=(300, 400))
+    out = tmp_path / "d.png"
+    with pytest.warns(D.DreamWarning, match="octave 1/3 is 91x122"):
+        rc = main(["dream", str(src), "--out", str(out), "--max-size", "240", "--iterations", "1",
+                   "--weights", str(weight_dir / INCEPTION_FILE)])
+    assert rc == 0 and Image.open(out).size == (240, 180)
+    assert "octave 2/3: 128x171" in capsys.readouterr().out

@@ -93,3 +93,43 @@ def test_inputs_are_not_modified():
 
 def test_an_unused_input_gets_a_zero_gradient_and_passes():
     assert gradcheck(lambda a, b: a * 2, [np.ones(3), np.ones(2)])
+
+
+# ---- non-finite values fail by name (issue 19, rule 7) ---------------------------------------------
+
+class NaNBackward(Function):
+    """x * 3 whose backward returns NaN: every comparison with NaN is False, so a check that only
+    compares would pass it."""
+
+    def forward(self, a):
+        return a * 3
+
+    def backward(self, g):
+        return g * np.nan
+
+
+@pytest.mark.parametrize("case, fn, x, message", [
+    ("nan backward", lambda t: NaNBackward.apply(t), [1.0, 2.0],
+     r"the backward's gradient for input 0 has 2 non-finite values .* first nan at element \(0,\)"),
+    ("nan backward, large", lambda t: NaNBackward.apply(t), np.arange(1.0, 101.0),
+     r"the backward's gradient for input 0 has 100 non-finite"),
+    ("log at 0", lambda t: ops.log(t), [0.0, 1.0],
+     r"fn's output has 1 non-finite values .* -inf at element \(0,\) at the given inputs"),
+    ("sqrt at 0", lambda t: ops.sqrt(t), [0.0, 1.0],
+     r"the backward's gradient for input 0 .* inf at element \(0,\)"),
+    ("log moved past 0", lambda t: ops.log(t), [5e-7, 1.0],
+     r"fn's output has 1 non-finite .* with input 0 element \(0,\) moved by -h"),
+    ("nan input", lambda t: t * 2, [np.nan, 1.0], r"input 0 has 1 non-finite values"),
+])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's own note on log(0), sqrt(-h)
+def test_non_finite_values_fail_the_check(case, fn, x, message):
+    with pytest.raises(GradcheckError, match=message):
+        gradcheck(fn, [np.asarray(x, dtype=np.float64)])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_nan_only_along_a_direction_fails_there():
+    # 200 elements: no element-by-element pass, so the directional evaluation must catch it
+    x = np.full(200, 1e-7)
+    with pytest.raises(GradcheckError, match="moved along a random direction"):
+        gradcheck(lambda t: ops.sum(ops.sqrt(t)) * 1.0, [x], eps=1e-3)

@@ -369,7 +369,7 @@ def test_keras3_weights_file(tmp_path):
     model = two_conv(seed=5)
     io.load_weights(model, path, by_name=True)  # no names in the file: class and position decide
     assert_same(model.weights(), [k0, b0, k1, b1])
-    assert set(io.read_weights(path)) == {"conv2d", "conv2d_1"}
+    assert set(io.read_weights(path)) == {"layers/conv2d", "layers/conv2d_1", "optimizer"}
 
 
 def test_keras3_ten_or_more_layers_keep_their_order(tmp_path):
@@ -407,7 +407,8 @@ def test_keras3_nested_sublayer_and_errors(tmp_path):
 
 
 def test_snake_case_matches_keras():
-    assert [io.snake_case(n) for n in ["Conv2D", "Conv2DTranspose", "LSTM", "MultiHeadAttention",
+    from micrograd_gen.keras3_weights import snake_case
+    assert [snake_case(n) for n in ["Conv2D", "Conv2DTranspose", "LSTM", "MultiHeadAttention",
                                        "BatchNormalization", "MaxPooling2D", "Dense"]] == \
         ["conv2d", "conv2d_transpose", "lstm", "multi_head_attention", "batch_normalization",
          "max_pooling2d", "dense"]

@@ -1,6 +1,8 @@
-"""ops.lstm and ops.lstm_step against a step-by-step NumPy LSTM written from Keras's equations
-(gate order i, f, c, o; sigmoid recurrent activation; tanh), and their gradients by finite
-differences in float64."""
+"""The LSTM: the one cell (ops.lstm.lstm_cell and its backward) against Keras's equations (gate
+order i, f, c, o; sigmoid recurrent activation; tanh) and finite differences; ops.lstm and
+ops.lstm_step against a step-by-step loop over that cell, and their gradients by finite differences
+in float64; the fast paths (accel/lstm.py) against the reference on drawn shapes; char_lstm's
+generator against the cell."""
 import time
 
 import numpy as np
@@ -8,25 +10,27 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import micrograd_gen as mg
 from micrograd_gen import Tensor, no_grad, ops
+from micrograd_gen.accel import lstm as accel_lstm
+from micrograd_gen.ops.lstm import LSTM, lstm_cell, lstm_cell_backward
 from strategies import arrays, check_op_gradient
 
 
 def reference_lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
-    """Keras's LSTM, one step at a time: returns (every h as (N, T, U), h_T, c_T)."""
+    """Keras's LSTM, one step at a time through the reference cell (which
+    test_lstm_cell_is_the_equations holds against the equations): returns (every h as (N, T, U),
+    h_T, c_T)."""
     n, steps, _ = x.shape
     u = recurrent_kernel.shape[0]
     h = np.zeros((n, u), x.dtype) if h0 is None else h0
     c = np.zeros((n, u), x.dtype) if c0 is None else c0
-    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     hs = []
-    for t in range(steps):
-        z = x[:, t] @ kernel + h @ recurrent_kernel + (0 if bias is None else bias)
-        i, f = sigmoid(z[:, :u]), sigmoid(z[:, u:2 * u])
-        g, o = np.tanh(z[:, 2 * u:3 * u]), sigmoid(z[:, 3 * u:])
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        hs.append(h)
+    with mg.fast_paths(False), np.errstate(over="ignore"):
+        for t in range(steps):
+            z = x[:, t] @ kernel + h @ recurrent_kernel + (0 if bias is None else bias)
+            h, c, _, _ = lstm_cell(z, c)
+            hs.append(h)
     return np.stack(hs, axis=1), h, c
 
 
@@ -229,26 +233,170 @@ def test_lstm_backward_leaves_the_incoming_gradients_alone():
     np.testing.assert_array_equal(cotangent, kept)
 
 
+# ---- the cell -----------------------------------------------------------------------------------
+
+def test_lstm_cell_is_the_equations_and_its_backward_their_derivative():
+    rng = np.random.default_rng(10)
+    n, u = 3, 4
+    z, c_prev = rng.standard_normal((n, 4 * u)), rng.standard_normal((n, u))
+    z_kept, c_kept = z.copy(), c_prev.copy()
+    with mg.fast_paths(False):
+        h, c, act, tanh_c = lstm_cell(z, c_prev)
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    i, f, g, o = sigmoid(z[:, :u]), sigmoid(z[:, u:2 * u]), np.tanh(z[:, 2 * u:3 * u]), \
+        sigmoid(z[:, 3 * u:])
+    np.testing.assert_allclose(c, f * c_prev + i * g, rtol=1e-14)
+    np.testing.assert_allclose(h, o * np.tanh(f * c_prev + i * g), rtol=1e-14)
+    np.testing.assert_allclose(act, np.concatenate([i, f, g, o], axis=1), rtol=1e-14)
+    np.testing.assert_array_equal(z, z_kept)          # the inputs are left as they are
+    np.testing.assert_array_equal(c_prev, c_kept)
+    # backward against central differences of <dh, h> + <dc, c>
+    dh, dc = rng.standard_normal((n, u)), rng.standard_normal((n, u))
+    dz, dc_prev = lstm_cell_backward(act, c_prev, tanh_c, dh, dc)
+
+    def objective(z, c_prev):
+        with mg.fast_paths(False):
+            h, c, _, _ = lstm_cell(z, c_prev)
+        return np.sum(dh * h) + np.sum(dc * c)
+
+    eps = 1e-6
+    for arg, grad in ((0, dz), (1, dc_prev)):
+        args = [z, c_prev]
+        numeric = np.zeros_like(args[arg])
+        for index in np.ndindex(*args[arg].shape):
+            plus, minus = [a.copy() for a in args], [a.copy() for a in args]
+            plus[arg][index] += eps
+            minus[arg][index] -= eps
+            numeric[index] = (objective(*plus) - objective(*minus)) / (2 * eps)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_the_generators_step_is_the_ops_cell():
+    """char_lstm's generator advances its states with ops.lstm's cell: the same numbers as
+    lstm_step (and so as the LSTM op) on the same weights."""
+    from micrograd_gen.generative.char_lstm import _Cell, build_char_lstm
+    mg.nn.set_seed(3)
+    model = build_char_lstm(9, maxlen=5, units=6)
+    rng = np.random.default_rng(11)
+    for w in model.stack[0].weights:
+        w.data[...] = rng.standard_normal(w.shape).astype(np.float32) * 0.5
+    cell = _Cell(model)
+    lstm_layer = model.stack[0]
+    h = rng.standard_normal((4, 6)).astype(np.float32)
+    c = rng.standard_normal((4, 6)).astype(np.float32)
+    h_step, c_step = ops.lstm_step(np.eye(9, dtype=np.float32)[[5] * 4], h, c, lstm_layer.kernel,
+                                   lstm_layer.recurrent_kernel, lstm_layer.bias)
+    cell.step(h, c, 5)                                   # in place
+    np.testing.assert_allclose(h, h_step.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(c, c_step.numpy(), rtol=1e-6, atol=1e-6)
+
+
+# ---- the fast path (accel/lstm.py) against the reference --------------------------------------
+
+@st.composite
+def fast_lstm_problems(draw):
+    """Shapes that reach the batch cut (up to 70 samples) and every optional input."""
+    n = draw(st.integers(1, 70))
+    steps = draw(st.integers(1, 6))
+    d = draw(st.integers(1, 5))
+    u = draw(st.integers(1, 5))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    x, kernel, recurrent, bias, h0, c0 = random_lstm(rng, n, steps, d, u, scale=0.8)
+    if not draw(st.booleans()):
+        bias = None
+    if not draw(st.booleans()):
+        h0 = c0 = None
+    return x, kernel, recurrent, bias, h0, c0, draw(st.booleans()), rng
+
+
+def _run_with_gradients(run, arrays_in, return_sequences, rng_seed):
+    rng = np.random.default_rng(rng_seed)
+    ts = [None if a is None else Tensor(a, dtype=np.float64, requires_grad=True)
+          for a in arrays_in]
+    out, h, c = run(*ts, return_sequences)
+    weights = [Tensor(rng.standard_normal(t.shape), dtype=np.float64) for t in (out, h, c)]
+    (ops.sum(out * weights[0]) + ops.sum(h * weights[1]) + ops.sum(c * weights[2])).backward()
+    return [out.numpy(), h.numpy(), c.numpy()] + [None if t is None else t.grad for t in ts]
+
+
+def _reference(x, kernel, recurrent, bias, h0, c0, return_sequences):
+    return LSTM.apply(x, kernel, recurrent, bias, h0, c0, return_sequences=return_sequences)
+
+
+@given(problem=fast_lstm_problems())
+def test_fast_lstm_equals_the_reference_outputs_and_every_gradient(problem):
+    *arrays_in, return_sequences, _ = problem
+    fast = _run_with_gradients(accel_lstm.batch_split_lstm, arrays_in, return_sequences, 0)
+    reference = _run_with_gradients(_reference, arrays_in, return_sequences, 0)
+    for got, want in zip(fast, reference):
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_fast_lstm_with_frozen_weights_and_float32(return_sequences):
+    """What the engine's users hit most: float32, and only the input gradient (frozen weights)."""
+    rng = np.random.default_rng(12)
+    x, kernel, recurrent, bias, _, _ = random_lstm(rng, 40, 7, 5, 8, dtype=np.float32)
+    results = []
+    for run in (accel_lstm.batch_split_lstm, _reference):
+        xt = Tensor(x, requires_grad=True)
+        out, h, c = run(xt, Tensor(kernel), Tensor(recurrent), Tensor(bias), None, None,
+                        return_sequences)
+        (out.sum() + c.sum()).backward()
+        results.append((out.numpy(), c.numpy(), xt.grad))
+    for got, want in zip(*results):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_switch_picks_the_path():
+    calls = []
+    original = accel_lstm.batch_split_lstm
+
+    def spy(*args):
+        calls.append(1)
+        return original(*args)
+
+    x, kernel, recurrent, bias, _, _ = random_lstm(np.random.default_rng(13), 2, 3, 2, 2)
+    ts = [Tensor(a, dtype=np.float64) for a in (x, kernel, recurrent, bias)]
+    previous = mg.fastpath.lookup("lstm") if mg.fastpath.enabled() else None
+    mg.fastpath.register("lstm", spy)
+    try:
+        with mg.fast_paths(True):
+            on = ops.lstm(*ts)
+        with mg.fast_paths(False):
+            off = ops.lstm(*ts)
+    finally:
+        mg.fastpath.register("lstm", previous or original)
+    assert len(calls) == 1                                # only with fast paths on
+    np.testing.assert_allclose(on.numpy(), off.numpy(), rtol=1e-12)
+
+
+def test_fast_lstm_shape_errors_are_the_references():
+    x = Tensor(np.zeros((2, 3, 4), np.float32))
+    for run in (accel_lstm.batch_split_lstm, _reference):
+        with pytest.raises(ValueError, match=r"^lstm: kernel must be \(input_dim, 4\*units\)"):
+            run(x, Tensor(np.zeros((5, 8), np.float32)), Tensor(np.zeros((2, 8), np.float32)),
+                None, None, None, False)
+
+
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_a_batch_cut_across_worker_threads_gives_the_same_results(monkeypatch, return_sequences):
-    """A large batch runs as one slice per worker thread (ops/lstm.py _batch_slices); outputs and
-    every gradient must equal the one-slice computation. The cut is forced here, so the test runs
-    whatever the thread count (with one thread the slices simply run one after the other)."""
-    import importlib
-    lstm_module = importlib.import_module("micrograd_gen.ops.lstm")   # ops.lstm is the function
+    """A large batch runs as one slice per worker thread (accel/lstm.py _batch_slices); outputs
+    and every gradient must equal the one-slice computation. The cut is forced here, so the test
+    runs whatever the thread count (with one thread the slices run one after the other)."""
     rng = np.random.default_rng(7)
     n, steps, d, u = 37, 5, 6, 4
     arrays_in = [rng.standard_normal(s) for s in
                  [(n, steps, d), (d, 4 * u), (u, 4 * u), (4 * u,), (n, u), (n, u)]]
-    cotangent = rng.standard_normal((n, steps, u) if return_sequences else (n, u))
 
     def run(slices):
-        monkeypatch.setattr(lstm_module, "_batch_slices", lambda xp, count: slices)
-        ts = [Tensor(a, dtype=np.float64, requires_grad=True) for a in arrays_in]
-        out, h, c = ops.lstm(ts[0], *ts[1:4], initial_state=(ts[4], ts[5]),
-                             return_sequences=return_sequences, return_state=True)
-        (ops.sum(out * Tensor(cotangent, dtype=np.float64)) + ops.sum(h * c)).backward()
-        return [out.numpy(), h.numpy(), c.numpy()] + [t.grad for t in ts]
+        monkeypatch.setattr(accel_lstm, "_batch_slices", lambda xp, count: slices)
+        return _run_with_gradients(accel_lstm.batch_split_lstm, arrays_in, return_sequences, 1)
 
     cut = run([(0, 10), (10, 25), (25, n)])            # unequal slices
     whole = run([(0, n)])
@@ -257,12 +405,65 @@ def test_a_batch_cut_across_worker_threads_gives_the_same_results(monkeypatch, r
 
 
 def test_batch_slices_cover_the_batch_once_per_worker():
-    import importlib
-    lstm_module = importlib.import_module("micrograd_gen.ops.lstm")
-    from micrograd_gen.ops import workers
-    threads = workers.chunk_pool()[1]
+    threads = accel_lstm.chunk_pool()[1]
     for n in (1, 15, 16, 33, 128, 1000):
-        slices = lstm_module._batch_slices(np, n)
+        slices = accel_lstm._batch_slices(np, n)
         assert slices[0][0] == 0 and slices[-1][1] == n
         assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
-        assert len(slices) == max(1, min(threads, n // lstm_module._MIN_SLICE))
+        assert len(slices) == max(1, min(threads, n // accel_lstm._MIN_SLICE))
+
+
+# ---- the CUDA cell (accel/lstm.py registers accel/cuda.py's kernels) -----------------------------
+
+def _why_no_gpu():
+    try:
+        mg.backend.cupy_module()
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
+needs_gpu = pytest.mark.skipif(_why_no_gpu() is not None,
+                               reason=f"needs CuPy and a CUDA device: {_why_no_gpu()}")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_cell_equals_the_reference_cell(dtype):
+    cp = mg.backend.cupy_module()
+    rng = np.random.default_rng(14)
+    n, u = 5, 7
+    z, c_prev, dh, dc = (rng.standard_normal(s).astype(dtype) for s in
+                         [(n, 4 * u), (n, u), (n, u), (n, u)])
+    want = lstm_cell(z, c_prev)                              # NumPy: the reference
+    got = accel_lstm.lstm_cell_cuda(cp.asarray(z), cp.asarray(c_prev))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(cp.asnumpy(g), w, rtol=tol, atol=tol)
+    act, tanh_c = want[2], want[3]
+    want_back = lstm_cell_backward(act, c_prev, tanh_c, dh, dc)
+    dc_gpu = cp.asarray(dc)
+    got_back = accel_lstm.lstm_cell_backward_cuda(cp.asarray(act), cp.asarray(c_prev),
+                                                  cp.asarray(tanh_c), cp.asarray(dh), dc_gpu)
+    for g, w in zip(got_back, want_back):
+        np.testing.assert_allclose(cp.asnumpy(g), w, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(cp.asnumpy(dc_gpu), dc)   # the argument is left as it was
+
+
+@needs_gpu
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_lstm_on_cupy_equals_numpy(return_sequences):
+    cp = mg.backend.cupy_module()
+    rng = np.random.default_rng(15)
+    arrays_in = random_lstm(rng, 6, 5, 3, 4)
+    on_cpu = _run_with_gradients(_reference, arrays_in, return_sequences, 2)
+    rng = np.random.default_rng(2)
+    ts = [Tensor(cp.asarray(a), dtype=np.float64, requires_grad=True) for a in arrays_in]
+    out, h, c = ops.lstm(ts[0], *ts[1:4], initial_state=(ts[4], ts[5]),
+                         return_sequences=return_sequences, return_state=True)
+    weights = [Tensor(cp.asarray(rng.standard_normal(t.shape)), dtype=np.float64)
+               for t in (out, h, c)]
+    (ops.sum(out * weights[0]) + ops.sum(h * weights[1]) + ops.sum(c * weights[2])).backward()
+    on_gpu = [out.numpy(), h.numpy(), c.numpy()] + [cp.asnumpy(t.grad) for t in ts]
+    for got, want in zip(on_gpu, on_cpu):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

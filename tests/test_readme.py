@@ -64,5 +64,5 @@ def test_top_level_help_lists_every_command_with_one_line():
 
 def test_pip_extras_named_in_the_readme_exist():
     pyproject = (ROOT / "pyproject.toml").read_text()
-    for extra in re.findall(r"pip install -e '\.\[(\w+)\]'", README):
+    for extra in re.findall(r"pip install -e '\.\[([\w-]+)\]'", README):
         assert re.search(rf"^{extra} = ", pyproject, re.M), extra

@@ -500,3 +500,141 @@ def test_needs_input_grad_is_set_before_forward():
         Probe.apply(Tensor([1.0], requires_grad=True), Tensor([2.0]))
     Probe.apply(Tensor([1.0]), 3.0)
     assert seen == [(False, True), (False, False), (False, False)]
+
+
+# ---- the helpers behind apply() and backward() ---------------------------------------------------
+
+from micrograd_gen.tensor import (_cotangent, _input_gradients, _LeafGradients,  # noqa: E402
+                                  _name_the_op, _tensors_with_constants)
+
+
+def test_tensors_with_constants_adopt_the_first_float_inputs_dtype():
+    x64 = Tensor([1.0, 2.0], dtype=np.float64)
+    ints = Tensor([1, 2])
+    a, b, c, d, e = _tensors_with_constants((ints, 2, x64, np.ones(2, np.float32), None))
+    assert a is ints and c is x64 and e is None
+    assert isinstance(b, Tensor) and b.dtype == np.float64 and b.item() == 2.0
+    assert d.dtype == np.float64 and not d.requires_grad
+    only_constants = _tensors_with_constants((1.5, np.arange(3)))
+    assert only_constants[0].dtype == np.float32            # Tensor()'s default
+    assert only_constants[1].dtype.kind == "i"
+    bools = _tensors_with_constants((x64, np.array([True, False])))[1]
+    assert bools.dtype == np.float64                        # numeric (bool too) adopts the float dtype
+
+
+def test_name_the_op_adds_the_op_and_input_shapes_once():
+    e = _name_the_op(ValueError("operands could not be broadcast"), "add",
+                     [np.ones((2, 3)), None])
+    assert type(e) is ValueError
+    assert str(e) == "add: operands could not be broadcast (input shapes: (2, 3), None)"
+    already = _name_the_op(IndexError("take: index 5 is out of bounds"), "take", [np.ones(3)])
+    assert type(already) is IndexError and str(already).startswith("take: index 5")
+    assert not str(already).startswith("take: take:")
+
+    class Picky(ValueError):
+        def __init__(self, a, b):
+            super().__init__(a, b)
+
+    odd = _name_the_op(Picky("x", "y"), "op", [np.ones(1)])
+    assert type(odd) is ValueError and "op:" in str(odd) and "(1,)" in str(odd)
+
+
+def test_cotangent_defaults_to_one_and_is_checked_and_cast():
+    y = Tensor([[3.0]], requires_grad=True)
+    assert _cotangent(y, None).tolist() == [[1.0]] and _cotangent(y, None).dtype == np.float32
+    z = Tensor(np.ones(2), requires_grad=True)
+    given = np.array([2.0, 3.0])                            # float64 for a float32 tensor
+    assert _cotangent(z, given).dtype == np.float32
+    same = np.array([2.0, 3.0], np.float32)
+    assert _cotangent(z, same) is same                      # no copy when nothing changes
+    with pytest.raises(ValueError, match=r"cotangent shape \(3,\)"):
+        _cotangent(z, np.ones(3))
+    with pytest.raises(RuntimeError, match="non-scalar"):
+        _cotangent(z, None)
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        _cotangent(Tensor([1.0]), None)
+
+
+def test_input_gradients_keep_the_inputs_that_want_one_and_cast_them():
+    a = Tensor([1.0, 2.0], requires_grad=True)
+    frozen = Tensor([3.0, 4.0])
+    b = Tensor([1.0, 1.0], dtype=np.float64, requires_grad=True)
+    out = ops.multiply(ops.add(a, frozen), b)                # float64 output
+    pairs = _input_gradients(out._ctx, [np.ones(2)], np)
+    assert [p for p, _ in pairs] == [out._ctx.parents[0], b]
+    inner = a + frozen
+    pairs = _input_gradients(inner._ctx, [np.ones(2, np.float64)], np)
+    assert [p for p, _ in pairs] == [a]                     # the frozen input gets nothing
+    assert pairs[0][1].dtype == np.float32                  # each input's own dtype
+
+
+def test_input_gradients_fill_an_output_nobody_used_with_zeros():
+    x = Tensor(np.array([[1.0, 5.0, 3.0]]), requires_grad=True)
+    low, _ = MinMax.apply(x)
+    ((_, g),) = _input_gradients(low._ctx, [np.ones(1), None], np)
+    np.testing.assert_array_equal(g, [[1, 0, 0]])
+
+
+def test_input_gradients_refuse_a_freed_op():
+    x = Tensor([1.0], requires_grad=True)
+    y = x * 2
+    y.backward(np.ones(1))
+    with pytest.raises(RuntimeError, match="already freed"):
+        _input_gradients(y._ctx, [np.ones(1)], np)
+
+
+def test_leaf_gradients_adopt_only_what_nobody_else_holds():
+    a, b, c, d = (Tensor(np.zeros(2), requires_grad=True) for _ in range(4))
+    fresh, passed_on, twice = np.ones(2), np.full(2, 2.0), np.full(2, 3.0)
+    view = np.arange(4.0)[:2]
+    leaves = _LeafGradients(shared=[passed_on])
+    leaves.add(a, fresh)
+    leaves.add(b, passed_on)
+    leaves.add(c, twice)
+    leaves.add(d, twice)           # one array for two leaves
+    e = Tensor(np.zeros(2), requires_grad=True)
+    leaves.add(e, view)
+    leaves.hand_to_leaves()
+    assert a.grad is fresh                                   # adopted, no copy
+    assert b.grad is not passed_on and c.grad is not twice and d.grad is not twice
+    assert not np.shares_memory(c.grad, d.grad)
+    assert e.grad.base is None and e.grad.flags.writeable
+
+
+def test_leaf_gradients_sum_within_a_pass_and_add_into_an_existing_grad():
+    x = Tensor(np.zeros(2), requires_grad=True)
+    first, second = np.ones(2), np.full(2, 2.0)
+    leaves = _LeafGradients()
+    leaves.add(x, first)
+    leaves.add(x, second)
+    leaves.hand_to_leaves()
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0])
+    np.testing.assert_array_equal(first, [1.0, 1.0])         # summed out of place
+    kept = x.grad
+    leaves = _LeafGradients()
+    leaves.add(x, np.ones(2))
+    leaves.hand_to_leaves()
+    assert x.grad is kept and x.grad.tolist() == [4.0, 4.0]  # += into the leaf's own array
+    shared = np.ones(2)
+    leaves = _LeafGradients()
+    leaves.share(shared)
+    y = Tensor(np.zeros(2), requires_grad=True)
+    leaves.add(y, shared)
+    leaves.hand_to_leaves()
+    assert y.grad is not shared
+
+
+def test_tensor_imports_no_op():
+    """The ops attach Tensor's operators; tensor.py sits below them and imports none."""
+    import ast
+    import inspect
+
+    import micrograd_gen.tensor as tensor_module
+    tree = ast.parse(inspect.getsource(tensor_module))
+    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree)
+                 if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    assert not any("ops" in name for name in imported), imported
+    assert "__add__" not in vars(tensor_module.Tensor) or tensor_module.Tensor.__add__.__module__ \
+        == "micrograd_gen.ops"
+    assert (Tensor([1.0]) + 1).item() == 2.0 and Tensor([[1.0, 2.0]]).T.shape == (2, 1)

@@ -199,3 +199,20 @@ def test_cli_verify(tmp_path, capsys):
     assert "(3, 3, 512, 512)" in out and "15 of 16 layers match" in out
     assert cli_weights.main(["verify", "--model", "inception_v3", str(path)]) == 1
     assert "16 layers with weights, the model has 188" in capsys.readouterr().err
+
+
+def test_cli_verify_guesses_the_model_of_a_keras_3_file(tmp_path, capsys):
+    from micrograd_gen import applications
+    from micrograd_gen.cli import weights as cli_weights
+    path = applications.VGG19(weights=None).save_weights(tmp_path / "vgg.weights.h5")
+    assert cli_weights.main(["verify", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "keras3 Keras weight file, checked against vgg19" in out
+    assert "16 of 16 layers match" in out
+
+
+def test_a_failed_download_leaves_no_folder(env, tmp_path):
+    env(tiny=_entry(_closed_port_url(), b"x"))
+    with pytest.raises(DownloadError):
+        weights.fetch("tiny")
+    assert not (tmp_path / "home").exists()

@@ -26,8 +26,13 @@ def test_archive_in_the_data_folder_is_found_and_expanded_once(tmp_path, monkeyp
     monkeypatch.setenv("MICROGRAD_GEN_HOME", str(home))
     monkeypatch.delenv("MICROGRAD_GEN_WEIGHTS", raising=False)
 
-    path, source = weights.find("vgg19_notop")
-    assert source == "local" and path.parent.name == "from_archive" and path.is_file()
+    archive = data / "weights" / weights.entry("vgg19_notop")["archive"]
+    # Looking only looks: the archive is reported, and nothing is written anywhere.
+    assert weights.find("vgg19_notop") == (archive, "archive")
+    assert not home.exists()
+    path = weights.resolve("vgg19_notop", "imagenet")   # a command needs it: expanded into the cache
+    assert path == home / "weights" / "from_archive" / weights.entry("vgg19_notop")["file"]
+    assert path.is_file() and weights.find("vgg19_notop") == (path, "local")
     with h5py.File(path) as f:
         assert [n.decode() for n in f.attrs["layer_names"]] == ["input_1", "block1_conv1"]
         group = f["block1_conv1"]
@@ -36,7 +41,7 @@ def test_archive_in_the_data_folder_is_found_and_expanded_once(tmp_path, monkeyp
         np.testing.assert_allclose(group["block1_conv1_W_1:0"][...], q * 0.5 - 1.0)
         np.testing.assert_allclose(group["block1_conv1_b_1:0"][...], [0.0, 2.55], rtol=1e-6)
     stamp = path.stat().st_mtime_ns
-    assert weights.find("vgg19_notop")[0] == path and path.stat().st_mtime_ns == stamp
+    assert weights.resolve("vgg19_notop", "imagenet") == path and path.stat().st_mtime_ns == stamp
 
 
 def test_no_archive_means_not_found(tmp_path, monkeypatch):
@@ -44,3 +49,19 @@ def test_no_archive_means_not_found(tmp_path, monkeypatch):
     monkeypatch.setenv("MICROGRAD_GEN_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MICROGRAD_GEN_WEIGHTS", raising=False)
     assert weights.find("inception_v3_notop") == (None, None)
+
+
+def test_weights_list_writes_nothing(tmp_path, monkeypatch, capsys):
+    # `weights list` used to expand every archive (168 MB with the shared data) into the checkout.
+    from micrograd_gen.cli import weights as cli_weights
+    data, home = tmp_path / "data", tmp_path / "home"
+    (data / "weights").mkdir(parents=True)
+    make_archive(data / "weights" / weights.entry("vgg19_notop")["archive"])
+    monkeypatch.setenv("MICROGRAD_GEN_DATA", str(data))
+    monkeypatch.setenv("MICROGRAD_GEN_HOME", str(home))
+    monkeypatch.delenv("MICROGRAD_GEN_WEIGHTS", raising=False)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    assert cli_weights.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "8-bit archive" in out and "from_archive" in out
+    assert sorted(p for p in tmp_path.rglob("*")) == before and not home.exists()

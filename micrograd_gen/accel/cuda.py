@@ -19,7 +19,7 @@ The kernels write into arrays they are given (the ops keep preallocated buffers)
 must be C-contiguous and of the kernel's dtype: a silent copy would write the result somewhere
 nobody reads. A wrong one is a ValueError naming the kernel and the argument.
 
-Where the sources are: $MICROGRAD_GEN_KERNELS, else kernels/ beside this package's folder.
+Where the sources are: $MICROGRAD_GEN_KERNELS, else micrograd_gen/kernels/ (package data).
 """
 import os
 from pathlib import Path
@@ -29,7 +29,7 @@ import numpy as np
 from ..backend import cupy_module
 
 KERNEL_DIR = Path(os.environ.get("MICROGRAD_GEN_KERNELS")
-                  or Path(__file__).resolve().parents[2] / "kernels")
+                  or Path(__file__).resolve().parents[1] / "kernels")
 KERNEL_FILES = ("im2col_nhwc", "col2im_nhwc", "lstm_cell_forward", "lstm_cell_backward",
                 "softmax_cross_entropy_forward", "softmax_cross_entropy_backward")
 _BLOCK = 256            # threads per block; softmax_cross_entropy_forward.cu's XENT_BLOCK
@@ -54,7 +54,7 @@ def _function(name, dtype):
         path = source_path(name)
         if not path.is_file():
             raise RuntimeError(f"{name}: CUDA source {path} not found (set MICROGRAD_GEN_KERNELS "
-                               f"to the kernels/ folder of the repository)")
+                               f"to a folder of the .cu files)")
         module = _modules[name] = cupy_module().RawModule(code=path.read_text())
     return module.get_function(f"{name}_{suffix}")
 

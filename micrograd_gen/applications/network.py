@@ -5,12 +5,17 @@ layers it names as inputs. Its `layers` follow the order Keras 2 gave them (`ker
 is the order of `layer_names` in the keras-applications weight files, so those files load by order
 as Keras loads them. Running the graph for a few named outputs evaluates only their ancestors, so a
 feature extractor for mixed4..mixed7 never computes mixed8..mixed10.
+
+The graph runs as written. `fold_batch_norm(model)` is the one rewrite, explicit and named: it
+returns an inference Network in which each frozen convolution + batch norm (+ ReLU) is one conv2d.
 """
 import difflib
 
-from .. import io, ops, weights as weight_files
+from .. import io, weights as weight_files
 from ..backend import get_array_module
-from ..nn import Activation, BatchNormalization, Conv2D, Layer, Model, activations
+from ..nn import Activation, BatchNormalization, Conv2D, Input, Layer, Model, activations
+from ..nn.base import run_graph
+from ..ops.norm import fold_batch_norm_into_conv
 from ..tensor import Tensor
 
 
@@ -81,14 +86,23 @@ def keras_order(parents, outputs):
 
 
 class Network(Model):
-    """Layers wired by name: `add(layer, *input_names)`, then `finish(output_name)`."""
+    """Layers wired by name: `add(layer, *input_names)`, then `finish(output_name, input_shape)`.
+
+    finish() calls every layer on placeholders (keras.Input), which makes the network a
+    functional `Model(inputs, outputs)`: the graph that runs is exactly the one that was written,
+    through the executor every graph model uses (micrograd_gen.nn.base.run_graph). For a faster
+    inference graph, call `fold_batch_norm(model)`, which returns another Network.
+    """
 
     def __init__(self, name, input_layer, dtype="float32"):
         super().__init__(name=name, dtype=dtype)
-        self._by_name = {input_layer.name: input_layer}
+        self._by_name = {input_layer.name: input_layer}   # in the order they were added
         self._parents = {input_layer.name: []}
         self._input_name = self._output_name = input_layer.name
         self._order = [input_layer.name]
+        self._symbols = {}                                 # layer name -> its output placeholder
+        self._input_shape = None
+        self.folded_into = {}                              # see fold_batch_norm
         self.weights_path = None
 
     def add(self, layer, *inputs):
@@ -102,21 +116,19 @@ class Network(Model):
         return layer.name
 
     def finish(self, output, input_shape):
-        """Fix the output, put the layers in Keras's order and build every weight from shapes."""
+        """Fix the output, call every layer on placeholders (building each weight from shapes)
+        and put the layers in Keras's order."""
         self._output_name = output
         self._order = keras_order(self._parents, [output])
+        self._input_shape = tuple(input_shape)
+        placeholder = Input(batch_shape=self._input_shape, dtype=self.dtype,
+                            name=self._input_name)
+        for name in self._order:   # Keras's order is a topological one: it is the run order
+            parents = [self._symbols[p] for p in self._parents[name]]
+            self._symbols[name] = self._by_name[name](placeholder if not parents else parents[0]
+                                                      if len(parents) == 1 else parents)
+        self._init_graph(placeholder, self._symbols[output])
         self.graph_layers = [self._by_name[n] for n in self._order]  # tracked: `layers` order
-        shapes = {}
-        for name in self._order:
-            layer, parents = self._by_name[name], self._parents[name]
-            shape = (tuple(input_shape) if not parents else shapes[parents[0]]
-                     if len(parents) == 1 else [shapes[p] for p in parents])
-            if not layer.built:
-                layer.build(shape)
-                layer.built = True
-            shapes[name] = layer._output_shape = layer.compute_output_shape(shape)
-        self._output_shape = shapes[output]
-        self.built = True
         return self
 
     # ---- inspection -----------------------------------------------------------------------------
@@ -129,6 +141,9 @@ class Network(Model):
             return self.layers[index]
         if name in self._by_name:
             return self._by_name[name]
+        if name in self.folded_into:
+            raise ValueError(f"{self.name} has no layer {name!r}: fold_batch_norm folded it into "
+                             f"{self.folded_into[name]!r}; ask the unfolded model for it")
         close = difflib.get_close_matches(str(name), self._order, n=4)
         hint = f"did you mean {close}?" if close else f"its layers: {self._order[:6]}..."
         raise ValueError(f"{self.name} has no layer named {name!r}; {hint}")
@@ -150,66 +165,10 @@ class Network(Model):
             self.get_layer(n)
         if not isinstance(x, Tensor):
             x = Tensor(get_array_module(x).asarray(x), dtype=self.dtype)
-        keep = set(names)
-        plan = self._plan(self.ancestors(names), keep)
-        last_use = {}
-        for i, (n, parents, _) in enumerate(plan):
-            for p in parents:
-                last_use[p] = i
-        values = {}
-        for i, (n, parents, run_layer) in enumerate(plan):
-            inputs = (x if not parents else values[parents[0]] if len(parents) == 1
-                      else [values[p] for p in parents])
-            values[n] = run_layer(inputs, training=training)
-            for p in parents:  # drop what no later layer reads (backward keeps what it needs)
-                if last_use[p] == i and p not in keep:
-                    del values[p]
-        return {n: values[n] for n in names}
-
-    def _plan(self, order, keep):
-        """[(name, input names, callable)] to run `order`, with every frozen batch normalisation
-        folded into the bias-free convolution before it, and the ReLU after them fused in too.
-
-        Inference-mode batch norm is a per-channel y*s + t; after conv2d(x, K) that is
-        conv2d(x, K*s) + t, and conv2d adds a bias, and takes max(., 0), while each chunk of
-        its output is still in cache. InceptionV3 has 94 such conv / batch norm / ReLU triples:
-        fusing them saves three passes over every activation forward and two backward
-        (DeepDream, frozen). Only when the layers are frozen (no weight gradients are wanted, and
-        a frozen BatchNormalization always runs in inference mode) and nothing else reads the
-        convolution (or the batch norm, for the ReLU), which is then never materialised."""
-        readers = {}
-        for n in order:
-            for p in self._parents[n]:
-                readers.setdefault(p, []).append(n)
-
-        def only_reader(n):
-            return self._by_name[readers[n][0]] if len(readers.get(n, ())) == 1 else None
-
-        plan, pending = [], {}        # name -> the _ConvBatchNorm that will compute it
-        for n in order:
-            layer, parents = self._by_name[n], self._parents[n]
-            step = pending.pop(parents[0], None) if parents else None
-            if step is not None:      # the batch norm, or the ReLU, of a folded convolution
-                if step.bn is None:
-                    step.bn = layer
-                    relu = only_reader(n)
-                    if (n not in keep and isinstance(relu, Activation)
-                            and relu.activation is activations.relu):
-                        pending[n] = step                 # the ReLU joins the same op
-                        continue
-                else:
-                    step.relu = True
-                plan.append((n, step.inputs, step))
-                continue
-            bn = only_reader(n)
-            if (isinstance(layer, Conv2D) and isinstance(bn, BatchNormalization)
-                    and n not in keep and not layer.use_bias
-                    and layer.activation is activations.linear and bn.axis in (-1, 3)
-                    and not any(w.requires_grad for w in layer.weights + bn.weights)):
-                pending[n] = _ConvBatchNorm(layer, parents)   # run by a later entry
-                continue
-            plan.append((n, parents, layer))
-        return plan
+        placeholder = self._graph[0]
+        outputs = run_graph({id(placeholder): x}, [self._symbols[n] for n in names],
+                            training=training)
+        return dict(zip(names, outputs))
 
     def call(self, x, training=None):
         return self.run(x, [self._output_name], training=training)[self._output_name]
@@ -225,29 +184,75 @@ class Network(Model):
         return self
 
 
-class _ConvBatchNorm:
-    """A frozen Conv2D (no bias), the inference-mode BatchNormalization after it and, when
-    `relu`, the ReLU after that, as ONE conv2d with kernel K*s and bias t, where
-    s = gamma / sqrt(moving_variance + epsilon) and t = beta - moving_mean * s
-    (see Network._plan)."""
+# ---- batch-norm folding: an explicit step that returns another graph ------------------------------
 
-    def __init__(self, conv, inputs):
-        self.conv, self.inputs, self.bn, self.relu = conv, inputs, None, False
+def fold_batch_norm(model, keep=()):
+    """An inference Network that computes what `model` computes, with every frozen Conv2D ->
+    BatchNormalization pair folded into ONE Conv2D (kernel K * scale, bias shift: see
+    micrograd_gen.ops.norm.fold_batch_norm_into_conv), and the ReLU after the pair, when there is
+    one, made that convolution's activation (conv2d fuses it: see nn.Conv2D).
 
-    def __call__(self, x, training=None):
-        conv, bn = self.conv, self.bn
-        kernel = conv.kernel.data
-        xp = get_array_module(kernel)
-        scale = 1 / xp.sqrt(bn.moving_variance.data + kernel.dtype.type(bn.epsilon))
-        if bn.gamma is not None:
-            scale = scale * bn.gamma.data
-        shift = -bn.moving_mean.data * scale
-        if bn.beta is not None:
-            shift = shift + bn.beta.data
-        return ops.conv2d(x, Tensor(kernel * scale.astype(kernel.dtype)),
-                          Tensor(shift.astype(kernel.dtype)), strides=conv.strides,
-                          padding=conv.padding, dilation_rate=conv.dilation_rate,
-                          relu=self.relu)
+    InceptionV3 has 94 conv / batch norm / ReLU triples: folded, each is one op instead of three,
+    with no pass of its own over the activations, forward or backward (DeepDream, whose weights
+    are frozen). A pair folds only when both layers are frozen (no weight requires a gradient, so
+    the batch norm runs on its moving statistics), the convolution has no bias and no activation,
+    and each layer's output is read by the next layer alone. Everything else is kept as it is
+    (the same layer objects; VGG19 has nothing to fold).
+
+    The folded convolution takes the name of the last layer it replaces (activation_k, or
+    batch_normalization_k), so that those outputs keep their names; `folded.folded_into` maps the
+    names that are gone to it. Name in `keep` the layers whose own outputs you will ask for
+    (DeepDream's layers): those are not folded away. The kernels are computed now:
+    change the weights of `model` (load_weights) and fold again.
+    """
+    if not isinstance(model, Network):
+        raise TypeError(f"fold_batch_norm: expects a Network from micrograd_gen.applications "
+                        f"(VGG19, InceptionV3), got {type(model).__name__}")
+    readers = {}
+    for n in model._order:
+        for p in model._parents[n]:
+            readers.setdefault(p, []).append(n)
+
+    def only_reader(n):
+        return model._by_name[readers[n][0]] if len(readers.get(n, ())) == 1 else None
+
+    def frozen(*layers):
+        return not any(w.requires_grad for layer in layers for w in layer.weights)
+
+    folded = Network(model.name, model._by_name[model._input_name], dtype=model.dtype)
+    folded.weights_path = model.weights_path
+    keep = set(keep)
+    for n in keep:
+        model.get_layer(n)                                  # a clear error for an unknown name
+    needed, gone = set(model._order), set()
+    for name, layer in model._by_name.items():
+        if name == model._input_name or name not in needed or name in gone:
+            continue
+        bn = only_reader(name)
+        if not (isinstance(layer, Conv2D) and isinstance(bn, BatchNormalization)
+                and name not in keep and not layer.use_bias
+                and layer.activation is activations.linear
+                and bn.axis in (-1, 3) and frozen(layer, bn)):
+            folded.add(layer, *model._parents[name])
+            continue
+        relu = only_reader(bn.name)
+        if not (isinstance(relu, Activation) and relu.activation is activations.relu
+                and bn.name not in keep):
+            relu = None
+        last = relu or bn
+        kernel, bias = fold_batch_norm_into_conv(layer.kernel, bn.gamma, bn.beta, bn.moving_mean,
+                                                 bn.moving_variance, bn.epsilon)
+        conv = Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
+                      padding=layer.padding, dilation_rate=layer.dilation_rate,
+                      activation="relu" if relu else None, kernel_initializer="zeros",
+                      name=last.name, dtype=layer.dtype, trainable=False,
+                      seed=0)   # zeros and a seed: building draws nothing from the global generator
+        conv.build((None, None, None, layer.kernel.shape[2]))
+        conv.kernel.data, conv.bias.data = kernel, bias
+        folded.add(conv, *model._parents[name])
+        gone |= {name, bn.name, last.name}
+        folded.folded_into.update({n: last.name for n in (name, bn.name) if n != last.name})
+    return folded.finish(model._output_name, model._input_shape)
 
 
 class FeatureExtractor:

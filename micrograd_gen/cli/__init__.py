@@ -29,10 +29,13 @@ def _common(parser, default_out):
                         help="show the full traceback when something fails")
 
 
-def build_parser():
+def build_parser(prog="micrograd-gen"):
+    """prog: how the user ran us, for usage lines (`python -m micrograd_gen` passes its own)."""
+    from .. import __version__
     parser = argparse.ArgumentParser(
-        prog="python -m micrograd_gen",
+        prog=prog,
         description="The generative deep learning chapter on a small NumPy/CuPy engine.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = _module(name)
@@ -58,8 +61,9 @@ def setup(args):
         pass
 
 
-def main(argv=None):
-    parser = build_parser()
+def main(argv=None, prog="micrograd-gen"):
+    """The `micrograd-gen` script; `python -m micrograd_gen` calls it with its own prog."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()

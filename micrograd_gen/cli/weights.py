@@ -1,18 +1,22 @@
-"""`weights list | fetch NAME | verify PATH`: the known pretrained files, getting them, and checking
-a file against the model it is for.
+"""`weights list | fetch NAME | verify PATH | export CHECKPOINT OUT.weights.h5`: the known pretrained
+files, getting them, checking a file against the model it is for, and turning a training
+checkpoint of this command line into a Keras 3 weight file.
 
     python -m micrograd_gen weights list
     python -m micrograd_gen weights fetch vgg19
     python -m micrograd_gen weights verify vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
+    python -m micrograd_gen weights verify out/vae/vae.h5          # a checkpoint: what it holds
+    python -m micrograd_gen weights export out/vae/vae.h5 vae.weights.h5
 """
 import argparse
 import sys
 from pathlib import Path
 
-from .. import io, weights
+from .. import download, io, weights
 from ..download import DownloadError, file_hash
 
-HELP = "list, download or check the pretrained VGG19 / InceptionV3 weight files"
+HELP = ("list, download or check the pretrained VGG19 / InceptionV3 weight files; export a "
+        "training checkpoint as a Keras 3 .weights.h5 file")
 ALIASES = {"vgg19": "vgg19_notop", "inception_v3": "inception_v3_notop",
            "inceptionv3": "inception_v3_notop"}
 MODELS = {"vgg19": "vgg19_notop", "inception_v3": "inception_v3_notop"}
@@ -31,10 +35,17 @@ def add_arguments(parser):
     verify.add_argument("--by-name", action="store_true",
                         help="match layers by name (default: by name when all names are there, "
                              "else by order, as loading does)")
+    export = sub.add_parser("export", help="write the model of a training checkpoint (textgen, "
+                                           "vae, gan, denoise, train-style) as a Keras 3 "
+                                           ".weights.h5 file")
+    export.add_argument("checkpoint", help="a checkpoint written by a training command")
+    export.add_argument("out", help="the Keras 3 weight file to write (its name ends in .weights.h5)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace OUT if it exists (default: refuse)")
 
 
 def run(args):
-    return {"list": _list, "fetch": _fetch, "verify": _verify}[args.action](args)
+    return {"list": _list, "fetch": _fetch, "verify": _verify, "export": _export}[args.action](args)
 
 
 def main(argv=None):
@@ -43,7 +54,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (DownloadError, io.WeightFileError, KeyError, FileNotFoundError) as e:
+    except (DownloadError, ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1
 
@@ -55,6 +66,8 @@ def _list(args):
             where = ("not downloaded (python -m micrograd_gen weights fetch "
                      f"{name.replace('_notop', '')})" if path is None else
                      f"{path} (md5 checked)" if source == "cache" else
+                     f"{path} (8-bit archive; expanded into {weights.expanded_path(name)} when "
+                     "a command first needs it)" if source == "archive" else
                      f"{path} (local copy, not hash-checked)")
         except DownloadError:
             where = f"{weights.cached_path(name)} has the WRONG md5 (delete it to download again)"
@@ -62,7 +75,7 @@ def _list(args):
         print(f"{name}: {e['model']}{top}, {e['file']}, "
               f"{e['bytes'] / 1e6:.1f} MB, {e['layers_with_weights']} layers with weights\n"
               f"    url  {e['url']}\n    md5  {e['md5']}\n    here {where}")
-    print(f"cache folder: {weights.cached_path(next(iter(weights.manifest()))).parent}")
+    print(f"cache folder: {download.weights_dir()}")
     return 0
 
 
@@ -85,6 +98,9 @@ def _guess_model(path, f):
             return "vgg19"
         if "mixed0" in names or "conv2d_1" in names:
             return "inception_v3"
+    if io.file_format(f) == "keras3" and "layers/conv2d" in f:
+        # Keras 3 files have no layer names: only InceptionV3 has batch normalisation.
+        return "inception_v3" if "layers/batch_normalization" in f else "vgg19"
     raise io.WeightFileError(f"{path}: cannot tell which model this file is for; pass --model")
 
 
@@ -94,8 +110,86 @@ def _build(model):
     return build(weights=None)
 
 
+# ---- training checkpoints (generative/checkpoint.py) -------------------------------------------------
+
+def is_checkpoint(f):
+    """Whether an open HDF5 file is a checkpoint of this command line (its `tree` attribute)."""
+    return "tree" in f.attrs and "arrays" in f
+
+
+def checkpoint_model(path):
+    """(what it is, the trained model) rebuilt from a training checkpoint, with its weights."""
+    from ..generative import checkpoint
+    payload = checkpoint.read_checkpoint(path)
+    models, extra = set(payload["models"]), payload.get("extra") or {}
+    if "textgen" in extra:
+        from ..generative.text_training import load_text_model
+        run = load_text_model(path)
+        return f"textgen {run.config['kind']} model", run.model
+    if "fast_style" in extra:
+        from ..generative.fast_style import load_model
+        return "train-style transformer network", load_model(path)
+    if models == {"vae"}:
+        from ..generative.vae import load_vae
+        return "vae (encoder, decoder)", load_vae(path)
+    if models == {"generator", "discriminator"}:
+        from ..generative.dcgan import load_gan
+        return "gan (generator, discriminator)", load_gan(path)
+    if models == {"denoiser"}:
+        from ..generative.denoise import load_denoiser
+        return "denoise autoencoder", load_denoiser(path)
+    raise ValueError(f"{path}: a training checkpoint of models {sorted(models)}, which no command "
+                     "of this version writes")
+
+
+def _export(args):
+    from .. import keras3_weights
+    source, out = Path(args.checkpoint), Path(args.out)
+    if not keras3_weights.is_keras3_name(out):
+        raise ValueError(f"export: OUT {str(out)!r} must end in {keras3_weights.SUFFIX} (Keras 3 "
+                         "reads its weight files only under such names)")
+    if not source.is_file():
+        raise FileNotFoundError(f"export: no checkpoint file {source}")
+    if out.exists() and out.resolve() == source.resolve():
+        raise ValueError(f"export: OUT {out} is the checkpoint itself")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"export: {out} exists; pass --overwrite to replace it")
+    with io.open_weight_file(source) as f:
+        if not is_checkpoint(f):
+            raise ValueError(f"export: {source} is not a training checkpoint of this command "
+                             "line (for a Keras weight file, load it and call save_weights)")
+    what, model = checkpoint_model(source)
+    io.save_weights(model, out)
+    groups = [s for s in keras3_weights.saveables(model) if s.weights]
+    print(f"{out}: the {what} of {source}, in Keras 3's layout: {len(groups)} variable groups, "
+          f"{sum(w.size for s in groups for w in s.weights):,} numbers")
+    for s in groups:
+        print(f"  {s.vars_path:<48} {', '.join(str(tuple(w.shape)) for w in s.weights)}")
+    print("Keras 3 loads it with model.load_weights(...) into a model built the same way.")
+    return 0
+
+
+def _verify_checkpoint(path):
+    from ..generative import checkpoint
+    payload = checkpoint.read_checkpoint(path)
+    print(f"{path}: a micrograd_gen training checkpoint ({payload.get('format')}), step "
+          f"{payload.get('step')}")
+    for name, arrays in payload["models"].items():
+        print(f"  model {name}: {len(arrays)} arrays, {sum(int(a.size) for a in arrays):,} numbers")
+    for name in payload.get("optimizers") or {}:
+        print(f"  optimiser state {name}")
+    what, model = checkpoint_model(path)    # rebuilding checks every array's shape
+    print(f"the {what} rebuilds from it: every array fits ({len(model.weights)} weights); "
+          f"`weights export {path} OUT.weights.h5` writes it for Keras 3")
+    return 0
+
+
 def _verify(args):
     path = Path(args.path)
+    with io.open_weight_file(path) as f:
+        checkpoint = is_checkpoint(f)
+    if checkpoint:
+        return _verify_checkpoint(path)
     with io.open_weight_file(path) as f:
         model_name = args.model or _guess_model(path, f)
         model = _build(model_name)

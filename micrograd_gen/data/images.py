@@ -5,15 +5,24 @@ Colour conversion follows Keras: every picture becomes RGB through Pillow's `con
 grayscale is repeated over three channels, palette pictures are expanded, and an alpha channel is
 dropped (not composited on a background), as `keras.utils.load_img` and
 `image_dataset_from_directory` (which decodes with `channels=3`) both do.
+
+Where `convert("RGB")` alone would lose the picture, pictures load as what they are: the EXIF
+orientation of a phone photo is applied (it dreams upright); 16-bit grayscale (PNG, TIFF) is scaled
+from 0..65535 to 0..255 instead of clipping to solid white; float pictures (TIFF mode "F") are read
+as 0..1 (or 0..255 when they go past 1) instead of truncating to black, and NaN, inf or other
+ranges are refused. A picture of more than `max_image_pixels()` pixels (about 89 megapixels, Pillow's
+own warning threshold) is refused before it is decoded, since a tiny PNG can decode to gigabytes;
+set MICROGRAD_GEN_MAX_IMAGE_PIXELS (or pass `max_pixels=`) to open larger ones.
 """
 import io
 import math
 import os
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from ..download import atomic_write
 
@@ -32,24 +41,100 @@ def _as_numpy(array):
     return np.asarray(array)
 
 
-def _open_rgb(source, name, caller):
-    """Decode a file path or bytes with Pillow and convert to RGB; one-line errors."""
+# Pillow's own threshold (it only warns there, and refuses at twice that): 89,478,485 pixels, a
+# 9459x9459 picture, 256 MiB as RGBA.
+MAX_IMAGE_PIXELS = 89_478_485
+MAX_IMAGE_PIXELS_ENV = "MICROGRAD_GEN_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels():
+    """The most pixels (width * height) a picture may have: $MICROGRAD_GEN_MAX_IMAGE_PIXELS when
+    set, else MAX_IMAGE_PIXELS."""
+    value = os.environ.get(MAX_IMAGE_PIXELS_ENV)
+    if value is None or not value.strip():
+        return MAX_IMAGE_PIXELS
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"${MAX_IMAGE_PIXELS_ENV}={value!r}: expected a whole number of pixels "
+                         f">= 1 (default {MAX_IMAGE_PIXELS})")
+    return limit
+
+
+@contextmanager
+def _our_limit_only():
+    # Our limit decides, checked on the header as soon as Pillow has read it. Pillow's own check
+    # would warn under it and refuse above twice its threshold whatever the user allowed, so it
+    # is off while a picture is opened here (and put back after, whatever happens).
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _to_rgb(img, name, caller):
+    """RGB 8-bit, scaling the pictures that convert("RGB") would clip: 16-bit and 32-bit integer
+    grayscale (modes I;16*, I) from 0..65535, float grayscale (mode F) from 0..1, or 0..255 when
+    its values go past 1."""
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return img.convert("RGB")
+    values = np.asarray(img).astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise ValueError(f"{caller}: {name} holds {int((~finite).sum())} NaN or infinite pixels")
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if img.mode == "F" and lo >= 0 and hi <= 1:
+        scale = 255.0
+    elif img.mode == "F" and lo >= 0 and hi <= 255:
+        scale = 1.0
+    elif img.mode != "F" and lo >= 0 and hi <= 65535:
+        scale = 255.0 / 65535.0
+    else:
+        expected = "0..1 (or 0..255)" if img.mode == "F" else "0..65535"
+        raise ValueError(f"{caller}: {name} is a mode {img.mode} picture with values in "
+                         f"[{lo:g}, {hi:g}]; expected {expected}")
+    gray = np.clip(np.round(values * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, "L").convert("RGB")
+
+
+def _open_rgb(source, name, caller, max_pixels=None):
+    """Decode a file path or bytes with Pillow as RGB 8-bit, upright (EXIF orientation applied)
+    and scaled when it has more than 8 bits (see `_to_rgb`); one-line errors, and a picture of
+    more than `max_pixels` (default `max_image_pixels()`) is refused before it is decoded."""
+    limit = max_image_pixels() if max_pixels is None else int(max_pixels)
+    if limit < 1:
+        raise ValueError(f"{caller}: max_pixels must be >= 1, got {max_pixels!r}")
+    try:
+        with _our_limit_only(), \
+                Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            width, height = img.size  # from the header: nothing is decoded yet
+            if width * height <= limit:
+                upright = ImageOps.exif_transpose(img)  # decoded, a copy that outlives the file
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError) as e:
         raise ValueError(f"{caller}: {name} is not an image Pillow can read ({e})") from None
+    if width * height > limit:
+        raise ValueError(
+            f"{caller}: {name} is {width}x{height} = {width * height:,} pixels, more than the limit "
+            f"of {limit:,} (a decompression bomb?); to open it anyway, set {MAX_IMAGE_PIXELS_ENV} "
+            f"to a larger number of pixels")
+    return _to_rgb(upright, name, caller)
 
 
 # ---------------------------------------------------------------------------------------------
 # loading single pictures (keras.utils.load_img + img_to_array)
 
-def load_image(path, target_size=None, height=None, interpolation="nearest"):
-    """A picture as float32 (H, W, 3) with values in [0, 255], as `img_to_array(load_img(path))`.
+def load_image(path, target_size=None, height=None, interpolation="nearest", max_pixels=None):
+    """A picture as float32 (H, W, 3) with values in [0, 255], as `img_to_array(load_img(path))`,
+    upright by its EXIF orientation, 16-bit and float pictures scaled (see the module's docstring).
 
     `target_size=(height, width)` resizes to exactly that size; `height=h` resizes to height h and
     width `round(w * h / original_h)` (the book's style-transfer sizing). Resizing uses Pillow's
     resampling, `interpolation` as Keras's `load_img` names it ("nearest" by default, as there).
+    `max_pixels`: refuse larger pictures (default `max_image_pixels()`).
     """
     path = Path(path)
     if not path.exists():
@@ -60,7 +145,7 @@ def load_image(path, target_size=None, height=None, interpolation="nearest"):
         raise ValueError(f"load_image: interpolation={interpolation!r}; use one of {sorted(PIL_INTERPOLATION)}")
     if target_size is not None and height is not None:
         raise ValueError("load_image: give target_size or height, not both")
-    img = _open_rgb(path, path, "load_image")
+    img = _open_rgb(path, path, "load_image", max_pixels)
     if height is not None:
         target_size = (int(height), round(img.width * height / img.height))
     if target_size is not None:

@@ -139,6 +139,28 @@ def char_windows(text, maxlen=60, step=3):
     return starts, "".join(text[i + maxlen] for i in starts)
 
 
+def _positive(caller, **values):
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{caller}: {name} must be a whole number >= 1, got {value!r}")
+
+
+def check_char_corpus(text, maxlen=60, step=3, batch_size=128):
+    """Raise ValueError, before any training, unless `text` gives at least one full batch of
+    windows: `batch_size` windows of `maxlen` characters, one every `step`, each followed by the
+    character to predict. (A shorter corpus used to train a whole epoch and then fail when the
+    sampler drew a seed window.)"""
+    _positive("char_batches", maxlen=maxlen, step=step, batch_size=batch_size)
+    windows = len(range(0, len(text) - maxlen, step))
+    if windows < batch_size:
+        needed = maxlen + (batch_size - 1) * step + 1
+        raise ValueError(
+            f"char_batches: a corpus of {len(text):,} characters gives {windows} "
+            f"window{'s' if windows != 1 else ''} of "
+            f"maxlen={maxlen} (one every step={step} characters), fewer than one batch of "
+            f"{batch_size}; it needs at least {needed:,} characters, or a smaller batch size")
+
+
 class CharBatches:
     """One-hot batches of character windows, built batch by batch (never for the whole corpus).
 
@@ -147,6 +169,7 @@ class CharBatches:
     """
 
     def __init__(self, text, vocab, maxlen=60, step=3, batch_size=128, shuffle=True, seed=None):
+        check_char_corpus(text, maxlen, step, batch_size)
         self.vocab = vocab
         self.maxlen = int(maxlen)
         self.batch_size = int(batch_size)
@@ -154,8 +177,6 @@ class CharBatches:
         self._rng = np.random.default_rng(seed)
         self.ids = vocab.encode(text)                                            # (len(text),)
         self.starts = np.arange(0, len(text) - self.maxlen, step, dtype=np.int64)
-        if len(self.starts) == 0:
-            raise ValueError(f"char_batches: a text of {len(text)} characters has no window of maxlen={maxlen}")
 
     def __len__(self):
         return math.ceil(len(self.starts) / self.batch_size)
@@ -339,10 +360,19 @@ class TextFiles:
                     yield self._clean(tar.extractfile(member).read())
 
     def __iter__(self):
-        for k, text in enumerate(self._texts()):
-            if self.limit is not None and k >= self.limit:
-                return
+        """The texts; raises ValueError at the end when there were none, or all were blank (an
+        empty corpus would train on padding alone)."""
+        count, blank = 0, 0
+        for text in self._texts():
+            if self.limit is not None and count >= self.limit:
+                break
+            count += 1
+            blank += not text.strip()
             yield text
+        if count == blank:
+            found = (f"{count} .txt file{'s' if count != 1 else ''}, all empty" if count
+                     else "no .txt files")
+            raise ValueError(f"text_files_dataset: {self.path} holds {found}; a corpus needs text")
 
 
 def text_files_dataset(path, limit=None):
@@ -358,6 +388,14 @@ class LMBatches:
         self.token_ids = np.asarray(token_ids)
         if self.token_ids.ndim != 2 or self.token_ids.shape[1] < 2:
             raise ValueError(f"lm_batches: expected token ids (N, L) with L >= 2; got {self.token_ids.shape}")
+        _positive("lm_batches", batch_size=batch_size)
+        if len(self.token_ids) < batch_size:
+            raise ValueError(f"lm_batches: {len(self.token_ids)} sequences are fewer than one batch "
+                             f"of {batch_size}; use more texts or a smaller batch size")
+        if not self.token_ids.any():
+            raise ValueError(f"lm_batches: the {len(self.token_ids)} sequences hold no token but "
+                             "padding (0): the texts are empty, or nothing in them was kept by the "
+                             "vectorizer")
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self._rng = np.random.default_rng(seed)

@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import backend, nn
 from ..data.text import CharVocabulary, char_batches
+from ..ops.lstm import lstm_cell
 from ..optim import RMSprop
 from ..tensor import no_grad
 from .text_sampling import sample_next
@@ -89,18 +90,10 @@ class _Cell:
         self.dense_bias = np.asarray(backend.to_numpy(dense.bias.data), np.float32)
 
     def step(self, h, c, char_id):
-        """Advance every state (N, U) by the same character, in place."""
-        u = self.units
+        """Advance every state (N, U) by the same character, in place: the LSTM op's own cell."""
         z = h @ self.recurrent                                # (N, 4U), gate blocks i, f, c, o
         z += self.input_rows[char_id]
-        g = np.tanh(z[:, 2 * u:3 * u])
-        with np.errstate(over="ignore"):                      # exp(-z) = inf gives sigmoid 0
-            np.exp(-z, out=z)
-        z += 1
-        np.divide(1, z, out=z)                                # sigmoid (the c block goes unused)
-        c *= z[:, u:2 * u]                                    # f * c
-        c += z[:, :u] * g                                     # + i * g
-        np.multiply(z[:, 3 * u:], np.tanh(c), out=h)          # o * tanh(c)
+        h[...], c[...], _, _ = lstm_cell(z, c)
 
     def probabilities(self, h_row):
         """softmax(h @ W + b) for one state (U,), as float32 like the model's output."""

@@ -14,7 +14,13 @@ strongly. The book's schedule, kept exactly:
   detail that the down-and-up-scaling lost is added back from the original, so the dream keeps the
   photo's sharpness;
 - a step whose loss exceeds `max_loss` is the last of its octave (the book checks after the step,
-  so that step is kept).
+  so that step is kept);
+- on a small picture a deep layer's feature map can be all border at the smallest octaves: that
+  layer is left out there (the book's code then adds the mean of an empty slice, which gives
+  no gradient), with a warning; only when no layer keeps a pixel at any octave is it an error.
+
+A loss or picture that stops being finite (a step far too large, NaN weights) stops the dream at
+that step with `NonFiniteError`, before the callback sees the picture.
 
     from micrograd_gen.generative.deepdream import deep_dream
     picture = deep_dream(image_rgb_0_255, weights="path/to/inception_v3_notop.h5")
@@ -24,11 +30,13 @@ Works on VGG19 too (`model="vgg19"`): its lower layers give geometric textures.
 import math
 import numbers
 import time
+import warnings
 
 import numpy as np
 
 from .. import applications, backend, ops
 from ..tensor import Tensor, no_grad
+from .nonfinite import NonFiniteError, check_step, count_non_finite  # noqa: F401  (run raises it)
 
 # The book's layers and weights for InceptionV3; for VGG19, a mid-level blend that draws textures.
 DEFAULT_LAYERS = {
@@ -78,6 +86,31 @@ def dream_loss(features, layer_weights):
         terms[name] = term = float(coeff) * ops.mean(inner * inner)
         total = term if total is None else total + term
     return total, terms
+
+
+class DreamWarning(UserWarning):
+    """A layer was left out of the dream at an octave where it has no pixel inside its border."""
+
+
+def feature_shapes(model, names, image_shape):
+    """{name: (height, width)} of the named layers' feature maps for a picture of `image_shape`
+    (height, width), from each layer's compute_output_shape: no pixel is computed."""
+    shapes = {}
+    for name in model.ancestors(names):
+        parents = model._parents[name]
+        if not parents:
+            shape = (1, *image_shape, 3)
+        elif len(parents) == 1:
+            shape = shapes[parents[0]]
+        else:
+            shape = [shapes[p] for p in parents]
+        shapes[name] = model.get_layer(name).compute_output_shape(shape)
+    return {name: tuple(int(d) for d in shapes[name][1:3]) for name in names}
+
+
+def has_inside(size):
+    """Whether a feature map of `size` (height, width) keeps a pixel once the border is cut."""
+    return min(size) > 2 * BORDER
 
 
 def l2_normalize(grad, epsilon=1e-12):
@@ -147,24 +180,52 @@ class DeepDream:
                 raise ValueError(f"deep_dream: the weight of layer {name!r} must be a finite "
                                  f"number, got {coeff!r}")
         self.layer_weights = layer_weights
-        # raises for an unknown layer name, with the closest names
-        self.features = applications.feature_extractor(self.model, list(layer_weights))
+        # raises for an unknown layer name, with the closest names; frozen conv + batch norm +
+        # ReLU triples run as one conv2d each (the dream never asks for their own outputs)
+        inference_model = applications.fold_batch_norm(self.model, keep=layer_weights)
+        self.features = applications.feature_extractor(inference_model, list(layer_weights))
 
-    def loss(self, image):
-        """The dream loss of a preprocessed (1, H, W, 3) image (array or Tensor), as a Tensor."""
-        return dream_loss(self.features(image), self.layer_weights)[0]
+    def loss(self, image, layer_weights=None):
+        """The dream loss of a preprocessed (1, H, W, 3) image (array or Tensor), as a Tensor, over
+        `layer_weights` (default: all the dream's layers)."""
+        if layer_weights is None:
+            layer_weights = self.layer_weights
+        return dream_loss(self.features(image), layer_weights)[0]
 
-    def loss_and_grad(self, image):
+    def loss_and_grad(self, image, layer_weights=None):
         """(loss as a float, d loss / d image as an array) for a preprocessed image array."""
         x = Tensor(image, requires_grad=True, dtype=image.dtype)
-        loss = self.loss(x)
+        loss = self.loss(x, layer_weights)
         loss.backward()
         return float(loss.item()), x.grad
 
-    def gradient_ascent_step(self, image, step):
+    def gradient_ascent_step(self, image, step, layer_weights=None):
         """The book's step: image + step * l2_normalize(grad). Returns (loss before it, new image)."""
-        loss, grad = self.loss_and_grad(image)
+        loss, grad = self.loss_and_grad(image, layer_weights)
         return loss, image + image.dtype.type(step) * l2_normalize(grad)
+
+    def octave_layers(self, shapes):
+        """For each octave shape, the layers (with their weights) that keep pixels inside the
+        border there. Raises ValueError, naming the sizes, when no layer keeps a pixel at any
+        octave; otherwise warns (DreamWarning) about each octave that leaves layers out."""
+        names = list(self.layer_weights)
+        sizes = [feature_shapes(self.model, names, shape) for shape in shapes]
+        plan = [{n: c for n, c in self.layer_weights.items() if has_inside(at[n])} for at in sizes]
+        if not any(plan):
+            raise ValueError(
+                f"deep_dream: no layer keeps a pixel inside its {BORDER}-pixel border at any "
+                f"octave: even at the largest, {shapes[-1][0]}x{shapes[-1][1]}, "
+                + ", ".join(f"{n} is {h}x{w}" for n, (h, w) in sizes[-1].items())
+                + "; use a larger picture (--max-size), fewer octaves or lower layers")
+        for octave, (shape, at, kept) in enumerate(zip(shapes, sizes, plan), start=1):
+            left_out = [f"{n} ({at[n][0]}x{at[n][1]})" for n in names if n not in kept]
+            if left_out:
+                what = "the other layers dream" if kept else "its steps are skipped"
+                warnings.warn(
+                    f"deep_dream: octave {octave}/{len(shapes)} is {shape[0]}x{shape[1]}: "
+                    f"{', '.join(left_out)} keep nothing inside the {BORDER}-pixel border and are "
+                    f"left out there; {what}", DreamWarning, stacklevel=3)
+        return plan
 
     def preprocess(self, image):
         """RGB 0..255 (H, W, 3) -> the model's input (1, H, W, 3) float32 on the current backend."""
@@ -184,23 +245,35 @@ class DeepDream:
         callback(DreamStep) runs after every step; returning True stops the whole dream.
         """
         step = DEFAULT_STEP[self.kind] if step is None else float(step)
+        if not math.isfinite(step):
+            raise ValueError(f"deep_dream: step must be a finite number, got {step}")
         if isinstance(max_loss, str):
             if max_loss != "auto":
                 raise ValueError(f"deep_dream: max_loss must be a number, None or 'auto', got "
                                  f"{max_loss!r}")
             max_loss = DEFAULT_MAX_LOSS[self.kind]
+        if max_loss is not None and math.isnan(max_loss):
+            raise ValueError("deep_dream: max_loss must be a number or None, got nan")
         original = self.preprocess(image)
+        bad = count_non_finite(original)
+        if bad:
+            raise ValueError(f"deep_dream: the picture holds {bad} NaN or infinite values")
         shapes = octave_shapes(original.shape[1:3], octaves, octave_scale)
         self._check_size(shapes[0])
+        layers_at = self.octave_layers(shapes)
         shrunk_original = resize(original, shapes[0])
         img = original
         stop = False
         for octave, shape in enumerate(shapes, start=1):
             img = resize(img, shape)
-            for i in range(1, int(iterations) + 1):
+            layer_weights = layers_at[octave - 1]
+            steps = int(iterations) if layer_weights else 0  # no layer here: nothing to ascend
+            for i in range(1, steps + 1):
                 started = time.perf_counter()
-                loss, img = self.gradient_ascent_step(img, step)
+                loss, img = self.gradient_ascent_step(img, step, layer_weights)
                 seconds = time.perf_counter() - started
+                check_step("deep_dream", f"octave {octave}/{len(shapes)} ({shape[0]}x{shape[1]}), "
+                           f"step {i}", f"is the step, {step:g}, far too large?", loss, img)
                 if callback is not None and callback(DreamStep(
                         octave, len(shapes), shape, i, int(iterations), loss, seconds, img,
                         self.deprocess_image)):

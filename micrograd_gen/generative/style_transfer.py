@@ -18,7 +18,12 @@ through the convolutions on its own) for a third of the work. `batch3=True` runs
 
     from micrograd_gen.generative.style_transfer import style_transfer
     picture = style_transfer("tubingen.jpg", "starry_night.jpg", weights="vgg19_notop.h5")
+
+A loss or picture that stops being finite (an SGD rate far too large, NaN weights) stops the
+optimisation at that step or L-BFGS evaluation with `NonFiniteError`, before the callback sees the
+picture.
 """
+import math
 import time
 
 import numpy as np
@@ -29,6 +34,7 @@ from ..applications import vgg19
 from ..data.images import load_image
 from ..optim import SGD, ExponentialDecay, lbfgs
 from ..tensor import Tensor, no_grad
+from .nonfinite import NonFiniteError, check_step, count_non_finite  # noqa: F401  (optimize raises it)
 
 CONTENT_LAYER = "block5_conv2"
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
@@ -110,10 +116,19 @@ class StyleTransferLoss:
         self.model = model
         self.content_weight, self.style_weight, self.tv_weight = (
             float(content_weight), float(style_weight), float(tv_weight))
+        for name, value in (("content_weight", self.content_weight),
+                            ("style_weight", self.style_weight), ("tv_weight", self.tv_weight)):
+            if not math.isfinite(value):
+                raise ValueError(f"style transfer: {name} must be a finite number, got {value}")
+        for what, picture in (("base", base), ("style", style)):
+            if count_non_finite(picture):
+                raise ValueError(f"style transfer: the {what} picture holds "
+                                 f"{count_non_finite(picture)} NaN or infinite values")
         self.size = int(base.shape[1] * base.shape[2])
         self.batch3 = batch3
         # the book's feature_extractor stops at block5_conv2: nothing later feeds the loss
-        self.features = applications.feature_extractor(model, list(STYLE_LAYERS) + [CONTENT_LAYER])
+        self.features = applications.feature_extractor(applications.fold_batch_norm(model),
+                                                       list(STYLE_LAYERS) + [CONTENT_LAYER])
         self.base, self.style = base, style
         if not batch3:
             with no_grad():
@@ -247,15 +262,25 @@ def optimize(loss, x, optimizer="lbfgs", iterations=None, callback=None,
     if optimizer not in ITERATIONS:
         raise ValueError(f"style transfer: optimizer must be 'lbfgs' or 'sgd', got {optimizer!r}")
     iterations = ITERATIONS[optimizer] if iterations is None else int(iterations)
+    if count_non_finite(x):
+        raise ValueError(f"style transfer: the initial picture holds {count_non_finite(x)} NaN or "
+                         "infinite values")
     if optimizer == "sgd":
         variable = Tensor(x.copy(), dtype=x.dtype)
         if learning_rate is None:
             learning_rate = sgd_learning_rate(x.shape)
-        opt = SGD([variable], learning_rate=ExponentialDecay(float(learning_rate), 100, 0.96))
+        learning_rate = float(learning_rate)
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"style transfer: the SGD learning rate must be a finite number > 0, "
+                             f"got {learning_rate}")
+        opt = SGD([variable], learning_rate=ExponentialDecay(learning_rate, 100, 0.96))
         for i in range(1, iterations + 1):
             started = time.perf_counter()
             value, parts, grad = loss.loss_and_grad(variable.data)
             opt.apply_gradients([(grad, variable)])
+            check_step("style transfer", f"SGD step {i}",
+                       f"is the learning rate, {learning_rate:g}, far too large?", value,
+                       variable.data)
             if callback is not None and callback(StyleStep(
                     i, iterations, value, parts, time.perf_counter() - started, 1, variable.data)):
                 break
@@ -264,15 +289,24 @@ def optimize(loss, x, optimizer="lbfgs", iterations=None, callback=None,
         started = time.perf_counter()
         seen = []
 
-        def fun(t):
+        def fun(t, round_number=i):
+            # scipy would carry a NaN on as a failed line search; stop at the first one instead
+            where = f"L-BFGS round {round_number}, evaluation {len(seen) + 1}"
+            check_step("style transfer", where, "a NaN gradient at the evaluation before?",
+                       picture=t.data)
             total, parts = loss(t)
-            seen.append((float(total.item()), {k: float(v.item()) for k, v in parts.items()}))
+            value = float(total.item())
+            check_step("style transfer", where, "NaN weights, or a loss weight far too large?",
+                       loss=value)
+            seen.append((value, {k: float(v.item()) for k, v in parts.items()}))
             return total
 
         # a Tensor in, a Tensor out: x stays on its device (NumPy or CuPy) between rounds
         result, info = lbfgs(fun, Tensor(x, dtype=x.dtype), maxiter=15000,
                              maxfun=int(evaluations), dtype=x.dtype)
         x = result.data
+        check_step("style transfer", f"the end of L-BFGS round {i}", "a NaN gradient?",
+                   info["loss"], x)
         # scipy returns its best point; report the parts measured there
         value = info["loss"]
         parts = next((p for v, p in seen if v == value), seen[-1][1])

@@ -122,6 +122,8 @@ class TransformerLM(nn.Model):
     """PositionalEmbedding -> TransformerDecoder(x, x) -> Dense(vocab, softmax). Calling it gives
     probabilities (N, T, vocab); `logits(ids)` the values before the softmax (for the fused loss)."""
 
+    keras_functional = True   # the book builds it as keras.Model(inputs, outputs): weight files follow
+
     def __init__(self, vocab_size=VOCAB_SIZE, sequence_length=SEQUENCE_LENGTH, embed_dim=EMBED_DIM,
                  dense_dim=DENSE_DIM, num_heads=NUM_HEADS, **kwargs):
         super().__init__(**kwargs)

@@ -498,6 +498,54 @@ def _map_shapes(fn, shape):
     return [_map_shapes(fn, s) for s in shape]
 
 
+# ---- the graph executor --------------------------------------------------------------------------
+def _nodes_leading_to(outputs):
+    """The layer calls (nodes) that the placeholders `outputs` depend on, in the order they were
+    made: nodes are numbered as they are made, so that order is a topological one."""
+    nodes, stack = {}, [kt.node for kt in outputs if kt.node is not None]
+    while stack:
+        node = stack.pop()
+        if node.id in nodes:
+            continue
+        nodes[node.id] = node
+        for kt in _flatten((node.args, node.kwargs)):
+            if isinstance(kt, KerasTensor) and kt.node is not None:
+                stack.append(kt.node)
+    return [nodes[i] for i in sorted(nodes)]
+
+
+def run_graph(feeds, outputs, training=None):
+    """Run the layer calls recorded on placeholders: the one executor of every graph model
+    (`Model(inputs, outputs)`, and the applications' Network, whose feature extractors ask for a
+    few inner outputs).
+
+    feeds: {id(input placeholder): Tensor}; outputs: the placeholders wanted. Only the calls that
+    the outputs depend on run, in the order they were recorded; each value is dropped once no
+    later call reads it (backward keeps what it needs). Returns the outputs' values, in order.
+    """
+    order = _nodes_leading_to(outputs)
+    wanted = {id(kt) for kt in outputs}
+    last_read = {}
+    for i, node in enumerate(order):
+        for kt in _flatten((node.args, node.kwargs)):
+            if isinstance(kt, KerasTensor):
+                last_read[id(kt)] = i
+    values = dict(feeds)
+
+    def value_of(x):
+        return values[id(x)] if isinstance(x, KerasTensor) else x
+
+    for i, node in enumerate(order):
+        out = node.layer(*_map(value_of, node.args), training=training,
+                         **_map(value_of, node.kwargs))
+        for kt, value in zip(node.outputs, _flatten(out)):
+            values[id(kt)] = value
+        for kt in _flatten((node.args, node.kwargs)):
+            if isinstance(kt, KerasTensor) and last_read[id(kt)] == i and id(kt) not in wanted:
+                values.pop(id(kt), None)
+    return [values[id(kt)] for kt in outputs]
+
+
 # ---- models ---------------------------------------------------------------------------------------
 class Model(Trainer, Layer):
     """keras.Model, two ways:
@@ -523,17 +571,7 @@ class Model(Trainer, Layer):
             if not isinstance(kt, KerasTensor):
                 raise TypeError(f"Model '{self.name}': inputs and outputs must come from Input() "
                                 f"and layer calls on it, got {type(kt).__name__}")
-        # Nodes are numbered as they are made, so sorting by number is a topological order.
-        nodes, stack = {}, [kt.node for kt in flat_out if kt.node is not None]
-        while stack:
-            node = stack.pop()
-            if node.id in nodes:
-                continue
-            nodes[node.id] = node
-            for kt in _flatten((node.args, node.kwargs)):
-                if isinstance(kt, KerasTensor) and kt.node is not None:
-                    stack.append(kt.node)
-        order = [nodes[i] for i in sorted(nodes)]
+        order = _nodes_leading_to(flat_out)
         input_ids = {id(kt) for kt in flat_in}
         for node in order:
             for kt in _flatten((node.args, node.kwargs)):
@@ -550,11 +588,12 @@ class Model(Trainer, Layer):
         self._output_shape = _map(lambda kt: kt.shape, outputs)
 
     def _run_graph(self, inputs):
-        graph_inputs, graph_outputs, order = self._graph
+        """The graph's outputs for `inputs` (the functional model's call), inputs checked first."""
+        graph_inputs, graph_outputs, _ = self._graph
         flat_in, given = _flatten(graph_inputs), _flatten(inputs)
         if len(given) != len(flat_in):
             raise ValueError(f"Model '{self.name}' expects {len(flat_in)} inputs, got {len(given)}")
-        values = {}
+        feeds = {}
         for kt, value in zip(flat_in, given):
             value = _as_tensor(value)
             expected = kt.shape[1:]
@@ -563,16 +602,10 @@ class Model(Trainer, Layer):
                                                 for e, g in zip(expected, got)):
                 raise ValueError(f"Model '{self.name}': input {kt.name!r} expects shape "
                                  f"{kt.shape}, got {tuple(value.shape)}")
-            values[id(kt)] = value
-
-        def lookup(x):
-            return values[id(x)] if isinstance(x, KerasTensor) else x
-
-        for node in order:
-            out = node.layer(*_map(lookup, node.args), **_map(lookup, node.kwargs))
-            for kt, value in zip(node.outputs, _flatten(out)):
-                values[id(kt)] = value
-        return _map(lookup, graph_outputs)
+            feeds[id(kt)] = value
+        flat_out = _flatten(graph_outputs)
+        values = dict(zip(map(id, flat_out), run_graph(feeds, flat_out)))
+        return _map(lambda kt: values[id(kt)], graph_outputs)
 
     def call(self, inputs, training=None):
         if self._graph is None:
@@ -670,7 +703,8 @@ class Model(Trainer, Layer):
 
     # ---- weight files ---------------------------------------------------------------------------
     def save_weights(self, path, optimizer=None):
-        """Keras legacy HDF5 layout (see micrograd_gen.io); written to a temporary file and renamed."""
+        """Keras legacy HDF5 layout, or Keras 3's for a name ending in .weights.h5 (see
+        micrograd_gen.io); written to a temporary file and renamed."""
         from .. import io
         return io.save_weights(self, path, optimizer=optimizer)
 

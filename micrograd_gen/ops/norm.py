@@ -140,6 +140,30 @@ def batch_norm(x, gamma, beta, moving_mean, moving_variance, training=False, mom
                                    moving_variance=_array(moving_variance), momentum=momentum)
 
 
+def fold_batch_norm_into_conv(kernel, gamma, beta, moving_mean, moving_variance, epsilon=1e-3):
+    """(kernel, bias) of ONE convolution that computes an inference-mode batch_norm of a bias-free
+    conv2d(x, kernel) (kernel (kh, kw, C, F); the batch norm over the F output channels).
+
+    Inference-mode batch norm is a per-channel y * scale + shift, with
+        scale = gamma / sqrt(moving_variance + epsilon),   shift = beta - moving_mean * scale,
+    and conv2d is linear in its kernel, so conv2d(x, K) * scale + shift = conv2d(x, K * scale)
+    + shift: the scale goes into the kernel's output axis, the shift becomes the bias. The
+    arguments are arrays or Tensors (gamma, beta None where the layer has none); they are read,
+    not changed. Used by micrograd_gen.applications.fold_batch_norm.
+    """
+    kernel, moving_mean, moving_variance = (_array(t) for t in (kernel, moving_mean,
+                                                                 moving_variance))
+    xp = get_array_module(kernel)
+    dtype = kernel.dtype
+    scale = 1 / xp.sqrt(xp.asarray(moving_variance, dtype=dtype) + dtype.type(epsilon))  # (F,)
+    if gamma is not None:
+        scale = scale * _array(gamma)
+    shift = -xp.asarray(moving_mean, dtype=dtype) * scale                               # (F,)
+    if beta is not None:
+        shift = shift + _array(beta)
+    return kernel * scale.astype(dtype), shift.astype(dtype)
+
+
 class LayerNorm(Function):
     """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis, per position."""
 

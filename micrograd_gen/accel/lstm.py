@@ -1,0 +1,292 @@
+"""The LSTM made fast on the CPU, and the CUDA LSTM cell: fast paths of micrograd_gen/ops/lstm.py.
+
+"lstm" (NumPy arrays): the same outputs and gradients as ops.lstm.LSTM, computed differently.
+- The batch is cut into one slice per worker thread, each running the whole sequence on
+  single-threaded BLAS (see for_chunks): per-step products are too small for BLAS's own threads.
+- Every per-step array is feature-major with the batch innermost (gates (4U, N), h and c (U, N)),
+  preallocated and time-major, and updated in place.
+- The activations cost more than the arithmetic around them on a CPU (NumPy's float32 exp and
+  tanh are many times a multiply), so all four gates go through ONE exp: the kernels are
+  pre-scaled by -1 (i, f, o) and -2 (c), giving sigmoid(z) = 1 / (1 + exp(-z)) for i, f, o and
+  tanh(z) = 2 * sigmoid(2z) - 1 for g; tanh(c) is computed the same way.
+- Backward computes the three weight gradients with one product per step, from the stacked
+  inputs [x_t; h_{t-1}; 1] that forward writes each h into.
+"lstm_cell" / "lstm_cell_backward" (CuPy arrays): ops.lstm's cell and its backward as one CUDA
+kernel each (kernels/lstm_cell_forward.cu, lstm_cell_backward.cu, through accel/cuda.py). On
+NumPy the reference cell is the fast one: for the small arrays of a step it is a dozen NumPy calls,
+and the one-exp trick above only adds calls there.
+
+tests/test_lstm.py holds both against the reference on drawn shapes.
+"""
+import numpy as np
+
+from .. import fastpath
+from ..backend import get_array_module
+from ..ops.lstm import check_lstm_shapes
+from ..ops.workers import chunk_pool, for_chunks  # worker threads (refactor-ops may move them)
+from ..tensor import Function, Tensor
+from . import cuda
+
+# Samples per worker thread below which the batch is not cut (a generator's batch of 1).
+_MIN_SLICE = 16
+
+
+def _gate_scale(xp, units, dtype):
+    # -1 for i, f, o and -2 for c: then exp of the scaled pre-activation gives every gate's sigmoid
+    scale = xp.full(4 * units, -1, dtype=dtype)
+    scale[2 * units:3 * units] = -2
+    return scale
+
+
+class LSTM(Function):  # named as the reference, whose errors it shares ("lstm: ...")
+    """micrograd_gen.ops.lstm.LSTM's outputs (output, h_T, c_T) for NumPy arrays, computed fast.
+
+    Inside, every per-step array is feature-major with the batch innermost (gates (4U, N), h and
+    c (U, N)), so each gate is a contiguous block of rows and every elementwise pass runs over a
+    contiguous array (column slices of a batch-major (N, 4U) array cost NumPy a loop per row).
+      forward   z_t = K^T x_t^T (all steps in one batched product) + R^T h_{t-1}   (GEMM per step)
+      backward  dh_{t-1} = R dz_t                                                   (GEMM per step)
+                d[K R b]^T += dz_t [x_t^T; h_{t-1}; 1]^T                            (GEMM per step)
+    The stacked inputs [x_t^T; h_{t-1}; 1] (D+U+1, N) are where forward writes each h, so the
+    three weight gradients come out of one product per step.
+    """
+
+    def forward(self, x, kernel, recurrent_kernel, bias, h0, c0, return_sequences=False):
+        xp = get_array_module(x, kernel, recurrent_kernel)
+        check_lstm_shapes(x, kernel, recurrent_kernel, bias, h0, c0)
+        n, steps, d = x.shape
+        units = recurrent_kernel.shape[0]
+        scale = _gate_scale(xp, units, x.dtype)[:, None]
+        kernel_t = kernel.T * scale                                      # (4U, D)
+        recurrent_t = recurrent_kernel.T * scale                         # (4U, U)
+        # The batch is cut into one slice per worker thread (each then runs the whole sequence
+        # with single-threaded BLAS): a per-step (4U, U) x (U, N) product is too small for
+        # BLAS's own threads to gain much, and they join once per step.
+        slices = _batch_slices(xp, n)
+        saved = [None] * len(slices)
+
+        def run(i, slot):
+            n0, n1 = slices[i]
+            saved[i] = _forward_slice(
+                x[n0:n1], kernel_t, recurrent_t, bias, scale,
+                None if h0 is None else h0[n0:n1], None if c0 is None else c0[n0:n1],
+                keep_x=self.needs_input_grad[1])
+        for_chunks(range(len(slices)), run, xp)
+
+        if any(self.needs_input_grad):
+            self.saved, self.slices = saved, slices
+            self.kernel = kernel if self.needs_input_grad[0] else None
+            self.recurrent_kernel = recurrent_kernel
+            self.return_sequences = return_sequences
+            self.input_dim = d
+        # h_{t-1} of every step is inputs[t, d:d+U]; (U, N) per step, batch innermost
+        h_last = xp.concatenate([inputs[steps, d:d + units].T for _, inputs, _, _ in saved])
+        c_last = xp.concatenate([cs[steps].T for _, _, cs, _ in saved])  # (N, U)
+        if return_sequences:
+            out = xp.concatenate([inputs[1:, d:d + units].transpose(2, 0, 1)
+                                  for _, inputs, _, _ in saved])         # (N, T, U)
+        else:
+            out = h_last
+        return out, h_last, c_last
+
+    def backward(self, g_out, g_h, g_c):
+        xp = get_array_module(g_h)
+        need_x, need_kernel, need_recurrent, need_bias, need_h0, need_c0 = self.needs_input_grad
+        kernel, recurrent_kernel = self.kernel, self.recurrent_kernel
+        u = recurrent_kernel.shape[0]
+        parts = [None] * len(self.slices)
+
+        def run(i, slot):
+            n0, n1 = self.slices[i]
+            parts[i] = _backward_slice(self.saved[i], g_out[n0:n1], g_h[n0:n1], g_c[n0:n1],
+                                       kernel, recurrent_kernel, self.needs_input_grad,
+                                       self.return_sequences)
+        for_chunks(range(len(self.slices)), run, xp)
+
+        dx = xp.concatenate([p[0] for p in parts]) if need_x else None
+        d_weights = None
+        if need_kernel or need_recurrent or need_bias:
+            d_weights = parts[0][1]
+            for p in parts[1:]:
+                d_weights += p[1]
+        # d_weights^T spans the rows of [x_t; h_{t-1}; 1] that the needed weights use, from lo
+        d = self.input_dim
+        lo = 0 if need_kernel else d if need_recurrent else d + u
+        dkernel = d_weights[:, :d].T.copy() if need_kernel else None               # (D, 4U)
+        drecurrent = d_weights[:, d - lo:d - lo + u].T.copy() if need_recurrent else None
+        dbias = d_weights[:, -1].copy() if need_bias else None
+        dh0 = xp.concatenate([p[2] for p in parts]) if need_h0 else None           # (N, U)
+        dc0 = xp.concatenate([p[3] for p in parts]) if need_c0 else None
+        return dx, dkernel, drecurrent, dbias, dh0, dc0
+
+
+def _batch_slices(xp, n):
+    """[(n0, n1)]: the batch cut into one slice per worker thread for NumPy arrays when each gets
+    at least _MIN_SLICE samples, else the whole batch (run here, on BLAS's own threads)."""
+    threads = chunk_pool()[1] if xp is np else 1
+    count = max(1, min(threads, n // _MIN_SLICE))
+    return [(n * i // count, n * (i + 1) // count) for i in range(count)]
+
+
+def _forward_slice(x, kernel_t, recurrent_t, bias, scale, h0, c0, keep_x):
+    """The forward pass over a slice of the batch: (gates, inputs, cs, tanh_c), the time-major
+    buffers described in LSTM's docstring (hs, the h of every step, are rows of `inputs`)."""
+    xp = get_array_module(x, kernel_t)
+    n, steps, d = x.shape
+    units = recurrent_t.shape[1]
+    dtype = x.dtype
+    u, u2, u3 = units, 2 * units, 3 * units
+    # The input's share of every step in one batched product; bias folded in.
+    gates = xp.matmul(kernel_t, x.transpose(1, 2, 0))                # (T, 4U, N): -z
+    if bias is not None:
+        gates += (bias * scale[:, 0])[:, None]
+    inputs = xp.empty((steps + 1, d + u + 1, n), dtype)              # [x_t; h_{t-1}; 1]
+    if keep_x:
+        inputs[:steps, :d] = x.transpose(1, 2, 0)
+    inputs[:, d + u] = 1
+    hs = inputs[:, d:d + u]                                          # h_{t-1} at hs[t]
+    hs[0] = 0 if h0 is None else h0.T
+    cs = xp.empty((steps + 1, units, n), dtype)
+    cs[0] = 0 if c0 is None else c0.T
+    tanh_c = xp.empty((steps, units, n), dtype)
+    recurrent = xp.empty((4 * units, n), dtype)
+    tmp = xp.empty((units, n), dtype)
+
+    with np.errstate(over="ignore", under="ignore"):  # exp(-z) = inf gives sigmoid 0, rightly
+        for t in range(steps):
+            z = gates[t]                                             # (4U, N)
+            if t > 0 or h0 is not None:
+                xp.matmul(recurrent_t, hs[t], out=recurrent)
+                z += recurrent
+            xp.exp(z, out=z)
+            z += 1
+            xp.divide(1, z, out=z)                                   # sigmoid of all gates
+            g = z[u2:u3]
+            g *= 2
+            g -= 1                                                   # tanh(z_c)
+            c = cs[t + 1]
+            xp.multiply(z[u:u2], cs[t], out=c)                       # f * c
+            xp.multiply(z[:u], g, out=tmp)                           # i * g
+            c += tmp
+            tc = tanh_c[t]                                           # tanh(c), by exp too:
+            xp.multiply(c, -2, out=tc)                               # 2 / (1 + e^-2c) - 1
+            xp.exp(tc, out=tc)
+            tc += 1
+            xp.divide(2, tc, out=tc)
+            tc -= 1
+            xp.multiply(z[u3:], tc, out=hs[t + 1])                   # o * tanh(c)
+    return gates, inputs, cs, tanh_c
+
+
+def _backward_slice(saved, g_out, g_h, g_c, kernel, recurrent_kernel, needs, return_sequences):
+    """Backward through time over a slice of the batch, from what _forward_slice saved:
+    (dx, [dK dR db]^T over the rows the needed weights use, dh0, dc0); None where not needed."""
+    xp = get_array_module(g_h)
+    need_x, need_kernel, need_recurrent, need_bias, need_h0, need_c0 = needs
+    gates, inputs, cs, tanh_c = saved
+    steps, units4, n = gates.shape
+    u, u2, u3 = units4 // 4, units4 // 2, 3 * units4 // 4
+    d = inputs.shape[1] - u - 1
+    dtype = gates.dtype
+
+    g_seq = None
+    if return_sequences:
+        g_seq = xp.ascontiguousarray(g_out.transpose(1, 2, 0))       # (T, U, N)
+        dh = xp.add(g_seq[steps - 1], g_h.T, order="C")
+    else:
+        dh = (g_h + g_out).T.copy(order="C")                         # (U, N)
+    # Copies in C order, like every buffer: mixed orders make NumPy crawl, and dc is updated
+    # in place (the incoming gradient may be a view of someone else's array).
+    dc = g_c.T.copy(order="C")
+    a = xp.empty((u, n), dtype)
+    d_act = xp.empty((units4, n), dtype)                             # dL/d(gate activation)
+    slope = xp.empty((units4, n), dtype)                             # d(activation)/dz
+    # The weight gradients [dK dR db]^T accumulate one step at a time over the rows of the
+    # stacked inputs that some weight needs: x rows [0, d), h rows [d, d+u), the ones row.
+    need_rows = [r for r, need in ((0, need_kernel), (d, need_recurrent), (d + u, need_bias))
+                 if need]
+    lo = need_rows[0] if need_rows else 0
+    hi = {0: d, d: d + u, d + u: d + u + 1}[need_rows[-1]] if need_rows else 0
+    d_weights = xp.zeros((units4, hi - lo), dtype) if need_rows else None
+    step_weights = xp.empty_like(d_weights) if need_rows else None
+    dx = xp.empty((n, steps, d), dtype) if need_x else None
+
+    # dL/dz of step t overwrites gates[t] once that step is done.
+    for t in range(steps - 1, -1, -1):
+        z = gates[t]                                                 # (4U, N)
+        i, f, g, o = z[:u], z[u:u2], z[u2:u3], z[u3:]
+        if t < steps - 1:
+            xp.matmul(recurrent_kernel, gates[t + 1], out=dh)        # (U, N)
+            if g_seq is not None:
+                dh += g_seq[t]
+        tc = tanh_c[t]
+        # dc += dh * o * (1 - tanh(c)^2)
+        xp.multiply(tc, tc, out=a)
+        xp.subtract(1, a, out=a)
+        a *= o
+        a *= dh
+        dc += a
+        xp.multiply(dc, g, out=d_act[:u])                            # d i
+        xp.multiply(dc, cs[t], out=d_act[u:u2])                      # d f
+        xp.multiply(dc, i, out=d_act[u2:u3])                         # d g
+        xp.multiply(dh, tc, out=d_act[u3:])                          # d o
+        dc *= f                                                      # dc for step t - 1
+        # sigmoid' = s (1 - s) on every block, then the c block's tanh' = 1 - g^2 over it
+        xp.subtract(1, z, out=slope)
+        slope *= z
+        xp.multiply(g, g, out=slope[u2:u3])
+        xp.subtract(1, slope[u2:u3], out=slope[u2:u3])
+        xp.multiply(d_act, slope, out=z)                             # dL/dz_t (4U, N)
+        if need_rows:
+            xp.matmul(z, inputs[t, lo:hi].T, out=step_weights)       # (4U, rows)
+            d_weights += step_weights
+        if need_x:
+            xp.matmul(z.T, kernel.T, out=dx[:, t])                   # (N, D)
+    dh0 = xp.matmul(gates[0].T, recurrent_kernel.T) if need_h0 else None  # (N, U)
+    dc0 = dc.T.copy() if need_c0 else None
+    return dx, d_weights, dh0, dc0
+
+
+def batch_split_lstm(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
+    """The "lstm" fast path: (output, h_T, c_T) Tensors, or NotImplemented for CuPy arrays."""
+    if any(get_array_module(t.data if isinstance(t, Tensor) else t) is not np
+           for t in (x, kernel, recurrent_kernel)):
+        return NotImplemented
+    return LSTM.apply(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences=return_sequences)
+
+
+# ---- the cell on CuPy: one CUDA kernel each way -------------------------------------------------
+
+def _cuda_ready(*arrays):
+    return (get_array_module(arrays[0]) is not np
+            and all(a.dtype == arrays[0].dtype for a in arrays)
+            and arrays[0].dtype in (np.float32, np.float64))
+
+
+def lstm_cell_cuda(z, c_prev):
+    """ops.lstm.lstm_cell on CuPy arrays: (h, c, act, tanh_c), z and c_prev left as they are."""
+    if not _cuda_ready(z, c_prev):
+        return NotImplemented
+    xp = get_array_module(z)
+    act = xp.array(z, order="C")                     # the kernel overwrites z with [i, f, g, o]
+    c = xp.empty_like(c_prev, order="C")
+    tanh_c, h = xp.empty_like(c), xp.empty_like(c)
+    cuda.lstm_cell_forward(act, xp.ascontiguousarray(c_prev), c, tanh_c, h, feature_major=False)
+    return h, c, act, tanh_c
+
+
+def lstm_cell_backward_cuda(act, c_prev, tanh_c, dh, dc):
+    """ops.lstm.lstm_cell_backward on CuPy arrays: (dz, dc_prev), the arguments left as they are."""
+    if not _cuda_ready(act, c_prev, tanh_c, dh, dc):
+        return NotImplemented
+    xp = get_array_module(act)
+    dz = xp.array(act, order="C")                    # overwritten with dL/dz
+    dc_prev = xp.array(dc, order="C")                # overwritten with dL/dc_prev
+    cuda.lstm_cell_backward(dz, xp.ascontiguousarray(c_prev), xp.ascontiguousarray(tanh_c),
+                            xp.ascontiguousarray(dh), dc_prev, feature_major=False)
+    return dz, dc_prev
+
+
+fastpath.register("lstm", batch_split_lstm)
+fastpath.register("lstm_cell", lstm_cell_cuda)
+fastpath.register("lstm_cell_backward", lstm_cell_backward_cuda)
