@@ -35,7 +35,7 @@ _FREED = ("draw_graph: the graph that made this tensor was freed by backward(); 
           "gradient norms)")
 
 
-# ---- the graph ------------------------------------------------------------------------------------
+# ---- the graph -----------------------------------------------------------------------------------
 class _Node:
     """One box: its key (id of the op or leaf), kind ("op", "block", "parameter", "input", with
     " output" added for the tensor drawn) and its lines of text."""
@@ -213,7 +213,7 @@ def _build(root, collapse):
     return list(nodes.values()), list(dict.fromkeys(drawn))
 
 
-# ---- DOT ------------------------------------------------------------------------------------------
+# ---- DOT -----------------------------------------------------------------------------------------
 _FILL = {"op": "#fff7d6", "block": "#dcefd9", "parameter": "#d6e6f5", "input": "#eeeeee"}
 
 
@@ -235,7 +235,7 @@ def _dot(nodes, edges):
     return "\n".join(out) + "\n"
 
 
-# ---- a small layered layout, for when Graphviz is not installed -----------------------------------
+# ---- a small layered layout, for when Graphviz is not installed ----------------------------------
 _FONT, _CHAR_W, _LINE_H, _PAD, _GAP_X, _GAP_Y = 11, 6.4, 14, 8, 18, 36
 
 
@@ -406,7 +406,7 @@ def _svg(nodes, edges):
     return "\n".join(out) + "\n"
 
 
-# ---- the public function --------------------------------------------------------------------------
+# ---- the public function -------------------------------------------------------------------------
 def draw_graph(tensor, path=None, collapse=None, renderer="auto"):
     """The graph that made `tensor` as Graphviz DOT text; with `path`, also a picture there.
 

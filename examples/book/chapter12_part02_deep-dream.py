@@ -8,8 +8,8 @@
 # titles in order through the chapter.
 #
 # `python examples/book/chapter12_part02_deep-dream.py [--quick] [--out DIR]`: `--quick` dreams
-# on a picture 220 pixels high (any lower, and the smallest octave's mixed7 map has nothing left inside
-# its 2-pixel border) for 3 steps per octave. Needs `images/` from the shared data folder
+# on a picture 220 pixels high (any lower, and the smallest octave's mixed7 map has nothing left
+# inside its 2-pixel border) for 3 steps per octave. Needs `images/` from the shared data folder
 # ($MICROGRAD_GEN_DATA); the InceptionV3 weights are used when the engine finds them locally.
 
 # %%

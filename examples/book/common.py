@@ -31,7 +31,8 @@ def setup(name, description):
     args, _ = parser.parse_known_args()  # a notebook kernel passes arguments of its own
     out = args.out or Path(tempfile.mkdtemp(prefix=f"{name}_"))
     if ROOT in [out.resolve(), *out.resolve().parents]:
-        parser.error(f"--out {out}: outputs do not go into the repository; name a folder outside it")
+        parser.error(f"--out {out}: outputs do not go into the repository; name a folder "
+                     "outside it")
     out.mkdir(parents=True, exist_ok=True)
     print(f"{name}: {'quick run' if args.quick else 'full run'}; writing to {out}", flush=True)
     return args.quick, out
