@@ -114,8 +114,11 @@ def save_checkpoint(path, models=None, optimizers=None, step=0, rng=None, extra=
 
     def write(tmp):
         with h5py.File(tmp, "w") as f:
-            f.attrs["tree"] = tree_text
-            f.attrs["sha256"] = _digest(tree_text, arrays)
+            # The tree is a dataset of UTF-8 bytes, not a variable-length string attribute: h5py
+            # can crash (not raise) reading a damaged variable-length string, and a dataset has
+            # no 64 KiB limit as a fixed-length attribute would.
+            f.create_dataset("tree", data=np.frombuffer(tree_text.encode(), np.uint8))
+            f.attrs["sha256"] = np.bytes_(_digest(tree_text, arrays).encode())
             group = f.create_group("arrays")
             for i, a in enumerate(arrays):
                 group.create_dataset(str(i), data=a)
@@ -324,12 +327,18 @@ def read_checkpoint(path):
 def _read(path):
     size = os.path.getsize(path)
     with h5py.File(path, "r") as f:
-        if "tree" not in f.attrs:
+        if isinstance(f.get("tree"), h5py.Dataset):
+            tree = f["tree"]
+            if tree.dtype != np.uint8 or tree.ndim != 1 or tree.size > size:
+                raise CheckpointError(f"{path} is damaged: its tree is {tree.shape} {tree.dtype}")
+            tree_text = tree[()].tobytes().decode()
+        elif "tree" in f.attrs:   # written before the tree became a dataset
+            tree_text = f.attrs["tree"]
+            if isinstance(tree_text, bytes):
+                tree_text = tree_text.decode()
+        else:
             raise CheckpointError(f"{path} is HDF5 but not a micrograd_gen training checkpoint "
-                                  "(no 'tree' attribute; a Keras weight file?)")
-        tree_text = f.attrs["tree"]
-        if isinstance(tree_text, bytes):
-            tree_text = tree_text.decode()
+                                  "(no 'tree'; a Keras weight file?)")
         group = f["arrays"]
         datasets = [group[str(i)] for i in range(len(group))]
         # Arrays are stored uncompressed: one larger than the file is a damaged header, and
