@@ -11,6 +11,7 @@
 import argparse
 import os
 import stat
+import sys
 
 import numpy as np
 import pytest
@@ -420,3 +421,24 @@ def test_gan_resume_applies_a_new_learning_rate_and_says_when_nothing_is_left(sh
     gan = dcgan.load_gan(path)
     assert gan.step == 2 and gan.config["width"] == 0.125
     assert gan.d_optimizer.learning_rate == gan.g_optimizer.learning_rate == 3e-4
+
+
+def test_a_warning_during_a_command_prints_as_one_line(monkeypatch, capsys):
+    import warnings
+
+    import micrograd_gen.cli as cli
+
+    def warn(args):
+        warnings.warn("octave 1/3 is 91x122: mixed7 keeps nothing there", UserWarning)
+    monkeypatch.setattr(cli, "setup", warn)
+    before = warnings.formatwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = (lambda message, category, filename, lineno, file=None, line=None:
+                                sys.stderr.write(warnings.formatwarning(message, category,
+                                                                        filename, lineno, line)))
+        assert cli.main(["weights", "list"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: octave 1/3 is 91x122: mixed7 keeps nothing there\n" in err
+    assert "warnings.warn(" not in err and "UserWarning" not in err
+    assert warnings.formatwarning is before          # put back after the command

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 import threading
+import warnings
 
 from . import _values
 
@@ -105,6 +106,11 @@ def _interrupt_again(previous_hook):
     return hook
 
 
+def _one_line_warning(message, category, filename, lineno, line=None):
+    # A user of the command line reads "warning: ...", not the source line that warned.
+    return f"warning: {message}\n"
+
+
 def main(argv=None, prog="micrograd-gen"):
     """The `micrograd-gen` script; `python -m micrograd_gen` calls it with its own prog."""
     parser = build_parser(prog)
@@ -115,8 +121,9 @@ def main(argv=None, prog="micrograd-gen"):
     if not getattr(args, "run", None):
         parser.print_help()
         return 0 if args.command is None else 2
-    previous_hook = sys.unraisablehook
+    previous_hook, previous_format = sys.unraisablehook, warnings.formatwarning
     sys.unraisablehook = _interrupt_again(previous_hook)
+    warnings.formatwarning = _one_line_warning
     try:
         setup(args)
         return args.run(args) or 0
@@ -129,4 +136,4 @@ def main(argv=None, prog="micrograd-gen"):
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        sys.unraisablehook = previous_hook
+        sys.unraisablehook, warnings.formatwarning = previous_hook, previous_format
