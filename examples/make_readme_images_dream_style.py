@@ -1,5 +1,6 @@
-"""Make the README's DeepDream and style-transfer pictures in docs/images/ (each at most 256 px),
-from the pictures in ../shared/data/images and the real weights:
+"""Make the README's DeepDream and style-transfer pictures in docs/images/ (JPEG, 512 to 600 px
+wide, where a dream's or a brush stroke's detail reads), from the pictures in
+../shared/data/images and the real weights:
 
     python examples/make_readme_images_dream_style.py --work /tmp/readme_dream_style   # all
     python examples/make_readme_images_dream_style.py --only dream --only style
@@ -11,10 +12,10 @@ dream              chelsea.png at 400 px (longer side), the book's settings (Inc
                    -> docs/images/dream_chelsea.png
 dream_book         golden_gate.jpg at 600 px with the book's settings exactly, max_loss 15
                    included -> docs/images/dream_golden_gate_book.png
-dream_vgg19        coffee.png at 300 px, VGG19 block2_conv2 (a low layer: geometric patterns),
+dream_vgg19        coffee.png at 512 px, VGG19 block2_conv2 (a low layer: geometric patterns),
                    2 octaves x 20 steps
                    -> docs/images/dream_vgg19_coffee.png
-style              tubingen.jpg in the manner of starry_night.jpg at height 256, L-BFGS,
+style              tubingen.jpg in the manner of starry_night.jpg at height 384, L-BFGS,
                    --style-rounds rounds of 20 evaluations (the 1st edition does 20)
                    -> docs/images/style_tubingen_starry_night.png
 fast_style         a transformation network trained for starry_night.jpg on random crops of
@@ -22,7 +23,8 @@ fast_style         a transformation network trained for starry_night.jpg on rand
                    applied to tubingen.jpg in one pass -> docs/images/fast_style_tubingen.png;
                    the trained model stays in --work, and a rerun continues its training
 
-Each result is written full size into --work and downscaled (Lanczos) for docs/images; a
+Each result is written full size into --work (PNG) and, at most 640 px, as a JPEG (quality 90:
+a photo-like picture is a few hundred KB as PNG, about 100 KB as JPEG) into docs/images; a
 summary (settings, losses, seconds) goes to --work/summary_dream_style.json. Only outputs are
 written into the repository, never the input pictures or the weights.
 
@@ -69,14 +71,18 @@ def weight_dir(work):
 
 
 def publish(picture, name, work):
-    """Save full size in work/, and at most 256 px in docs/images/."""
+    """Save full size in work/ as PNG, and at most 640 px in docs/images/ as JPEG."""
     img = Image.fromarray(np.asarray(picture, np.uint8))
     img.save(work / name)
-    img.thumbnail((256, 256), Image.LANCZOS)
+    img.thumbnail((640, 640), Image.LANCZOS)
     IMAGES.mkdir(parents=True, exist_ok=True)
-    img.save(IMAGES / name, optimize=True)
-    log(f"wrote {IMAGES / name} ({img.size[0]}x{img.size[1]}) and {work / name}")
-    return {"file": f"docs/images/{name}", "size": list(img.size)}
+    shown = IMAGES / (Path(name).stem + ".jpg")
+    partial = shown.with_name(shown.name + ".partial")
+    img.save(partial, format="JPEG", quality=90, optimize=True)
+    os.replace(partial, shown)
+    log(f"wrote {shown} ({img.size[0]}x{img.size[1]}, {shown.stat().st_size // 1024} KB) "
+        f"and {work / name}")
+    return {"file": f"docs/images/{shown.name}", "size": list(img.size)}
 
 
 def make_dream(images, weights, work, source, size, max_loss, name):
@@ -95,13 +101,13 @@ def make_dream(images, weights, work, source, size, max_loss, name):
 
 
 def make_dream_vgg19(images, weights, work):
-    picture = load_picture(images / "coffee.png", 300)
+    picture = load_picture(images / "coffee.png", 512)
     started = time.perf_counter()
     out = deepdream.deep_dream(picture, model="vgg19", weights=str(weights / VGG_FILE),
                                layer_weights={"block2_conv2": 1.0}, octaves=2, iterations=20,
                                max_loss=None)
     info = publish(out, "dream_vgg19_coffee.png", work)
-    return {**info, "input": "coffee.png at 300 px",
+    return {**info, "input": "coffee.png at 512 px",
             "seconds": round(time.perf_counter() - started, 1),
             "settings": "VGG19 block2_conv2, 2 octaves x 20 steps of 20*127.5/4 (the default)"}
 
@@ -117,11 +123,11 @@ def make_style(images, weights, work, rounds):
             f"{s.seconds:.1f} s")
 
     out = style_transfer.style_transfer(images / "tubingen.jpg", images / "starry_night.jpg",
-                                        height=256, optimizer="lbfgs", iterations=rounds,
+                                        height=384, optimizer="lbfgs", iterations=rounds,
                                         weights=str(weights / VGG_FILE), callback=on_round)
     info = publish(out, "style_tubingen_starry_night.png", work)
     return {**info, "seconds": round(time.perf_counter() - started, 1),
-            "settings": f"height 256, L-BFGS {rounds} rounds of 20 evaluations, book's weights",
+            "settings": f"height 384, L-BFGS {rounds} rounds of 20 evaluations, book's weights",
             "rounds": rows}
 
 
@@ -165,7 +171,8 @@ def main():
     parser.add_argument("--work", default="/tmp/readme_dream_style")
     parser.add_argument("--data", help="the shared data folder (default: $MICROGRAD_GEN_DATA, "
                                        "else ../shared/data)")
-    parser.add_argument("--style-rounds", type=int, default=10)
+    parser.add_argument("--style-rounds", type=int, default=5,
+                        help="L-BFGS rounds of 20 evaluations (the README's picture: 5)")
     parser.add_argument("--fast-steps", type=int, default=300)
     args = parser.parse_args()
     work = Path(args.work)

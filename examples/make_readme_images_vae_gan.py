@@ -3,15 +3,21 @@
     python examples/make_readme_images_vae_gan.py --work /tmp/readme_work            # both
     python examples/make_readme_images_vae_gan.py --only gan --gan-steps 3000
 
-VAE: the book's model trained for --vae-epochs (5) on all 70,000 MNIST digits; the 30x30 grid of
-decoded digits over [-1, 1]^2, downscaled to 256 px (the full-size grid with axis labels is left in
-the work folder). The test reconstruction loss is printed.
+VAE: the book's model trained for --vae-epochs (5) on all 70,000 MNIST digits; a 30x30 grid of
+decoded digits at their own 28 px each (840 px: a 256 px grid leaves 8 px per digit, too few to
+tell a 3 from an 8). The book decodes [-1, 1]^2, where its codes lie after 30 epochs; after 5 they
+are not centred there yet (the 1s sit near z[1] = -2.9), and [-1, 1]^2 shows mostly 0s, 2s and 6s.
+So the grid spans the middle 90% of the test digits' codes on each axis (5th to 95th percentile);
+the book's [-1, 1]^2 grid, with axis labels, is left in the work folder. Printed: the test
+reconstruction loss, and how many grid cells look most like each digit class (the class of the
+nearest test digit), for both windows.
 
 DCGAN: the book's 64x64 architecture with a quarter of its filters (--gan-width 0.25, 1/16 of the
 arithmetic) and the DCGAN paper's Adam (2e-4, beta_1 0.5), trained on the faces at batch 32 for
 --gan-steps steps: a CPU cannot afford the book's full-width model for the thousands of steps faces
 take (7.5 s a step here). The checkpoint in the work folder makes a rerun go on from where
-the last one stopped, exactly. 16 faces from fixed latents, 4x4 = 256 px; the work folder gets a
+the last one stopped, exactly. 16 faces from fixed latents, 4x4, each pixel drawn as 2x2 (512 px:
+the faces' own 64 px each is small on screen); the work folder gets a
 picture every --gan-every steps and a summary of the run: wall and CPU minutes, and the D and G
 losses (mean of the first and the last tenth of the steps).
 
@@ -42,7 +48,7 @@ def log(line):
 
 
 def make_vae(data, work, epochs):
-    (x_train, _), (x_test, _) = load_mnist(data / "mnist", download=False)
+    (x_train, _), (x_test, y_test) = load_mnist(data / "mnist", download=False)
     checkpoint = work / "vae.h5"
     started = time.perf_counter()
     vae, history = V.train_vae(np.concatenate([x_train, x_test]), epochs=epochs, seed=0,
@@ -53,16 +59,42 @@ def make_vae(data, work, epochs):
     log(f"vae: {epochs} epochs; test reconstruction loss {scores['reconstruction_loss']:.2f} "
         f"(z sampled, as the training loss), {scores_mean['reconstruction_loss']:.2f} (z = z_mean); "
         f"kl {scores['kl_loss']:.3f}; this run trained {minutes:.1f} min")
-    full = V.save_latent_grid(vae.decoder, work / "vae_grid_full.png", n=30)
-    images, _, _ = V.latent_grid(vae.decoder, n=30)
+    book = V.save_latent_grid(vae.decoder, work / "vae_grid_book_window.png", n=30)
+    book_images, _, _ = V.latent_grid(vae.decoder, n=30)
+    codes = V.encode(vae.encoder, x_test)
+    low, high = np.percentile(codes, [5, 95], axis=0)
+    grid_x = np.linspace(low[0], high[0], 30)
+    grid_y = np.linspace(low[1], high[1], 30)[::-1]   # z[1] decreasing down the rows, as the book
+    images = V.decode(vae.decoder, [[x, y] for y in grid_y for x in grid_x])
     tiles = (images.reshape(30, 30, 28, 28).transpose(0, 2, 1, 3).reshape(840, 840) * 255)
-    small = Image.fromarray(np.clip(tiles, 0, 255).astype(np.uint8)).resize((256, 256),
-                                                                            Image.LANCZOS)
+    grid = Image.fromarray(np.clip(tiles, 0, 255).astype(np.uint8))
     IMAGES.mkdir(parents=True, exist_ok=True)
-    small.save(IMAGES / "vae_grid.png", optimize=True)
-    summary = {"epochs": history, "test": scores, "test_z_mean": scores_mean}
+    grid.save(IMAGES / "vae_grid.png", optimize=True)
+    variety = grid_classes(images, x_test, y_test)
+    variety_book = grid_classes(book_images, x_test, y_test)
+    window = {"z0": [round(float(low[0]), 2), round(float(high[0]), 2)],
+              "z1": [round(float(low[1]), 2), round(float(high[1]), 2)]}
+    summary = {"epochs": history, "test": scores, "test_z_mean": scores_mean,
+               "grid_window": window, "grid_cells_per_class": variety,
+               "book_window_cells_per_class": variety_book}
     (work / "vae_summary.json").write_text(json.dumps(summary, indent=1))
-    log(f"vae: wrote {IMAGES / 'vae_grid.png'} (256 px) and {full} (840 px, labelled)")
+    log(f"vae: grid window {window}")
+    log(f"vae: grid cells by the class of the nearest test digit: {variety}; over the book's "
+        f"[-1, 1]^2: {variety_book}")
+    log(f"vae: wrote {IMAGES / 'vae_grid.png'} (840 px, 28 px a digit) and {book} (the book's "
+        f"window, labelled)")
+
+
+def grid_classes(images, x_test, y_test):
+    """How many grid cells look most like each digit class: the class of the nearest test digit
+    (Euclidean, on [0, 1] pixels). A rough check that a grid shows the variety of digits the
+    book's does."""
+    digits = x_test.reshape(len(x_test), -1).astype(np.float32) / 255
+    cells = images.reshape(len(images), -1).astype(np.float32)
+    # |c - d|^2 = |c|^2 - 2 c.d + |d|^2; |c|^2 is the same for every d, so it is left out
+    distance = (digits * digits).sum(axis=1)[None, :] - 2 * cells @ digits.T
+    nearest = y_test[distance.argmin(axis=1)]
+    return {str(c): int((nearest == c).sum()) for c in range(10)}
 
 
 def make_gan(data, work, steps, minutes, every, config):
@@ -107,9 +139,11 @@ def make_gan(data, work, steps, minutes, every, config):
     (work / "gan_history.json").write_text(json.dumps(history))
     gan = dcgan.load_gan(checkpoint)
     IMAGES.mkdir(parents=True, exist_ok=True)
-    save_image_grid(IMAGES / "gan_faces.png", gan.generate(z), ncols=4, value_range=(0, 1))
+    # Each 64x64 face drawn at twice its size (every pixel as 2x2), so the grid shows at 512 px.
+    save_image_grid(IMAGES / "gan_faces.png", gan.generate(z), ncols=4, value_range=(0, 1),
+                    scale=2)
     log(f"gan: {json.dumps(summary)}")
-    log(f"gan: wrote {IMAGES / 'gan_faces.png'} (16 faces from fixed latents, 256 px)")
+    log(f"gan: wrote {IMAGES / 'gan_faces.png'} (16 faces from fixed latents, 512 px)")
 
 
 def main():

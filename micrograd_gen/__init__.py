@@ -31,10 +31,10 @@ class fast_paths:
 __version__ = "0.1.0"
 __all__ = ["Tensor", "Function", "no_grad", "fast_paths", "is_grad_enabled", "backend", "ops", "nn", "optim",
            "io", "applications", "generative", "data", "gradcheck", "weights", "callbacks", "losses",
-           "metrics", "plot"]
+           "metrics", "plot", "viz"]
 
 _SUBMODULES = {"nn", "optim", "io", "applications", "generative", "data", "gradcheck", "weights",
-               "callbacks", "losses", "metrics", "plot"}
+               "callbacks", "losses", "metrics", "plot", "viz"}
 
 
 def __getattr__(name):

@@ -198,7 +198,30 @@ class Optimizer:
         return state
 
     def set_state(self, state):
-        """Restore what get_state returned; shapes are checked against the parameters first."""
+        """Restore what get_state returned; everything is checked first (check_state), so a
+        failed call leaves the optimiser as it was."""
+        updates = self.check_state(state)
+        for (name, i), value in updates.items():
+            slot = self._slot(name, i)
+            slot[...] = get_array_module(slot).asarray(np.asarray(value, dtype=slot.dtype))
+        if "iterations" in state:
+            self.iterations = int(state["iterations"])
+        if "learning_rate" in state and not _is_schedule(self._learning_rate):
+            self._learning_rate = float(state["learning_rate"])
+
+    def check_state(self, state):
+        """Raise ValueError if set_state(state) would fail, changing nothing; otherwise return
+        {(slot name, parameter index): array} of the slot entries."""
+        if not isinstance(state, dict):
+            raise ValueError(f"{type(self).__name__}.set_state: expected a dict, got "
+                             f"{type(state).__name__}")
+        for key, convert in (("iterations", int), ("learning_rate", float)):
+            if key in state:
+                try:
+                    convert(state[key])
+                except (TypeError, ValueError):
+                    raise ValueError(f"{type(self).__name__}.set_state: {key} is "
+                                     f"{state[key]!r}, not a number") from None
         updates = {}
         for key, value in state.items():
             if key in ("iterations", "learning_rate"):
@@ -216,13 +239,7 @@ class Optimizer:
                                  f"{tuple(np.shape(value))}, parameter {i} has shape "
                                  f"{self.params[i].shape}")
             updates[(name, i)] = value
-        for (name, i), value in updates.items():
-            slot = self._slot(name, i)
-            slot[...] = get_array_module(slot).asarray(np.asarray(value, dtype=slot.dtype))
-        if "iterations" in state:
-            self.iterations = int(state["iterations"])
-        if "learning_rate" in state and not _is_schedule(self._learning_rate):
-            self._learning_rate = float(state["learning_rate"])
+        return updates
 
 
 def _is_schedule(lr):

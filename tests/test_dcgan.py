@@ -195,7 +195,10 @@ def test_cli_resume_keeps_the_settings_the_run_started_with(shared_data, tmp_pat
     common = ["gan", "train", "--data", str(tar), "--epochs", "1", "--batch-size", "2",
               "--out", str(out)]
     assert main(common + ["--steps-per-epoch", "1", "--width", "0.125", "--beta-1", "0.5"]) == 0
-    assert main(common + ["--steps-per-epoch", "2", "--width", "1"]) == 0   # goes on, still narrow
+    # another --width cannot resume those weights: said, not ignored (issue 19 rule 5)
+    assert main(common + ["--steps-per-epoch", "2", "--width", "1"]) == 1
+    assert "--width 1, but" in capsys.readouterr().err
+    assert main(common + ["--steps-per-epoch", "2"]) == 0   # goes on, still narrow
     assert "resuming" in capsys.readouterr().out
     config = dcgan.checkpoint_config(out / "gan.h5")
     assert config["width"] == 0.125 and config["beta_1"] == 0.5

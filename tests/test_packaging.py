@@ -89,4 +89,5 @@ def test_version_flag_and_program_name(capsys, tmp_path):
     assert done.stdout.strip() == f"python -m micrograd_gen {micrograd_gen.__version__}"
     done = subprocess.run([sys.executable, "-m", "micrograd_gen", "weights", "nonsense"],
                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
-    assert done.returncode == 2 and done.stderr.startswith("usage: python -m micrograd_gen weights")
+    # errors are one line (cli/__init__.py's parser), led by the program name
+    assert done.returncode == 2 and done.stderr.startswith("python -m micrograd_gen weights: error")

@@ -50,7 +50,7 @@ def test_help_runs(command):
     result = subprocess.run([sys.executable, "-m", "micrograd_gen", command, "--help"],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "--device" in result.stdout and "--seed" in result.stdout and "--out" in result.stdout
+    assert "--debug" in result.stdout   # the common flags a command uses: tests/test_cli.py
 
 
 def test_top_level_help_lists_every_command_with_one_line():

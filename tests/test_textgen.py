@@ -318,8 +318,8 @@ def test_cli_trains_and_samples_the_lstm(tmp_path, capsys):
                  "--length", "25", "--temperature", "0.7"]) == 0
     printed = capsys.readouterr().out.strip()
     assert printed.startswith("the cat ") and len(printed) >= len("the cat ") + 20
-    # --resume goes on from the saved epochs
-    assert main(["textgen", "train", "--model", "lstm", "--corpus", str(corpus), "--epochs", "1",
+    # --resume goes on from the saved epochs (--epochs counts from the start of training)
+    assert main(["textgen", "train", "--model", "lstm", "--corpus", str(corpus), "--epochs", "3",
                  "--steps-per-epoch", "2", "--batch-size", "16", "--sample-every", "0",
                  "--checkpoint", str(checkpoint), "--resume"]) == 0
     assert len(load_text_model(checkpoint).history.epoch_losses) == 3

@@ -1,5 +1,8 @@
-"""What the picture-making commands (dream, style, stylize, train-style) share: where --out points,
-checking it before hours of work rather than after, and names for intermediate pictures."""
+"""What the commands share about what they write: where --out points, checking before hours of
+work rather than after that it can be written and is none of the inputs, and names for
+intermediate pictures."""
+import math
+import os
 from pathlib import Path
 
 # Pillow writes these for RGB pictures without extra plug-ins
@@ -20,17 +23,48 @@ def picture_path(out, default_name):
     return path
 
 
-def auto_or(kind):
-    """An argparse type: "auto" (None: the command picks, e.g. per model) or a number of `kind`."""
-    def convert(text):
-        if text == "auto":
-            return None
-        try:
-            return kind(text)
-        except ValueError:
-            raise ValueError(f"expected a number or 'auto', got {text!r}") from None
-    convert.__name__ = f"{kind.__name__} or 'auto'"
-    return convert
+def check_writable(path, flag="--out"):
+    """Find out now that the file `path` can be written: its folder exists or can be made, and a
+    file can be created there. The error names `flag` and the user's path (not a temporary)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder, not a file")
+    folder = path.parent
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ValueError(f"{flag} {path}: {ancestor} is a file, not a folder")
+            break
+    probe = folder / f".{path.name}.probe{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.open("x").close()
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def write_text(path, text):
+    """Write a small text file (history.json) through a temporary file, as every output is."""
+    from ..download import atomic_write
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def refuse_inputs(out, inputs, flag="--out"):
+    """An output that is one of the inputs is refused: `dream in.png --out in.png` would replace
+    the picture it dreams on. `inputs`: {what the input is: its path or None}."""
+    for what, given in inputs.items():
+        if given is not None and _same_file(out, given):
+            raise ValueError(f"{flag} {out} is the {what} ({given}): writing it would destroy an "
+                             "input; give another name")
+
+
+def _same_file(a, b):
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def numbered(path, label):
@@ -51,8 +85,10 @@ def parse_weights_list(text, what="--layers"):
         try:
             out[name] = float(value) if sep else 1.0
         except ValueError:
-            raise ValueError(f"{what}: {item!r} is not NAME=NUMBER (e.g. mixed4=1,mixed5=1.5)"
-                             ) from None
+            out[name] = math.nan
+        if not math.isfinite(out[name]):
+            raise ValueError(f"{what}: {item!r} is not NAME=NUMBER with a finite number (e.g. "
+                             "mixed4=1,mixed5=1.5)")
         if not name:
             raise ValueError(f"{what}: {item!r} has no layer name (e.g. mixed4=1,mixed5=1.5)")
     if not out:

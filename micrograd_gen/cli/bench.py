@@ -3,8 +3,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import _values
+
 HELP = "time the book's workloads (bench/run.py): ops and applications, CPU or GPU, vs PyTorch"
-DEFAULT_OUT = None  # JSON lines go to the screen; --out FILE appends them to a file too
+DEFAULT_OUT = None
+OUT_HELP = "also append the JSON result lines to this file (default: the screen only)"
 RUNNER = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 
 
@@ -13,10 +16,15 @@ def add_arguments(parser):
                         help="op micro-benchmarks, whole application steps, or both")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and 1-2 runs, in one process (seconds; what CI runs)")
-    parser.add_argument("--only", metavar="NAME[,NAME...]", help="only these workloads")
-    parser.add_argument("--repeat", type=int, help="timed runs per workload")
-    parser.add_argument("--threads", type=int, help="BLAS/OpenMP threads; unset: $OPENBLAS_NUM_THREADS or all cores")
-    parser.add_argument("--torch-python", help="an interpreter that can import torch")
+    parser.add_argument("--only", metavar="NAME[,NAME...]",
+                        help="only these workloads (default: all of the suite)")
+    parser.add_argument("--repeat", type=_values.whole(1, 1000),
+                        help="timed runs per workload (default: each workload's own)")
+    parser.add_argument("--threads", type=_values.whole(1, 1024),
+                        help="BLAS/OpenMP threads (default: $OPENBLAS_NUM_THREADS or all cores)")
+    parser.add_argument("--torch-python",
+                        help="an interpreter that can import torch (default: "
+                             "$MICROGRAD_GEN_TORCH_PYTHON, else this one)")
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     parser.add_argument("--list", action="store_true", help="list the workloads")
     parser.add_argument("--markdown", nargs="+", metavar="RESULTS_JSONL",
@@ -24,8 +32,8 @@ def add_arguments(parser):
 
 
 def run(args):
-    """Forward to bench/run.py in a child process (it starts one per workload anyway); --seed is
-    not used: every workload draws from its own fixed seed, so runs are comparable."""
+    """Forward to bench/run.py in a child process (it starts one per workload anyway). There is
+    no --seed: every workload draws from its own fixed seed, so runs are comparable."""
     if not RUNNER.is_file():
         raise RuntimeError(f"{RUNNER} not found: the benchmarks live in the repository's bench/ "
                            f"folder, so run this from a checkout (pip install -e .)")

@@ -5,9 +5,10 @@
     python -m micrograd_gen dream photo.jpg --model vgg19 --layers block3_conv1=1 --out geo.png
     python -m micrograd_gen dream photo.jpg --save-every 10 --out dream.png   # dream_o1s010.png ...
 """
+import argparse
 import time
 
-from . import _output
+from . import _output, _values
 
 HELP = "DeepDream: amplify what a pretrained convnet half-sees in a picture (the book's algorithm)"
 DEFAULT_OUT = "dream.png"
@@ -17,26 +18,40 @@ def add_arguments(parser):
     parser.add_argument("image", help="the picture to dream on (any format Pillow reads)")
     parser.add_argument("--model", choices=["inception_v3", "vgg19"], default="inception_v3",
                         help="the convnet whose layers are amplified")
-    parser.add_argument("--layers", default="auto",
+    parser.add_argument("--layers", type=_values.auto_or(_layer_weights), default="auto",
                         help="LAYER=WEIGHT,...; auto: mixed4=1,mixed5=1.5,mixed6=2,mixed7=2.5 for "
                              "inception_v3, block3_conv4=1,block4_conv4=1 for vgg19")
-    parser.add_argument("--octaves", type=int, default=3, help="number of scales, smallest first")
-    parser.add_argument("--scale", type=float, default=1.4, help="size ratio between octaves")
-    parser.add_argument("--iterations", type=int, default=30, help="gradient-ascent steps per octave")
-    parser.add_argument("--step", type=_output.auto_or(float), default="auto",
+    parser.add_argument("--octaves", type=_values.whole(1, 20), default=3,
+                        help="number of scales, smallest first")
+    parser.add_argument("--scale", type=_values.number(1, 10, low_open=True), default=1.4,
+                        help="size ratio between octaves")
+    parser.add_argument("--iterations", type=_values.positive_int, default=30,
+                        help="gradient-ascent steps per octave")
+    parser.add_argument("--step", type=_values.auto_or(_values.positive_float32),
+                        default="auto",
                         help="step size on the L2-normalised gradient, in the model's input units; "
                              "auto: 20 for inception_v3, 20*127.5/4 for vgg19 (input 0..255)")
-    parser.add_argument("--max-loss", type=_output.auto_or(float), default="auto",
+    parser.add_argument("--max-loss", type=_values.auto_or(_values.nonnegative), default="auto",
                         help="end an octave once the loss passes this (0: never); auto: 15 for "
                              "inception_v3 as the book, never for vgg19")
     parser.add_argument("--weights", default="imagenet",
-                        help="'imagenet' (cache, $MICROGRAD_GEN_WEIGHTS, else download) or the path "
-                             "of the model's Keras .h5 weight file")
-    parser.add_argument("--max-size", type=int, default=400,
+                        help="'imagenet' (cache, $MICROGRAD_GEN_WEIGHTS, else download) or the "
+                             "path of the model's Keras .h5 weight file")
+    parser.add_argument("--max-size", type=_values.whole(0, 16384), default=400,
                         help="shrink the picture so its longer side is at most this (0: keep)")
-    parser.add_argument("--save-every", type=int, default=0, metavar="N",
+    parser.add_argument("--save-every", type=_values.count, default=0, metavar="N",
                         help="also save the picture every N steps (at the octave's size), as "
-                             "OUT_o<octave>s<step>.png")
+                             "OUT_o<octave>s<step>.png (0: never)")
+
+
+def _layer_weights(text):
+    try:
+        return _output.parse_weights_list(text, what="")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).lstrip(": ")) from None
+
+
+_layer_weights.__name__ = "LAYER=WEIGHT,..."
 
 
 def load_picture(path, max_size):
@@ -57,12 +72,9 @@ def run(args):
     from ..generative.deepdream import DEFAULT_MAX_LOSS, DEFAULT_STEP, DeepDream
 
     out = _output.picture_path(args.out, DEFAULT_OUT)
-    layers = None if args.layers == "auto" else _output.parse_weights_list(args.layers)
-    for name, value in (("--octaves", args.octaves), ("--iterations", args.iterations)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
-    if args.save_every < 0 or args.max_size < 0:
-        raise ValueError("--save-every and --max-size must not be negative")
+    _output.refuse_inputs(out, {"picture to dream on": args.image, "--weights file": args.weights})
+    _output.check_writable(out)
+    layers = args.layers
     image = load_picture(args.image, args.max_size)
     started = time.perf_counter()
     dreamer = DeepDream(args.model, args.weights, layers)

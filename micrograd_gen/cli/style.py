@@ -1,12 +1,12 @@
 """`python -m micrograd_gen style CONTENT STYLE --out styled.png`: the book's neural style transfer.
 
-    python -m micrograd_gen style tubingen.jpg starry_night.jpg --out styled.png   # L-BFGS, 20 rounds
+    python -m micrograd_gen style tubingen.jpg starry_night.jpg --out styled.png  # L-BFGS 20 rounds
     python -m micrograd_gen style tubingen.jpg starry_night.jpg --optimizer sgd --iterations 4000
     python -m micrograd_gen style photo.jpg scream.jpg --height 256 --iterations 5 --save-every 1
 """
 import time
 
-from . import _output
+from . import _output, _values
 
 HELP = ("neural style transfer: paint a picture in the manner of another (the book's loss and "
         "optimisers)")
@@ -22,29 +22,32 @@ def add_arguments(parser):
     parser.add_argument("content", help="the picture whose content is kept")
     parser.add_argument("style",
                         help="the picture whose style is copied (resized to the content's size)")
-    parser.add_argument("--height", type=int, default=HEIGHT,
+    parser.add_argument("--height", type=_values.whole(32, 8192), default=HEIGHT,
                         help="output height in pixels; the width keeps the content's aspect ratio")
     parser.add_argument("--optimizer", choices=["lbfgs", "sgd"], default="lbfgs",
-                        help="lbfgs: scipy L-BFGS-B in rounds of 20 evaluations (1st edition); sgd: "
-                             "SGD with ExponentialDecay(100, 100, 0.96) (2nd edition)")
-    parser.add_argument("--iterations", type=_output.auto_or(int), default="auto",
+                        help="lbfgs: scipy L-BFGS-B in rounds of 20 evaluations (1st edition); "
+                             "sgd: SGD with ExponentialDecay(100, 100, 0.96) (2nd edition)")
+    parser.add_argument("--iterations", type=_values.auto_or(_values.positive_int), default="auto",
                         help="L-BFGS rounds or SGD steps; auto: 20 rounds for lbfgs, 4000 steps "
                              "for sgd, as the book")
-    parser.add_argument("--learning-rate", type=_output.auto_or(float), default="auto",
+    parser.add_argument("--learning-rate", type=_values.auto_or(_values.positive_float32),
+                        default="auto",
                         help="sgd's initial rate; auto: the book's 100 at 400x600, scaled by the "
                              "pixel count at other sizes")
-    parser.add_argument("--content-weight", type=float, default=CONTENT_WEIGHT)
-    parser.add_argument("--style-weight", type=float, default=STYLE_WEIGHT,
+    parser.add_argument("--content-weight", type=_values.nonnegative, default=CONTENT_WEIGHT,
+                        help="weight of the content loss")
+    parser.add_argument("--style-weight", type=_values.nonnegative, default=STYLE_WEIGHT,
                         help="shared equally by the five style layers")
-    parser.add_argument("--tv-weight", type=float, default=TV_WEIGHT,
+    parser.add_argument("--tv-weight", type=_values.nonnegative, default=TV_WEIGHT,
                         help="total-variation weight (smoothness)")
     parser.add_argument("--init", choices=["content", "noise"], default="content",
                         help="start from the content picture (the book) or from noise")
     parser.add_argument("--weights", default="imagenet",
-                        help="'imagenet' (cache, $MICROGRAD_GEN_WEIGHTS, else download) or the path "
-                             "of VGG19's Keras .h5 weight file")
-    parser.add_argument("--save-every", type=int, default=0, metavar="N",
-                        help="also save the picture every N iterations, as OUT_<iteration>.png")
+                        help="'imagenet' (cache, $MICROGRAD_GEN_WEIGHTS, else download) or the "
+                             "path of VGG19's Keras .h5 weight file")
+    parser.add_argument("--save-every", type=_values.count, default=0, metavar="N",
+                        help="also save the picture every N iterations, as OUT_<iteration>.png "
+                             "(0: never)")
     parser.add_argument("--book-batch", action="store_true",
                         help="run content, style and result through VGG19 as one batch of three at "
                              "every evaluation, as the book does (same result, 3x the work)")
@@ -56,12 +59,9 @@ def run(args):
     from ..generative import style_transfer as S
 
     out = _output.picture_path(args.out, DEFAULT_OUT)
-    if args.height < 32:
-        raise ValueError(f"--height must be at least 32 (VGG19's smallest input), got {args.height}")
-    if args.iterations is not None and args.iterations < 1:
-        raise ValueError(f"--iterations must be at least 1, got {args.iterations}")
-    if args.save_every < 0:
-        raise ValueError("--save-every must not be negative")
+    _output.refuse_inputs(out, {"content picture": args.content, "style picture": args.style,
+                                "--weights file": args.weights})
+    _output.check_writable(out)
     base, ref = S.prepare(args.content, args.style, args.height)
     started = time.perf_counter()
     model = VGG19(include_top=False, weights=args.weights)

@@ -6,7 +6,7 @@ that `train-style` trained, in one forward pass.
 """
 import time
 
-from . import _output
+from . import _output, _values
 
 HELP = "fast style transfer: apply a network trained by train-style to a picture (one forward pass)"
 DEFAULT_OUT = "stylized.png"
@@ -15,7 +15,7 @@ DEFAULT_OUT = "stylized.png"
 def add_arguments(parser):
     parser.add_argument("image", help="the picture to stylise")
     parser.add_argument("--model", required=True, help="a model file written by train-style")
-    parser.add_argument("--max-size", type=int, default=0,
+    parser.add_argument("--max-size", type=_values.whole(0, 16384), default=0,
                         help="shrink the picture so its longer side is at most this (0: keep)")
 
 
@@ -25,8 +25,8 @@ def run(args):
     from .dream import load_picture
 
     out = _output.picture_path(args.out, DEFAULT_OUT)
-    if args.max_size < 0:
-        raise ValueError("--max-size must not be negative")
+    _output.refuse_inputs(out, {"picture to stylise": args.image, "--model file": args.model})
+    _output.check_writable(out)
     net = F.load_model(args.model)
     image = load_picture(args.image, args.max_size)
     started = time.perf_counter()

@@ -11,6 +11,8 @@ loss history; written atomically) after every epoch, so an interrupted run keeps
 """
 from pathlib import Path
 
+from . import _output, _training, _values
+
 HELP = "text generation: train the char LSTM (1st ed.) or the word Transformer LM (2nd ed.), sample"
 DEFAULT_OUT = "out/textgen"
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -21,16 +23,19 @@ BOOK = {  # the book's settings for each model
 
 
 def add_arguments(parser):
-    parser.add_argument("action", choices=["train", "sample"])
-    parser.add_argument("--model", choices=["lstm", "transformer"], default="lstm",
-                        help="train: which model (sample reads it from the checkpoint)")
+    parser.add_argument("action", choices=["train", "sample"],
+                        help="train: fit on a corpus, resuming from the checkpoint; sample: "
+                             "continue a prompt")
+    parser.add_argument("--model", choices=["lstm", "transformer"],
+                        help="which model (default: the checkpoint's when there is one, else lstm)")
     parser.add_argument("--checkpoint",
-                        help="train: where to save (default OUT/<model>.h5); sample: what to load "
-                             "(default OUT/lstm.h5)")
-    parser.add_argument("--temperature", type=float, default=0.7, help="sample: temperature")
-    parser.add_argument("--length", type=int,
+                        help="train: where to save and resume from; sample: what to load "
+                             "(default: OUT/<model>.h5)")
+    parser.add_argument("--temperature", type=_values.number(0.01, 100), default=0.7,
+                        help="sample: temperature")
+    parser.add_argument("--length", type=_values.positive_int,
                         help="characters (lstm) or words (transformer) to generate "
-                             "(default 400 / 50, as the book)")
+                             "(default: 400 / 50, as the book)")
     parser.add_argument("--prompt", help="sample: the text to continue (default: 'this movie' for "
                                          "the transformer, 'the meaning of life is ' for the lstm)")
     parser.add_argument("--context", choices=["window", "carry"], default="window",
@@ -41,17 +46,23 @@ def add_arguments(parser):
                        help="lstm: a .txt file (default: Nietzsche, downloaded and cached); "
                             "transformer: a folder of .txt files or a .tar(.gz) of them such as "
                             "aclImdb (default: $MICROGRAD_GEN_DATA/imdb, the cache, else download)")
-    train.add_argument("--epochs", type=int, help="default: the book's, 60 (lstm) / 200 (transformer)")
-    train.add_argument("--steps-per-epoch", type=int, help="fewer (or more) batches per epoch")
-    train.add_argument("--batch-size", type=int, help="default: the book's, 128 / 256")
-    train.add_argument("--learning-rate", type=float, help="RMSprop's; default 0.01 / 1e-3")
-    train.add_argument("--max-seconds", type=float, help="stop training after this many seconds")
-    train.add_argument("--sample-every", type=int, default=1,
+    train.add_argument("--epochs", type=_values.positive_int,
+                       help="epochs from the start of training, so a resumed run goes on to the "
+                            "same end (default: the book's, 60 for lstm, 200 for transformer)")
+    train.add_argument("--steps-per-epoch", type=_values.positive_int,
+                       help="fewer (or more) batches per epoch (default: one pass over the corpus)")
+    train.add_argument("--batch-size", type=_values.whole(1, 65536),
+                       help="default: the book's, 128 / 256")
+    train.add_argument("--learning-rate", type=_values.learning_rate,
+                       help="RMSprop's, also when resuming (default: 0.01 / 1e-3 for a new run, "
+                            "the checkpoint's when resuming)")
+    train.add_argument("--max-seconds", type=_values.seconds,
+                       help="stop training after this many seconds (default: no limit)")
+    train.add_argument("--sample-every", type=_values.count, default=1,
                        help="print samples every N epochs (0: never)")
-    train.add_argument("--temperatures", default="0.2,0.5,0.7,1.0,1.5",
-                       help="temperatures of those samples")
-    train.add_argument("--resume", action="store_true",
-                       help="go on training the model in --checkpoint")
+    train.add_argument("--temperatures", type=_values.number_list(0.01, 100),
+                       default="0.2,0.5,0.7,1.0,1.5", help="temperatures of those samples")
+    _training.add_arguments(train)
 
 
 def _imdb_path():
@@ -75,33 +86,50 @@ def _checkpoint(args, model):
 def _train(args):
     from ..generative import char_lstm, transformer_lm
     from ..generative.text_training import load_text_model
-    path = _checkpoint(args, args.model)
-    book = BOOK[args.model]
-    run = None
-    if args.resume:
-        run = load_text_model(path, learning_rate=args.learning_rate)
-        if run.config["kind"] != args.model:
-            raise ValueError(f"--resume: {path} holds a {run.config['kind']} model, not "
-                             f"--model {args.model}")
-    if args.model == "lstm":
-        from ..data.text import load_text_corpus
-        data = load_text_corpus(args.corpus)
-        print(f"corpus: {len(data):,} characters, {len(set(data))} distinct")
-        trainer = char_lstm.train_char_lstm
-    else:
-        from ..data.text import text_files_dataset
-        corpus = Path(args.corpus) if args.corpus else _imdb_path()
-        data = list(text_files_dataset(corpus))
-        print(f"corpus: {len(data):,} texts from {corpus}")
-        trainer = transformer_lm.train_transformer_lm
-    print(f"model: {args.model}; checkpoint after every epoch: {path}")
-    run = trainer(data, epochs=args.epochs or book["epochs"], max_seconds=args.max_seconds,
-                  steps_per_epoch=args.steps_per_epoch,
-                  batch_size=args.batch_size or book["batch_size"],
-                  learning_rate=args.learning_rate or book["learning_rate"], seed=args.seed,
-                  temperatures=[float(t) for t in args.temperatures.split(",") if t.strip()],
-                  sample_every=args.sample_every or None, sample_length=args.length or book["length"],
-                  run=run, checkpoint=path)
+    path = _checkpoint(args, args.model or "lstm")
+    if args.corpus is not None and not Path(args.corpus).exists():
+        raise FileNotFoundError(f"--corpus {args.corpus}: no such file or folder")
+    _output.refuse_inputs(path, {"corpus": args.corpus}, "--checkpoint")
+    with _training.locked(path):
+        payload = _training.plan(args, path, "textgen", "textgen")
+        run = load_text_model(path) if payload is not None else None
+        kind = run.config["kind"] if run else args.model or "lstm"
+        if args.model and kind != args.model:
+            raise ValueError(f"{path} holds a {kind} model, not --model {args.model}; give "
+                             "another --checkpoint, or --fresh to replace it")
+        book = BOOK[kind]
+        epochs = args.epochs or book["epochs"]
+        learning_rate = args.learning_rate or book["learning_rate"]
+        done = len(run.history.epoch_losses) if run else 0
+        if done >= epochs:
+            return _training.nothing_to_do("textgen", path, done, epochs, "epochs")
+        if run:
+            saved = run.optimizer.learning_rate
+            if args.learning_rate is not None:   # what the user asked wins over the saved state
+                run.optimizer.learning_rate = args.learning_rate
+                run.config["learning_rate"] = args.learning_rate
+            learning_rate = run.optimizer.learning_rate
+            print(f"textgen: epochs {done + 1}..{epochs}, learning rate {learning_rate:g}"
+                  + (f" (the checkpoint had {saved:g})" if learning_rate != saved
+                     else " (the checkpoint's)"), flush=True)
+        if kind == "lstm":
+            from ..data.text import load_text_corpus
+            data = load_text_corpus(args.corpus)
+            print(f"corpus: {len(data):,} characters, {len(set(data))} distinct")
+            trainer = char_lstm.train_char_lstm
+        else:
+            from ..data.text import text_files_dataset
+            corpus = Path(args.corpus) if args.corpus else _imdb_path()
+            data = list(text_files_dataset(corpus))
+            print(f"corpus: {len(data):,} texts from {corpus}")
+            trainer = transformer_lm.train_transformer_lm
+        print(f"model: {kind}; checkpoint after every epoch: {path}")
+        run = trainer(data, epochs=epochs - done, max_seconds=args.max_seconds,
+                      steps_per_epoch=args.steps_per_epoch,
+                      batch_size=args.batch_size or book["batch_size"],
+                      learning_rate=learning_rate, seed=args.seed,
+                      temperatures=args.temperatures, sample_every=args.sample_every or None,
+                      sample_length=args.length or book["length"], run=run, checkpoint=path)
     h = run.history
     print(f"{run.model.count_params():,} parameters; {len(h.step_losses)} steps in "
           f"{h.seconds:.0f} s; loss per epoch: " + ", ".join(f"{x:.4f}" for x in h.epoch_losses))
@@ -113,16 +141,24 @@ def _sample(args):
 
     from ..generative import char_lstm, transformer_lm
     from ..generative.text_training import load_text_model
-    path = Path(args.checkpoint) if args.checkpoint else Path(args.out) / "lstm.h5"
+    path = _checkpoint(args, args.model or "lstm")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train one with `textgen train` or give "
                                 "--checkpoint")
+    _training.read_existing(path, "textgen", writing=False)   # another kind: a clear error
     run = load_text_model(path)
+    if args.model and run.config["kind"] != args.model:
+        raise ValueError(f"{path} holds a {run.config['kind']} model, not --model {args.model}")
     rng = np.random.default_rng(args.seed)
     kind = run.config["kind"]
     length = args.length or BOOK[kind]["length"]
     if kind == "lstm":
         prompt = args.prompt if args.prompt is not None else "the meaning of life is "
+        unknown = sorted(set(prompt) - set(run.vocab.chars))
+        if not prompt or unknown:
+            raise ValueError(f"--prompt {prompt!r}: " + (
+                f"characters the model never saw: {unknown}" if unknown else "give some text")
+                + f" (the model knows {''.join(run.vocab.chars)!r})")
         text = char_lstm.generate_text(run.model, run.vocab, prompt, length, args.temperature, rng,
                                        context=args.context)
         print(prompt + text)

@@ -1,5 +1,6 @@
 """`python -m micrograd_gen tour`: the whole chapter on this machine in about five minutes."""
-HELP = "a five-minute tour: text generation, a denoiser, and (when data is there) VAE, DeepDream, style"
+HELP = ("a five-minute tour: text generation, a denoiser, and (when data is there) VAE, DeepDream, "
+        "style")
 DEFAULT_OUT = "out/tour"
 
 

@@ -113,8 +113,9 @@ def _build(model):
 # ---- training checkpoints (generative/checkpoint.py) -------------------------------------------------
 
 def is_checkpoint(f):
-    """Whether an open HDF5 file is a checkpoint of this command line (its `tree` attribute)."""
-    return "tree" in f.attrs and "arrays" in f
+    """Whether an open HDF5 file is a checkpoint of this command line (its `tree`, a dataset, or
+    an attribute in checkpoints written before)."""
+    return ("tree" in f or "tree" in f.attrs) and "arrays" in f
 
 
 def checkpoint_model(path):

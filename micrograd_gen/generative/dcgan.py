@@ -237,12 +237,12 @@ class GAN(nn.Model):
                                  f"{self.config[key]} (dcgan.load_gan builds the right one)")
         payload = ckpt.load_checkpoint(
             path, models={"generator": self.generator, "discriminator": self.discriminator},
-            optimizers={"g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer})
-        extra = payload["extra"]
-        for name, generator in self._generators().items():
-            generator.bit_generator.state = extra["rngs"][name]
+            optimizers={"g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer},
+            generators=self._generators())
+        for optimizer in (self.d_optimizer, self.g_optimizer):  # the rate it was built with wins
+            optimizer.learning_rate = self.config["learning_rate"]
         self.step = int(payload["step"])
-        return extra
+        return payload["extra"]
 
 
 def checkpoint_config(path):

@@ -350,7 +350,8 @@ def read_model(path):
         payload = checkpoint.read_checkpoint(path)
         info = json.loads(payload["extra"]["fast_style"])
     except (OSError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path} is not a fast-style model written by train-style ({e})") from None
+        raise checkpoint.CheckpointError(
+            f"{path} is not a fast-style model written by train-style ({e})") from None
     if info.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown fast-style format {info.get('format')!r}")
     config = info["config"]

@@ -123,6 +123,14 @@ def _shape_of(x):
     return tuple(x.shape)
 
 
+def _name_outputs(out, layer_name):
+    # The layer that made a tensor, for micrograd_gen.viz's drawings; an inner layer's name stays
+    # (a model's output keeps its last layer's name), and a leaf passed through is not renamed.
+    for t in _flatten(out):
+        if isinstance(t, Tensor) and t.name is None and t._ctx is not None:
+            t.name = layer_name
+
+
 def _as_tensor(x):
     # Raw arrays become Tensors (float64 NumPy data becomes float32, the engine's default).
     if isinstance(x, np.ndarray) or backend._is_cupy_array(x):
@@ -444,6 +452,7 @@ class Layer:
         finally:
             _call_training = outer
         self._output_shape = _map(lambda t: tuple(t.shape), out)
+        _name_outputs(out, self.name)
         return out
 
     def _call_symbolic(self, args, kwargs):
@@ -657,17 +666,35 @@ class Model(Trainer, Layer):
         raise ValueError(f"Model '{self.name}' has no layer named {name!r}; its layers: "
                          f"{[l.name for l in self.layers]}")
 
-    def summary(self, print_fn=print, line_length=80):
-        """Each layer's output shape and parameter count, then the totals (Keras's table)."""
-        widths = (int(line_length * 0.45), int(line_length * 0.33))
+    def summary(self, print_fn=print, line_length=80, expand_nested=False):
+        """Each layer's output shape and parameter count, then the totals (Keras's table).
+
+        A nested model (the VAE's encoder and decoder) is one row, as in Keras; with
+        `expand_nested=True` its layers follow it, indented. A subclassed model whose layers have
+        not all run yet is traced on a placeholder of its first sublayer's input shape, so each
+        layer shows its shape rather than "?" (random generators are put back afterwards).
+        """
+        _trace_output_shapes(self)
+        rows = []
+
+        def add(layers, depth):
+            for layer in layers:
+                kind = ("Functional" if type(layer) is Model and layer._graph is not None
+                        else type(layer).__name__)
+                rows.append(("  " * depth + f"{layer.name} ({kind})",
+                             _format_shape(layer._output_shape), f"{layer.count_params():,}"))
+                if expand_nested and isinstance(layer, Model):
+                    add(layer._sublayers, depth + 1)
+
+        add(self._sublayers, 0)
+        label_width = max([int(line_length * 0.45)] + [len(r[0]) + 1 for r in rows])
+        shape_width = max([int(line_length * 0.33)] + [len(r[1]) + 1 for r in rows])
+        line_length = max(line_length, label_width + shape_width + len("Param #"))
         lines = [f'Model: "{self.name}"', "_" * line_length,
-                 f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}Param #",
+                 f"{'Layer (type)':<{label_width}}{'Output Shape':<{shape_width}}Param #",
                  "=" * line_length]
-        for layer in self.layers:
-            label = f"{layer.name} ({type(layer).__name__})"
-            shape = _format_shape(layer._output_shape)
-            lines.append(f"{label:<{widths[0] - 1}} {shape:<{widths[1] - 1}} "
-                         f"{layer.count_params():,}")
+        lines += [f"{label:<{label_width}}{shape:<{shape_width}}{count}"
+                  for label, shape, count in rows]
         trainable = sum(t.size for t in self.trainable_weights)
         total = self.count_params()
         lines += ["=" * line_length, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
@@ -684,6 +711,47 @@ class Model(Trainer, Layer):
     def load_weights(self, path, by_name=False, **kwargs):
         from .. import io
         return io.load_weights(self, path, by_name=by_name, **kwargs)
+
+
+def _trace_output_shapes(model):
+    """For summary(): when some layer of a subclassed model has never run, call the model once on
+    a placeholder (Keras's symbolic call: each layer reports the shape it would give, nothing is
+    computed) of the input shape its first sublayer knows. Layers that draw random numbers to
+    find their shape (the VAE's sampler) get their generators back as they were, so a summary
+    never changes what a seeded run draws (unless the trace had to build a layer's weights, as
+    `model.build()` would). Code that cannot run on placeholders leaves "?"."""
+    global _global_rng
+    every = [model]
+    for layer in every:
+        every.extend(layer._sublayers)
+    if model._graph is not None or all(l._output_shape is not None for l in every[1:]):
+        return
+    first = model._sublayers[0] if model._sublayers else None
+    shape = model._batch_input_shape
+    if shape is None and isinstance(first, Sequential):
+        shape = first._input_batch_shape
+    elif shape is None and isinstance(first, Model) and first._graph is not None:
+        inputs = _flatten(first._graph[0])
+        shape = inputs[0].shape if len(inputs) == 1 else None
+    elif shape is None and first is not None:
+        shape = first._batch_input_shape
+    if shape is None:
+        return
+    global_state = _global_rng.bit_generator.state
+    layer_states = [(l, l.built, None if l._rng is None else l._rng.bit_generator.state)
+                    for l in every]
+    try:
+        model.call(KerasTensor(shape, model.dtype, name="summary_input"))
+    except Exception:  # a call that needs real arrays: its unknown shapes stay "?"
+        pass
+    if any(not built and l._weight_records for l, built, _ in layer_states):
+        return  # the trace built weights, as model.build() would: their draws stay drawn
+    _global_rng.bit_generator.state = global_state
+    for layer, _, state in layer_states:
+        if state is None:
+            layer._rng = None
+        else:
+            layer._rng.bit_generator.state = state
 
 
 def _format_shape(shape):
