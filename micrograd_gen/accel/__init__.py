@@ -10,7 +10,7 @@ module       speeds up                          how
 blas.py      (used by conv.py)                  cblas gemm with beta = 1 on row blocks, ctypes
 workers.py   (used by conv.py and the LSTM)     one worker thread per core, single-threaded BLAS
 conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, thin routes, fused bias and ReLU
-pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, stride phases in backward
+pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks
 lstm.py      ops.lstm                           the batch cut into one slice per worker thread;
                                                 the CUDA cell kernels on CuPy arrays
 cuda.py      (used by conv, lstm, losses)       CUDA RawKernels from kernels/*.cu, for CuPy arrays

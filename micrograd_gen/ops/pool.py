@@ -6,7 +6,7 @@ whole-array operations, never a loop over pixels. 'same' padding follows conv2d'
 pixel bottom/right). Max pooling never picks a padded cell (they hold -inf); average pooling
 divides by the number of real cells in each window, not by the window size.
 
-This is the reference; accel/pool.py registers a faster route (separable passes, stride phases)
+This is the reference; accel/pool.py registers a faster route (separable passes, preallocated masks)
 that gives the same numbers.
 """
 from .. import fastpath
