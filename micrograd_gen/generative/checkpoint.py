@@ -29,7 +29,6 @@ import os
 import re
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import h5py
@@ -174,11 +173,14 @@ def _sigint_held_back():
     nor be swallowed by h5py's clean-up. Only the main thread can handle signals; elsewhere, or
     where the handler was not set from Python, the block runs as it is."""
     previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous is None:
+    received = []
+    try:
+        if previous is None:
+            raise ValueError("SIGINT's handler was not set from Python")
+        signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except ValueError:   # not the main thread (signal.signal refuses there), or not Python's
         yield
         return
-    received = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
