@@ -94,10 +94,54 @@ def test_many_bands_and_images_at_a_vgg_like_size():
     ((1, 8, 8, 64), (3, 3, 64, 64), (2, 2), (1, 1), False),     # strided
     ((1, 8, 8, 64), (3, 3, 64, 64), (1, 1), (2, 2), False),     # dilated
     ((1, 8, 8, 64), (5, 5, 64, 64), (1, 1), (1, 1), False),     # not 3x3
-    ((1, 8, 8, 3), (3, 3, 3, 64), (1, 1), (1, 1), False),       # RGB in: too thin for 36 GEMMs
 ])
 def test_applies_only_where_it_computes_conv2d(shape, kernel_shape, strides, dilation, applies):
     x = np.zeros(shape, np.float32)
     kernel = np.zeros(kernel_shape, np.float32)
     assert winograd.applies(x, kernel, strides, dilation) is applies
     assert not winograd.applies(x.astype(np.float16), kernel.astype(np.float16), (1, 1), (1, 1))
+
+
+def _counting(monkeypatch):
+    calls = []
+    for name in ("conv3x3", "conv3x3_input_gradient"):
+        original = getattr(winograd, name)
+
+        def counted(*args, original=original, name=name, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+        monkeypatch.setattr(winograd, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_the_fast_conv2d_takes_winograd_where_it_pays_and_equals_the_reference(monkeypatch, relu):
+    calls = _counting(monkeypatch)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 20, 44, 40)).astype(np.float32)     # 2 x 5 x 11 = 110 tiles
+    kernel = (rng.standard_normal((3, 3, 40, 36)) * 0.1).astype(np.float32)
+    bias = rng.standard_normal(36).astype(np.float32)
+    g = rng.standard_normal((2, 20, 44, 36)).astype(np.float32)
+    results = {}
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            inputs = [mg.Tensor(a, requires_grad=True) for a in (x, kernel, bias)]
+            y = mg.ops.conv2d(*inputs, padding="same", relu=relu)
+            y.backward(g)
+            results[fast] = [y.data] + [t.grad for t in inputs]
+    # forward, then dX (a Winograd convolution of dY itself)
+    assert calls == ["conv3x3", "conv3x3_input_gradient", "conv3x3"]
+    for got, want in zip(results[True], results[False]):
+        assert relative_error(got, want) < 5e-5
+
+
+def test_the_fast_conv2d_keeps_small_or_thin_convolutions_off_winograd(monkeypatch):
+    calls = _counting(monkeypatch)
+    rng = np.random.default_rng(2)
+    for shape, kernel_shape in [((1, 17, 26, 192), (3, 3, 192, 192)),   # 35 tiles: too few
+                                ((1, 64, 64, 3), (3, 3, 3, 64)),        # RGB in: too thin
+                                ((1, 64, 64, 64), (3, 3, 64, 3))]:      # RGB out: too thin
+        x = mg.Tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+        kernel = mg.Tensor(rng.standard_normal(kernel_shape).astype(np.float32))
+        mg.ops.conv2d(x, kernel, padding="same").sum().backward()
+    assert calls == []
