@@ -135,6 +135,22 @@ def test_the_fast_conv2d_takes_winograd_where_it_pays_and_equals_the_reference(m
         assert relative_error(got, want) < 5e-5
 
 
+def test_a_frozen_kernel_takes_winograd_for_dx_alone(monkeypatch):
+    # DeepDream and style transfer: the op keeps no x when the kernel needs no gradient.
+    calls = _counting(monkeypatch)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 40, 40, 32)).astype(np.float32)
+    kernel = (rng.standard_normal((3, 3, 32, 32)) * 0.1).astype(np.float32)
+    grads = {}
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            t = mg.Tensor(x, requires_grad=True)
+            mg.ops.conv2d(t, mg.Tensor(kernel), padding="valid", relu=True).sum().backward()
+            grads[fast] = t.grad
+    assert "conv3x3_input_gradient" in calls
+    assert relative_error(grads[True], grads[False]) < 5e-5
+
+
 def test_the_fast_conv2d_keeps_small_or_thin_convolutions_off_winograd(monkeypatch):
     calls = _counting(monkeypatch)
     rng = np.random.default_rng(2)

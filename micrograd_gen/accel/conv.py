@@ -545,7 +545,7 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
         if positive is not None:
             g = g * positive
         dx = winograd.conv3x3_input_gradient(g, kernel, (geom.pt, geom.pb, geom.pl, geom.pr),
-                                             x.shape)
+                                             (geom.N, geom.H, geom.W, geom.C))   # x may be gone
         if dx is not None:
             _, dk, db = (backward(g, x, kernel, shifted, False, need_dk, need_db)
                          if need_dk or need_db else (None, None, None))
