@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from . import cuda, winograd
+from . import cuda
 from .blas import _Rows, gemm_into, gemm_rows
 from .workers import chunk_pool, for_chunks
 
@@ -497,16 +497,6 @@ def _cuda_ready(*arrays):
     return len(dtypes) == 1 and dtypes.pop() in _FLOATS
 
 
-def _winograd_fits(geom, x, kernel, in_channels, out_channels):
-    """Whether Winograd's F(4x4, 3x3) computes this stride-1 3x3 product faster than the shifted
-    route: enough channels for its 36 products to run well in BLAS, and enough 4x4 output tiles
-    (at VGG19's block5 size, 70 tiles a picture, it still wins; at 35 it loses)."""
-    tiles = geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
-    return (winograd.applies(x, kernel, (geom.sh, geom.sw), (geom.dh, geom.dw))
-            and min(in_channels, out_channels) >= winograd.MIN_CHANNELS
-            and tiles >= winograd.MIN_TILES)
-
-
 def conv2d_forward(x, kernel, geom, bias=None, relu=False):
     """ops.conv's forward (+ bias, then ReLU when asked), fast."""
     xp = get_array_module(x, kernel)
@@ -519,8 +509,6 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False):
         if relu:
             xp.maximum(y, 0, out=y)
         return y
-    if _winograd_fits(geom, x, kernel, geom.C, kernel.shape[3]):
-        return winograd.conv3x3(x, kernel, (geom.pt, geom.pb, geom.pl, geom.pr), bias, relu)
     shifted = shifted_geometry(geom)
     forward, _ = _ROUTES[_route(shifted, kernel.shape[3])]
     return forward(x, kernel, shifted, bias, relu)
@@ -539,17 +527,6 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
         return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
     shifted = shifted_geometry(geom)
     _, backward = _ROUTES[_route(shifted, g.shape[3])]
-    if need_dx and _winograd_fits(geom, g, kernel, g.shape[3], geom.C):
-        # dX is a stride-1 3x3 convolution of dY too (winograd.conv3x3_input_gradient); dK and
-        # dBias, if wanted, stay on the shifted route.
-        if positive is not None:
-            g = g * positive
-        dx = winograd.conv3x3_input_gradient(g, kernel, (geom.pt, geom.pb, geom.pl, geom.pr),
-                                             (geom.N, geom.H, geom.W, geom.C))   # x may be gone
-        if dx is not None:
-            _, dk, db = (backward(g, x, kernel, shifted, False, need_dk, need_db)
-                         if need_dk or need_db else (None, None, None))
-            return dx, dk, db
     return backward(g, x, kernel, shifted, need_dx, need_dk, need_db, positive)
 
 

@@ -24,6 +24,12 @@ uses the same routine. The kernel gradient is left to the direct method.
 Work is cut into bands of tile rows: each band's transformed tiles stay in cache through the
 transform, the 36 products and the inverse transform, and bands go to the worker threads, each
 on single-threaded BLAS.
+
+Not yet routed by accel/conv.py. Alone, one VGG19 layer at batch 3 takes 1.15x (64 channels) to
+2.3x (512) less CPU time than the shifted route; inside the style-transfer evaluation it took
+15% less CPU time but 4-12% more wall time, because its padding copy, final crop and ReLU mask
+run on one core while the other waits (bench/README.md, "Winograd"). Those serial passes have
+to move into the bands before it pays.
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -54,12 +60,6 @@ _OUTPUT_TRANSFORM = np.kron(_AT, _AT)    # (16, 36)
 # Tiles per band: the 36 products (tiles, C) @ (C, F) need a few hundred rows to run near
 # BLAS's full speed; more only makes the band's buffers fall out of cache.
 _BAND_TILES = 256
-
-
-# Where it pays (accel/conv.py asks): with fewer channels the transforms cost more than the
-# products save; with fewer tiles the 36 products are too short for BLAS (bench/README.md).
-MIN_CHANNELS = 32
-MIN_TILES = 100
 
 
 def applies(x, kernel, strides, dilation):
