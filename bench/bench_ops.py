@@ -212,6 +212,7 @@ def transpose_case(shape):
 
 def torch_transpose_case(shape):
     def case(quick, device="cpu"):
+        import torch
         x, kernel, bias, grad, flop = transpose_arrays(shape, quick)
         x, w, b, g = torch_tensors(device, x, kernel, bias, grad)
         # Keras (kh, kw, out, in) -> torch (in, out, kh, kw); k=4, s=2 'same' crops (1, 1),

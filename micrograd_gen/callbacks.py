@@ -549,6 +549,7 @@ class HistoryWriter(Callback):
         previous = previous or {}
         self.epochs = {k: list(v) for k, v in previous.get("per_epoch", {}).items()}
         self.steps = {k: list(v) for k, v in previous.get("per_step", {}).items()}
+        self._steps_written = self._step_count()
 
     def _read_previous(self):
         path = self.folder / f"{self.name}.json"
@@ -580,6 +581,14 @@ class HistoryWriter(Callback):
                 self.epochs.setdefault(key, []).append(value)
         self.write()
 
+    def on_train_end(self, logs=None):
+        # A run stopped inside an epoch (a time limit) still leaves its steps' curve.
+        if self._steps_written != self._step_count():
+            self.write()
+
+    def _step_count(self):
+        return sum(len(v) for v in self.steps.values())
+
     def write(self):
         from . import plot
         data = {"per_epoch": self.epochs, "per_step": self.steps}
@@ -587,6 +596,7 @@ class HistoryWriter(Callback):
         atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
         if self.plot:
             plot.save_history_plot(self.folder / f"{self.name}.png", self.epochs, self.steps)
+        self._steps_written = self._step_count()
 
 
 __all__ = ["Callback", "CallbackList", "CallbackError", "NonFiniteLossError", "History",

@@ -31,13 +31,16 @@ class Part:
 
 # ---- the parts -----------------------------------------------------------------------------------
 def char_lstm_part(out, seconds, quick, log):
+    from .callbacks import HistoryWriter
     from .data.text import python_stdlib_corpus
     from .generative.char_lstm import generate_text, train_char_lstm
 
     text = python_stdlib_corpus(max_chars=200_000 if quick else 1_000_000).lower()
     log(f"char LSTM: {len(text):,} characters of the standard library's source, "
         f"training for {seconds:.0f} s")
-    run = train_char_lstm(text, epochs=1000, max_seconds=seconds, log=log, progress=True)
+    curves = HistoryWriter(out / "char_lstm")
+    run = train_char_lstm(text, epochs=1000, max_seconds=seconds, log=log, progress=True,
+                          callbacks=(curves,))
     losses = run.history.step_losses
     rng = np.random.default_rng(0)
     start = int(rng.integers(0, len(text) - 61))
@@ -51,8 +54,8 @@ def char_lstm_part(out, seconds, quick, log):
     log(report)
     path = out / "char_lstm_samples.txt"
     _write_text(path, report)
-    loss = f"loss {losses[-1]:.2f}" if len(losses) else ""
-    return path, loss
+    loss = f"loss {losses[-1]:.2f}; " if len(losses) else ""
+    return path, f"{loss}loss curve {curves.folder / 'history.png'}"
 
 
 def synthetic_digits(n, seed=0):
@@ -85,11 +88,12 @@ def denoise_part(out, seconds, quick, log):
     digits, _ = synthetic_digits(2000 if quick else 6000)
     train, test = digits[:-16], digits[-16:]
     log(f"denoising autoencoder: {len(train):,} drawn digits, training for {seconds:.0f} s")
-    model, _ = train_denoiser(train, epochs=100, max_seconds=seconds, log=log)
+    model, _ = train_denoiser(train, epochs=100, max_seconds=seconds, log=log,
+                              history_dir=out / "denoise")
     scores = evaluate_denoiser(model, test)
     path = save_denoise_grid(model, test, out / "denoise.png")
     return path, (f"BCE/pixel noisy {scores['noisy_bce']:.3f} -> denoised "
-                  f"{scores['denoised_bce']:.3f}")
+                  f"{scores['denoised_bce']:.3f}; loss curves {out / 'denoise' / 'history.png'}")
 
 
 def vae_part(out, seconds, quick, log):
@@ -104,10 +108,13 @@ def vae_part(out, seconds, quick, log):
         raise Skip("no MNIST here: set MICROGRAD_GEN_DATA to a folder with mnist/, or run "
                    "once with a network (it downloads mnist.npz, 11 MB)") from None
     log(f"VAE: {len(x_train):,} MNIST digits, training for {seconds:.0f} s")
-    vae, history = train_vae(x_train, epochs=100, max_seconds=seconds, log=log)
+    (out / "vae").mkdir(exist_ok=True)
+    vae, history = train_vae(x_train, epochs=100, max_seconds=seconds, log=log,
+                             checkpoint_path=out / "vae" / "vae.h5")
     recon = evaluate_vae(vae, x_test[:2000])["reconstruction_loss"]
     path = save_latent_grid(vae.decoder, out / "vae_grid.png", n=15 if quick else 30)
-    return path, f"{len(history)} epoch(s), test reconstruction {recon:.1f} (BCE over 784 pixels)"
+    return path, (f"{len(history)} epoch(s), test reconstruction {recon:.1f} (BCE over 784 "
+                  f"pixels); loss curves {out / 'vae' / 'history.png'}")
 
 
 def _pretrained(name, log):
