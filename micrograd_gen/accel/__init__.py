@@ -22,7 +22,7 @@ from . import conv, losses, lstm, pool  # noqa: F401  (each registers its fast p
 # Winograd registers nothing yet (its docstring says why). Importing it here was measured to keep
 # the style-transfer evaluation at 6.1 s rather than 7.9 s: keep_freed_memory()'s reuse of large
 # blocks depends on the heap's layout at the start (bench/README.md, "Heap layout"), and this is
-# the layout every figure in the README was measured with. Fragile; issue 17 is to remove the
+# the layout of the whole-suite run in the README. Fragile; issue 17 is to remove the
 # dependence.
 from . import winograd  # noqa: F401
 from .memory import keep_freed_memory
