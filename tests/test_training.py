@@ -232,6 +232,18 @@ def test_time_stopping_ends_the_epoch_after_the_step_that_passes():
     assert model._train_counter == 1 and len(history.history["loss"]) == 1
 
 
+def test_a_run_cut_by_its_time_limit_still_leaves_its_loss_curve(tmp_path):
+    # The tour trains for a fixed number of seconds; its summary names the curves it leaves.
+    x, y = blobs(64)
+    model = classifier()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=5, batch_size=8, verbose=0,
+              callbacks=[callbacks.TimeStopping(0), callbacks.HistoryWriter(tmp_path)])
+    import json
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert len(saved["per_step"]["loss"]) == 1 and (tmp_path / "history.png").exists()
+
+
 def test_early_stopping_stops_when_the_loss_stalls():
     x, y = blobs(32)
     model = classifier()
