@@ -308,9 +308,7 @@ def test_importing_starts_no_thread_and_loads_no_library():
     assert _python(code, MICROGRAD_GEN_FAST="1") == "1 True True True"
 
 
-# The one thread that is not a speed trick: the command line re-raises a Ctrl-C that a destructor
-# swallowed, from a timer thread, once the destructor has returned (issue 19, rule 3).
-SIGNAL_HANDLING = {"micrograd_gen/cli/__init__.py"}
+SIGNAL_HANDLING = set()   # no thread outside accel/, not even for Ctrl-C (cli/__init__.py)
 
 
 def test_nothing_outside_accel_touches_threads_ctypes_or_malloc():

@@ -7,11 +7,10 @@ naming the flag and the accepted range (exit status 2; cli/_values.py), errors p
 traceback only with --debug), Ctrl-C stops cleanly (exit status 130), and outputs are written
 through temporary files so an interrupted run never leaves half a picture or checkpoint.
 """
-import _thread
 import argparse
 import importlib
+import signal
 import sys
-import threading
 import warnings
 
 from . import _values
@@ -97,13 +96,22 @@ def setup(args):
         nn.set_seed(args.seed)
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _interrupt_again(previous_hook):
     """A sys.unraisablehook: a KeyboardInterrupt that lands in a destructor or a weakref callback
-    (h5py's clean-up, say) can only be printed there, and the run would go on. Interrupt the main
-    thread again a moment later, once the hook has returned, where it stops the run."""
+    (h5py's clean-up, say) can only be printed there, and the run would go on. Raise it again a
+    moment later, once the hook has returned, where it stops the run: a one-shot SIGALRM, whose
+    handler runs in the main thread (no thread of our own needed)."""
     def hook(unraisable):
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-            threading.Timer(0.01, _thread.interrupt_main).start()
+            try:
+                signal.signal(signal.SIGALRM, _raise_keyboard_interrupt)
+                signal.setitimer(signal.ITIMER_REAL, 0.01)
+            except ValueError:   # not the main thread: signal.signal refuses there
+                previous_hook(unraisable)
         else:
             previous_hook(unraisable)
     return hook
@@ -125,6 +133,7 @@ def main(argv=None, prog="micrograd-gen"):
         parser.print_help()
         return 0 if args.command is None else 2
     previous_hook, previous_format = sys.unraisablehook, warnings.formatwarning
+    previous_alarm = signal.getsignal(signal.SIGALRM)
     sys.unraisablehook = _interrupt_again(previous_hook)
     warnings.formatwarning = _one_line_warning
     try:
@@ -140,3 +149,6 @@ def main(argv=None, prog="micrograd-gen"):
         return 1
     finally:
         sys.unraisablehook, warnings.formatwarning = previous_hook, previous_format
+        if signal.getsignal(signal.SIGALRM) is _raise_keyboard_interrupt:
+            signal.setitimer(signal.ITIMER_REAL, 0)       # a re-raise still pending: not ours now
+            signal.signal(signal.SIGALRM, previous_alarm)
