@@ -77,7 +77,7 @@ def transform_kernel(kernel):
     return (transform @ np.ascontiguousarray(kernel).reshape(9, C * F)).reshape(36, C, F)
 
 
-def conv3x3(x, kernel, pads, bias=None, relu=False, transformed=None):
+def conv3x3(x, kernel, pads, bias=None, relu=False):
     """y = conv2d(x, kernel) for a 3x3 stride-1 kernel; pads = (top, bottom, left, right).
 
     x (N, H, W, C), kernel (3, 3, C, F) -> y (N, H + top + bottom - 2, W + left + right - 2, F),
@@ -91,7 +91,7 @@ def conv3x3(x, kernel, pads, bias=None, relu=False, transformed=None):
     # The padded input, grown to whole tiles (the overhang reads zeros and is cropped at the end).
     xp = np.zeros((N, 4 * th + 2, 4 * tw + 2, C), dtype)
     xp[:, top:top + H, left:left + W] = x
-    U = transform_kernel(kernel) if transformed is None else transformed      # (36, C, F)
+    U = transform_kernel(kernel)                                              # (36, C, F)
     y = np.empty((N, 4 * th, 4 * tw, F), dtype)
     input_transform = _INPUT_TRANSFORM.astype(dtype)
     output_transform = _OUTPUT_TRANSFORM.astype(dtype)
