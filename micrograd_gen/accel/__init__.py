@@ -16,9 +16,11 @@ lstm.py      ops.lstm                           the batch cut into one slice per
 cuda.py      (used by conv, lstm, losses)       CUDA RawKernels from kernels/*.cu, for CuPy arrays
 losses.py    sparse softmax cross-entropy       one CUDA kernel each way on CuPy arrays
 memory.py    the whole process                  glibc malloc keeps freed pages for reuse
+branches.py  applications.Branches              an Inception block's branches side by side,
+                                                one per worker thread
 winograd.py  (not routed yet)                    F(4x4, 3x3) for 3x3 stride-1 convs, tested
 """
-from . import conv, losses, lstm, pool  # noqa: F401  (each registers its fast paths)
+from . import branches, conv, losses, lstm, pool  # noqa: F401  (each registers its fast paths)
 # Winograd registers nothing yet (its docstring says why). Importing it here was measured to keep
 # the style-transfer evaluation at 6.1 s rather than 7.9 s: keep_freed_memory()'s reuse of large
 # blocks depends on the heap's layout at the start (bench/README.md, "Heap layout"), and this is

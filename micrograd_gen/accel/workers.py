@@ -11,6 +11,7 @@ batch split. The pool is started on the first call of chunk_pool(), never at imp
 import ctypes
 import os
 import threading
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from .blas import numpy_blas
 
 _POOL = None   # (pid, executor or None, threads, openblas_set_num_threads_local)
+_THIS_THREAD = threading.local()   # .alone: this thread runs its chunks itself (see alone())
 
 
 def chunk_pool():
@@ -37,6 +39,8 @@ def chunk_pool():
     back after each section, bench/README.md); big products outside the sections lose.
     """
     global _POOL
+    if getattr(_THIS_THREAD, "alone", False):
+        return None, 1
     if _POOL is not None and _POOL[0] == os.getpid():
         return _POOL[1], _POOL[2]
     executor, threads = None, 1
@@ -53,6 +57,20 @@ def chunk_pool():
                                           initializer=lambda: set_local(1))
     _POOL = (os.getpid(), executor, threads, set_local)   # a forked child builds its own
     return executor, threads
+
+
+@contextmanager
+def alone():
+    """Inside this block the calling thread runs every op's chunks itself, on single-threaded
+    BLAS, as one slot: for work that is already spread over the threads a level up (the
+    branches of an Inception block, accel/branches.py), where handing chunks on again would
+    wait for a thread that is busy with another branch."""
+    before = getattr(_THIS_THREAD, "alone", False)
+    _THIS_THREAD.alone = True
+    try:
+        yield
+    finally:
+        _THIS_THREAD.alone = before
 
 
 def for_chunks(chunks, work, xp, fixed=False):

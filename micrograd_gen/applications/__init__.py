@@ -11,8 +11,9 @@ Each model module has its own `preprocess_input` and `deprocess_image`, as in Ke
 """
 from . import inception_v3, vgg19
 from .inception_v3 import InceptionV3
-from .network import FeatureExtractor, Network, feature_extractor, fold_batch_norm
+from .network import (Branches, FeatureExtractor, Network, feature_extractor, fold_batch_norm,
+                      group_branches)
 from .vgg19 import VGG19
 
 __all__ = ["VGG19", "InceptionV3", "feature_extractor", "FeatureExtractor", "Network",
-           "fold_batch_norm", "vgg19", "inception_v3"]
+           "fold_batch_norm", "group_branches", "Branches", "vgg19", "inception_v3"]

@@ -6,14 +6,17 @@ is the order of `layer_names` in the keras-applications weight files, so those f
 as Keras loads them. Running the graph for a few named outputs evaluates only their ancestors, so a
 feature extractor for mixed4..mixed7 never computes mixed8..mixed10.
 
-The graph runs as written. `fold_batch_norm(model)` is the one rewrite, explicit and named: it
-returns an inference Network in which each frozen convolution + batch norm (+ ReLU) is one conv2d.
+The graph runs as written. Two rewrites, explicit and named, return another Network that computes
+the same: `fold_batch_norm(model)`, in which each frozen convolution + batch norm (+ ReLU) is one
+conv2d, and `group_branches(model)`, in which each Inception block is one `Branches` layer (whose
+fast path runs the branches side by side).
 """
 import difflib
 
-from .. import io, weights as weight_files
+from .. import fastpath, io, ops, weights as weight_files
 from ..backend import get_array_module
-from ..nn import Activation, BatchNormalization, Conv2D, Input, Layer, Model, activations
+from ..nn import (Activation, BatchNormalization, Concatenate, Conv2D, Input, Layer, Model,
+                  activations)
 from ..nn.base import run_graph
 from ..ops.norm import fold_batch_norm_into_conv
 from ..tensor import Tensor
@@ -103,6 +106,7 @@ class Network(Model):
         self._symbols = {}                                 # layer name -> its output placeholder
         self._input_shape = None
         self.folded_into = {}                              # see fold_batch_norm
+        self.inside_blocks = {}                            # see group_branches
         self.weights_path = None
 
     def add(self, layer, *inputs):
@@ -141,6 +145,8 @@ class Network(Model):
             return self.layers[index]
         if name in self._by_name:
             return self._by_name[name]
+        if name in self.inside_blocks:
+            return self.inside_blocks[name]
         if name in self.folded_into:
             raise ValueError(f"{self.name} has no layer {name!r}: fold_batch_norm folded it into "
                              f"{self.folded_into[name]!r}; ask the unfolded model for it")
@@ -253,6 +259,102 @@ def fold_batch_norm(model, keep=()):
         gone |= {name, bn.name, last.name}
         folded.folded_into.update({n: last.name for n in (name, bn.name) if n != last.name})
     return folded.finish(model._output_name, model._input_shape)
+
+
+# ---- Inception blocks as one layer: an explicit step that returns another graph -------------------
+
+class Branches(Layer):
+    """Chains of layers that all read one input, their outputs concatenated on the last axis:
+    an Inception block as one layer. It computes what the block's layers compute, the chains one
+    after the other; its fast path (accel/branches.py) runs them side by side instead, one per
+    core."""
+
+    def __init__(self, chains, **kwargs):
+        super().__init__(**kwargs)
+        self.chains = [list(chain) for chain in chains]
+        self.chain_layers = [layer for chain in self.chains for layer in chain]   # tracked
+        self.built = True
+
+    def call(self, x, training=None):
+        fast = fastpath.lookup("concatenated_branches")
+        y = NotImplemented if fast is None else fast(self.chains, x, training)
+        if y is not NotImplemented:
+            return y
+        outputs = []
+        for chain in self.chains:
+            out = x
+            for layer in chain:
+                out = layer(out, training=training)
+            outputs.append(out)
+        return ops.concatenate(outputs, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        shapes = []
+        for chain in self.chains:
+            shape = tuple(input_shape)
+            for layer in chain:
+                shape = layer.compute_output_shape(shape)
+            shapes.append(shape)
+        channels = [s[-1] for s in shapes]
+        return shapes[0][:-1] + (None if None in channels else sum(channels),)
+
+
+def group_branches(model, keep=()):
+    """A Network that computes what `model` computes, with every block of branches (an
+    Inception block: a Concatenate on the channel axis, each of whose inputs is a chain of
+    single-input layers from one common input) made one `Branches` layer under the
+    concatenation's name. On the fast path a block then runs its branches side by side instead
+    of handing every small convolution to the cores in turn.
+
+    A chain's layers each have one input and one reader. Name in `keep` the layers whose own
+    outputs you will ask for (a block's own output keeps its name; a block with a kept layer
+    inside stays as it is); `get_layer` still finds the layers inside a block. Blocks of other shapes (mixed9's nested concatenations) stay as they are.
+    The layers are the same objects as `model`'s.
+    """
+    if not isinstance(model, Network):
+        raise TypeError(f"group_branches: expects a Network from micrograd_gen.applications, "
+                        f"got {type(model).__name__}")
+    keep = set(keep)
+    for n in keep:
+        model.get_layer(n)
+    readers = {}
+    for n in model._order:
+        for p in model._parents[n]:
+            readers.setdefault(p, []).append(n)
+
+    def chain_to_source(name):
+        """(source, [layer names from the source's reader to `name`]): back through layers
+        that have one input and one reader."""
+        chain = []
+        while (name != model._input_name and len(readers.get(name, ())) == 1
+               and len(model._parents[name]) == 1 and name not in keep):
+            chain.append(name)
+            name = model._parents[name][0]
+        return name, chain[::-1]
+
+    blocks = {}                                             # concatenation -> (source, chains)
+    for name in model._order:
+        layer = model._by_name[name]
+        if not isinstance(layer, Concatenate) or layer.axis not in (-1, 3):
+            continue
+        found = [chain_to_source(p) for p in model._parents[name]]
+        sources = {source for source, _ in found}
+        if len(found) > 1 and len(sources) == 1 and any(chain for _, chain in found):
+            blocks[name] = (sources.pop(), [chain for _, chain in found])
+    inside = {n for _, chains in blocks.values() for chain in chains for n in chain}
+    grouped = Network(model.name, model._by_name[model._input_name], dtype=model.dtype)
+    grouped.weights_path, grouped.folded_into = model.weights_path, dict(model.folded_into)
+    for name in model._order[1:]:
+        if name in inside:
+            continue
+        if name in blocks:
+            source, chains = blocks[name]
+            grouped.add(Branches([[model._by_name[n] for n in chain] for chain in chains],
+                                 name=name, dtype=model.dtype), source)
+        else:
+            grouped.add(model._by_name[name], *model._parents[name])
+    grouped.inside_blocks = {n: model._by_name[n] for n in inside}
+    return grouped.finish(model._output_name, model._input_shape)
 
 
 class FeatureExtractor:

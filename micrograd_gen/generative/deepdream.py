@@ -181,8 +181,10 @@ class DeepDream:
                                  f"number, got {coeff!r}")
         self.layer_weights = layer_weights
         # raises for an unknown layer name, with the closest names; frozen conv + batch norm +
-        # ReLU triples run as one conv2d each (the dream never asks for their own outputs)
-        inference_model = applications.fold_batch_norm(self.model, keep=layer_weights)
+        # ReLU triples run as one conv2d each (the dream never asks for their own outputs), and
+        # each Inception block is one layer whose branches the fast path runs side by side
+        inference_model = applications.group_branches(
+            applications.fold_batch_norm(self.model, keep=layer_weights), keep=layer_weights)
         self.features = applications.feature_extractor(inference_model, list(layer_weights))
 
     def loss(self, image, layer_weights=None):
