@@ -445,9 +445,21 @@ def folded_inception(inception):
     return applications.fold_batch_norm(inception)
 
 
-@pytest.mark.parametrize("folded", [False, True], ids=["as_written", "folded"])
-def test_inception_v3_matches_keras(inception, folded_inception, inception_ref, folded):
-    model = folded_inception if folded else inception
+@pytest.fixture(scope="session")
+def grouped_inception(folded_inception):
+    """Folded, then each Inception block one layer whose fast path runs its branches side by
+    side (as DeepDream runs it)."""
+    return applications.group_branches(folded_inception)
+
+
+def _inception_as(form, request):
+    return request.getfixturevalue({"as_written": "inception", "folded": "folded_inception",
+                                    "grouped": "grouped_inception"}[form])
+
+
+@pytest.mark.parametrize("form", ["as_written", "folded", "grouped"])
+def test_inception_v3_matches_keras(inception_ref, form, request):
+    model = _inception_as(form, request)
     names = [f"mixed{i}" for i in range(11)]
     with mg.no_grad():
         out = feature_extractor(model, names)(inception_ref["input"])
@@ -456,9 +468,9 @@ def test_inception_v3_matches_keras(inception, folded_inception, inception_ref, 
         assert err < TOLERANCE, f"{name}: {err:.2e}"
 
 
-@pytest.mark.parametrize("folded", [False, True], ids=["as_written", "folded"])
-def test_deepdream_gradient_matches_keras(inception, folded_inception, inception_ref, folded):
-    model = folded_inception if folded else inception
+@pytest.mark.parametrize("form", ["as_written", "folded", "grouped"])
+def test_deepdream_gradient_matches_keras(inception_ref, form, request):
+    model = _inception_as(form, request)
     with relu_input_shifted(model, *KINK):  # where Keras's float32 run had it (module doc)
         loss, terms, grad = deepdream_loss(model, inception_ref["input"])
     assert rel_error(loss, inception_ref["deepdream/loss"]) < TOLERANCE

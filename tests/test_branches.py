@@ -1,0 +1,132 @@
+"""Inception blocks as one layer: applications.group_branches and the Branches layer, whose fast
+path (accel/branches.py) runs the branches side by side. The grouped graph computes what the
+graph as written computes, on the fast path and on the reference, forward and input gradient;
+the Keras agreement on the real weights is in test_applications.py (its "grouped" cases)."""
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import micrograd_gen as mg
+from micrograd_gen import applications, nn
+from micrograd_gen.accel import workers
+from micrograd_gen.applications.network import Branches, InputLayer, Network
+
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def block_network(channels, filters, strided, identity, dtype, seed=0):
+    """stem conv -> an Inception-like block (a 1x1 branch, 1x1 -> 3x3 -> 3x3, a pool branch,
+    maybe the input itself) -> one more conv, so the block is neither first nor last."""
+    nn.set_seed(seed)
+    d = dtype
+    net = Network("block", InputLayer(name="input", dtype=d), dtype=d)
+    x = net.add(nn.Conv2D(channels, 3, padding="same", activation="relu", name="stem",
+                          dtype=d), "input")
+    stride, pad = (2, "valid") if strided else (1, "same")
+    a = net.add(nn.Conv2D(filters, 3, strides=stride, padding=pad, activation="relu",
+                          name="a", dtype=d), x)
+    b = net.add(nn.Conv2D(filters + 1, 1, activation="relu", name="b1", dtype=d), x)
+    b = net.add(nn.Conv2D(filters, 3, padding="same", activation="relu", name="b2", dtype=d), b)
+    b = net.add(nn.Conv2D(filters + 2, 3, strides=stride, padding=pad, name="b3", dtype=d), b)
+    if strided:
+        p = net.add(nn.MaxPooling2D(3, strides=2, name="pool", dtype=d), x)
+    else:
+        p = net.add(nn.AveragePooling2D(3, strides=1, padding="same", name="pool", dtype=d), x)
+        p = net.add(nn.Conv2D(3, 1, activation="relu", name="p1", dtype=d), p)
+    parts = [a, b, p] + ([x] if identity and not strided else [])
+    y = net.add(nn.Concatenate(axis=-1, name="block", dtype=d), *parts)
+    y = net.add(nn.Conv2D(4, 1, name="head", dtype=d), y)
+    return net.finish(y, (None, None, None, 3))
+
+
+def output_and_grad(model, x, g_seed=1):
+    t = mg.Tensor(x, requires_grad=True, dtype=x.dtype)
+    y = model(t)
+    g = np.random.default_rng(g_seed).standard_normal(y.shape).astype(x.dtype)
+    y.backward(g)
+    return y.numpy(), t.grad
+
+
+@settings(max_examples=12, deadline=None)
+@given(h=st.integers(7, 14), w=st.integers(7, 14), channels=st.sampled_from([3, 16, 20]),
+       filters=st.sampled_from([2, 16, 17]), strided=st.booleans(), identity=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_grouped_block_equals_the_graph_as_written(h, w, channels, filters, strided, identity,
+                                                   dtype):
+    net = block_network(channels, filters, strided, identity, dtype)
+    net.trainable = False
+    grouped = applications.group_branches(net)
+    assert isinstance(grouped.get_layer("block"), Branches)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, h, w, 3)).astype(dtype)
+    with mg.fast_paths(False):
+        want_y, want_dx = output_and_grad(net, x)
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            y, dx = output_and_grad(grouped, x)
+        np.testing.assert_allclose(y, want_y, **TOL[dtype], err_msg=f"output, fast={fast}")
+        np.testing.assert_allclose(dx, want_dx, **TOL[dtype], err_msg=f"dx, fast={fast}")
+    assert all(v.grad is None for v in grouped.weights)          # frozen: no weight gradients
+
+
+def test_a_block_without_gradients_keeps_nothing_and_still_runs():
+    net = block_network(16, 16, False, True, np.float32)
+    net.trainable = False
+    grouped = applications.group_branches(net)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 9, 9, 3)).astype(np.float32)
+    with mg.no_grad():
+        y = grouped(x)
+    with mg.fast_paths(False), mg.no_grad():
+        want = net(x)
+    np.testing.assert_allclose(y.numpy(), want.numpy(), **TOL[np.float32])
+    assert y._ctx is None
+
+
+def test_trainable_weights_take_the_reference_and_get_their_gradients():
+    """The fast path declines a block whose weights want gradients: the weights get exactly the
+    gradients of the graph as written."""
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 8, 9, 3)).astype(np.float64)
+    net = block_network(16, 16, False, False, np.float64)
+    grouped = applications.group_branches(net)
+    _, want_dx = output_and_grad(net, x)
+    want = [w.grad.copy() for w in net.weights]
+    for w in net.weights:
+        w.grad = None
+    _, dx = output_and_grad(grouped, x)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-10, atol=1e-12)
+    got = {id(w): w.grad for w in grouped.weights}
+    for w, g in zip(net.weights, want):
+        np.testing.assert_allclose(got[id(w)], g, rtol=1e-10, atol=1e-12, err_msg=w.name)
+
+
+def test_group_branches_on_inception_v3():
+    model = applications.InceptionV3(weights=None, input_shape=(None, None, 3))
+    model.trainable = False                         # as pretrained weights are: batch norm folds
+    folded = applications.fold_batch_norm(model)
+    grouped = applications.group_branches(folded, keep=["activation_30"])
+    blocks = [l.name for l in grouped.graph_layers if isinstance(l, Branches)]
+    # mixed3 has activation_30 inside (kept); mixed9 and mixed10 nest concatenations, whose
+    # inner ones (one shared 1x1 feeding two convs) are blocks of their own
+    assert blocks == ["mixed0", "mixed1", "mixed2", "mixed4", "mixed5", "mixed6", "mixed7",
+                      "mixed8", "mixed9_0", "concatenate_1", "mixed9_1", "concatenate_2"]
+    assert grouped.get_layer("activation_12") is folded.get_layer("activation_12")
+    assert isinstance(grouped.get_layer("mixed3"), nn.Concatenate)
+    assert len(grouped.weights) == len(folded.weights)
+    with pytest.raises(ValueError, match="folded it into"):
+        grouped.get_layer("conv2d_12")
+    with pytest.raises(TypeError, match="Network"):
+        applications.group_branches(nn.Sequential([nn.Dense(2)]))
+
+
+def test_alone_runs_every_chunk_in_the_calling_thread():
+    x = np.zeros(1)
+    workers.chunk_pool()
+    seen = []
+    with workers.alone():
+        assert workers.chunk_pool() == (None, 1)
+        slots = workers.for_chunks(range(6), lambda c, s: seen.append(
+            (threading.get_ident(), s)), np)
+    assert slots == 1 and set(seen) == {(threading.get_ident(), 0)} and len(seen) == 6
+    assert workers.chunk_pool() != (None, 1) or workers.chunk_pool()[1] == 1
