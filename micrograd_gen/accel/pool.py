@@ -5,10 +5,18 @@ down the columns: kh + kw - 2 whole-array passes instead of kh * kw - 1. Average
 backward is that forward's adjoint, its two steps in reverse.
 
 Max pooling's backward walks the kh * kw taps as the reference does, into preallocated masks,
-and where windows do not overlap it writes each cell once instead of adding into zeros.
+and where windows do not overlap it writes each cell once instead of adding into zeros; it runs
+between convolutions that use both cores, so large ones are cut into bands of rows over the
+worker threads.
 """
+import numpy as np
+
 from .. import fastpath
 from ..backend import get_array_module
+from .workers import chunk_pool, for_chunks
+
+# Max pooling's backward is cut into bands of rows over the worker threads when g is this large.
+_PARALLEL_BYTES = 1 << 20
 
 
 def _column_taps(geom, xpad):
@@ -43,23 +51,51 @@ def avg_pool2d_forward(xpad, geom):
 
 
 def max_pool2d_backward(g, xpad, y, geom):
-    """The reference's first-maximal-cell rule, tap by tap, without a temporary per tap."""
+    """The reference's first-maximal-cell rule, tap by tap, without a temporary per tap. Large
+    inputs are cut into bands of output rows over the worker threads; where windows overlap, a
+    band writes k - s rows of the next band's cells too, so every other band runs first and the
+    rest after."""
     xp = get_array_module(g)
     dxpad = xp.zeros(geom.padded, g.dtype)                       # (N, Hp, Wp, C)
-    taken = xp.zeros(y.shape, bool)                              # (N, OH, OW, C)
-    hit = xp.empty(y.shape, bool)
     # Windows that do not overlap (stride >= pool: VGG's 2x2 / 2) write their cells instead of
     # adding into them.
     overlap = geom.sh < geom.kh or geom.sw < geom.kw
-    for view, dview in zip(geom.taps(xpad), geom.taps(dxpad)):
-        xp.equal(view, y, out=hit)
-        xp.greater(hit, taken, out=hit)                           # hit and not taken
-        taken |= hit
-        if overlap:
-            dview += g * hit
-        else:
-            xp.multiply(g, hit, out=dview)
+
+    def work(band, slot):
+        i0, i1 = band
+        rows = slice(i0 * geom.sh, (i1 - 1) * geom.sh + geom.kh)  # the input rows it reads
+        y_band, g_band = y[:, i0:i1], g[:, i0:i1]
+        taken = xp.zeros(y_band.shape, bool)                     # (N, rows, OW, C)
+        hit = xp.empty(y_band.shape, bool)
+        for view, dview in zip(_band_taps(geom, xpad[:, rows], i1 - i0),
+                               _band_taps(geom, dxpad[:, rows], i1 - i0)):
+            xp.equal(view, y_band, out=hit)
+            xp.greater(hit, taken, out=hit)                       # hit and not taken
+            taken |= hit
+            if overlap:
+                dview += g_band * hit
+            else:
+                xp.multiply(g_band, hit, out=dview)
+    OH = y.shape[1]
+    if xp is not np or g.nbytes < _PARALLEL_BYTES or OH < 4:
+        work((0, OH), 0)
+        return geom.crop(dxpad)
+    count = 2 * chunk_pool()[1]
+    bands = [(OH * i // count, OH * (i + 1) // count) for i in range(count)]
+    if geom.kh > geom.sh:                    # neighbouring bands share input rows
+        for_chunks(bands[0::2], work, xp)
+        for_chunks(bands[1::2], work, xp)
+    else:
+        for_chunks(bands, work, xp)
     return geom.crop(dxpad)
+
+
+def _band_taps(geom, xrows, rows):
+    """geom.taps for a band of `rows` output rows, on the input rows it reads."""
+    for a in range(geom.kh):
+        for b in range(geom.kw):
+            yield xrows[:, a:a + (rows - 1) * geom.sh + 1:geom.sh,
+                        b:b + (geom.OW - 1) * geom.sw + 1:geom.sw]
 
 
 def avg_pool2d_backward(share, geom):
