@@ -18,14 +18,31 @@ from . import workers
 
 
 def _cost(chain):
-    """About how much work a branch is (its convolutions' multiplies per input pixel), to start
-    the largest first: the threads then finish close together."""
+    """About how much work a branch is (its convolutions' multiplies per input pixel)."""
     cost = 1
     for layer in chain:
         kernel, (sh, sw) = getattr(layer, "kernel", None), getattr(layer, "strides", (1, 1))
         if kernel is not None:
             cost += kernel.size // (sh * sw)
     return cost
+
+
+def _share_out(chains, threads):
+    """The branches of each thread: the largest first, each to the thread with the least work so
+    far, so that the threads finish close together. Fixed, so that the input gradient's sums
+    are the same on every run."""
+    loads, shares = [0] * threads, [[] for _ in range(threads)]
+    for i in sorted(range(len(chains)), key=lambda i: -_cost(chains[i])):
+        slot = loads.index(min(loads))
+        loads[slot] += _cost(chains[i])
+        shares[slot].append(i)
+    return [share for share in shares if share]
+
+
+def _output_shape(chain, shape):
+    for layer in chain:
+        shape = layer.compute_output_shape(shape)
+    return tuple(shape)
 
 
 class ConcatenatedBranches(Function):
@@ -36,51 +53,66 @@ class ConcatenatedBranches(Function):
         wants_grad = self.needs_input_grad[0]
         self.leaves = [Tensor(x, requires_grad=wants_grad, dtype=x.dtype) for _ in chains]
         self.outputs = [None] * len(chains)
+        shapes = [_output_shape(chain, x.shape) for chain in chains]
+        self.bounds = np.cumsum([0] + [shape[-1] for shape in shapes])
+        y = xp.empty(shapes[0][:-1] + (int(self.bounds[-1]),), x.dtype)
 
-        def run(i, slot):
-            y = self.leaves[i]
-            with workers.alone():
-                for layer in chains[i]:
-                    y = layer(y, training=training)
-            self.outputs[i] = y
-        self.order = sorted(range(len(chains)), key=lambda i: -_cost(chains[i]))
-        workers.for_chunks(self.order, run, xp)
-        y = xp.concatenate([out.data for out in self.outputs], axis=-1)
+        def run(share, slot):
+            for i in share:
+                out = self.leaves[i]
+                with workers.alone():
+                    for layer in chains[i]:
+                        out = layer(out, training=training)
+                self.outputs[i] = out
+                y[..., self.bounds[i]:self.bounds[i + 1]] = out.data    # straight into place
+        self.shares = _share_out(chains, workers.chunk_pool()[1] if xp is np else 1)
+        workers.for_chunks(self.shares, run, xp, fixed=True)
         if not wants_grad:
             self.leaves = self.outputs = None
         return y
 
     def backward(self, g):
         xp = get_array_module(g)
-        bounds = np.cumsum([0] + [out.shape[-1] for out in self.outputs])
-        grads = [None] * len(self.outputs)
+        sums = [None] * len(self.shares)
 
-        def run(i, slot):
-            leaf, out, part = self.leaves[i], self.outputs[i], g[..., bounds[i]:bounds[i + 1]]
-            if out is leaf:                      # an empty branch: the input itself
-                grads[i] = part
-                return
-            with workers.alone():
-                # retain_graph: the outer backward frees this op, and with it these graphs
-                out.backward(part, retain_graph=True)
-            grads[i] = leaf.grad                 # the leaf's own array: free to add into
-        workers.for_chunks(self.order, run, xp)
-        dx = None
-        for i, grad in enumerate(grads):         # a fixed order: the same sum every run
-            if grad is None:
-                continue
-            if dx is None:
-                dx = grad if grad is self.leaves[i].grad else grad.copy()
-            else:
-                dx += grad
+        def run(share, slot):
+            for i in share:
+                leaf, out = self.leaves[i], self.outputs[i]
+                part = g[..., self.bounds[i]:self.bounds[i + 1]]
+                if out is leaf:                  # an empty branch: the input itself
+                    grad = part
+                else:
+                    with workers.alone():
+                        # retain_graph: the outer backward frees this op, and these graphs
+                        out.backward(part, retain_graph=True)
+                    grad = leaf.grad             # the leaf's own array: free to add into
+                k = self.shares.index(share)
+                if sums[k] is None:
+                    sums[k] = grad if grad is leaf.grad else grad.copy()
+                else:
+                    sums[k] += grad
+        workers.for_chunks(self.shares, run, xp, fixed=True)
+        dx = sums[0]
+        for other in sums[1:]:                   # a fixed order: the same sum every run
+            _add_into(dx, other, xp)
         return dx
 
 
+def _add_into(total, other, xp):
+    """total += other, in bands of rows over the threads (it runs between two parallel
+    sections, and is as large as the block's input)."""
+    def add(band, slot):
+        total[:, band[0]:band[1]] += other[:, band[0]:band[1]]
+    rows = total.shape[1]
+    workers.for_chunks([(0, rows // 2), (rows // 2, rows)] if rows > 1 else [(0, rows)], add, xp)
+
+
 def concatenated_branches(chains, x, training=None):
-    """applications.Branches's call, fast: NumPy arrays and frozen layers (a weight that wants a
-    gradient would get it only through the reference's graph)."""
-    if get_array_module(x.data) is not np or any(
-            w.requires_grad for chain in chains for layer in chain for w in layer.weights):
+    """applications.Branches's call, fast: NumPy arrays, frozen layers (a weight that wants a
+    gradient would get it only through the reference's graph) of x's dtype."""
+    layers = [layer for chain in chains for layer in chain]
+    if (get_array_module(x.data) is not np or any(layer.dtype != x.dtype for layer in layers)
+            or any(w.requires_grad for layer in layers for w in layer.weights)):
         return NotImplemented
     return ConcatenatedBranches.apply(x, chains=chains, training=training)
 
