@@ -71,6 +71,24 @@ def test_grouped_block_equals_the_graph_as_written(h, w, channels, filters, stri
     assert all(v.grad is None for v in grouped.weights)          # frozen: no weight gradients
 
 
+def test_the_fast_path_runs_the_block_the_same_way_every_time():
+    net = block_network(16, 17, False, True, np.float32)
+    net.trainable = False
+    block = applications.group_branches(net).get_layer("block")
+    x = mg.Tensor(np.random.default_rng(0).uniform(0, 1, (1, 12, 13, 16)).astype(np.float32),
+                  requires_grad=True)
+    results = []
+    for _ in range(3):
+        y = block(x)
+        assert type(y._ctx).__name__ == "ConcatenatedBranches"
+        y.backward(np.ones(y.shape, np.float32))
+        results.append((y.numpy(), x.grad))
+        x.grad = None
+    for y, dx in results[1:]:
+        np.testing.assert_array_equal(y, results[0][0])
+        np.testing.assert_array_equal(dx, results[0][1])
+
+
 def test_a_block_without_gradients_keeps_nothing_and_still_runs():
     net = block_network(16, 16, False, True, np.float32)
     net.trainable = False
