@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from . import cuda
+from . import cuda, winograd
 from .blas import _Rows, gemm_into, gemm_rows
 from .workers import chunk_pool, for_chunks
 
@@ -490,6 +490,24 @@ def shifted_geometry(conv):
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
+# Winograd (accel/winograd.py) takes 3x3 stride-1 convolutions with at least this many channels
+# on both sides and this many 4x4 output tiles: below that its 36 products are too small to run
+# near BLAS's full speed and the shifted route wins (bench/README.md, "Winograd").
+_WINOGRAD_MIN_CHANNELS = 32
+_WINOGRAD_MIN_TILES = 100
+
+
+def _winograd_fits(geom, x, kernel):
+    """True where Winograd computes this conv2d (or, channels swapped, its input gradient)."""
+    tiles = geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
+    return (winograd.applies(x, kernel, (geom.sh, geom.sw), (geom.dh, geom.dw))
+            and min(kernel.shape[2], kernel.shape[3]) >= _WINOGRAD_MIN_CHANNELS
+            and tiles >= _WINOGRAD_MIN_TILES)
+
+
+def _pads(geom):
+    return geom.pt, geom.pb, geom.pl, geom.pr
+
 
 def _cuda_ready(*arrays):
     """The CUDA kernels take C-ordered float32 / float64 arrays of one dtype."""
@@ -509,6 +527,8 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False):
         if relu:
             xp.maximum(y, 0, out=y)
         return y
+    if _winograd_fits(geom, x, kernel):
+        return winograd.conv3x3(x, kernel, _pads(geom), bias, relu)
     shifted = shifted_geometry(geom)
     forward, _ = _ROUTES[_route(shifted, kernel.shape[3])]
     return forward(x, kernel, shifted, bias, relu)
@@ -525,9 +545,19 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
             g = g * positive
         dx, dk = cuda.conv2d_backward(g, x, kernel, geom, need_dx, need_dk)
         return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
+    dx = None
+    if need_dx and _winograd_fits(geom, g, kernel):
+        # dX is the stride-1 convolution of dY with the flipped kernel: Winograd too
+        dx = winograd.conv3x3_input_gradient(g, kernel, _pads(geom), (geom.N, geom.H, geom.W),
+                                             mask=positive)
+        if dx is not None:
+            if not (need_dk or need_db):
+                return dx, None, None
+            need_dx = False
     shifted = shifted_geometry(geom)
     _, backward = _ROUTES[_route(shifted, g.shape[3])]
-    return backward(g, x, kernel, shifted, need_dx, need_dk, need_db, positive)
+    grads = backward(g, x, kernel, shifted, need_dx, need_dk, need_db, positive)
+    return (grads[0] if dx is None else dx,) + tuple(grads[1:])
 
 
 def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk):

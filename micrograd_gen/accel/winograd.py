@@ -77,26 +77,28 @@ def transform_kernel(kernel):
     return (transform @ np.ascontiguousarray(kernel).reshape(9, C * F)).reshape(36, C, F)
 
 
-def conv3x3(x, kernel, pads, bias=None, relu=False):
+def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None):
     """y = conv2d(x, kernel) for a 3x3 stride-1 kernel; pads = (top, bottom, left, right).
 
     x (N, H, W, C), kernel (3, 3, C, F) -> y (N, H + top + bottom - 2, W + left + right - 2, F),
-    plus bias (F,) and max(., 0) when asked, both while each band is in cache."""
+    plus bias (F,) and max(., 0) when asked; with `mask` (shaped like x) the input is x * mask
+    (a fused ReLU's backward). y is a view of a buffer grown to whole 4x4 tiles.
+
+    Everything past the kernel's transform happens band by band on the worker threads: the
+    padding (each band copies its own rows into a zero-bordered slab), the mask, the 36 products,
+    the bias and the ReLU. Done once over the whole array beforehand, the padding copy alone
+    kept one core idle for longer than the second core saved."""
     N, H, W, C = x.shape
     F = kernel.shape[3]
     top, bottom, left, right = pads
     OH, OW = H + top + bottom - 2, W + left + right - 2
     th, tw = -(-OH // 4), -(-OW // 4)           # tiles down and across; the last may overhang
     dtype = x.dtype
-    # The padded input, grown to whole tiles (the overhang reads zeros and is cropped at the end).
-    xp = np.zeros((N, 4 * th + 2, 4 * tw + 2, C), dtype)
-    xp[:, top:top + H, left:left + W] = x
     U = transform_kernel(kernel)                                              # (36, C, F)
     y = np.empty((N, 4 * th, 4 * tw, F), dtype)
+    y_tiles = y.reshape(N, th, 4, tw, 4, F)
     input_transform = _INPUT_TRANSFORM.astype(dtype)
     output_transform = _OUTPUT_TRANSFORM.astype(dtype)
-    _, sh, sw, sc = xp.strides
-    y_tiles = y.reshape(N, th, 4, tw, 4, F)
 
     # Bands run over tile rows of all images at once (global row n*th + ty), so that small
     # images (VGG19's block5 at 25x37 has 70 tiles) still give each product a few hundred rows.
@@ -118,8 +120,9 @@ def conv3x3(x, kernel, pads, bias=None, relu=False):
         # d: the 6x6 input tiles of this band, laid out (36, tiles, C): one row per tile point.
         d = np.empty((36, tiles, C), dtype)
         for n, t0, t1, first in segments(r0, r1):
-            window = as_strided(xp[n, 4 * t0:], (6, 6, t1 - t0, tw, C),
-                                (sh, sw, 4 * sh, 4 * sw, sc))
+            slab = _padded_rows(x, mask, n, 4 * t0 - top, 4 * (t1 - t0) + 2, left, 4 * tw + 2)
+            sh, sw, sc = slab.strides
+            window = as_strided(slab, (6, 6, t1 - t0, tw, C), (sh, sw, 4 * sh, 4 * sw, sc))
             d[:, first:first + (t1 - t0) * tw].reshape(6, 6, t1 - t0, tw, C)[...] = window
         V = (input_transform @ d.reshape(36, tiles * C)).reshape(36, tiles, C)   # B^T d B
         M = np.matmul(V, U)                                                     # (36, tiles, F)
@@ -136,23 +139,41 @@ def conv3x3(x, kernel, pads, bias=None, relu=False):
                 np.maximum(block, 0, out=block)
 
     for_chunks(bands, band, np)
-    if (OH, OW) != y.shape[1:3]:
-        y = np.ascontiguousarray(y[:, :OH, :OW])
-    return y
+    return y[:, :OH, :OW]
 
 
-def conv3x3_input_gradient(g, kernel, pads, input_shape):
-    """dX of y = conv2d(x, kernel) with pads (top, bottom, left, right), from g = dL/dy.
+def _padded_rows(x, mask, n, row0, rows, col0, cols):
+    """Rows row0 .. row0 + rows of image n of x (times mask), zero-padded: (rows, cols, C) with
+    x's column 0 at column col0; rows outside the image are zeros."""
+    H, W, C = x.shape[1:]
+    slab = np.empty((rows, cols, C), x.dtype)
+    lo, hi = min(max(row0, 0), H), max(min(row0 + rows, H), 0)
+    hi = max(hi, lo)
+    slab[:lo - row0] = 0
+    slab[hi - row0:] = 0
+    inside = slab[lo - row0:hi - row0]
+    inside[:, :col0] = 0
+    inside[:, col0 + W:] = 0
+    if mask is None:
+        inside[:, col0:col0 + W] = x[n, lo:hi]
+    else:
+        np.multiply(x[n, lo:hi], mask[n, lo:hi], out=inside[:, col0:col0 + W])
+    return slab
+
+
+def conv3x3_input_gradient(g, kernel, pads, input_shape, mask=None):
+    """dX of y = conv2d(x, kernel) with pads (top, bottom, left, right), from g = dL/dy (times
+    mask, when given).
 
     x[i] reaches y[i - a + top] through tap a, so dX is g padded by (2 - top, 2 - bottom) etc.
     and correlated with the kernel turned 180 degrees, its in/out channels swapped. Where the
-    forward padded more than 2 on a side (never for 'same'/'valid' 3x3) the pad is negative and
-    the gradient is cropped instead."""
+    forward padded more than 2 on a side (never for 'same'/'valid' 3x3) the pad is negative:
+    None, for the caller's other route."""
     H, W = input_shape[1:3]
     top, bottom, left, right = pads
-    flipped = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))    # (3, 3, F, C)
     pad_h = (2 - top, H - g.shape[1] - (2 - top) + 2)
     pad_w = (2 - left, W - g.shape[2] - (2 - left) + 2)
     if min(pad_h + pad_w) < 0:
         return None
-    return conv3x3(g, flipped, (pad_h[0], pad_h[1], pad_w[0], pad_w[1]))
+    flipped = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))    # (3, 3, F, C)
+    return conv3x3(g, flipped, (pad_h[0], pad_h[1], pad_w[0], pad_w[1]), mask=mask)
