@@ -186,10 +186,12 @@ def test_winograd_at_its_thresholds(monkeypatch, need):
     kernel = (rng.standard_normal((3, 3, 32, 40)) * 0.1).astype(np.float32)
     bias = rng.standard_normal(40).astype(np.float32)
     geom = ConvGeometry.of(x.shape, kernel.shape, (1, 1), "same")
-    assert fast_conv._winograd_fits(geom, x, kernel)
+    assert fast_conv._winograd_fits(geom, 40, x, kernel)
     calls = []
-    monkeypatch.setattr(fast_conv.winograd, "conv3x3",
-                        lambda *a, _f=fast_conv.winograd.conv3x3, **k: calls.append(1) or _f(*a, **k))
+    for name in ("conv3x3", "conv3x3_kernel_gradient"):
+        real = getattr(fast_conv.winograd, name)
+        monkeypatch.setattr(fast_conv.winograd, name,
+                            lambda *a, _f=real, _n=name, **k: calls.append(_n) or _f(*a, **k))
     results = []
     for fast in (True, False):
         with mg.fast_paths(fast):
@@ -198,8 +200,28 @@ def test_winograd_at_its_thresholds(monkeypatch, need):
             y = ops.conv2d(*tensors, padding="same", relu=True)
             y.backward(np.random.default_rng(6).standard_normal(y.shape).astype(np.float32))
             results.append([y.numpy()] + [t.grad for t in tensors])
-    assert len(calls) == 1 + need[0]            # forward, and dX when asked
+    # forward, dX (a convolution too) and dK when asked
+    assert calls == ["conv3x3"] * (1 + need[0]) + ["conv3x3_kernel_gradient"] * need[1]
     assert_same(*results, np.float32, ("y", "dx", "dkernel", "dbias"))
+
+
+@pytest.mark.parametrize("shape, kernel_shape, strides, dilation, dtype, fits", [
+    ((1, 40, 40, 32), (3, 3, 32, 32), (1, 1), (1, 1), np.float32, True),
+    ((1, 40, 40, 32), (3, 3, 32, 32), (1, 1), (1, 1), np.float64, True),
+    ((1, 40, 40, 32), (3, 3, 32, 32), (2, 2), (1, 1), np.float32, False),   # strided
+    ((1, 40, 40, 32), (3, 3, 32, 32), (1, 1), (2, 2), np.float32, False),   # dilated
+    ((1, 40, 40, 32), (5, 5, 32, 32), (1, 1), (1, 1), np.float32, False),   # not 3x3
+    ((1, 40, 40, 32), (3, 3, 32, 32), (1, 1), (1, 1), np.float16, False),
+    ((1, 40, 40, 16), (3, 3, 16, 32), (1, 1), (1, 1), np.float32, False),   # few channels in
+    ((1, 40, 40, 32), (3, 3, 32, 16), (1, 1), (1, 1), np.float32, False),   # few out
+    ((1, 36, 36, 32), (3, 3, 32, 32), (1, 1), (1, 1), np.float32, False),   # 81 tiles
+])
+def test_winograd_takes_only_what_it_computes_well(shape, kernel_shape, strides, dilation,
+                                                   dtype, fits):
+    x, kernel = np.zeros(shape, dtype), np.zeros(kernel_shape, dtype)
+    geom = ConvGeometry.of(shape, kernel_shape, strides, "same", dilation)
+    assert fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel) is fits
+    assert not fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel.astype(np.float16))
 
 
 # ---- matmul -----------------------------------------------------------------------------------

@@ -497,12 +497,14 @@ _WINOGRAD_MIN_CHANNELS = 32
 _WINOGRAD_MIN_TILES = 100
 
 
-def _winograd_fits(geom, x, kernel):
-    """True where Winograd computes this conv2d (or, channels swapped, its input gradient)."""
+def _winograd_fits(geom, F, *arrays):
+    """True where Winograd computes this conv2d (F filters) on these arrays: a 3x3 stride-1
+    undilated kernel, NumPy floats of one dtype, enough channels in and out, enough tiles."""
     tiles = geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
-    return (winograd.applies(x, kernel, (geom.sh, geom.sw), (geom.dh, geom.dw))
-            and min(kernel.shape[2], kernel.shape[3]) >= _WINOGRAD_MIN_CHANNELS
-            and tiles >= _WINOGRAD_MIN_TILES)
+    return ((geom.kh, geom.kw, geom.sh, geom.sw, geom.dh, geom.dw) == (3, 3, 1, 1, 1, 1)
+            and all(type(a) is np.ndarray for a in arrays)
+            and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in _FLOATS
+            and min(geom.C, F) >= _WINOGRAD_MIN_CHANNELS and tiles >= _WINOGRAD_MIN_TILES)
 
 
 def _pads(geom):
@@ -527,7 +529,7 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False):
         if relu:
             xp.maximum(y, 0, out=y)
         return y
-    if _winograd_fits(geom, x, kernel):
+    if _winograd_fits(geom, kernel.shape[3], x, kernel):
         return winograd.conv3x3(x, kernel, _pads(geom), bias, relu)
     shifted = shifted_geometry(geom)
     forward, _ = _ROUTES[_route(shifted, kernel.shape[3])]
@@ -545,19 +547,22 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
             g = g * positive
         dx, dk = cuda.conv2d_backward(g, x, kernel, geom, need_dx, need_dk)
         return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
-    dx = None
-    if need_dx and _winograd_fits(geom, g, kernel):
-        # dX is the stride-1 convolution of dY with the flipped kernel: Winograd too
-        dx = winograd.conv3x3_input_gradient(g, kernel, _pads(geom), (geom.N, geom.H, geom.W),
-                                             mask=positive)
-        if dx is not None:
-            if not (need_dk or need_db):
-                return dx, None, None
-            need_dx = False
+    used = [g] + ([kernel] if need_dx else []) + ([x] if need_dk else [])
+    if (need_dx or need_dk) and _winograd_fits(geom, g.shape[3], *used):
+        pads = _pads(geom)
+        # dX is the stride-1 convolution of dY with the flipped kernel: Winograd too; None where
+        # the padding is wider than the kernel (the shifted route takes it then)
+        dx = (winograd.conv3x3_input_gradient(g, kernel, pads, (geom.N, geom.H, geom.W),
+                                              mask=positive) if need_dx else None)
+        if dx is not None or not need_dx:
+            dk, db = (winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db)
+                      if need_dk else (None, None))
+            if need_db and db is None:
+                db = (g if positive is None else g * positive).sum(axis=(0, 1, 2))
+            return dx, dk, db
     shifted = shifted_geometry(geom)
     _, backward = _ROUTES[_route(shifted, g.shape[3])]
-    grads = backward(g, x, kernel, shifted, need_dx, need_dk, need_db, positive)
-    return (grads[0] if dx is None else dx,) + tuple(grads[1:])
+    return backward(g, x, kernel, shifted, need_dx, need_dk, need_db, positive)
 
 
 def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk):
