@@ -116,8 +116,13 @@ def test_kernel_gradient_matches_the_reference(case):
         assert db is None
 
 
-def test_many_bands_and_images_at_a_vgg_like_size():
-    # Several bands per image and bands that cross image boundaries, with real channel counts.
+@pytest.mark.parametrize("band_tiles", [256, 16])
+def test_many_bands_and_images_at_a_vgg_like_size(monkeypatch, band_tiles):
+    # Bands that cross image boundaries, with real channel counts: few bands (each also cut in
+    # two along the output channels) and, with small bands, many (not cut).
+    monkeypatch.setattr(winograd, "_BAND_TILES", band_tiles)
+    tiling = winograd._Tiling(3, 25, 37)
+    assert len({part for _, part in tiling.chunks(48)}) == (2 if band_tiles == 256 else 1)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 25, 37, 64)).astype(np.float32)
     kernel = (rng.standard_normal((3, 3, 64, 48)) * (2 / (9 * 64)) ** 0.5).astype(np.float32)
@@ -125,3 +130,14 @@ def test_many_bands_and_images_at_a_vgg_like_size():
     got = winograd.conv3x3(x, kernel, (1, 1, 1, 1), bias=bias, relu=True)
     want = reference_conv(x, kernel, bias, True, (1, 1, 1, 1))
     assert relative_error(got, want) < 2e-5
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    mask = want > 0
+    tk = mg.Tensor(kernel, requires_grad=True, dtype=np.float32)
+    tb = mg.Tensor(bias, requires_grad=True, dtype=np.float32)
+    tx = mg.Tensor(x, requires_grad=True, dtype=np.float32)
+    with mg.fast_paths(False):
+        mg.ops.conv2d(tx, tk, tb, padding="same", relu=True).backward(g)
+    dk, db = winograd.conv3x3_kernel_gradient(x, g, (1, 1, 1, 1), mask=mask, need_db=True)
+    dx = winograd.conv3x3_input_gradient(g, kernel, (1, 1, 1, 1), x.shape, mask=mask)
+    for got, want in ((dk, tk.grad), (db, tb.grad), (dx, tx.grad)):
+        assert relative_error(got, want) < 2e-5

@@ -492,19 +492,22 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Winograd (accel/winograd.py) takes 3x3 stride-1 convolutions with at least this many channels
 # on both sides and this many 4x4 output tiles: below that its 36 products are too small to run
-# near BLAS's full speed and the shifted route wins (bench/README.md, "Winograd").
+# near BLAS's full speed and the shifted route wins (bench/README.md, "Winograd"). The kernel
+# gradient has a fixed cost the size of 4 kernels (its transform space) and needs more tiles.
 _WINOGRAD_MIN_CHANNELS = 32
 _WINOGRAD_MIN_TILES = 100
+_WINOGRAD_MIN_TILES_DK = 200
 
 
-def _winograd_fits(geom, F, *arrays):
+def _winograd_fits(geom, F, *arrays, min_tiles=None):
     """True where Winograd computes this conv2d (F filters) on these arrays: a 3x3 stride-1
     undilated kernel, NumPy floats of one dtype, enough channels in and out, enough tiles."""
     tiles = geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
     return ((geom.kh, geom.kw, geom.sh, geom.sw, geom.dh, geom.dw) == (3, 3, 1, 1, 1, 1)
             and all(type(a) is np.ndarray for a in arrays)
             and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in _FLOATS
-            and min(geom.C, F) >= _WINOGRAD_MIN_CHANNELS and tiles >= _WINOGRAD_MIN_TILES)
+            and min(geom.C, F) >= _WINOGRAD_MIN_CHANNELS
+            and tiles >= (_WINOGRAD_MIN_TILES if min_tiles is None else min_tiles))
 
 
 def _pads(geom):
@@ -547,22 +550,23 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
             g = g * positive
         dx, dk = cuda.conv2d_backward(g, x, kernel, geom, need_dx, need_dk)
         return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
-    used = [g] + ([kernel] if need_dx else []) + ([x] if need_dk else [])
-    if (need_dx or need_dk) and _winograd_fits(geom, g.shape[3], *used):
-        pads = _pads(geom)
-        # dX is the stride-1 convolution of dY with the flipped kernel: Winograd too; None where
-        # the padding is wider than the kernel (the shifted route takes it then)
-        dx = (winograd.conv3x3_input_gradient(g, kernel, pads, (geom.N, geom.H, geom.W),
-                                              mask=positive) if need_dx else None)
-        if dx is not None or not need_dx:
-            dk, db = (winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db)
-                      if need_dk else (None, None))
-            if need_db and db is None:
-                db = (g if positive is None else g * positive).sum(axis=(0, 1, 2))
-            return dx, dk, db
-    shifted = shifted_geometry(geom)
-    _, backward = _ROUTES[_route(shifted, g.shape[3])]
-    return backward(g, x, kernel, shifted, need_dx, need_dk, need_db, positive)
+    dx = dk = db = None
+    pads = _pads(geom)
+    if need_dx and _winograd_fits(geom, g.shape[3], g, kernel):
+        # dX is the stride-1 convolution of dY with the flipped kernel: Winograd too (None where
+        # the padding is wider than the kernel; the shifted route takes it then)
+        dx = winograd.conv3x3_input_gradient(g, kernel, pads, (geom.N, geom.H, geom.W),
+                                             mask=positive)
+        need_dx = dx is None
+    if need_dk and _winograd_fits(geom, g.shape[3], g, x, min_tiles=_WINOGRAD_MIN_TILES_DK):
+        dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db)
+        need_dk = need_db = False
+    if need_dx or need_dk or need_db:
+        shifted = shifted_geometry(geom)
+        _, backward = _ROUTES[_route(shifted, g.shape[3])]
+        grads = backward(g, x, kernel, shifted, need_dx, need_dk, need_db, positive)
+        dx, dk, db = (a if b is None else b for a, b in zip((dx, dk, db), grads))
+    return dx, dk, db
 
 
 def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk):

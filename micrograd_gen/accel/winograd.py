@@ -61,6 +61,8 @@ _OUTPUT_TRANSFORM = np.kron(_AT, _AT)    # (16, 36)
 # Tiles per band: the 36 products (tiles, C) @ (C, F) need a few hundred rows to run near
 # BLAS's full speed; more only makes the band's buffers fall out of cache.
 _BAND_TILES = 256
+# Fewer bands than this are cut along the output channels too.
+_MIN_BANDS = 4
 
 
 def transform_kernel(kernel):
@@ -95,24 +97,25 @@ def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None):
     output_transform = _OUTPUT_TRANSFORM.astype(dtype)
 
     def band(chunk, slot):
-        tiles = tiling.tiles(chunk)
-        d = tiling.gather(x, mask, chunk, top, left, 6)                       # (36, tiles, C)
+        rows, (f0, f1) = chunk
+        tiles, width = tiling.tiles(rows), f1 - f0
+        d = tiling.gather(x, mask, rows, top, left, 6)                        # (36, tiles, C)
         V = (input_transform @ d.reshape(36, tiles * C)).reshape(36, tiles, C)   # B^T d B
-        M = np.matmul(V, U)                                                     # (36, tiles, F)
-        Y = (output_transform @ M.reshape(36, tiles * F)).reshape(4, 4, tiles, F)  # A^T M A
-        for n, t0, t1, first in tiling.segments(chunk):
-            out = y_tiles[n, t0:t1].transpose(1, 3, 0, 2, 4)           # (4, 4, rows, tw, F)
+        M = np.matmul(V, U[:, :, f0:f1])                                   # (36, tiles, width)
+        Y = (output_transform @ M.reshape(36, tiles * width)).reshape(4, 4, tiles, width)
+        for n, t0, t1, first in tiling.segments(rows):                         # A^T M A above
+            out = y_tiles[n, t0:t1, :, :, :, f0:f1].transpose(1, 3, 0, 2, 4)  # (4, 4, rows, tw, .)
             part = Y[:, :, first:first + (t1 - t0) * tiling.tw].reshape(4, 4, t1 - t0,
-                                                                        tiling.tw, F)
+                                                                        tiling.tw, width)
             if bias is not None:
-                np.add(part, bias, out=out)
+                np.add(part, bias[f0:f1], out=out)
             else:
                 out[...] = part
             if relu:
-                block = y[n, 4 * t0:4 * t1]
+                block = y[n, 4 * t0:4 * t1, :, f0:f1]
                 np.maximum(block, 0, out=block)
 
-    for_chunks(tiling.bands(), band, np)
+    for_chunks(tiling.chunks(F), band, np)
     return y[:, :tiling.OH, :tiling.OW]
 
 
@@ -136,20 +139,21 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False):
     partial = {}                                             # slot -> [dU (36, C, F), dBias]
 
     def band(chunk, slot):
-        tiles = tiling.tiles(chunk)
-        d = tiling.gather(x, None, chunk, top, left, 6)                       # (36, tiles, C)
+        rows, (f0, f1) = chunk
+        tiles, width = tiling.tiles(rows), f1 - f0
+        d = tiling.gather(x, None, rows, top, left, 6)                        # (36, tiles, C)
         V = (input_transform @ d.reshape(36, tiles * C)).reshape(36, tiles, C)
-        e = tiling.gather(g, mask, chunk, 0, 0, 4)                            # (16, tiles, F)
-        dM = (output_transform_t @ e.reshape(16, tiles * F)).reshape(36, tiles, F)
+        e = tiling.gather(g[..., f0:f1], None if mask is None else mask[..., f0:f1], rows,
+                          0, 0, 4)                                            # (16, tiles, width)
+        dM = (output_transform_t @ e.reshape(16, tiles * width)).reshape(36, tiles, width)
         if slot not in partial:
-            partial[slot] = [np.matmul(V.transpose(0, 2, 1), dM), e.sum(axis=(0, 1))]
-        else:
-            dU, db = partial[slot]
-            for p in range(36):
-                gemm_into(V[p].T, dM[p], dU[p], accumulate=True)
-            db += e.sum(axis=(0, 1))
+            partial[slot] = [np.zeros((36, C, F), dtype), np.zeros(F, dtype)]
+        dU, db = partial[slot]
+        for p in range(36):
+            gemm_into(V[p].T, dM[p], dU[p, :, f0:f1], accumulate=True)
+        db[f0:f1] += e.sum(axis=(0, 1))
 
-    for_chunks(tiling.bands(), band, np, fixed=True)
+    for_chunks(tiling.chunks(F), band, np, fixed=True)
     dU, db = partial[0]
     for slot in range(1, len(partial)):
         dU += partial[slot][0]
@@ -171,10 +175,15 @@ class _Tiling:
         self.N, self.OH, self.OW = N, OH, OW
         self.th, self.tw = -(-OH // 4), -(-OW // 4)   # tiles down and across; the last may overhang
 
-    def bands(self):
+    def chunks(self, F):
+        """The pieces of work: (band of tile rows, (first, stop) of the F output columns). With
+        too few bands to keep both threads busy to the end (VGG19's block5 for one picture has
+        70 tiles) each band is cut in two along F as well; both halves transform its input."""
         rows = self.N * self.th
         per_band = max(1, min(-(-_BAND_TILES // self.tw), -(-rows // 2)))
-        return [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
+        bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
+        columns = [(0, F)] if len(bands) >= _MIN_BANDS else [(0, F // 2), (F // 2, F)]
+        return [(band, part) for band in bands for part in columns if part[1] > part[0]]
 
     def tiles(self, band):
         return (band[1] - band[0]) * self.tw
