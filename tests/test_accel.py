@@ -250,6 +250,7 @@ def test_matmul_fast_path_is_the_reference(case):
         a = np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
     if "b" in case["transposed"]:
         b = np.ascontiguousarray(b.T).T
+    fast_linalg.chunk_pool()                  # the pool runs (as after a model's first conv)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fast_linalg, "_MIN_FLOP", 0)
         fast, reference = run_both(ops.matmul, (a, b), case["seed"], dtype)
@@ -257,6 +258,14 @@ def test_matmul_fast_path_is_the_reference(case):
 
 
 def test_matmul_fast_path_takes_large_products_only():
+    # Before the worker pool starts, NumPy's BLAS has all its threads: the fast path declines.
+    code = ("import numpy as np; from micrograd_gen.accel import linalg; "
+            "a = np.ones((1024, 1024), np.float32); "
+            "print(linalg.matmul(a, a) is NotImplemented, linalg.started())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.split() == ["True", "False"]
+    fast_linalg.chunk_pool()
     big = np.ones((256, 256), np.float32)
     assert fast_linalg.matmul(big[:16], big) is NotImplemented           # 2 MFLOP
     assert fast_linalg.matmul(big, big.astype(np.float64)) is NotImplemented

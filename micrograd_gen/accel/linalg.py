@@ -1,7 +1,7 @@
 """The fast matrix product for large 2-D NumPy products: cut into one block per worker thread.
 
-After the first parallel section (a conv, an LSTM) NumPy's own products run on one BLAS thread
-(accel/workers.py says why), so a product made between convs, such as style transfer's Gram
+Once the worker pool has started (the first conv or LSTM) NumPy's own products run on one BLAS
+thread (accel/workers.py says why), so a product made between convs, such as style transfer's Gram
 matrices and their gradients (2-4 GFLOP each at 400x600), would keep one core idle. Here such a
 product is cut along its longest side, rows of a, columns of b or the inner axis (then the
 blocks' partial products are summed), and each block runs on a worker with single-threaded BLAS.
@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import fastpath
 from .blas import gemm_into
-from .workers import chunk_pool, for_chunks
+from .workers import chunk_pool, for_chunks, started
 
 # 2*M*N*K below this (about a millisecond on one core) is not worth a hand-off.
 _MIN_FLOP = 1 << 27
@@ -25,8 +25,11 @@ def matmul(a, b):
             or a.dtype != b.dtype or a.dtype not in _FLOATS):
         return NotImplemented
     (M, K), N = a.shape, b.shape[1]
+    # Before the pool exists (a Transformer makes no conv) NumPy's BLAS has all its threads.
+    if 2 * M * N * K < _MIN_FLOP or not started():
+        return NotImplemented
     threads = chunk_pool()[1]
-    if 2 * M * N * K < _MIN_FLOP or threads < 2:
+    if threads < 2:
         return NotImplemented
     out = np.empty((M, N), a.dtype)
     longest = max(M, N, K)
