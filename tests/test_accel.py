@@ -172,12 +172,13 @@ def test_winograd_route_is_the_reference(case):
         patch.setattr(fast_conv, "_WINOGRAD_MIN_CHANNELS", 1)
         patch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 1)
         patch.setattr(fast_conv, "_WINOGRAD_MIN_TILES_DK", 1)
+        patch.setattr(fast_conv, "_WINOGRAD_MIN_WORK", 1)
         fast, reference = run_both(lambda x, k, b: ops.conv2d(x, k, b, **args), arrays,
                                    case["seed"], case["dtype"])
     assert_same(fast, reference, case["dtype"], ("y", "dx", "dkernel", "dbias"))
 
 
-@pytest.mark.parametrize("height", [58, 38])                      # 225 and 110 tiles
+@pytest.mark.parametrize("height", [58, 38])                      # 240 and 160 tiles
 @pytest.mark.parametrize("need", [(True, True, True), (True, False, False),
                                   (False, True, False)])
 def test_winograd_at_its_thresholds(monkeypatch, need, height):
@@ -185,11 +186,11 @@ def test_winograd_at_its_thresholds(monkeypatch, need, height):
     gradients a frozen or trained layer asks for; below 200 tiles dK stays on the shifted
     route."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((1, height, 61, 32)).astype(np.float32)
-    kernel = (rng.standard_normal((3, 3, 32, 40)) * 0.1).astype(np.float32)
-    bias = rng.standard_normal(40).astype(np.float32)
+    x = rng.standard_normal((1, height, 61, 64)).astype(np.float32)
+    kernel = (rng.standard_normal((3, 3, 64, 128)) * 0.1).astype(np.float32)
+    bias = rng.standard_normal(128).astype(np.float32)
     geom = ConvGeometry.of(x.shape, kernel.shape, (1, 1), "same")
-    assert fast_conv._winograd_fits(geom, 40, x, kernel)
+    assert fast_conv._winograd_fits(geom, 128, x, kernel)
     calls = []
     for name in ("conv3x3", "conv3x3_kernel_gradient"):
         real = getattr(fast_conv.winograd, name)
@@ -210,15 +211,17 @@ def test_winograd_at_its_thresholds(monkeypatch, need, height):
 
 
 @pytest.mark.parametrize("shape, kernel_shape, strides, dilation, dtype, fits", [
-    ((1, 40, 40, 32), (3, 3, 32, 32), (1, 1), (1, 1), np.float32, True),
-    ((1, 40, 40, 32), (3, 3, 32, 32), (1, 1), (1, 1), np.float64, True),
-    ((1, 40, 40, 32), (3, 3, 32, 32), (2, 2), (1, 1), np.float32, False),   # strided
-    ((1, 40, 40, 32), (3, 3, 32, 32), (1, 1), (2, 2), np.float32, False),   # dilated
-    ((1, 40, 40, 32), (5, 5, 32, 32), (1, 1), (1, 1), np.float32, False),   # not 3x3
-    ((1, 40, 40, 32), (3, 3, 32, 32), (1, 1), (1, 1), np.float16, False),
-    ((1, 40, 40, 16), (3, 3, 16, 32), (1, 1), (1, 1), np.float32, False),   # few channels in
-    ((1, 40, 40, 32), (3, 3, 32, 16), (1, 1), (1, 1), np.float32, False),   # few out
-    ((1, 36, 36, 32), (3, 3, 32, 32), (1, 1), (1, 1), np.float32, False),   # 81 tiles
+    ((1, 40, 40, 128), (3, 3, 128, 128), (1, 1), (1, 1), np.float32, True),
+    ((1, 40, 40, 128), (3, 3, 128, 128), (1, 1), (1, 1), np.float64, True),
+    ((1, 40, 40, 128), (3, 3, 128, 128), (2, 2), (1, 1), np.float32, False),   # strided
+    ((1, 40, 40, 128), (3, 3, 128, 128), (1, 1), (2, 2), np.float32, False),   # dilated
+    ((1, 40, 40, 128), (5, 5, 128, 128), (1, 1), (1, 1), np.float32, False),   # not 3x3
+    ((1, 40, 40, 128), (3, 3, 128, 128), (1, 1), (1, 1), np.float16, False),
+    ((1, 80, 80, 16), (3, 3, 16, 128), (1, 1), (1, 1), np.float32, False),     # few channels in
+    ((1, 80, 80, 128), (3, 3, 128, 16), (1, 1), (1, 1), np.float32, False),    # few out
+    ((1, 28, 28, 512), (3, 3, 512, 512), (1, 1), (1, 1), np.float32, False),   # 49 tiles
+    ((1, 35, 35, 64), (3, 3, 64, 96), (1, 1), (1, 1), np.float32, False),      # 81, narrow
+    ((1, 25, 37, 512), (3, 3, 512, 512), (1, 1), (1, 1), np.float32, True),    # 70, wide
 ])
 def test_winograd_takes_only_what_it_computes_well(shape, kernel_shape, strides, dilation,
                                                    dtype, fits):

@@ -495,8 +495,11 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # near BLAS's full speed and the shifted route wins (bench/README.md, "Winograd"). The kernel
 # gradient has a fixed cost the size of 4 kernels (its transform space) and needs more tiles.
 _WINOGRAD_MIN_CHANNELS = 32
-_WINOGRAD_MIN_TILES = 100
+_WINOGRAD_MIN_TILES = 64
 _WINOGRAD_MIN_TILES_DK = 200
+# ... and tiles * C * F at least this: few tiles pay only with wide products (VGG19's block5
+# for one picture, 70 tiles of 512 -> 512, does; InceptionV3's 35x35 64 -> 96, 81 tiles, not).
+_WINOGRAD_MIN_WORK = 1 << 20
 
 
 def _winograd_fits(geom, F, *arrays, min_tiles=None):
@@ -507,7 +510,8 @@ def _winograd_fits(geom, F, *arrays, min_tiles=None):
             and all(type(a) is np.ndarray for a in arrays)
             and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in _FLOATS
             and min(geom.C, F) >= _WINOGRAD_MIN_CHANNELS
-            and tiles >= (_WINOGRAD_MIN_TILES if min_tiles is None else min_tiles))
+            and tiles >= (_WINOGRAD_MIN_TILES if min_tiles is None else min_tiles)
+            and tiles * geom.C * F >= _WINOGRAD_MIN_WORK)
 
 
 def _pads(geom):

@@ -180,8 +180,11 @@ class _Tiling:
         too few bands to keep both threads busy to the end (VGG19's block5 for one picture has
         70 tiles) each band is cut in two along F as well; both halves transform its input."""
         rows = self.N * self.th
-        per_band = max(1, min(-(-_BAND_TILES // self.tw), -(-rows // 2)))
-        bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
+        if rows * self.tw <= _BAND_TILES:              # one band, its columns cut in two
+            bands = [(0, rows)]
+        else:
+            per_band = max(1, min(-(-_BAND_TILES // self.tw), -(-rows // 2)))
+            bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
         columns = [(0, F)] if len(bands) >= _MIN_BANDS else [(0, F // 2), (F // 2, F)]
         return [(band, part) for band in bands for part in columns if part[1] > part[0]]
 
