@@ -85,10 +85,12 @@ class ConcatenatedBranches(Function):
                     with workers.alone():
                         # retain_graph: the outer backward frees this op, and these graphs
                         out.backward(part, retain_graph=True)
-                    grad = leaf.grad             # the leaf's own array: free to add into
+                    # the leaf's own array, free to add into; taken from the leaf, so that a
+                    # second backward (retain_graph) starts a new one
+                    grad, leaf.grad = leaf.grad, None
                 k = self.shares.index(share)
                 if sums[k] is None:
-                    sums[k] = grad if grad is leaf.grad else grad.copy()
+                    sums[k] = grad.copy() if out is leaf else grad
                 else:
                     sums[k] += grad
         workers.for_chunks(self.shares, run, xp, fixed=True)

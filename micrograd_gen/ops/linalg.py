@@ -1,9 +1,17 @@
 """Matrix product, batched and broadcasting like numpy.matmul."""
 import numpy as np
 
+from .. import fastpath
 from ..backend import get_array_module
 from ..tensor import Function
 from .elementwise import unbroadcast
+
+
+def _product(xp, a, b):
+    """xp.matmul(a, b), or the fast path's (a large 2-D product shared over the cores)."""
+    fast = fastpath.lookup("matmul")
+    c = NotImplemented if fast is None else fast(a, b)
+    return xp.matmul(a, b) if c is NotImplemented else c
 
 
 class MatMul(Function):
@@ -25,8 +33,8 @@ class MatMul(Function):
         if a.ndim > 2 and b.ndim == 2:
             # (B..., M, K) x (K, N), a Dense layer on a sequence: one (B*M, K) x (K, N) GEMM,
             # where NumPy's matmul would run B smaller ones (bench/README.md, "The core").
-            return xp.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
-        return xp.matmul(a, b)
+            return _product(xp, a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
+        return _product(xp, a, b)
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -42,10 +50,10 @@ class MatMul(Function):
         da = db = None
         if self.needs_input_grad[0]:
             if b2.ndim == 2 and g2.ndim > 2:                        # folded, as in forward
-                da = xp.matmul(g2.reshape(-1, g2.shape[-1]), b2.T).reshape(
+                da = _product(xp, g2.reshape(-1, g2.shape[-1]), b2.T).reshape(
                     g2.shape[:-1] + b2.shape[:1])
             else:
-                da = xp.matmul(g2, xp.swapaxes(b2, -1, -2))         # (..., M, K)
+                da = _product(xp, g2, xp.swapaxes(b2, -1, -2))      # (..., M, K)
             da = unbroadcast(da, a2.shape)
             if a.ndim == 1:
                 da = da.reshape(a.shape)  # only then: a reshape is a view, which a leaf copies
@@ -53,9 +61,9 @@ class MatMul(Function):
             if b2.ndim == 2 and a2.ndim > 2:
                 # (B..., M, K) x (K, N), as a Dense layer on a sequence: fold the batch into M
                 # for one big GEMM instead of a batch of small ones and a sum.
-                db = xp.matmul(a2.reshape(-1, a2.shape[-1]).T, g2.reshape(-1, g2.shape[-1]))
+                db = _product(xp, a2.reshape(-1, a2.shape[-1]).T, g2.reshape(-1, g2.shape[-1]))
             else:
-                db = xp.matmul(xp.swapaxes(a2, -1, -2), g2)         # (..., K, N)
+                db = _product(xp, xp.swapaxes(a2, -1, -2), g2)      # (..., K, N)
             db = unbroadcast(db, b2.shape)
             if b.ndim == 1:
                 db = db.reshape(b.shape)
