@@ -89,6 +89,20 @@ def test_the_fast_path_runs_the_block_the_same_way_every_time():
         np.testing.assert_array_equal(dx, results[0][1])
 
 
+def test_backward_twice_through_a_kept_graph_adds_the_gradient_twice():
+    net = block_network(16, 16, False, True, np.float64)
+    net.trainable = False
+    block = applications.group_branches(net).get_layer("block")
+    x = mg.Tensor(np.random.default_rng(2).uniform(-1, 1, (1, 9, 10, 16)), requires_grad=True,
+                  dtype=np.float64)
+    y = block(x)
+    g = np.random.default_rng(3).standard_normal(y.shape)
+    y.backward(g, retain_graph=True)
+    once = x.grad.copy()
+    y.backward(g)
+    np.testing.assert_allclose(x.grad, 2 * once, rtol=1e-12)
+
+
 def test_a_block_without_gradients_keeps_nothing_and_still_runs():
     net = block_network(16, 16, False, True, np.float32)
     net.trainable = False
