@@ -79,7 +79,8 @@ def test_the_fast_path_runs_the_block_the_same_way_every_time():
                   requires_grad=True)
     results = []
     for _ in range(3):
-        y = block(x)
+        with mg.fast_paths(True):
+            y = block(x)
         assert type(y._ctx).__name__ == "ConcatenatedBranches"
         y.backward(np.ones(y.shape, np.float32))
         results.append((y.numpy(), x.grad))
