@@ -20,6 +20,7 @@ from micrograd_gen import ops
 from micrograd_gen.accel import blas
 from micrograd_gen.accel import conv as fast_conv
 from micrograd_gen.accel import linalg as fast_linalg
+from micrograd_gen.accel import losses as fast_losses
 from micrograd_gen.ops.conv import ConvGeometry
 
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -260,6 +261,29 @@ def test_matmul_fast_path_is_the_reference(case):
     assert_same(fast, reference, dtype, ("y", "da", "db"))
 
 
+@settings(max_examples=10, deadline=None)
+@given(st.integers(2, 5), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9),
+       st.booleans(), st.integers(0, 2 ** 16))
+def test_attention_products_shared_over_the_workers_are_the_reference(n, heads, tq, d, causal,
+                                                                      seed):
+    """Multi-head attention with every product through the shared matmul (stacks of heads cut
+    along the batch, the projections cut along rows): output and all eleven gradients."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, tq, 4))
+    weights = [rng.standard_normal(s) for s in ((4, heads, d), (heads, d), (4, heads, d),
+                                                (heads, d), (4, heads, d), (heads, d),
+                                                (heads, d, 4), (4,))]
+
+    def attention(x, qk, qb, kk, kb, vk, vb, ok, ob):
+        return ops.multi_head_attention(x, x, None, qk, qb, kk, kb, vk, vb, ok, ob,
+                                        causal=causal)
+    fast_linalg.chunk_pool()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_linalg, "_MIN_FLOP", 0)
+        fast, reference = run_both(attention, [x] + weights, seed)
+    assert_same(fast, reference, np.float64, ["y", "dx"] + [f"dw{i}" for i in range(8)])
+
+
 def test_matmul_fast_path_takes_large_products_only():
     # Before the worker pool starts, NumPy's BLAS has all its threads: the fast path declines.
     code = ("import numpy as np; from micrograd_gen.accel import linalg; "
@@ -277,6 +301,32 @@ def test_matmul_fast_path_takes_large_products_only():
         np.testing.assert_array_equal(c, np.full((1024, 256), 256, np.float32))
     else:
         assert c is NotImplemented                                        # one thread: NumPy
+
+
+# ---- softmax cross-entropy ----------------------------------------------------------------------
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 30), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2 ** 16))
+def test_softmax_cross_entropy_rows_over_the_workers_is_the_reference(rows, classes, dtype, seed):
+    """Every row's passes are the reference's, so the loss and the gradient are the same
+    numbers, bit for bit."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((rows, classes)) * 5).astype(dtype)
+    labels = rng.integers(0, classes, rows)
+    results = []
+    fast_losses.chunk_pool()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_losses, "_MIN_PARALLEL", 0)
+        for fast in (True, False):
+            with mg.fast_paths(fast):
+                z = mg.Tensor(logits, requires_grad=True, dtype=dtype)
+                loss = ops.sparse_categorical_crossentropy(labels, z, from_logits=True,
+                                                           reduction="none")
+                loss.backward(np.linspace(0.5, 2, rows).astype(dtype))
+                results.append((loss.numpy(), z.grad))
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
 
 
 # ---- conv2d_transpose -------------------------------------------------------------------------

@@ -11,12 +11,13 @@ blas.py      (used by conv.py)                  cblas gemm with beta = 1 on row 
 workers.py   (used by conv.py and the LSTM)     one worker thread per core, single-threaded BLAS
 conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, thin routes, fused bias and ReLU;
                                                 Winograd for 3x3 stride-1 convolutions
-linalg.py    ops.matmul                         large 2-D products cut over the worker threads
+linalg.py    ops.matmul, attention's products   large products cut over the worker threads
 pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks
 lstm.py      ops.lstm                           the batch cut into one slice per worker thread;
                                                 the CUDA cell kernels on CuPy arrays
 cuda.py      (used by conv, lstm, losses)       CUDA RawKernels from kernels/*.cu, for CuPy arrays
-losses.py    sparse softmax cross-entropy       one CUDA kernel each way on CuPy arrays
+losses.py    sparse softmax cross-entropy       rows over the worker threads (NumPy); one CUDA
+                                                kernel each way (CuPy)
 memory.py    the whole process                  glibc malloc keeps freed pages for reuse
 branches.py  applications.Branches              an Inception block's branches side by side,
                                                 one per worker thread

@@ -1,6 +1,7 @@
-"""The fast conv2d and conv2d_transpose: shifted GEMMs through BLAS on worker threads (NumPy),
-im2col kernels and one GEMM per chunk of images (CuPy). The reference is ops/conv.py; this module
-registers with it and computes the same numbers (tests/test_accel.py holds them equal).
+"""The fast conv2d and conv2d_transpose: shifted GEMMs through BLAS on worker threads, and Winograd
+for 3x3 layers (NumPy); im2col kernels and one GEMM per chunk of images (CuPy). The reference is
+ops/conv.py; this module registers with it and computes the same numbers (tests/test_accel.py
+holds them equal; Winograd's to float32 rounding).
 
 How the products are formed (the "shifted GEMM" method). Lay the zero-padded input out as a
 matrix with one row per pixel, rows running along each image row and then down the image; a
@@ -23,6 +24,9 @@ style transfer). A 1x1 convolution at stride 1 reads x and dY in place: one prod
 
 When C or F is small (an RGB image in or out), a per-tap product is too thin for BLAS to run
 well; the thin routes stack the taps of the thin side into one product per chunk instead.
+
+A 3x3 stride-1 convolution with enough channels and pixels goes to Winograd instead
+(accel/winograd.py): a quarter of the multiplies, for the forward and both gradients.
 """
 from functools import lru_cache
 

@@ -18,20 +18,32 @@ _MIN_FLOP = 1 << 27
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def matmul(a, b):
-    """a @ b for 2-D NumPy float arrays of one dtype, large enough to share; else
-    NotImplemented."""
-    if (type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2
-            or a.dtype != b.dtype or a.dtype not in _FLOATS):
+def matmul(a, b, out=None):
+    """a @ b (into out, when given) for NumPy float arrays of one dtype, large enough to share:
+    2-D products, or stacks of them with the same leading axes (attention's heads), cut along
+    the stack. Else NotImplemented."""
+    if (type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != b.dtype
+            or a.dtype not in _FLOATS or a.ndim < 2 or b.ndim != a.ndim
+            or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]
+            or (out is not None and (type(out) is not np.ndarray or out.dtype != a.dtype))):
         return NotImplemented
-    (M, K), N = a.shape, b.shape[1]
+    (M, K), N = a.shape[-2:], b.shape[-1]
+    stack = a.shape[:-2]
     # Before the pool exists (a Transformer makes no conv) NumPy's BLAS has all its threads.
-    if 2 * M * N * K < _MIN_FLOP or not started():
+    if 2 * M * N * K * int(np.prod(stack)) < _MIN_FLOP or not started():
         return NotImplemented
     threads = chunk_pool()[1]
-    if threads < 2:
+    if threads < 2 or (stack and stack[0] < threads):
         return NotImplemented
-    out = np.empty((M, N), a.dtype)
+    if out is None:
+        out = np.empty(stack + (M, N), a.dtype)
+    elif out.shape != stack + (M, N):
+        return NotImplemented
+    if stack:
+        cuts = [(i * stack[0] // threads, (i + 1) * stack[0] // threads) for i in range(threads)]
+        for_chunks(cuts, lambda c, slot: np.matmul(a[c[0]:c[1]], b[c[0]:c[1]],
+                                                    out=out[c[0]:c[1]]), np)
+        return out
     longest = max(M, N, K)
     cuts = [(i * longest // threads, (i + 1) * longest // threads) for i in range(threads)]
     if longest == M:
@@ -45,7 +57,7 @@ def matmul(a, b):
             part = np.empty((M, N), a.dtype)
             partial[cuts.index(c)] = gemm_into(a[:, c[0]:c[1]], b[c[0]:c[1]], part)
         for_chunks(cuts, inner, np)
-        out[...] = partial[0]
+        np.copyto(out, partial[0])
         for part in partial[1:]:
             out += part
     return out
