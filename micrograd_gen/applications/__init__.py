@@ -1,11 +1,13 @@
 """Pretrained models with Keras's layer names: VGG19 and InceptionV3 (convolutional bases).
 
 ```python
-from micrograd_gen.applications import vgg19, inception_v3, feature_extractor, fold_batch_norm
+from micrograd_gen.applications import (vgg19, inception_v3, feature_extractor, fold_batch_norm,
+                                        group_branches)
 model = inception_v3.InceptionV3(weights="imagenet", include_top=False)
 features = feature_extractor(model, ["mixed4", "mixed5", "mixed6", "mixed7"])
 acts = features(inception_v3.preprocess_input(images))   # {name: Tensor}
 fast = fold_batch_norm(model)   # inference copy: each conv + batch norm + ReLU as one conv2d
+fast = group_branches(fast)     # each Inception block one layer, its branches side by side
 ```
 Each model module has its own `preprocess_input` and `deprocess_image`, as in Keras.
 """
