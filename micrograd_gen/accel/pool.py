@@ -15,7 +15,8 @@ from .. import fastpath
 from ..backend import get_array_module
 from .workers import chunk_pool, for_chunks
 
-# Max pooling's backward is cut into bands of rows over the worker threads when g is this large.
+# Pooling (forward, and max pooling's backward) is cut into bands of output rows over the worker
+# threads when the output is this large.
 _PARALLEL_BYTES = 1 << 20
 
 
@@ -32,13 +33,32 @@ def _row_taps(geom, rows):
 
 
 def _separable(geom, xpad, combine):
-    """The window reduction (combine = maximum or add) along rows, then down columns."""
-    rows = None
-    for view in _column_taps(geom, xpad):
-        rows = view.copy() if rows is None else combine(rows, view, out=rows)
-    out = None
-    for view in _row_taps(geom, rows):
-        out = view.copy() if out is None else combine(out, view, out=out)
+    """The window reduction (combine = maximum or add) along rows, then down columns; large
+    inputs in bands of output rows over the worker threads (it runs between convolutions that
+    use both cores)."""
+    xp = get_array_module(xpad)
+    N, _, _, C = geom.padded
+    out = xp.empty((N, geom.OH, geom.OW, C), xpad.dtype)
+
+    def band(rows, slot):
+        i0, i1 = rows
+        xrows = xpad[:, i0 * geom.sh:(i1 - 1) * geom.sh + geom.kh]     # the rows it reads
+        along = None
+        for view in _column_taps(geom, xrows):
+            along = view.copy() if along is None else combine(along, view, out=along)
+        target = out[:, i0:i1]
+        for a in range(geom.kh):
+            view = along[:, a:a + (i1 - i0 - 1) * geom.sh + 1:geom.sh]
+            if a == 0:
+                target[...] = view
+            else:
+                combine(target, view, out=target)
+    if xp is not np or out.nbytes < _PARALLEL_BYTES or geom.OH < 4:
+        band((0, geom.OH), 0)
+    else:
+        count = 2 * chunk_pool()[1]
+        for_chunks([(geom.OH * i // count, geom.OH * (i + 1) // count) for i in range(count)],
+                   band, xp)
     return out
 
 
