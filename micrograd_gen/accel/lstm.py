@@ -18,6 +18,8 @@ and the one-exp trick above only adds calls there.
 
 tests/test_lstm.py holds both against the reference on drawn shapes.
 """
+import itertools
+
 import numpy as np
 
 from .. import fastpath
@@ -25,7 +27,7 @@ from ..backend import get_array_module
 from ..ops.lstm import check_lstm_shapes
 from ..tensor import Function, Tensor
 from . import cuda
-from .workers import chunk_pool, for_chunks
+from .workers import chunk_pool, for_chunks, one_blas_thread
 
 # Samples per worker thread below which the batch is not cut (a generator's batch of 1).
 _MIN_SLICE = 16
@@ -55,6 +57,11 @@ class LSTM(Function):  # named as the reference, whose errors it shares ("lstm: 
         xp = get_array_module(x, kernel, recurrent_kernel)
         check_lstm_shapes(x, kernel, recurrent_kernel, bias, h0, c0)
         n, steps, d = x.shape
+        if n == 1 and steps > 0 and not any(self.needs_input_grad):
+            with one_blas_thread():
+                return _infer_one(x[0], kernel, recurrent_kernel, bias,
+                                  None if h0 is None else h0[0], None if c0 is None else c0[0],
+                                  return_sequences)
         units = recurrent_kernel.shape[0]
         scale = _gate_scale(xp, units, x.dtype)[:, None]
         kernel_t = kernel.T * scale                                      # (4U, D)
@@ -176,6 +183,121 @@ def _forward_slice(x, kernel_t, recurrent_t, bias, scale, h0, c0, keep_x):
             tc -= 1
             xp.multiply(z[u3:], tc, out=hs[t + 1])                   # o * tanh(c)
     return gates, inputs, cs, tanh_c
+
+
+def _infer_one(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
+    """LSTM.forward's outputs for one sample (a generator's batch of 1) when no gradient is
+    wanted: x (T, D), h0 and c0 (U,) or None. At this size a NumPy call costs more than its
+    arithmetic, so each step is the fewest calls that do it: one product and seven elementwise
+    passes over preallocated buffers.
+
+    One buffer holds the gate blocks in the order [o, i, f, g] (Keras's is i, f, g, o) and then
+    c, so that [i; f] and [g; c] are two (2, U) views whose product is [i*g; f*c] in one call.
+    All four gates go through ONE tanh, as sigmoid(z) = (1 + tanh(z / 2)) / 2: the inner 1/2 is
+    folded into the kernels, the outer one carried along. After the tanh and a +1 the blocks hold
+    2o, 2i, 2f and g; c = (2i*g + 2f*c) / 2 is one product with [1/2, 1/2], and the step keeps
+    H = 2o * tanh(c) = 2h, for which the recurrent kernel is halved once more.
+    """
+    steps = x.shape[0]
+    u = recurrent_kernel.shape[0]
+    dtype = np.result_type(x, kernel)
+    weights = _inference_weights(kernel, recurrent_kernel, bias, dtype)
+    ids = _one_hot_ids(x)
+    if ids is not None:       # a one-hot x_t picks a row of the kernel: x_t @ K + b = (K + b)[id]
+        z_inputs = weights.input_rows.take(ids, axis=0)               # (T, 4U)
+    else:
+        z_inputs = x @ weights.kernel
+        if bias is not None:
+            z_inputs += weights.bias
+    gates = np.empty(5 * u, dtype)                                   # [2o, 2i, 2f, g, c]
+    z, sigmoids, o2, c = gates[:4 * u], gates[:3 * u], gates[:u], gates[4 * u:]
+    i_f, g_c = gates[u:3 * u].reshape(2, u), gates[3 * u:].reshape(2, u)
+    c[...] = 0 if c0 is None else c0
+    products = np.empty((2, u), dtype)                               # [2i*g; 2f*c]
+    tanh_c = np.empty(u, dtype)
+    # H_{t-1} at hs[t], or one H read and written in place when only the last is returned
+    hs = np.empty((steps + 1 if return_sequences else 1, u), dtype)
+    hs[0] = 0 if h0 is None else 2 * h0
+    if return_sequences:
+        rows = list(hs)
+        h_in, h_out = rows, rows[1:]
+    else:
+        h_in = h_out = itertools.repeat(hs[0])
+    recurrent, halves, ones = weights.recurrent, weights.halves, weights.ones
+    dot, add, multiply, tanh = np.dot, np.add, np.multiply, np.tanh
+    for z_input, h_prev, h in zip(z_inputs, h_in, h_out):
+        dot(h_prev, recurrent, z)
+        add(z, z_input, z)
+        tanh(z, z)
+        add(sigmoids, ones, sigmoids)                                # 2o, 2i, 2f
+        multiply(i_f, g_c, products)
+        dot(halves, products, c)                                     # i*g + f*c
+        tanh(c, tanh_c)
+        multiply(o2, tanh_c, h)                                      # H = 2h
+    h_last = hs[-1:] * 0.5                                           # (1, U)
+    out = hs[None, 1:] * 0.5 if return_sequences else h_last
+    return out, h_last, c[None].copy()
+
+
+def _one_hot_ids(x):
+    """The index of the 1 in each row of x (T, D) when every row is one-hot, else None."""
+    ids = x.argmax(axis=1)
+    # every row's largest entry is 1, and there are only T nonzeros: one 1 per row, zeros else
+    if np.count_nonzero(x) == x.shape[0] and (x[np.arange(x.shape[0]), ids] == 1).all():
+        return ids
+    return None
+
+
+class _InferenceWeights:
+    """The weights as _infer_one takes them, dtype `dtype`: gate blocks in the order o, i, f, g,
+    the kernel and bias scaled by 1/2 for i, f, o (z / 2 into the tanh), the recurrent kernel by
+    1/4 for i, f, o and 1/2 for g (it multiplies H = 2h); input_rows = kernel + bias, the
+    products of a one-hot input. With the constants that the steps add and multiply."""
+
+    def __init__(self, kernel, recurrent_kernel, bias, dtype):
+        u = recurrent_kernel.shape[0]
+        scale = np.full(4 * u, 0.5, dtype)                           # z / 2 for i, f, o
+        scale[2 * u:3 * u] = 1                                       # z for g
+        self.kernel = _oifg(kernel, scale)                           # (D, 4U)
+        self.recurrent = _oifg(recurrent_kernel, scale / 2)          # (U, 4U)
+        self.bias = None if bias is None else _oifg(bias, scale)
+        self.input_rows = self.kernel if bias is None else self.kernel + self.bias
+        self.halves = np.full(2, 0.5, dtype)
+        self.ones = np.ones(3 * u, dtype)                # (adding an array costs less than a scalar)
+
+
+_last_weights = None   # (dtype, copies of the weights given, their _InferenceWeights)
+
+
+def _inference_weights(kernel, recurrent_kernel, bias, dtype):
+    """_InferenceWeights of these weights. A generator runs the model on the same weights
+    hundreds of times, and preparing them costs as much as a few of its sixty steps, so the
+    last ones prepared are kept, beside a copy of the weights they came from, and used again
+    only when the weights given are equal to that copy (comparing costs a few us), so that an
+    update in place is never missed."""
+    global _last_weights
+    given = (kernel, recurrent_kernel, bias)
+    last = _last_weights
+    if last is not None and last[0] == dtype and all(
+            (a is None and b is None) or (a is not None and b is not None
+                                          and a.dtype == b.dtype and np.array_equal(a, b))
+            for a, b in zip(given, last[1])):
+        return last[2]
+    prepared = _InferenceWeights(kernel, recurrent_kernel, bias, dtype)
+    # copies in the same memory order (order="K"), so that comparing them is one pass
+    _last_weights = (dtype, tuple(None if a is None else a.copy(order="K") for a in given),
+                     prepared)
+    return prepared
+
+
+def _oifg(w, scale):
+    """w (..., 4U) with its gate blocks from Keras's order i, f, g, o to o, i, f, g, times
+    `scale` (4U,) in Keras's order: a new C-contiguous array of scale's dtype."""
+    u = w.shape[-1] // 4
+    out = np.empty(w.shape, scale.dtype)
+    np.multiply(w[..., 3 * u:], scale[3 * u:], out=out[..., :u])
+    np.multiply(w[..., :3 * u], scale[:3 * u], out=out[..., u:])
+    return out
 
 
 def _backward_slice(saved, g_out, g_h, g_c, kernel, recurrent_kernel, needs, return_sequences):
