@@ -202,7 +202,7 @@ def _infer_one(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
     u = recurrent_kernel.shape[0]
     dtype = np.result_type(x, kernel)
     weights = _inference_weights(kernel, recurrent_kernel, bias, dtype)
-    ids = _one_hot_ids(x)
+    ids = _one_hot_ids(x, weights.one_hot_probe)
     if ids is not None:       # a one-hot x_t picks a row of the kernel: x_t @ K + b = (K + b)[id]
         z_inputs = weights.input_rows.take(ids, axis=0)               # (T, 4U)
     else:
@@ -239,12 +239,14 @@ def _infer_one(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
     return out, h_last, c[None].copy()
 
 
-def _one_hot_ids(x):
-    """The index of the 1 in each row of x (T, D) when every row is one-hot, else None."""
-    ids = x.argmax(axis=1)
-    # every row's largest entry is 1, and there are only T nonzeros: one 1 per row, zeros else
-    if np.count_nonzero(x) == x.shape[0] and (x[np.arange(x.shape[0]), ids] == 1).all():
-        return ids
+def _one_hot_ids(x, probe):
+    """The index of the 1 in each row of x (T, D) when every row is one-hot, else None.
+    probe (D, 2) is [ones, 0..D-1]: x @ probe gives each row's sum and, for a one-hot row, the
+    index of its 1 exactly (one product instead of a sum and an argmax)."""
+    sums_and_ids = x @ probe                                         # (T, 2)
+    # every row sums to 1 and there are only T nonzeros: one nonzero per row, and it is 1
+    if np.count_nonzero(x) == x.shape[0] and (sums_and_ids[:, 0] == 1).all():
+        return sums_and_ids[:, 1].astype(np.intp)
     return None
 
 
@@ -262,6 +264,8 @@ class _InferenceWeights:
         self.recurrent = _oifg(recurrent_kernel, scale / 2)          # (U, 4U)
         self.bias = None if bias is None else _oifg(bias, scale)
         self.input_rows = self.kernel if bias is None else self.kernel + self.bias
+        self.one_hot_probe = np.stack([np.ones(len(kernel), dtype),
+                                       np.arange(len(kernel), dtype=dtype)], axis=1)
         self.halves = np.full(2, 0.5, dtype)
         self.ones = np.ones(3 * u, dtype)                # (adding an array costs less than a scalar)
 
