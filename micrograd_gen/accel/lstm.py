@@ -209,7 +209,7 @@ def _infer_one(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
         z_inputs = x @ weights.kernel
         if bias is not None:
             z_inputs += weights.bias
-    gates = np.empty(5 * u, dtype)                                   # [2o, 2i, 2f, g, c]
+    gates = _aligned_empty(5 * u, dtype)                             # [2o, 2i, 2f, g, c]
     z, sigmoids, o2, c = gates[:4 * u], gates[:3 * u], gates[:u], gates[4 * u:]
     i_f, g_c = gates[u:3 * u].reshape(2, u), gates[3 * u:].reshape(2, u)
     c[...] = 0 if c0 is None else c0
@@ -223,15 +223,16 @@ def _infer_one(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
         h_in, h_out = rows, rows[1:]
     else:
         h_in = h_out = itertools.repeat(hs[0])
-    recurrent, halves, ones = weights.recurrent, weights.halves, weights.ones
-    dot, add, multiply, tanh = np.dot, np.add, np.multiply, np.tanh
+    recurrent, ones = weights.recurrent, weights.ones
+    # ndarray.dot rather than np.dot, which first calls a Python dispatcher (0.15 us a call)
+    add, multiply, tanh, add_halves = np.add, np.multiply, np.tanh, weights.halves.dot
     for z_input, h_prev, h in zip(z_inputs, h_in, h_out):
-        dot(h_prev, recurrent, z)
+        h_prev.dot(recurrent, z)
         add(z, z_input, z)
         tanh(z, z)
         add(sigmoids, ones, sigmoids)                                # 2o, 2i, 2f
         multiply(i_f, g_c, products)
-        dot(halves, products, c)                                     # i*g + f*c
+        add_halves(products, c)                                      # i*g + f*c
         tanh(c, tanh_c)
         multiply(o2, tanh_c, h)                                      # H = 2h
     h_last = hs[-1:] * 0.5                                           # (1, U)
@@ -263,7 +264,8 @@ class _InferenceWeights:
         self.kernel = _oifg(kernel, scale)                           # (D, 4U)
         self.recurrent = _oifg(recurrent_kernel, scale / 2)          # (U, 4U)
         self.bias = None if bias is None else _oifg(bias, scale)
-        self.input_rows = self.kernel if bias is None else self.kernel + self.bias
+        self.input_rows = (self.kernel if bias is None else
+                           np.add(self.kernel, self.bias, out=_aligned_empty(kernel.shape, dtype)))
         self.one_hot_probe = np.stack([np.ones(len(kernel), dtype),
                                        np.arange(len(kernel), dtype=dtype)], axis=1)
         self.halves = np.full(2, 0.5, dtype)
@@ -298,10 +300,21 @@ def _oifg(w, scale):
     """w (..., 4U) with its gate blocks from Keras's order i, f, g, o to o, i, f, g, times
     `scale` (4U,) in Keras's order: a new C-contiguous array of scale's dtype."""
     u = w.shape[-1] // 4
-    out = np.empty(w.shape, scale.dtype)
+    out = _aligned_empty(w.shape, scale.dtype)
     np.multiply(w[..., 3 * u:], scale[3 * u:], out=out[..., :u])
     np.multiply(w[..., :3 * u], scale[:3 * u], out=out[..., u:])
     return out
+
+
+def _aligned_empty(shape, dtype, alignment=64):
+    """np.empty, but with the data starting on an `alignment`-byte boundary. malloc aligns to 16
+    bytes only, and OpenBLAS's matrix-vector product at batch 1 (128 x 512) took 3.0 us on a
+    matrix at 16 bytes past a 32-byte boundary against 2.3 us on one at a 32-byte boundary."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + size].view(dtype).reshape(shape)
 
 
 def _backward_slice(saved, g_out, g_h, g_c, kernel, recurrent_kernel, needs, return_sequences):
