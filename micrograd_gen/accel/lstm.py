@@ -5,16 +5,17 @@
   single-threaded BLAS (see for_chunks): per-step products are too small for BLAS's own threads.
 - Every per-step array is feature-major with the batch innermost (gates (4U, N), h and c (U, N)),
   preallocated and time-major, and updated in place.
-- The activations cost more than the arithmetic around them on a CPU (NumPy's float32 exp and
-  tanh are many times a multiply), so all four gates go through ONE exp: the kernels are
-  pre-scaled by -1 (i, f, o) and -2 (c), giving sigmoid(z) = 1 / (1 + exp(-z)) for i, f, o and
-  tanh(z) = 2 * sigmoid(2z) - 1 for g; tanh(c) is computed the same way.
+- The activations cost more than the arithmetic around them on a CPU, so all four gates go
+  through ONE tanh: the kernels are pre-scaled by 1/2 for i, f, o, giving
+  sigmoid(z) = (1 + tanh(z / 2)) / 2, and by 1 for the candidate g = tanh(z).
+- At batch 1 without gradients (a generator's call) a loop of its own (_infer_one) makes each
+  step one matrix-vector product and seven elementwise NumPy calls on one buffer.
 - Backward computes the three weight gradients with one product per step, from the stacked
   inputs [x_t; h_{t-1}; 1] that forward writes each h into.
 "lstm_cell" / "lstm_cell_backward" (CuPy arrays): ops.lstm's cell and its backward as one CUDA
 kernel each (kernels/lstm_cell_forward.cu, lstm_cell_backward.cu, through accel/cuda.py). On
 NumPy the reference cell is the fast one: for the small arrays of a step it is a dozen NumPy calls,
-and the one-exp trick above only adds calls there.
+and rescaling around one shared activation only adds calls there.
 
 tests/test_lstm.py holds both against the reference on drawn shapes.
 """
@@ -34,9 +35,10 @@ _MIN_SLICE = 16
 
 
 def _gate_scale(xp, units, dtype):
-    # -1 for i, f, o and -2 for c: then exp of the scaled pre-activation gives every gate's sigmoid
-    scale = xp.full(4 * units, -1, dtype=dtype)
-    scale[2 * units:3 * units] = -2
+    # 1/2 for i, f, o and 1 for c: then tanh of the scaled pre-activation gives tanh(z / 2) for
+    # the sigmoid gates and tanh(z) for the candidate
+    scale = xp.full(4 * units, 0.5, dtype=dtype)
+    scale[2 * units:3 * units] = 1
     return scale
 
 
@@ -144,7 +146,7 @@ def _forward_slice(x, kernel_t, recurrent_t, bias, scale, h0, c0, keep_x):
     dtype = x.dtype
     u, u2, u3 = units, 2 * units, 3 * units
     # The input's share of every step in one batched product; bias folded in.
-    gates = xp.matmul(kernel_t, x.transpose(1, 2, 0))                # (T, 4U, N): -z
+    gates = xp.matmul(kernel_t, x.transpose(1, 2, 0))                # (T, 4U, N), scaled
     if bias is not None:
         gates += (bias * scale[:, 0])[:, None]
     inputs = xp.empty((steps + 1, d + u + 1, n), dtype)              # [x_t; h_{t-1}; 1]
@@ -159,29 +161,22 @@ def _forward_slice(x, kernel_t, recurrent_t, bias, scale, h0, c0, keep_x):
     recurrent = xp.empty((4 * units, n), dtype)
     tmp = xp.empty((units, n), dtype)
 
-    with np.errstate(over="ignore", under="ignore"):  # exp(-z) = inf gives sigmoid 0, rightly
+    with np.errstate(under="ignore"):
         for t in range(steps):
             z = gates[t]                                             # (4U, N)
             if t > 0 or h0 is not None:
                 xp.matmul(recurrent_t, hs[t], out=recurrent)
                 z += recurrent
-            xp.exp(z, out=z)
-            z += 1
-            xp.divide(1, z, out=z)                                   # sigmoid of all gates
-            g = z[u2:u3]
-            g *= 2
-            g -= 1                                                   # tanh(z_c)
+            xp.tanh(z, out=z)                                        # g = tanh(z_c), and
+            for sigmoid in (z[:u2], z[u3:]):                         # (1 + tanh(z / 2)) / 2
+                sigmoid *= 0.5
+                sigmoid += 0.5
             c = cs[t + 1]
             xp.multiply(z[u:u2], cs[t], out=c)                       # f * c
-            xp.multiply(z[:u], g, out=tmp)                           # i * g
+            xp.multiply(z[:u], z[u2:u3], out=tmp)                    # i * g
             c += tmp
-            tc = tanh_c[t]                                           # tanh(c), by exp too:
-            xp.multiply(c, -2, out=tc)                               # 2 / (1 + e^-2c) - 1
-            xp.exp(tc, out=tc)
-            tc += 1
-            xp.divide(2, tc, out=tc)
-            tc -= 1
-            xp.multiply(z[u3:], tc, out=hs[t + 1])                   # o * tanh(c)
+            xp.tanh(c, out=tanh_c[t])
+            xp.multiply(z[u3:], tanh_c[t], out=hs[t + 1])            # o * tanh(c)
     return gates, inputs, cs, tanh_c
 
 
