@@ -28,7 +28,7 @@ from ..backend import get_array_module
 from ..ops.lstm import check_lstm_shapes
 from ..tensor import Function, Tensor
 from . import cuda
-from .workers import chunk_pool, for_chunks, one_blas_thread
+from .workers import chunk_pool, for_chunks
 
 # Samples per worker thread below which the batch is not cut (a generator's batch of 1).
 _MIN_SLICE = 16
@@ -60,10 +60,13 @@ class LSTM(Function):  # named as the reference, whose errors it shares ("lstm: 
         check_lstm_shapes(x, kernel, recurrent_kernel, bias, h0, c0)
         n, steps, d = x.shape
         if n == 1 and steps > 0 and not any(self.needs_input_grad):
-            with one_blas_thread():
-                return _infer_one(x[0], kernel, recurrent_kernel, bias,
-                                  None if h0 is None else h0[0], None if c0 is None else c0[0],
-                                  return_sequences)
+            # Starting the worker pool pins NumPy's BLAS to one thread: a second one gains
+            # nothing on a 128 x 512 matrix-vector product, and on a busy machine waiting for it
+            # made the loop many times slower (bench/README.md).
+            chunk_pool()
+            return _infer_one(x[0], kernel, recurrent_kernel, bias,
+                              None if h0 is None else h0[0], None if c0 is None else c0[0],
+                              return_sequences)
         units = recurrent_kernel.shape[0]
         scale = _gate_scale(xp, units, x.dtype)[:, None]
         kernel_t = kernel.T * scale                                      # (4U, D)

@@ -8,7 +8,6 @@ the work instead (a chunk of output rows; a slice of the batch through all time 
 it calls single-threaded BLAS, costs one join per op. Used by accel/conv.py and the LSTM's
 batch split. The pool is started on the first call of chunk_pool(), never at import.
 """
-import contextlib
 import ctypes
 import os
 import threading
@@ -106,22 +105,3 @@ def for_chunks(chunks, work, xp, fixed=False):
     for future in futures:
         future.result()   # re-raises a worker's exception here
     return threads
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """NumPy's products on one BLAS thread inside the block (where OpenBLAS lets us say so).
-
-    For a long run of products too small to share out (an LSTM step at batch 1: a 128 x 512
-    matrix-vector product of ~3 us), a second BLAS thread gains nothing, and on a busy machine
-    waiting for it can make each product many times slower."""
-    chunk_pool()
-    set_local = _POOL[3]
-    if set_local is None:
-        yield
-        return
-    previous = set_local(1)
-    try:
-        yield
-    finally:
-        set_local(previous)
