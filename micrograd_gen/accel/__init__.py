@@ -12,8 +12,10 @@ workers.py   (used by conv.py and the LSTM)     one worker thread per core, sing
 conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, thin routes, fused bias and ReLU;
                                                 Winograd for 3x3 stride-1 convolutions
 linalg.py    ops.matmul, attention's products   large products cut over the worker threads
-pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks
+pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks; large
+                                                ones in bands of rows over the worker threads
 lstm.py      ops.lstm                           the batch cut into one slice per worker thread;
+                                                at batch 1 without gradients a loop of its own;
                                                 the CUDA cell kernels on CuPy arrays
 cuda.py      (used by conv, lstm, losses)       CUDA RawKernels from kernels/*.cu, for CuPy arrays
 losses.py    sparse softmax cross-entropy       rows over the worker threads (NumPy); one CUDA
