@@ -261,7 +261,7 @@ def fold_batch_norm(model, keep=()):
     return folded.finish(model._output_name, model._input_shape)
 
 
-# ---- Inception blocks as one layer: an explicit step that returns another graph -------------------
+# ---- Inception blocks as one layer: an explicit step that returns another graph ------------------
 
 class Branches(Layer):
     """Chains of layers that all read one input, their outputs concatenated on the last axis:
@@ -308,8 +308,9 @@ def group_branches(model, keep=()):
 
     A chain's layers each have one input and one reader. Name in `keep` the layers whose own
     outputs you will ask for (a block's own output keeps its name; a block with a kept layer
-    inside stays as it is); `get_layer` still finds the layers inside a block. Blocks of other shapes (mixed9's nested concatenations) stay as they are.
-    The layers are the same objects as `model`'s.
+    inside stays as it is); `get_layer` still finds the layers inside a block. Blocks of other
+    shapes (mixed9's outer concatenation, whose inputs come from different layers) stay as they
+    are. The layers are the same objects as `model`'s.
     """
     if not isinstance(model, Network):
         raise TypeError(f"group_branches: expects a Network from micrograd_gen.applications, "
