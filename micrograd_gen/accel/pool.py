@@ -17,7 +17,7 @@ from .workers import chunk_pool, for_chunks
 
 # Pooling (forward, and max pooling's backward) is cut into bands of output rows over the worker
 # threads when the output is this large.
-_PARALLEL_BYTES = 1 << 20
+_PARALLEL_BYTES = 1 << 19
 
 
 def _column_taps(geom, xpad):
