@@ -11,6 +11,7 @@ blas.py      (used by conv.py)                  cblas gemm with beta = 1 on row 
 workers.py   (used by conv.py and the LSTM)     one worker thread per core, single-threaded BLAS
 conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, thin routes, fused bias and ReLU
 pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks
+elementwise.py  ops.relu, ops.leaky_relu        cache-sized pieces on the worker threads
 lstm.py      ops.lstm                           the batch cut into one slice per worker thread;
                                                 the CUDA cell kernels on CuPy arrays
 cuda.py      (used by conv, lstm, losses)       CUDA RawKernels from kernels/*.cu, for CuPy arrays
@@ -18,7 +19,7 @@ losses.py    sparse softmax cross-entropy       one CUDA kernel each way on CuPy
 memory.py    the whole process                  glibc malloc keeps freed pages for reuse
 winograd.py  (not routed yet)                    F(4x4, 3x3) for 3x3 stride-1 convs, tested
 """
-from . import conv, losses, lstm, pool  # noqa: F401  (each registers its fast paths)
+from . import conv, elementwise, losses, lstm, pool  # noqa: F401  (each registers its fast paths)
 # Winograd registers nothing yet (its docstring says why). Importing it here was measured to keep
 # the style-transfer evaluation at 6.1 s rather than 7.9 s: keep_freed_memory()'s reuse of large
 # blocks depends on the heap's layout at the start (bench/README.md, "Heap layout"), and this is
