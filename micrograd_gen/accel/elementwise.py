@@ -21,74 +21,68 @@ _PIECE = 1 << 16
 _MIN_SIZE = 1 << 17
 
 
-def _flat(*arrays):
-    """The arrays as flat views, or None when one is not a C-ordered NumPy array."""
-    if any(get_array_module(a) is not np or not a.flags.c_contiguous for a in arrays):
-        return None
-    return [a.reshape(-1) for a in arrays]
-
-
-def _in_pieces(size, work):
-    """work(start, stop) over [0, size) in pieces of _PIECE, the pieces shared out to the worker
-    threads as one contiguous band per thread."""
-    threads = chunk_pool()[1]
-    bands = [(size * i // threads, size * (i + 1) // threads) for i in range(threads)]
+def _in_pieces(work, *arrays):
+    """work(*pieces) over the same pieces of every array (all of one shape), the pieces shared
+    out to the worker threads as one band per thread. C-ordered arrays are cut into flat runs of
+    _PIECE numbers; otherwise (a strided view: a convolution's gradient read in place) into runs
+    of whole entries of the first axis, about _PIECE numbers each."""
+    if all(a.flags.c_contiguous for a in arrays):
+        arrays = [a.reshape(-1) for a in arrays]
+        step = _PIECE
+    else:
+        step = max(1, _PIECE * arrays[0].shape[0] // arrays[0].size)
+    length, threads = arrays[0].shape[0], chunk_pool()[1]
+    bands = [(length * i // threads, length * (i + 1) // threads) for i in range(threads)]
 
     def band(chunk, slot):
-        for start in range(chunk[0], chunk[1], _PIECE):
-            work(start, min(start + _PIECE, chunk[1]))
+        for start in range(chunk[0], chunk[1], step):
+            piece = slice(start, min(start + step, chunk[1]))
+            work(*(a[piece] for a in arrays))
     for_chunks([b for b in bands if b[1] > b[0]], band, np)
+
+
+def _taken(*arrays):
+    """Whether the fast path takes these: large NumPy arrays of one shape with at least one axis."""
+    first = arrays[0]
+    return (first.size >= _MIN_SIZE and first.ndim > 0
+            and all(get_array_module(a) is np and a.shape == first.shape for a in arrays))
 
 
 def relu_forward(a):
     """(max(a, 0), a > 0)."""
-    flat = _flat(a) if a.size >= _MIN_SIZE else None
-    if flat is None:
+    if not _taken(a):
         return NotImplemented
-    x, = flat
-    y, positive = np.empty_like(a), np.empty(a.shape, bool)
-    y_flat, positive_flat = y.reshape(-1), positive.reshape(-1)
+    y, positive = np.empty_like(a, order="C"), np.empty(a.shape, bool)
 
-    def work(i, j):
-        np.maximum(x[i:j], 0, out=y_flat[i:j])
-        np.greater(x[i:j], 0, out=positive_flat[i:j])
-    _in_pieces(x.size, work)
+    def work(x, y, positive):
+        np.maximum(x, 0, out=y)
+        np.greater(x, 0, out=positive)
+    _in_pieces(work, a, y, positive)
     return y, positive
 
 
 def relu_backward(g, positive):
     """g * positive."""
-    flat = _flat(g, positive) if g.size >= _MIN_SIZE and g.shape == positive.shape else None
-    if flat is None:
+    if not _taken(g, positive):
         return NotImplemented
-    g_flat, positive_flat = flat
-    dx = np.empty_like(g)
-    dx_flat = dx.reshape(-1)
-
-    def work(i, j):
-        np.multiply(g_flat[i:j], positive_flat[i:j], out=dx_flat[i:j])
-    _in_pieces(g_flat.size, work)
+    dx = np.empty_like(g, order="C")
+    _in_pieces(lambda g, positive, dx: np.multiply(g, positive, out=dx), g, positive, dx)
     return dx
 
 
 def leaky_relu_forward(a, negative_slope):
     """(a where a > 0 else negative_slope * a, a > 0), for 0 <= negative_slope <= 1, where
     that is max(a, negative_slope * a)."""
-    flat = (_flat(a) if a.size >= _MIN_SIZE and a.dtype.kind == "f" and 0 <= negative_slope <= 1
-            else None)
-    if flat is None:
+    if not (_taken(a) and a.dtype.kind == "f" and 0 <= negative_slope <= 1):
         return NotImplemented
-    x, = flat
     slope = a.dtype.type(negative_slope)
-    y, positive = np.empty_like(a), np.empty(a.shape, bool)
-    y_flat, positive_flat = y.reshape(-1), positive.reshape(-1)
+    y, positive = np.empty_like(a, order="C"), np.empty(a.shape, bool)
 
-    def work(i, j):
-        out = y_flat[i:j]
-        np.multiply(x[i:j], slope, out=out)
-        np.maximum(out, x[i:j], out=out)
-        np.greater(x[i:j], 0, out=positive_flat[i:j])
-    _in_pieces(x.size, work)
+    def work(x, y, positive):
+        np.multiply(x, slope, out=y)
+        np.maximum(y, x, out=y)
+        np.greater(x, 0, out=positive)
+    _in_pieces(work, a, y, positive)
     return y, positive
 
 
@@ -96,19 +90,16 @@ def leaky_relu_backward(g, positive, negative_slope):
     """g * (1 where positive else negative_slope), each number's factor built in cache from the
     mask as positive * (1 - slope) + slope, which is exactly 1 or exactly slope in floating
     point (np.copyto with a where= mask is ten times slower on a random mask)."""
-    flat = _flat(g, positive) if g.size >= _MIN_SIZE and g.shape == positive.shape else None
-    if flat is None:
+    if not (_taken(g, positive) and g.dtype.kind == "f"):
         return NotImplemented
-    g_flat, positive_flat = flat
     one, slope = g.dtype.type(1), g.dtype.type(negative_slope)
-    dx = np.empty_like(g)
-    dx_flat = dx.reshape(-1)
+    dx = np.empty_like(g, order="C")
 
-    def work(i, j):
-        factor = np.multiply(positive_flat[i:j], one - slope, dtype=g.dtype)
+    def work(g, positive, dx):
+        factor = np.multiply(positive, one - slope, dtype=dx.dtype)
         np.add(factor, slope, out=factor)
-        np.multiply(g_flat[i:j], factor, out=dx_flat[i:j])
-    _in_pieces(g_flat.size, work)
+        np.multiply(g, factor, out=dx)
+    _in_pieces(work, g, positive, dx)
     return dx
 
 
