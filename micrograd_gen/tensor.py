@@ -270,14 +270,17 @@ class Tensor:
                 order.append(ctx)
         # The chain rule, from self back to the leaves: each op's backward runs once, on the sum
         # of the gradients that reached each of its outputs.
-        pending = {self._ctx: [None] * self._ctx.n_outputs}  # op -> summed grad of each output
-        pending[self._ctx][self._index] = grad
+        # op -> the summed gradient of each output, as [array, whether this pass alone holds it]
+        pending = {self._ctx: [None] * self._ctx.n_outputs}
+        pending[self._ctx][self._index] = [grad, False]
         for ctx in reversed(order):
-            out_grads = pending.pop(ctx, None)
-            if out_grads is None:  # every path from self to this op had a None gradient
+            out_slots = pending.pop(ctx, None)
+            if out_slots is None:  # every path from self to this op had a None gradient
                 continue
+            out_grads = [None if slot is None else slot[0] for slot in out_slots]
             leaves.share(*out_grads)
-            for parent, g in _input_gradients(ctx, out_grads, xp):
+            in_grads = _input_gradients(ctx, out_grads, xp)
+            for parent, g in in_grads:
                 if parent._ctx is None:
                     leaves.add(parent, g)
                     continue
@@ -286,7 +289,10 @@ class Tensor:
                 if slots is None:
                     slots = pending[parent._ctx] = [None] * parent._ctx.n_outputs
                 i = parent._index
-                slots[i] = g if slots[i] is None else slots[i] + g
+                if slots[i] is None:
+                    slots[i] = [g, _fresh(g, in_grads, out_grads)]
+                else:
+                    slots[i] = _summed(slots[i], g, _fresh(g, in_grads, out_grads))
             if not retain_graph:
                 ctx.__dict__.clear()  # drop saved arrays and the links to inputs
                 ctx.freed = True
@@ -366,6 +372,30 @@ def _input_gradients(ctx, out_grads, xp):
         pairs.append((parent, g))
     return pairs
 
+
+
+def _fresh(g, in_grads, out_grads):
+    """True when g, a gradient an op's backward returned, can be summed into in place: a new
+    array (not a view, not an incoming gradient passed on, not given to two inputs). The rule by
+    which a leaf adopts its gradient (_LeafGradients)."""
+    return (getattr(g, "base", 0) is None and not any(g is o for o in out_grads)
+            and sum(g is other for _, other in in_grads) == 1)
+
+
+def _summed(slot, g, g_fresh):
+    """slot ([gradient so far, ours]) plus g: in place into whichever this pass alone holds.
+    A layer's output read by several ops (an Inception block's input, a style layer's features
+    sliced per image) gets each reader's gradient; adding out of place costs a new array per
+    reader, as large as the layer's output."""
+    total, ours = slot
+    if ours:
+        total += g
+        slot[0] = total   # the same array, unless a NumPy scalar (immutable) made a new one
+        return slot
+    if g_fresh:
+        g += total
+        return [g, True]
+    return [total + g, True]
 
 class _LeafGradients:
     """The gradient of each leaf, summed over one backward pass, then added into `leaf.grad`.

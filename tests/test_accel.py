@@ -1,6 +1,7 @@
 """Every fast path in micrograd_gen/accel/ against the reference op it replaces, on drawn inputs:
-conv2d (every route: shifted, 1x1, thin input, thin output; strides, padding, dilation, bias,
-fused ReLU, float32 / float64), conv2d_transpose and pooling, forward and every gradient. Then the
+conv2d (every route: shifted, 1x1, thin input, thin output, Winograd; strides, padding,
+dilation, bias, fused ReLU, float32 / float64), conv2d_transpose, pooling and matmul, forward and
+every gradient. Then the
 rules around the switch: MICROGRAD_GEN_FAST=0 never imports accel, importing the package starts
 no thread and loads no library, and nothing outside accel/ touches ctypes, threads or malloc."""
 import os
@@ -18,6 +19,8 @@ import micrograd_gen as mg
 from micrograd_gen import ops
 from micrograd_gen.accel import blas
 from micrograd_gen.accel import conv as fast_conv
+from micrograd_gen.accel import linalg as fast_linalg
+from micrograd_gen.accel import losses as fast_losses
 from micrograd_gen.ops.conv import ConvGeometry
 
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -146,6 +149,184 @@ def test_many_small_chunks(monkeypatch, c, f, strides):
     fast, reference = run_both(
         lambda x, k: ops.conv2d(x, k, strides=strides, padding="same"), (x, kernel))
     assert_same(fast, reference, np.float64, ("y", "dx", "dkernel"))
+
+
+winograd_cases = st.fixed_dictionaries({
+    "n": st.integers(1, 2), "h": st.integers(1, 13), "w": st.integers(1, 13),
+    "c": st.integers(1, 9), "f": st.integers(1, 9), "padding": st.sampled_from(["same", "valid"]),
+    "bias": st.booleans(), "relu": st.booleans(),
+    "dtype": st.sampled_from([np.float32, np.float64]), "seed": st.integers(0, 2 ** 16),
+})
+
+
+@settings(max_examples=40, deadline=None)
+@given(winograd_cases)
+def test_winograd_route_is_the_reference(case):
+    """With its thresholds at 1, every 3x3 stride-1 conv2d goes through Winograd (forward, dX
+    with the fused ReLU's mask) and the shifted route (dK, dBias)."""
+    case.update(kh=3, kw=3, strides=(1, 1), dilation=(1, 1))
+    arrays = conv_arrays(case)
+    if arrays is None:
+        return
+    args = dict(padding=case["padding"], relu=case["relu"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_conv, "_WINOGRAD_MIN_CHANNELS", 1)
+        patch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 1)
+        patch.setattr(fast_conv, "_WINOGRAD_MIN_TILES_DK", 1)
+        patch.setattr(fast_conv, "_WINOGRAD_MIN_WORK", 1)
+        fast, reference = run_both(lambda x, k, b: ops.conv2d(x, k, b, **args), arrays,
+                                   case["seed"], case["dtype"])
+    assert_same(fast, reference, case["dtype"], ("y", "dx", "dkernel", "dbias"))
+
+
+@pytest.mark.parametrize("height", [58, 38])                      # 240 and 160 tiles
+@pytest.mark.parametrize("need", [(True, True, True), (True, False, False),
+                                  (False, True, False)])
+def test_winograd_at_its_thresholds(monkeypatch, need, height):
+    """VGG-like layers that the default thresholds send to Winograd, in float32, each set of
+    gradients a frozen or trained layer asks for; below 200 tiles dK stays on the shifted
+    route."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, height, 61, 64)).astype(np.float32)
+    kernel = (rng.standard_normal((3, 3, 64, 128)) * 0.1).astype(np.float32)
+    bias = rng.standard_normal(128).astype(np.float32)
+    geom = ConvGeometry.of(x.shape, kernel.shape, (1, 1), "same")
+    assert fast_conv._winograd_fits(geom, 128, x, kernel)
+    calls = []
+    for name in ("conv3x3", "conv3x3_kernel_gradient"):
+        real = getattr(fast_conv.winograd, name)
+        monkeypatch.setattr(fast_conv.winograd, name,
+                            lambda *a, _f=real, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    results = []
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            tensors = [mg.Tensor(a, requires_grad=r, dtype=np.float32)
+                       for a, r in zip((x, kernel, bias), need)]
+            y = ops.conv2d(*tensors, padding="same", relu=True)
+            y.backward(np.random.default_rng(6).standard_normal(y.shape).astype(np.float32))
+            results.append([y.numpy()] + [t.grad for t in tensors])
+    # forward, dX (a convolution too) and dK when asked
+    dk_calls = need[1] and height == 58
+    assert calls == ["conv3x3"] * (1 + need[0]) + ["conv3x3_kernel_gradient"] * dk_calls
+    assert_same(*results, np.float32, ("y", "dx", "dkernel", "dbias"))
+
+
+@pytest.mark.parametrize("shape, kernel_shape, strides, dilation, dtype, fits", [
+    ((1, 40, 40, 128), (3, 3, 128, 128), (1, 1), (1, 1), np.float32, True),
+    ((1, 40, 40, 128), (3, 3, 128, 128), (1, 1), (1, 1), np.float64, True),
+    ((1, 40, 40, 128), (3, 3, 128, 128), (2, 2), (1, 1), np.float32, False),   # strided
+    ((1, 40, 40, 128), (3, 3, 128, 128), (1, 1), (2, 2), np.float32, False),   # dilated
+    ((1, 40, 40, 128), (5, 5, 128, 128), (1, 1), (1, 1), np.float32, False),   # not 3x3
+    ((1, 40, 40, 128), (3, 3, 128, 128), (1, 1), (1, 1), np.float16, False),
+    ((1, 80, 80, 16), (3, 3, 16, 128), (1, 1), (1, 1), np.float32, False),     # few channels in
+    ((1, 80, 80, 128), (3, 3, 128, 16), (1, 1), (1, 1), np.float32, False),    # few out
+    ((1, 28, 28, 512), (3, 3, 512, 512), (1, 1), (1, 1), np.float32, False),   # 49 tiles
+    ((1, 35, 35, 64), (3, 3, 64, 96), (1, 1), (1, 1), np.float32, False),      # 81, narrow
+    ((1, 25, 37, 512), (3, 3, 512, 512), (1, 1), (1, 1), np.float32, True),    # 70, wide
+])
+def test_winograd_takes_only_what_it_computes_well(shape, kernel_shape, strides, dilation,
+                                                   dtype, fits):
+    x, kernel = np.zeros(shape, dtype), np.zeros(kernel_shape, dtype)
+    geom = ConvGeometry.of(shape, kernel_shape, strides, "same", dilation)
+    assert fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel) is fits
+    assert not fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel.astype(np.float16))
+
+
+# ---- matmul -----------------------------------------------------------------------------------
+
+matmul_cases = st.fixed_dictionaries({
+    "m": st.integers(1, 40), "k": st.integers(1, 40), "n": st.integers(1, 40),
+    "transposed": st.sampled_from(["", "a", "b", "ab"]), "batch": st.sampled_from([(), (3,)]),
+    "dtype": st.sampled_from([np.float32, np.float64]), "seed": st.integers(0, 2 ** 16),
+})
+
+
+@given(matmul_cases)
+def test_matmul_fast_path_is_the_reference(case):
+    """Every product shared over the workers (threshold at 0): rows, columns or the inner axis
+    cut, transposed views in, a Dense layer on a sequence; the product and both gradients."""
+    rng = np.random.default_rng(case["seed"])
+    dtype = case["dtype"]
+    m, k, n = case["m"], case["k"], case["n"]
+    a = rng.standard_normal(case["batch"] + (m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    if "a" in case["transposed"]:
+        a = np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
+    if "b" in case["transposed"]:
+        b = np.ascontiguousarray(b.T).T
+    fast_linalg.chunk_pool()                  # the pool runs (as after a model's first conv)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_linalg, "_MIN_FLOP", 0)
+        fast, reference = run_both(ops.matmul, (a, b), case["seed"], dtype)
+    assert_same(fast, reference, dtype, ("y", "da", "db"))
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(2, 5), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9),
+       st.booleans(), st.integers(0, 2 ** 16))
+def test_attention_products_shared_over_the_workers_are_the_reference(n, heads, tq, d, causal,
+                                                                      seed):
+    """Multi-head attention with every product through the shared matmul (stacks of heads cut
+    along the batch, the projections cut along rows): output and all eleven gradients."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, tq, 4))
+    weights = [rng.standard_normal(s) for s in ((4, heads, d), (heads, d), (4, heads, d),
+                                                (heads, d), (4, heads, d), (heads, d),
+                                                (heads, d, 4), (4,))]
+
+    def attention(x, qk, qb, kk, kb, vk, vb, ok, ob):
+        return ops.multi_head_attention(x, x, None, qk, qb, kk, kb, vk, vb, ok, ob,
+                                        causal=causal)
+    fast_linalg.chunk_pool()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_linalg, "_MIN_FLOP", 0)
+        fast, reference = run_both(attention, [x] + weights, seed)
+    assert_same(fast, reference, np.float64, ["y", "dx"] + [f"dw{i}" for i in range(8)])
+
+
+def test_matmul_fast_path_takes_large_products_only():
+    # Before the worker pool starts, NumPy's BLAS has all its threads: the fast path declines.
+    code = ("import numpy as np; from micrograd_gen.accel import linalg; "
+            "a = np.ones((1024, 1024), np.float32); "
+            "print(linalg.matmul(a, a) is NotImplemented, linalg.started())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.split() == ["True", "False"]
+    fast_linalg.chunk_pool()
+    big = np.ones((256, 256), np.float32)
+    assert fast_linalg.matmul(big[:16], big) is NotImplemented           # 2 MFLOP
+    assert fast_linalg.matmul(big, big.astype(np.float64)) is NotImplemented
+    c = fast_linalg.matmul(np.ones((1024, 256), np.float32), big)        # 134 MFLOP
+    if fast_linalg.chunk_pool()[1] > 1:
+        np.testing.assert_array_equal(c, np.full((1024, 256), 256, np.float32))
+    else:
+        assert c is NotImplemented                                        # one thread: NumPy
+
+
+# ---- softmax cross-entropy ----------------------------------------------------------------------
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 30), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2 ** 16))
+def test_softmax_cross_entropy_rows_over_the_workers_is_the_reference(rows, classes, dtype, seed):
+    """Every row's passes are the reference's, so the loss and the gradient are the same
+    numbers, bit for bit."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((rows, classes)) * 5).astype(dtype)
+    labels = rng.integers(0, classes, rows)
+    results = []
+    fast_losses.chunk_pool()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_losses, "_MIN_PARALLEL", 0)
+        for fast in (True, False):
+            with mg.fast_paths(fast):
+                z = mg.Tensor(logits, requires_grad=True, dtype=dtype)
+                loss = ops.sparse_categorical_crossentropy(labels, z, from_logits=True,
+                                                           reduction="none")
+                loss.backward(np.linspace(0.5, 2, rows).astype(dtype))
+                results.append((loss.numpy(), z.grad))
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
 
 
 # ---- conv2d_transpose -------------------------------------------------------------------------

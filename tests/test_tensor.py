@@ -115,6 +115,29 @@ def test_an_input_used_twice_gets_both_gradients():
     np.testing.assert_array_equal(x.grad, [7.0, 11.0])
 
 
+
+def test_gradients_summed_in_place_never_touch_arrays_others_hold():
+    # h feeds four ops. Their gradients: the caller's cotangent passed on (add), a view
+    # (reshape), fresh arrays (mul); the sum is made in place only into arrays this pass made.
+    x = Tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    h = x * 1.0
+    cotangent = np.arange(4, dtype=np.float32)
+    before = cotangent.copy()
+    y = h + h.reshape((2, 2)).reshape((4,)) + h * 3.0 + h * h
+    y.backward(cotangent)
+    # dy/dx = 1 + 1 + 3 + 2x, times the cotangent
+    np.testing.assert_allclose(x.grad, cotangent * (5.0 + 2 * x.data))
+    np.testing.assert_array_equal(cotangent, before)
+
+    # an input used by three ops, through a multi-consumer chain, twice in a row
+    a = Tensor(np.linspace(-1, 1, 6).reshape(2, 3), requires_grad=True)
+    b = a * 2.0
+    for _ in range(2):
+        (b.sum() + (b * b).sum() + (b ** 3).sum()).backward(retain_graph=True)
+    want = 2 * (2.0 * (1 + 2 * b.data + 3 * b.data ** 2))
+    np.testing.assert_allclose(a.grad, want, rtol=1e-6)
+
+
 def test_a_leafs_grad_is_its_own_array():
     # add's backward hands the same array to both inputs, and a cotangent belongs to the caller:
     # neither may end up shared with a leaf's .grad, which later backward calls update in place.

@@ -79,11 +79,13 @@ def gemm_into(a, b, out, accumulate=False):
     """out = a @ b, or out += a @ b when accumulate, for 2-D a (m, k), b (k, n), out (m, n).
 
     a and b may be slices or transposed views (nothing is copied when one axis has unit
-    stride); out must be C-ordered.
+    stride); out must be row-major: C-ordered, or a block of columns of a C-ordered array.
     """
     xp = get_array_module(a, b, out)
     gemm = numpy_blas()[0].get(out.dtype) if xp is np else None
-    if gemm is None or not (a.dtype == b.dtype == out.dtype) or not out.flags.c_contiguous:
+    out_layout = _operand(out) if out.ndim == 2 else None
+    row_major = out_layout is not None and out_layout[0] == _NO_TRANS and out_layout[2] is out
+    if gemm is None or not (a.dtype == b.dtype == out.dtype) or not row_major:
         if accumulate:
             out += xp.matmul(a, b)
         else:
@@ -97,7 +99,7 @@ def gemm_into(a, b, out, accumulate=False):
     trans_a, lda, a = _operand(a)
     trans_b, ldb, b = _operand(b)
     gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
-         1.0 if accumulate else 0.0, out.ctypes.data, max(n, 1))
+         1.0 if accumulate else 0.0, out.ctypes.data, out_layout[1])
     return out
 
 

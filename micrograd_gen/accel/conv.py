@@ -1,6 +1,7 @@
-"""The fast conv2d and conv2d_transpose: shifted GEMMs through BLAS on worker threads (NumPy),
-im2col kernels and one GEMM per chunk of images (CuPy). The reference is ops/conv.py; this module
-registers with it and computes the same numbers (tests/test_accel.py holds them equal).
+"""The fast conv2d and conv2d_transpose: shifted GEMMs through BLAS on worker threads, and Winograd
+for 3x3 layers (NumPy); im2col kernels and one GEMM per chunk of images (CuPy). The reference is
+ops/conv.py; this module registers with it and computes the same numbers (tests/test_accel.py
+holds them equal; Winograd's to float32 rounding).
 
 How the products are formed (the "shifted GEMM" method). Lay the zero-padded input out as a
 matrix with one row per pixel, rows running along each image row and then down the image; a
@@ -23,6 +24,9 @@ style transfer). A 1x1 convolution at stride 1 reads x and dY in place: one prod
 
 When C or F is small (an RGB image in or out), a per-tap product is too thin for BLAS to run
 well; the thin routes stack the taps of the thin side into one product per chunk instead.
+
+A 3x3 stride-1 convolution with enough channels and pixels goes to Winograd instead
+(accel/winograd.py): a quarter of the multiplies, for the forward and both gradients.
 """
 from functools import lru_cache
 
@@ -30,7 +34,7 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from . import cuda
+from . import cuda, winograd
 from .blas import _Rows, gemm_into, gemm_rows
 from .workers import chunk_pool, for_chunks
 
@@ -490,6 +494,33 @@ def shifted_geometry(conv):
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
+# Winograd (accel/winograd.py) takes 3x3 stride-1 convolutions with at least this many channels
+# on both sides and this many 4x4 output tiles: below that its 36 products are too small to run
+# near BLAS's full speed and the shifted route wins (bench/README.md, "Winograd"). The kernel
+# gradient has a fixed cost the size of 4 kernels (its transform space) and needs more tiles.
+_WINOGRAD_MIN_CHANNELS = 32
+_WINOGRAD_MIN_TILES = 64
+_WINOGRAD_MIN_TILES_DK = 200
+# ... and tiles * C * F at least this: few tiles pay only with wide products (VGG19's block5
+# for one picture, 70 tiles of 512 -> 512, does; InceptionV3's 35x35 64 -> 96, 81 tiles, not).
+_WINOGRAD_MIN_WORK = 1 << 20
+
+
+def _winograd_fits(geom, F, *arrays, min_tiles=None):
+    """True where Winograd computes this conv2d (F filters) on these arrays: a 3x3 stride-1
+    undilated kernel, NumPy floats of one dtype, enough channels in and out, enough tiles."""
+    tiles = geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
+    return ((geom.kh, geom.kw, geom.sh, geom.sw, geom.dh, geom.dw) == (3, 3, 1, 1, 1, 1)
+            and all(type(a) is np.ndarray for a in arrays)
+            and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in _FLOATS
+            and min(geom.C, F) >= _WINOGRAD_MIN_CHANNELS
+            and tiles >= (_WINOGRAD_MIN_TILES if min_tiles is None else min_tiles)
+            and tiles * geom.C * F >= _WINOGRAD_MIN_WORK)
+
+
+def _pads(geom):
+    return geom.pt, geom.pb, geom.pl, geom.pr
+
 
 def _cuda_ready(*arrays):
     """The CUDA kernels take C-ordered float32 / float64 arrays of one dtype."""
@@ -509,6 +540,8 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False):
         if relu:
             xp.maximum(y, 0, out=y)
         return y
+    if _winograd_fits(geom, kernel.shape[3], x, kernel):
+        return winograd.conv3x3(x, kernel, _pads(geom), bias, relu)
     shifted = shifted_geometry(geom)
     forward, _ = _ROUTES[_route(shifted, kernel.shape[3])]
     return forward(x, kernel, shifted, bias, relu)
@@ -525,9 +558,23 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
             g = g * positive
         dx, dk = cuda.conv2d_backward(g, x, kernel, geom, need_dx, need_dk)
         return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
-    shifted = shifted_geometry(geom)
-    _, backward = _ROUTES[_route(shifted, g.shape[3])]
-    return backward(g, x, kernel, shifted, need_dx, need_dk, need_db, positive)
+    dx = dk = db = None
+    pads = _pads(geom)
+    if need_dx and _winograd_fits(geom, g.shape[3], g, kernel):
+        # dX is the stride-1 convolution of dY with the flipped kernel: Winograd too (None where
+        # the padding is wider than the kernel; the shifted route takes it then)
+        dx = winograd.conv3x3_input_gradient(g, kernel, pads, (geom.N, geom.H, geom.W),
+                                             mask=positive)
+        need_dx = dx is None
+    if need_dk and _winograd_fits(geom, g.shape[3], g, x, min_tiles=_WINOGRAD_MIN_TILES_DK):
+        dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db)
+        need_dk = need_db = False
+    if need_dx or need_dk or need_db:
+        shifted = shifted_geometry(geom)
+        _, backward = _ROUTES[_route(shifted, g.shape[3])]
+        grads = backward(g, x, kernel, shifted, need_dx, need_dk, need_db, positive)
+        dx, dk, db = (a if b is None else b for a, b in zip((dx, dk, db), grads))
+    return dx, dk, db
 
 
 def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk):

@@ -19,140 +19,266 @@ the Keras agreement tests on the real VGG19 weights within their bounds.
 
 The input gradient of a stride-1 convolution is itself a stride-1 convolution of the output
 gradient with the kernel turned 180 degrees and its in/out channels swapped, so backward's dX
-uses the same routine. The kernel gradient is left to the direct method.
+uses the same routine. The kernel gradient runs the same products backwards, transform point by
+transform point (conv3x3_kernel_gradient).
 
-Work is cut into bands of tile rows: each band's transformed tiles stay in cache through the
-transform, the 36 products and the inverse transform, and bands go to the worker threads, each
-on single-threaded BLAS.
+Work is cut into bands of tile rows: each band pads its own rows, and its transformed tiles stay
+in cache through the transform, the 36 products and the inverse transform; bands go to the
+worker threads, each on single-threaded BLAS.
 
-Not yet routed by accel/conv.py. Alone, one VGG19 layer at batch 3 takes 1.15x (64 channels) to
-2.3x (512) less CPU time than the shifted route; inside the style-transfer evaluation it took
-15% less CPU time but 4-12% more wall time, because its padding copy, final crop and ReLU mask
-run on one core while the other waits (bench/README.md, "Winograd"). Those serial passes have
-to move into the bands before it pays.
+accel/conv.py routes 3x3 stride-1 convolutions with enough channels and tiles here. Per VGG19
+layer at the style transfer's batch of 3 this takes 0.5-0.77x the shifted route's time
+(bench/README.md, "Winograd").
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .blas import gemm_into
+from .linalg import matmul
 from .workers import for_chunks
 
-_BT = np.array([[4, 0, -5, 0, 1, 0],
-                [0, -4, -4, 1, 1, 0],
-                [0, 4, -4, -1, 1, 0],
-                [0, -2, -1, 2, 1, 0],
-                [0, 2, -1, -2, 1, 0],
-                [0, 4, 0, -5, 0, 1]], np.float64)
-_G = np.array([[1 / 4, 0, 0],
-               [-1 / 6, -1 / 6, -1 / 6],
-               [-1 / 6, 1 / 6, -1 / 6],
-               [1 / 24, 1 / 12, 1 / 6],
-               [1 / 24, -1 / 12, 1 / 6],
-               [0, 0, 1]], np.float64)
-_AT = np.array([[1, 1, 1, 1, 1, 0],
-                [0, 1, -1, 2, -2, 0],
-                [0, 1, 1, 4, 4, 0],
-                [0, 1, -1, 8, -8, 1]], np.float64)
-# Both sides of a tile at once: (kron(P, P) @ vec(X))[a*n + b] = (P X P^T)[a, b].
-_INPUT_TRANSFORM = np.kron(_BT, _BT)     # (36, 36)
-_KERNEL_TRANSFORM = np.kron(_G, _G)      # (36, 9)
-_OUTPUT_TRANSFORM = np.kron(_AT, _AT)    # (16, 36)
+class Variant:
+    """F(m x m, 3x3): m x m outputs from each (m + 2) x (m + 2) input tile, with n*n = (m + 2)^2
+    multiplies instead of 9 m^2. Both sides of a tile are transformed at once with Kronecker
+    products: (kron(P, P) @ vec(X))[a*k + b] = (P X P^T)[a, b]."""
+
+    def __init__(self, m, BT, G, AT):
+        self.m, self.n = m, m + 2
+        self.points = self.n * self.n
+        self.input_transform = np.kron(BT, BT)      # (n*n, n*n)
+        self.kernel_transform = np.kron(G, G)       # (n*n, 9)
+        self.output_transform = np.kron(AT, AT)     # (m*m, n*n)
+
+
+# F(4x4, 3x3): 36 multiplies for 16 outputs (4x fewer than direct), the transforms' coefficients
+# up to 8 (and 1/24 in G).
+F4 = Variant(4,
+             BT=np.array([[4, 0, -5, 0, 1, 0],
+                          [0, -4, -4, 1, 1, 0],
+                          [0, 4, -4, -1, 1, 0],
+                          [0, -2, -1, 2, 1, 0],
+                          [0, 2, -1, -2, 1, 0],
+                          [0, 4, 0, -5, 0, 1]], np.float64),
+             G=np.array([[1 / 4, 0, 0],
+                         [-1 / 6, -1 / 6, -1 / 6],
+                         [-1 / 6, 1 / 6, -1 / 6],
+                         [1 / 24, 1 / 12, 1 / 6],
+                         [1 / 24, -1 / 12, 1 / 6],
+                         [0, 0, 1]], np.float64),
+             AT=np.array([[1, 1, 1, 1, 1, 0],
+                          [0, 1, -1, 2, -2, 0],
+                          [0, 1, 1, 4, 4, 0],
+                          [0, 1, -1, 8, -8, 1]], np.float64))
+# F(2x2, 3x3): 16 multiplies for 4 outputs (2.25x fewer), with 4x as many tiles and a transformed
+# kernel 16/9 of the kernel's size, not 4x: for small pictures with many channels.
+F2 = Variant(2,
+             BT=np.array([[1, 0, -1, 0],
+                          [0, 1, 1, 0],
+                          [0, -1, 1, 0],
+                          [0, 1, 0, -1]], np.float64),
+             G=np.array([[1, 0, 0],
+                         [1 / 2, 1 / 2, 1 / 2],
+                         [1 / 2, -1 / 2, 1 / 2],
+                         [0, 0, 1]], np.float64),
+             AT=np.array([[1, 1, 1, 0],
+                          [0, 1, -1, -1]], np.float64))
 
 # Tiles per band: the 36 products (tiles, C) @ (C, F) need a few hundred rows to run near
 # BLAS's full speed; more only makes the band's buffers fall out of cache.
 _BAND_TILES = 256
+# Fewer bands than this are cut along the output channels too.
+_MIN_BANDS = 4
 
 
-def applies(x, kernel, strides, dilation):
-    """True where this path computes conv2d: NumPy float32/float64, a 3x3 kernel, stride 1, no
-    dilation."""
-    return (type(x) is np.ndarray and x.dtype in (np.float32, np.float64)
-            and kernel.dtype == x.dtype and tuple(kernel.shape[:2]) == (3, 3)
-            and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1))
-
-
-def transform_kernel(kernel):
-    """(3, 3, C, F) -> (36, C, F): U[p] = (G g G^T)[p] for every (c, f) pair."""
+def transform_kernel(kernel, variant=F4):
+    """(3, 3, C, F) -> (n*n, C, F): U[p] = (G g G^T)[p] for every (c, f) pair."""
     _, _, C, F = kernel.shape
-    transform = _KERNEL_TRANSFORM.astype(kernel.dtype)
-    return (transform @ np.ascontiguousarray(kernel).reshape(9, C * F)).reshape(36, C, F)
+    transform = variant.kernel_transform.astype(kernel.dtype)
+    kernel = np.ascontiguousarray(kernel).reshape(9, C * F)
+    U = matmul(transform, kernel)                  # 38 MB for 512 x 512: over the workers
+    return (transform @ kernel if U is NotImplemented else U).reshape(variant.points, C, F)
 
 
-def conv3x3(x, kernel, pads, bias=None, relu=False):
+def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, variant=F4):
     """y = conv2d(x, kernel) for a 3x3 stride-1 kernel; pads = (top, bottom, left, right).
 
     x (N, H, W, C), kernel (3, 3, C, F) -> y (N, H + top + bottom - 2, W + left + right - 2, F),
-    plus bias (F,) and max(., 0) when asked, both while each band is in cache."""
+    plus bias (F,) and max(., 0) when asked; with `mask` (shaped like x) the input is x * mask
+    (a fused ReLU's backward). y is a view of a buffer grown to whole m x m tiles.
+
+    Everything past the kernel's transform happens band by band on the worker threads: the
+    padding (each band copies its own rows into a zero-bordered slab), the mask, the n*n
+    products, the bias and the ReLU. Done once over the whole array beforehand, the padding copy
+    alone kept one core idle for longer than the second core saved."""
     N, H, W, C = x.shape
     F = kernel.shape[3]
     top, bottom, left, right = pads
-    OH, OW = H + top + bottom - 2, W + left + right - 2
-    th, tw = -(-OH // 4), -(-OW // 4)           # tiles down and across; the last may overhang
+    m, points = variant.m, variant.points
+    tiling = _Tiling(N, H + top + bottom - 2, W + left + right - 2, m)
     dtype = x.dtype
-    # The padded input, grown to whole tiles (the overhang reads zeros and is cropped at the end).
-    xp = np.zeros((N, 4 * th + 2, 4 * tw + 2, C), dtype)
-    xp[:, top:top + H, left:left + W] = x
-    U = transform_kernel(kernel)                                              # (36, C, F)
-    y = np.empty((N, 4 * th, 4 * tw, F), dtype)
-    input_transform = _INPUT_TRANSFORM.astype(dtype)
-    output_transform = _OUTPUT_TRANSFORM.astype(dtype)
-    _, sh, sw, sc = xp.strides
-    y_tiles = y.reshape(N, th, 4, tw, 4, F)
-
-    # Bands run over tile rows of all images at once (global row n*th + ty), so that small
-    # images (VGG19's block5 at 25x37 has 70 tiles) still give each product a few hundred rows.
-    # At least two bands, one per worker thread.
-    rows_per_band = max(1, min(-(-_BAND_TILES // tw), -(-N * th // 2)))
-    bands = [(r0, min(r0 + rows_per_band, N * th)) for r0 in range(0, N * th, rows_per_band)]
-
-    def segments(r0, r1):
-        """(image, first tile row, stop tile row, first tile in the band) of a band."""
-        offset = 0
-        for n in range(r0 // th, (r1 - 1) // th + 1):
-            t0, t1 = max(r0 - n * th, 0), min(r1 - n * th, th)
-            yield n, t0, t1, offset
-            offset += (t1 - t0) * tw
+    U = transform_kernel(kernel, variant)                                     # (n*n, C, F)
+    y = np.empty((N, m * tiling.th, m * tiling.tw, F), dtype)
+    y_tiles = y.reshape(N, tiling.th, m, tiling.tw, m, F)
+    input_transform = variant.input_transform.astype(dtype)
+    output_transform = variant.output_transform.astype(dtype)
 
     def band(chunk, slot):
-        r0, r1 = chunk
-        tiles = (r1 - r0) * tw
-        # d: the 6x6 input tiles of this band, laid out (36, tiles, C): one row per tile point.
-        d = np.empty((36, tiles, C), dtype)
-        for n, t0, t1, first in segments(r0, r1):
-            window = as_strided(xp[n, 4 * t0:], (6, 6, t1 - t0, tw, C),
-                                (sh, sw, 4 * sh, 4 * sw, sc))
-            d[:, first:first + (t1 - t0) * tw].reshape(6, 6, t1 - t0, tw, C)[...] = window
-        V = (input_transform @ d.reshape(36, tiles * C)).reshape(36, tiles, C)   # B^T d B
-        M = np.matmul(V, U)                                                     # (36, tiles, F)
-        Y = (output_transform @ M.reshape(36, tiles * F)).reshape(4, 4, tiles, F)  # A^T M A
-        for n, t0, t1, first in segments(r0, r1):
-            out = y_tiles[n, t0:t1].transpose(1, 3, 0, 2, 4)           # (4, 4, rows, tw, F)
-            part = Y[:, :, first:first + (t1 - t0) * tw].reshape(4, 4, t1 - t0, tw, F)
+        rows, (f0, f1) = chunk
+        tiles, width = tiling.tiles(rows), f1 - f0
+        d = tiling.gather(x, mask, rows, top, left, m + 2)                    # (n*n, tiles, C)
+        V = (input_transform @ d.reshape(points, tiles * C)).reshape(points, tiles, C)
+        M = np.matmul(V, U[:, :, f0:f1])                                # (n*n, tiles, width)
+        Y = (output_transform @ M.reshape(points, tiles * width)).reshape(m, m, tiles, width)
+        for n, t0, t1, first in tiling.segments(rows):          # V = B^T d B, Y = A^T M A
+            out = y_tiles[n, t0:t1, :, :, :, f0:f1].transpose(1, 3, 0, 2, 4)  # (m, m, rows, tw, .)
+            part = Y[:, :, first:first + (t1 - t0) * tiling.tw].reshape(m, m, t1 - t0,
+                                                                        tiling.tw, width)
             if bias is not None:
-                np.add(part, bias, out=out)
+                np.add(part, bias[f0:f1], out=out)
             else:
                 out[...] = part
             if relu:
-                block = y[n, 4 * t0:4 * t1]
+                block = y[n, m * t0:m * t1, :, f0:f1]
                 np.maximum(block, 0, out=block)
 
-    for_chunks(bands, band, np)
-    if (OH, OW) != y.shape[1:3]:
-        y = np.ascontiguousarray(y[:, :OH, :OW])
-    return y
+    for_chunks(tiling.chunks(F), band, np)
+    return y[:, :tiling.OH, :tiling.OW]
 
 
-def conv3x3_input_gradient(g, kernel, pads, input_shape):
-    """dX of y = conv2d(x, kernel) with pads (top, bottom, left, right), from g = dL/dy.
+def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False, variant=F4):
+    """(dK (3, 3, C, F), dBias (F,) or None) of y = conv2d(x, kernel) with pads (top, bottom,
+    left, right), from g = dL/dy (times mask, when given).
+
+    The forward is bilinear in the tile V = B^T d B and the kernel's U = G g G^T, so the chain
+    rule runs it backwards point by point: dM = A dY A^T per output tile (the output transform
+    transposed), dU[p] = sum over tiles of V[p]^T (C, tiles) @ dM[p] (tiles, F), then
+    dK = G^T dU G (the kernel transform transposed): for F(4x4), 36 products with a long inner
+    side instead of the direct method's 9 four times as long. Each worker thread sums its bands'
+    dU; the sums are added in a fixed order, so results do not depend on which thread was
+    faster."""
+    N, H, W, C = x.shape
+    F = g.shape[3]
+    top, _, left, _ = pads
+    m, points = variant.m, variant.points
+    tiling = _Tiling(N, g.shape[1], g.shape[2], m)
+    dtype = x.dtype
+    input_transform = variant.input_transform.astype(dtype)
+    output_transform_t = np.ascontiguousarray(variant.output_transform.T).astype(dtype)
+    partial = {}                                           # slot -> [dU (n*n, C, F), dBias]
+
+    def band(chunk, slot):
+        rows, (f0, f1) = chunk
+        tiles, width = tiling.tiles(rows), f1 - f0
+        d = tiling.gather(x, None, rows, top, left, m + 2)                    # (n*n, tiles, C)
+        V = (input_transform @ d.reshape(points, tiles * C)).reshape(points, tiles, C)
+        e = tiling.gather(g[..., f0:f1], None if mask is None else mask[..., f0:f1], rows,
+                          0, 0, m)                                          # (m*m, tiles, width)
+        dM = (output_transform_t @ e.reshape(m * m, tiles * width)).reshape(points, tiles, width)
+        if slot not in partial:
+            partial[slot] = [np.zeros((points, C, F), dtype), np.zeros(F, dtype)]
+        dU, db = partial[slot]
+        for p in range(points):
+            gemm_into(V[p].T, dM[p], dU[p, :, f0:f1], accumulate=True)
+        db[f0:f1] += e.sum(axis=(0, 1))
+
+    for_chunks(tiling.chunks(F), band, np, fixed=True)
+    dU, db = partial[0]
+    for slot in range(1, len(partial)):
+        dU += partial[slot][0]
+        db += partial[slot][1]
+    kernel_transform_t = np.ascontiguousarray(variant.kernel_transform.T).astype(dtype)
+    dK = (kernel_transform_t @ dU.reshape(points, C * F)).reshape(3, 3, C, F)
+    return dK, db if need_db else None
+
+
+class _Tiling:
+    """The m x m output tiles of an (N, OH, OW) output, cut into bands of tile rows for the
+    worker threads.
+
+    Bands run over tile rows of all images at once (global row n*th + ty), so that small images
+    (VGG19's block5 at 25x37 has 70 4x4 tiles) still give each product a few hundred rows. At
+    least two bands, one per worker thread."""
+
+    def __init__(self, N, OH, OW, m):
+        self.N, self.OH, self.OW, self.m = N, OH, OW, m
+        self.th, self.tw = -(-OH // m), -(-OW // m)   # tiles down and across; the last may overhang
+
+    def chunks(self, F):
+        """The pieces of work: (band of tile rows, (first, stop) of the F output columns). With
+        too few bands to keep both threads busy to the end (VGG19's block5 for one picture has
+        70 4x4 tiles) each band is cut in two along F as well; both halves transform its input."""
+        rows = self.N * self.th
+        if rows * self.tw <= _BAND_TILES:              # one band, its columns cut in two
+            bands = [(0, rows)]
+        else:
+            per_band = max(1, min(-(-_BAND_TILES // self.tw), -(-rows // 2)))
+            bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
+        columns = [(0, F)] if len(bands) >= _MIN_BANDS else [(0, F // 2), (F // 2, F)]
+        return [(band, part) for band in bands for part in columns if part[1] > part[0]]
+
+    def tiles(self, band):
+        return (band[1] - band[0]) * self.tw
+
+    def segments(self, band):
+        """(image, first tile row, stop tile row, first tile in the band) of a band."""
+        r0, r1 = band
+        offset = 0
+        for n in range(r0 // self.th, (r1 - 1) // self.th + 1):
+            t0, t1 = max(r0 - n * self.th, 0), min(r1 - n * self.th, self.th)
+            yield n, t0, t1, offset
+            offset += (t1 - t0) * self.tw
+
+    def gather(self, x, mask, band, top, left, size):
+        """The band's size x size windows of x (times mask), m apart, starting at (-top, -left)
+        and zero outside x: (size * size, tiles, C), one row per point of a window."""
+        C, m = x.shape[3], self.m
+        out = np.empty((size * size, self.tiles(band), C), x.dtype)
+        for n, t0, t1, first in self.segments(band):
+            slab = _padded_rows(x, mask, n, m * t0 - top, m * (t1 - t0) + size - m, left,
+                                m * self.tw + size - m)
+            sh, sw, sc = slab.strides
+            window = as_strided(slab, (size, size, t1 - t0, self.tw, C),
+                                (sh, sw, m * sh, m * sw, sc))
+            out[:, first:first + (t1 - t0) * self.tw].reshape(size, size, t1 - t0, self.tw,
+                                                               C)[...] = window
+        return out
+
+
+def _padded_rows(x, mask, n, row0, rows, col0, cols):
+    """Rows row0 .. row0 + rows of image n of x (times mask), zero-padded: (rows, cols, C) with
+    x's column 0 at column col0; rows outside the image are zeros."""
+    H, W, C = x.shape[1:]
+    slab = np.empty((rows, cols, C), x.dtype)
+    lo, hi = max(row0, 0), min(row0 + rows, H)          # the image rows inside the slab
+    if hi <= lo:
+        slab[...] = 0
+        return slab
+    slab[:lo - row0] = 0
+    slab[hi - row0:] = 0
+    inside = slab[lo - row0:hi - row0]
+    inside[:, :col0] = 0
+    inside[:, col0 + W:] = 0
+    if mask is None:
+        inside[:, col0:col0 + W] = x[n, lo:hi]
+    else:
+        np.multiply(x[n, lo:hi], mask[n, lo:hi], out=inside[:, col0:col0 + W])
+    return slab
+
+
+def conv3x3_input_gradient(g, kernel, pads, input_shape, mask=None, variant=F4):
+    """dX of y = conv2d(x, kernel) with pads (top, bottom, left, right), from g = dL/dy (times
+    mask, when given).
 
     x[i] reaches y[i - a + top] through tap a, so dX is g padded by (2 - top, 2 - bottom) etc.
     and correlated with the kernel turned 180 degrees, its in/out channels swapped. Where the
-    forward padded more than 2 on a side (never for 'same'/'valid' 3x3) the pad is negative and
-    the gradient is cropped instead."""
+    forward padded more than 2 on a side (never for 'same'/'valid' 3x3) the pad is negative:
+    None, for the caller's other route."""
     H, W = input_shape[1:3]
     top, bottom, left, right = pads
-    flipped = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))    # (3, 3, F, C)
     pad_h = (2 - top, H - g.shape[1] - (2 - top) + 2)
     pad_w = (2 - left, W - g.shape[2] - (2 - left) + 2)
     if min(pad_h + pad_w) < 0:
         return None
-    return conv3x3(g, flipped, (pad_h[0], pad_h[1], pad_w[0], pad_w[1]))
+    flipped = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))    # (3, 3, F, C)
+    return conv3x3(g, flipped, (pad_h[0], pad_h[1], pad_w[0], pad_w[1]), mask=mask,
+                   variant=variant)

@@ -30,11 +30,13 @@ def chunk_pool():
     (OpenBLAS >= 0.3.27); without it (or with one BLAS thread) the chunks run in the caller, one
     after the other, on BLAS's own threading.
 
-    In NumPy's OpenBLAS build that setting is the process's, not the thread's: the workers'
-    initializer sets 1 before the caller reads the count it restores, so from the first parallel
-    section on NumPy's own products run single-threaded too. That is how every figure in the
-    README was measured, and it pays for a VAE step (15% faster than giving NumPy both threads
-    back after each section, bench/README.md); big products outside the sections lose.
+    In NumPy's OpenBLAS build that setting is the process's, not the thread's, so from the start
+    of the pool on NumPy's own products run single-threaded too: set here, once, rather than left
+    to the race between the workers' initializer and the first section (which, lost, left
+    OpenBLAS's own threads on: a 4 MFLOP product then took 12-19 ms instead of 0.07 on a busy
+    machine). That pays for a VAE step (15% faster than giving NumPy both threads back after each
+    section, bench/README.md); big products outside the sections are cut over the workers by
+    accel/linalg.py instead.
     """
     global _POOL
     if _POOL is not None and _POOL[0] == os.getpid():
@@ -51,8 +53,14 @@ def chunk_pool():
         if threads > 1:
             executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="conv",
                                           initializer=lambda: set_local(1))
+            set_local(1)
     _POOL = (os.getpid(), executor, threads, set_local)   # a forked child builds its own
     return executor, threads
+
+
+def started():
+    """True once this process has its worker pool (and NumPy's BLAS runs one thread)."""
+    return _POOL is not None and _POOL[0] == os.getpid()
 
 
 def for_chunks(chunks, work, xp, fixed=False):

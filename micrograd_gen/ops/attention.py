@@ -27,6 +27,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..tensor import Function, Tensor
+from .linalg import matmul_arrays
 from .shape import concatenate
 
 _LARGE_NEGATIVE = -1e9  # Keras's _large_negative_number for float32 and wider
@@ -64,7 +65,7 @@ class ScaledDotProductAttention(Function):
                              f"(N, h, Tk, dv)")
         tq, tk = q.shape[-2], k.shape[-2]
         scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-        scores = xp.matmul(q, xp.swapaxes(k, -1, -2))                     # (N, h, Tq, Tk)
+        scores = matmul_arrays(q, xp.swapaxes(k, -1, -2))                   # (N, h, Tq, Tk)
         scores *= scores.dtype.type(scale)
         visible = _visible(xp, mask, causal, tq, tk)
         if visible is not None:
@@ -83,7 +84,7 @@ class ScaledDotProductAttention(Function):
         if visible is not None and (mask is not None or tq > tk):
             probs *= visible
         out = _heads_buffer(xp, q, tq, v.shape[-1], probs.dtype)
-        out = xp.matmul(probs, v, out=out)                                # (N, h, Tq, dv)
+        out = matmul_arrays(probs, v, out=out)                              # (N, h, Tq, dv)
         if any(self.needs_input_grad):
             self.q, self.k, self.v, self.probs, self.scale = q, k, v, probs, scale
         return (out, probs) if return_scores else out
@@ -95,10 +96,10 @@ class ScaledDotProductAttention(Function):
         dv = None
         if need_v:
             dv = _heads_buffer(xp, v, v.shape[-2], v.shape[-1], v.dtype)
-            dv = xp.matmul(xp.swapaxes(probs, -1, -2), g_out, out=dv)      # (N, h, Tk, dv)
+            dv = matmul_arrays(xp.swapaxes(probs, -1, -2), g_out, out=dv)    # (N, h, Tk, dv)
         if not (need_q or need_k):
             return None, None, dv
-        d_probs = xp.matmul(g_out, xp.swapaxes(v, -1, -2))                # (N, h, Tq, Tk)
+        d_probs = matmul_arrays(g_out, xp.swapaxes(v, -1, -2))              # (N, h, Tq, Tk)
         if g_probs is not None:
             d_probs += g_probs
         # softmax's vector-Jacobian product p * (dp - <dp, p>). The kept probabilities are already
@@ -110,10 +111,10 @@ class ScaledDotProductAttention(Function):
         dq = dk = None
         if need_q:
             dq = _heads_buffer(xp, q, q.shape[-2], q.shape[-1], q.dtype)
-            dq = xp.matmul(d_scores, k, out=dq)                           # (N, h, Tq, d)
+            dq = matmul_arrays(d_scores, k, out=dq)                         # (N, h, Tq, d)
         if need_k:
             dk = _heads_buffer(xp, k, k.shape[-2], k.shape[-1], k.dtype)
-            dk = xp.matmul(xp.swapaxes(d_scores, -1, -2), q, out=dk)       # (N, h, Tk, d)
+            dk = matmul_arrays(xp.swapaxes(d_scores, -1, -2), q, out=dk)     # (N, h, Tk, d)
         return dq, dk, dv
 
 
@@ -151,7 +152,7 @@ class ProjectHeads(Function):
         n, t, d = x.shape
         _, heads, dim = kernel.shape
         x2 = x.reshape(n * t, d)
-        y = xp.matmul(x2, kernel.reshape(d, heads * dim))                 # (N*T, h*dim)
+        y = matmul_arrays(x2, kernel.reshape(d, heads * dim))               # (N*T, h*dim)
         if bias is not None:
             y += bias.reshape(-1)
         if self.needs_input_grad[1]:
@@ -169,9 +170,9 @@ class ProjectHeads(Function):
         dx = dkernel = dbias = None
         if need_x:
             d = self.kernel.shape[0]
-            dx = xp.matmul(g2, self.kernel.reshape(d, heads * dim).T).reshape(n, t, d)
+            dx = matmul_arrays(g2, self.kernel.reshape(d, heads * dim).T).reshape(n, t, d)
         if need_kernel:
-            dkernel = xp.matmul(self.x2.T, g2).reshape(-1, heads, dim)    # (d, h, dim)
+            dkernel = matmul_arrays(self.x2.T, g2).reshape(-1, heads, dim)  # (d, h, dim)
         if need_bias:
             dbias = g2.sum(axis=0).reshape(heads, dim)
         return dx, dkernel, dbias
@@ -191,7 +192,7 @@ class MergeHeads(Function):
                              f"{tuple(kernel.shape[2:])}")
         n, heads, t, dv = o.shape
         o2 = o.transpose(0, 2, 1, 3).reshape(n * t, heads * dv)           # free for our views
-        y = xp.matmul(o2, kernel.reshape(heads * dv, -1))                 # (N*T, d_out)
+        y = matmul_arrays(o2, kernel.reshape(heads * dv, -1))               # (N*T, d_out)
         if bias is not None:
             y += bias
         if self.needs_input_grad[1]:
@@ -208,10 +209,10 @@ class MergeHeads(Function):
         g2 = g.reshape(n * t, -1)                                         # (N*T, d_out)
         do = dkernel = dbias = None
         if need_o:
-            do = xp.matmul(g2, self.kernel.reshape(heads * dv, -1).T)     # (N*T, h*dv)
+            do = matmul_arrays(g2, self.kernel.reshape(heads * dv, -1).T)   # (N*T, h*dv)
             do = do.reshape(n, t, heads, dv).transpose(0, 2, 1, 3)
         if need_kernel:
-            dkernel = xp.matmul(self.o2.T, g2).reshape(heads, dv, -1)     # (h, dv, d_out)
+            dkernel = matmul_arrays(self.o2.T, g2).reshape(heads, dv, -1)   # (h, dv, d_out)
         if need_bias:
             dbias = g2.sum(axis=0)
         return do, dkernel, dbias

@@ -1,9 +1,18 @@
 """Matrix product, batched and broadcasting like numpy.matmul."""
 import numpy as np
 
+from .. import fastpath
 from ..backend import get_array_module
 from ..tensor import Function
 from .elementwise import unbroadcast
+
+
+def matmul_arrays(a, b, out=None):
+    """xp.matmul(a, b, out=out) on arrays, or the fast path's (a large product shared over the
+    cores). The ops' own products go through here."""
+    fast = fastpath.lookup("matmul")
+    c = NotImplemented if fast is None else fast(a, b, out)
+    return get_array_module(a, b).matmul(a, b, out=out) if c is NotImplemented else c
 
 
 class MatMul(Function):
@@ -25,8 +34,8 @@ class MatMul(Function):
         if a.ndim > 2 and b.ndim == 2:
             # (B..., M, K) x (K, N), a Dense layer on a sequence: one (B*M, K) x (K, N) GEMM,
             # where NumPy's matmul would run B smaller ones (bench/README.md, "The core").
-            return xp.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
-        return xp.matmul(a, b)
+            return matmul_arrays(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
+        return matmul_arrays(a, b)
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -42,10 +51,10 @@ class MatMul(Function):
         da = db = None
         if self.needs_input_grad[0]:
             if b2.ndim == 2 and g2.ndim > 2:                        # folded, as in forward
-                da = xp.matmul(g2.reshape(-1, g2.shape[-1]), b2.T).reshape(
+                da = matmul_arrays(g2.reshape(-1, g2.shape[-1]), b2.T).reshape(
                     g2.shape[:-1] + b2.shape[:1])
             else:
-                da = xp.matmul(g2, xp.swapaxes(b2, -1, -2))         # (..., M, K)
+                da = matmul_arrays(g2, xp.swapaxes(b2, -1, -2))    # (..., M, K)
             da = unbroadcast(da, a2.shape)
             if a.ndim == 1:
                 da = da.reshape(a.shape)  # only then: a reshape is a view, which a leaf copies
@@ -53,9 +62,9 @@ class MatMul(Function):
             if b2.ndim == 2 and a2.ndim > 2:
                 # (B..., M, K) x (K, N), as a Dense layer on a sequence: fold the batch into M
                 # for one big GEMM instead of a batch of small ones and a sum.
-                db = xp.matmul(a2.reshape(-1, a2.shape[-1]).T, g2.reshape(-1, g2.shape[-1]))
+                db = matmul_arrays(a2.reshape(-1, a2.shape[-1]).T, g2.reshape(-1, g2.shape[-1]))
             else:
-                db = xp.matmul(xp.swapaxes(a2, -1, -2), g2)         # (..., K, N)
+                db = matmul_arrays(xp.swapaxes(a2, -1, -2), g2)    # (..., K, N)
             db = unbroadcast(db, b2.shape)
             if b.ndim == 1:
                 db = db.reshape(b.shape)
