@@ -413,6 +413,114 @@ def test_batch_slices_cover_the_batch_once_per_worker():
         assert len(slices) == max(1, min(threads, n // accel_lstm._MIN_SLICE))
 
 
+# ---- the fast path at batch 1 without gradients (a generator's call) ---------------------------
+
+@st.composite
+def one_sample_problems(draw):
+    """Batch 1 (where the fast path runs accel/lstm.py's _infer_one), one-hot or dense inputs,
+    every optional input, float32 or float64."""
+    steps = draw(st.integers(1, 7))
+    d = draw(st.integers(1, 6))
+    u = draw(st.integers(1, 6))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = draw(st.sampled_from([0.5, 1.5, 30.0]))               # 30: saturated gates
+    x, kernel, recurrent, bias, h0, c0 = random_lstm(rng, 1, steps, d, u, scale, dtype)
+    if draw(st.booleans()):
+        x = np.eye(d, dtype=dtype)[rng.integers(0, d, (1, steps))]
+    if not draw(st.booleans()):
+        bias = None
+    if not draw(st.booleans()):
+        h0 = c0 = None
+    return x, kernel, recurrent, bias, h0, c0, draw(st.booleans())
+
+
+def _no_grad_outputs(run, arrays_in, return_sequences):
+    with no_grad():
+        outputs = run(*[None if a is None else Tensor(a, dtype=a.dtype) for a in arrays_in],
+                      return_sequences)
+    return [t.numpy() for t in outputs]
+
+
+@given(problem=one_sample_problems())
+def test_fast_lstm_at_batch_1_without_gradients_equals_the_reference(problem):
+    """float64 to 1e-10. float32 against the float64 reference on the same values, within 10x
+    the float32 reference's own error (saturated gates and large weights amplify rounding step
+    after step; sigmoid as (1 + tanh(z / 2)) / 2 is exact to 6e-8 absolute, not relative)."""
+    *arrays_in, return_sequences = problem
+    dtype = arrays_in[0].dtype
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        fast = _no_grad_outputs(accel_lstm.batch_split_lstm, arrays_in, return_sequences)
+    with np.errstate(over="ignore"):
+        reference = _no_grad_outputs(_reference, arrays_in, return_sequences)
+        exact = _no_grad_outputs(_reference, [None if a is None else a.astype(np.float64)
+                                              for a in arrays_in], return_sequences)
+    for got, want, best in zip(fast, reference, exact):
+        assert got.shape == want.shape and got.dtype == want.dtype == dtype
+        if dtype == np.float64:
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+        else:
+            reference_error = np.abs(want - best).max()
+            np.testing.assert_allclose(got, best, rtol=0, atol=2e-6 + 10 * reference_error)
+
+
+def test_fast_lstm_at_batch_1_sees_weights_updated_in_place():
+    """The prepared weights are kept between calls; an update in place must not go unseen."""
+    rng = np.random.default_rng(21)
+    x, kernel, recurrent, bias, _, _ = random_lstm(rng, 1, 5, 3, 4, dtype=np.float32)
+    weights = [Tensor(a) for a in (kernel, recurrent, bias)]
+    for w in weights:
+        with no_grad():
+            before = accel_lstm.batch_split_lstm(Tensor(x), *weights, None, None, False)[0]
+        w.data[..., -1] -= 0.25                               # the o gate's last unit
+        with no_grad():
+            after = accel_lstm.batch_split_lstm(Tensor(x), *weights, None, None, False)[0]
+            want = _reference(Tensor(x), *weights, None, None, False)[0]
+        assert not np.array_equal(after.numpy(), before.numpy())
+        np.testing.assert_allclose(after.numpy(), want.numpy(), rtol=2e-5, atol=2e-6)
+
+
+def test_one_hot_rows_are_recognised_and_nothing_else():
+    def ids(x):
+        probe = np.stack([np.ones(x.shape[1]), np.arange(x.shape[1])], axis=1).astype(x.dtype)
+        return accel_lstm._one_hot_ids(x, probe)
+
+    eye = np.eye(4, dtype=np.float32)
+    np.testing.assert_array_equal(ids(eye[[2, 0, 3, 3]]), [2, 0, 3, 3])
+    not_one_hot = [
+        [[1, 1, 0], [0, 0, 0]],            # two ones in a row, an empty row
+        [[0.5, 0.5, 0], [0, 1, 0]],
+        [[2, 0, 0], [0, 1, 0]],
+        [[2, -1, 0], [0, 1, 0]],           # sums to 1
+        [[1, -1, 1], [0, 1, 0]],
+        [[np.nan, 0, 0], [0, 1, 0]],
+        [[np.inf, -np.inf, 1], [0, 1, 0]],
+        [[0, 0, 0], [0, 1, 0]],
+    ]
+    for x in not_one_hot:
+        assert ids(np.array(x, np.float32)) is None
+
+
+def test_the_book_loop_writes_the_same_text_on_both_paths():
+    """book_generate (a fresh one-hot window per character through the whole model) gives the
+    same characters with the fast paths and with the reference, for the same random state."""
+    from micrograd_gen.data.text import CharVocabulary
+    from micrograd_gen.generative.char_lstm import book_generate, build_char_lstm
+    vocab = CharVocabulary(list("abcdefgh ."))
+    mg.nn.set_seed(5)
+    model = build_char_lstm(len(vocab), maxlen=12, units=16)
+    rng = np.random.default_rng(6)
+    for w in model.weights:       # a model that prefers some characters, not a uniform one
+        w.data[...] = rng.standard_normal(w.shape).astype(np.float32)
+    texts = []
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            texts.append(book_generate(model, vocab, "abc defg.hab", 60, 0.5,
+                                       np.random.RandomState(7)))
+    assert texts[0] == texts[1]
+    assert len(set(texts[0])) > 3
+
+
 # ---- the CUDA cell (accel/lstm.py registers accel/cuda.py's kernels) -----------------------------
 
 def _why_no_gpu():

@@ -15,6 +15,7 @@ linalg.py    ops.matmul, attention's products   large products cut over the work
 pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks
 elementwise.py  ops.relu, ops.leaky_relu        cache-sized pieces on the worker threads
 lstm.py      ops.lstm                           the batch cut into one slice per worker thread;
+                                                at batch 1 without gradients a loop of its own;
                                                 the CUDA cell kernels on CuPy arrays
 cuda.py      (used by conv, lstm, losses)       CUDA RawKernels from kernels/*.cu, for CuPy arrays
 losses.py    sparse softmax cross-entropy       rows over the worker threads (NumPy); one CUDA

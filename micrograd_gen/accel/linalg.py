@@ -7,6 +7,8 @@ product is cut along its longest side, rows of a, columns of b or the inner axis
 blocks' partial products are summed), and each block runs on a worker with single-threaded BLAS.
 Products below _MIN_FLOP stay with NumPy: a hand-off costs more than they take.
 """
+import math
+
 import numpy as np
 
 from .. import fastpath
@@ -30,7 +32,7 @@ def matmul(a, b, out=None):
     (M, K), N = a.shape[-2:], b.shape[-1]
     stack = a.shape[:-2]
     # Before the pool exists (a Transformer makes no conv) NumPy's BLAS has all its threads.
-    if 2 * M * N * K * int(np.prod(stack)) < _MIN_FLOP or not started():
+    if 2 * M * N * K * math.prod(stack) < _MIN_FLOP or not started():
         return NotImplemented
     threads = chunk_pool()[1]
     if threads < 2 or (stack and stack[0] < threads):

@@ -5,19 +5,22 @@
   single-threaded BLAS (see for_chunks): per-step products are too small for BLAS's own threads.
 - Every per-step array is feature-major with the batch innermost (gates (4U, N), h and c (U, N)),
   preallocated and time-major, and updated in place.
-- The activations cost more than the arithmetic around them on a CPU (NumPy's float32 exp and
-  tanh are many times a multiply), so all four gates go through ONE exp: the kernels are
-  pre-scaled by -1 (i, f, o) and -2 (c), giving sigmoid(z) = 1 / (1 + exp(-z)) for i, f, o and
-  tanh(z) = 2 * sigmoid(2z) - 1 for g; tanh(c) is computed the same way.
+- The activations cost more than the arithmetic around them on a CPU, so all four gates go
+  through ONE tanh: the kernels are pre-scaled by 1/2 for i, f, o, giving
+  sigmoid(z) = (1 + tanh(z / 2)) / 2, and by 1 for the candidate g = tanh(z).
+- At batch 1 without gradients (a generator's call) a loop of its own (_infer_one) makes each
+  step one matrix-vector product and seven elementwise NumPy calls on one buffer.
 - Backward computes the three weight gradients with one product per step, from the stacked
   inputs [x_t; h_{t-1}; 1] that forward writes each h into.
 "lstm_cell" / "lstm_cell_backward" (CuPy arrays): ops.lstm's cell and its backward as one CUDA
 kernel each (kernels/lstm_cell_forward.cu, lstm_cell_backward.cu, through accel/cuda.py). On
 NumPy the reference cell is the fast one: for the small arrays of a step it is a dozen NumPy calls,
-and the one-exp trick above only adds calls there.
+and rescaling around one shared activation only adds calls there.
 
 tests/test_lstm.py holds both against the reference on drawn shapes.
 """
+import itertools
+
 import numpy as np
 
 from .. import fastpath
@@ -32,9 +35,10 @@ _MIN_SLICE = 16
 
 
 def _gate_scale(xp, units, dtype):
-    # -1 for i, f, o and -2 for c: then exp of the scaled pre-activation gives every gate's sigmoid
-    scale = xp.full(4 * units, -1, dtype=dtype)
-    scale[2 * units:3 * units] = -2
+    # 1/2 for i, f, o and 1 for c: then tanh of the scaled pre-activation gives tanh(z / 2) for
+    # the sigmoid gates and tanh(z) for the candidate
+    scale = xp.full(4 * units, 0.5, dtype=dtype)
+    scale[2 * units:3 * units] = 1
     return scale
 
 
@@ -55,6 +59,14 @@ class LSTM(Function):  # named as the reference, whose errors it shares ("lstm: 
         xp = get_array_module(x, kernel, recurrent_kernel)
         check_lstm_shapes(x, kernel, recurrent_kernel, bias, h0, c0)
         n, steps, d = x.shape
+        if n == 1 and steps > 0 and not any(self.needs_input_grad):
+            # Starting the worker pool pins NumPy's BLAS to one thread: a second one gains
+            # nothing on a 128 x 512 matrix-vector product, and on a busy machine waiting for it
+            # made the loop many times slower (bench/README.md).
+            chunk_pool()
+            return _infer_one(x[0], kernel, recurrent_kernel, bias,
+                              None if h0 is None else h0[0], None if c0 is None else c0[0],
+                              return_sequences)
         units = recurrent_kernel.shape[0]
         scale = _gate_scale(xp, units, x.dtype)[:, None]
         kernel_t = kernel.T * scale                                      # (4U, D)
@@ -137,7 +149,7 @@ def _forward_slice(x, kernel_t, recurrent_t, bias, scale, h0, c0, keep_x):
     dtype = x.dtype
     u, u2, u3 = units, 2 * units, 3 * units
     # The input's share of every step in one batched product; bias folded in.
-    gates = xp.matmul(kernel_t, x.transpose(1, 2, 0))                # (T, 4U, N): -z
+    gates = xp.matmul(kernel_t, x.transpose(1, 2, 0))                # (T, 4U, N), scaled
     if bias is not None:
         gates += (bias * scale[:, 0])[:, None]
     inputs = xp.empty((steps + 1, d + u + 1, n), dtype)              # [x_t; h_{t-1}; 1]
@@ -152,30 +164,155 @@ def _forward_slice(x, kernel_t, recurrent_t, bias, scale, h0, c0, keep_x):
     recurrent = xp.empty((4 * units, n), dtype)
     tmp = xp.empty((units, n), dtype)
 
-    with np.errstate(over="ignore", under="ignore"):  # exp(-z) = inf gives sigmoid 0, rightly
+    with np.errstate(under="ignore"):
         for t in range(steps):
             z = gates[t]                                             # (4U, N)
             if t > 0 or h0 is not None:
                 xp.matmul(recurrent_t, hs[t], out=recurrent)
                 z += recurrent
-            xp.exp(z, out=z)
-            z += 1
-            xp.divide(1, z, out=z)                                   # sigmoid of all gates
-            g = z[u2:u3]
-            g *= 2
-            g -= 1                                                   # tanh(z_c)
+            xp.tanh(z, out=z)                                        # g = tanh(z_c), and
+            for sigmoid in (z[:u2], z[u3:]):                         # (1 + tanh(z / 2)) / 2
+                sigmoid *= 0.5
+                sigmoid += 0.5
             c = cs[t + 1]
             xp.multiply(z[u:u2], cs[t], out=c)                       # f * c
-            xp.multiply(z[:u], g, out=tmp)                           # i * g
+            xp.multiply(z[:u], z[u2:u3], out=tmp)                    # i * g
             c += tmp
-            tc = tanh_c[t]                                           # tanh(c), by exp too:
-            xp.multiply(c, -2, out=tc)                               # 2 / (1 + e^-2c) - 1
-            xp.exp(tc, out=tc)
-            tc += 1
-            xp.divide(2, tc, out=tc)
-            tc -= 1
-            xp.multiply(z[u3:], tc, out=hs[t + 1])                   # o * tanh(c)
+            xp.tanh(c, out=tanh_c[t])
+            xp.multiply(z[u3:], tanh_c[t], out=hs[t + 1])            # o * tanh(c)
     return gates, inputs, cs, tanh_c
+
+
+def _infer_one(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
+    """LSTM.forward's outputs for one sample (a generator's batch of 1) when no gradient is
+    wanted: x (T, D), h0 and c0 (U,) or None. At this size a NumPy call costs more than its
+    arithmetic, so each step is the fewest calls that do it: one product and seven elementwise
+    passes over preallocated buffers.
+
+    One buffer holds the gate blocks in the order [o, i, f, g] (Keras's is i, f, g, o) and then
+    c, so that [i; f] and [g; c] are two (2, U) views whose product is [i*g; f*c] in one call.
+    All four gates go through ONE tanh, as sigmoid(z) = (1 + tanh(z / 2)) / 2: the inner 1/2 is
+    folded into the kernels, the outer one carried along. After the tanh and a +1 the blocks hold
+    2o, 2i, 2f and g; c = (2i*g + 2f*c) / 2 is one product with [1/2, 1/2], and the step keeps
+    H = 2o * tanh(c) = 2h, for which the recurrent kernel is halved once more.
+    """
+    steps = x.shape[0]
+    u = recurrent_kernel.shape[0]
+    dtype = np.result_type(x, kernel)
+    weights = _inference_weights(kernel, recurrent_kernel, bias, dtype)
+    ids = _one_hot_ids(x, weights.one_hot_probe)
+    if ids is not None:       # a one-hot x_t picks a row of the kernel: x_t @ K + b = (K + b)[id]
+        z_inputs = weights.input_rows.take(ids, axis=0)               # (T, 4U)
+    else:
+        z_inputs = x @ weights.kernel
+        if bias is not None:
+            z_inputs += weights.bias
+    gates = _aligned_empty(5 * u, dtype)                             # [2o, 2i, 2f, g, c]
+    z, sigmoids, o2, c = gates[:4 * u], gates[:3 * u], gates[:u], gates[4 * u:]
+    i_f, g_c = gates[u:3 * u].reshape(2, u), gates[3 * u:].reshape(2, u)
+    c[...] = 0 if c0 is None else c0
+    products = np.empty((2, u), dtype)                               # [2i*g; 2f*c]
+    tanh_c = np.empty(u, dtype)
+    # H_{t-1} at hs[t], or one H read and written in place when only the last is returned
+    hs = np.empty((steps + 1 if return_sequences else 1, u), dtype)
+    hs[0] = 0 if h0 is None else 2 * h0
+    if return_sequences:
+        rows = list(hs)
+        h_in, h_out = rows, rows[1:]
+    else:
+        h_in = h_out = itertools.repeat(hs[0])
+    recurrent, ones = weights.recurrent, weights.ones
+    # ndarray.dot rather than np.dot, which first calls a Python dispatcher (0.15 us a call)
+    add, multiply, tanh, add_halves = np.add, np.multiply, np.tanh, weights.halves.dot
+    for z_input, h_prev, h in zip(z_inputs, h_in, h_out):
+        h_prev.dot(recurrent, z)
+        add(z, z_input, z)
+        tanh(z, z)
+        add(sigmoids, ones, sigmoids)                                # 2o, 2i, 2f
+        multiply(i_f, g_c, products)
+        add_halves(products, c)                                      # i*g + f*c
+        tanh(c, tanh_c)
+        multiply(o2, tanh_c, h)                                      # H = 2h
+    h_last = hs[-1:] * 0.5                                           # (1, U)
+    out = hs[None, 1:] * 0.5 if return_sequences else h_last
+    return out, h_last, c[None].copy()
+
+
+def _one_hot_ids(x, probe):
+    """The index of the 1 in each row of x (T, D) when every row is one-hot, else None.
+    probe (D, 2) is [ones, 0..D-1]: x @ probe gives each row's sum and, for a one-hot row, the
+    index of its 1 exactly (one product instead of a sum and an argmax)."""
+    sums_and_ids = x @ probe                                         # (T, 2)
+    # every row sums to 1 and there are only T nonzeros: one nonzero per row, and it is 1
+    if np.count_nonzero(x) == x.shape[0] and (sums_and_ids[:, 0] == 1).all():
+        return sums_and_ids[:, 1].astype(np.intp)
+    return None
+
+
+class _InferenceWeights:
+    """The weights as _infer_one takes them, dtype `dtype`: gate blocks in the order o, i, f, g,
+    the kernel and bias scaled by 1/2 for i, f, o (z / 2 into the tanh), the recurrent kernel by
+    1/4 for i, f, o and 1/2 for g (it multiplies H = 2h); input_rows = kernel + bias, the
+    products of a one-hot input. With the constants that the steps add and multiply."""
+
+    def __init__(self, kernel, recurrent_kernel, bias, dtype):
+        u = recurrent_kernel.shape[0]
+        scale = np.full(4 * u, 0.5, dtype)                           # z / 2 for i, f, o
+        scale[2 * u:3 * u] = 1                                       # z for g
+        self.kernel = _oifg(kernel, scale)                           # (D, 4U)
+        self.recurrent = _oifg(recurrent_kernel, scale / 2)          # (U, 4U)
+        self.bias = None if bias is None else _oifg(bias, scale)
+        self.input_rows = (self.kernel if bias is None else
+                           np.add(self.kernel, self.bias, out=_aligned_empty(kernel.shape, dtype)))
+        self.one_hot_probe = np.stack([np.ones(len(kernel), dtype),
+                                       np.arange(len(kernel), dtype=dtype)], axis=1)
+        self.halves = np.full(2, 0.5, dtype)
+        self.ones = np.ones(3 * u, dtype)                # (adding an array costs less than a scalar)
+
+
+_last_weights = None   # (dtype, copies of the weights given, their _InferenceWeights)
+
+
+def _inference_weights(kernel, recurrent_kernel, bias, dtype):
+    """_InferenceWeights of these weights. A generator runs the model on the same weights
+    hundreds of times, and preparing them costs as much as a few of its sixty steps, so the
+    last ones prepared are kept, beside a copy of the weights they came from, and used again
+    only when the weights given are equal to that copy (comparing costs a few us), so that an
+    update in place is never missed."""
+    global _last_weights
+    given = (kernel, recurrent_kernel, bias)
+    last = _last_weights
+    if last is not None and last[0] == dtype and all(
+            (a is None and b is None) or (a is not None and b is not None
+                                          and a.dtype == b.dtype and np.array_equal(a, b))
+            for a, b in zip(given, last[1])):
+        return last[2]
+    prepared = _InferenceWeights(kernel, recurrent_kernel, bias, dtype)
+    # copies in the same memory order (order="K"), so that comparing them is one pass
+    _last_weights = (dtype, tuple(None if a is None else a.copy(order="K") for a in given),
+                     prepared)
+    return prepared
+
+
+def _oifg(w, scale):
+    """w (..., 4U) with its gate blocks from Keras's order i, f, g, o to o, i, f, g, times
+    `scale` (4U,) in Keras's order: a new C-contiguous array of scale's dtype."""
+    u = w.shape[-1] // 4
+    out = _aligned_empty(w.shape, scale.dtype)
+    np.multiply(w[..., 3 * u:], scale[3 * u:], out=out[..., :u])
+    np.multiply(w[..., :3 * u], scale[:3 * u], out=out[..., u:])
+    return out
+
+
+def _aligned_empty(shape, dtype, alignment=64):
+    """np.empty, but with the data starting on an `alignment`-byte boundary. malloc aligns to 16
+    bytes only, and OpenBLAS's matrix-vector product at batch 1 (128 x 512) took 3.0 us on a
+    matrix at 16 bytes past a 32-byte boundary against 2.3 us on one at a 32-byte boundary."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + size].view(dtype).reshape(shape)
 
 
 def _backward_slice(saved, g_out, g_h, g_c, kernel, recurrent_kernel, needs, return_sequences):

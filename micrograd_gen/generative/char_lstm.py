@@ -159,18 +159,18 @@ def book_generate(model, vocab, seed_text, length=400, temperature=0.5, rng=None
     """The book's loop, for reference and tests: for each character, one-hot the last `maxlen`
     characters (the whole text so far with whole_text=True) into a fresh array, run the whole model
     from a zero state, then `sample()`. Returns the new characters."""
-    generated, out = seed_text, []
+    generated, out = list(vocab.encode(seed_text)), []      # the text so far, as indices
     eye = np.eye(len(vocab), dtype=np.float32)
     maxlen = window_length(model)
     model.eval()
     with no_grad():
         for _ in range(length):
             window = generated if whole_text else generated[-maxlen:]
-            sampled = eye[vocab.encode(window)][None]                # (1, len(window), V)
+            sampled = eye[window][None]                              # (1, len(window), V)
             preds = model(sampled).numpy()[0]
-            next_char = vocab.chars[sample_next(preds, temperature, rng)]
-            generated += next_char
-            out.append(next_char)
+            next_index = sample_next(preds, temperature, rng)
+            generated.append(next_index)
+            out.append(vocab.chars[next_index])
     return "".join(out)
 
 
