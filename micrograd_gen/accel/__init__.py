@@ -13,7 +13,7 @@ conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, thin routes, fuse
                                                 Winograd for 3x3 stride-1 convolutions
 linalg.py    ops.matmul, attention's products   large products cut over the worker threads
 pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks
-elementwise.py  ops.relu, ops.leaky_relu        cache-sized pieces on the worker threads
+elementwise.py ops.relu, ops.leaky_relu         cache-sized pieces on the worker threads
 lstm.py      ops.lstm                           the batch cut into one slice per worker thread;
                                                 at batch 1 without gradients a loop of its own;
                                                 the CUDA cell kernels on CuPy arrays
@@ -21,7 +21,8 @@ cuda.py      (used by conv, lstm, losses)       CUDA RawKernels from kernels/*.c
 losses.py    sparse softmax cross-entropy       rows over the worker threads (NumPy); one CUDA
                                                 kernel each way (CuPy)
 memory.py    the whole process                  glibc malloc keeps freed pages for reuse
-winograd.py  (used by conv.py)                  F(4x4, 3x3): 36 products instead of 144 per tile
+winograd.py  (used by conv.py)                  F(4x4, 3x3) and F(2x2, 3x3): 36 products
+                                                instead of 144 per 4x4 tile
 """
 from . import conv, elementwise, linalg, losses, lstm, pool  # noqa: F401  (each registers itself)
 from .memory import keep_freed_memory
