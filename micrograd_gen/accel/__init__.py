@@ -21,8 +21,7 @@ cuda.py      (used by conv, lstm, losses)       CUDA RawKernels from kernels/*.c
 losses.py    sparse softmax cross-entropy       rows over the worker threads (NumPy); one CUDA
                                                 kernel each way (CuPy)
 memory.py    the whole process                  glibc malloc keeps freed pages for reuse
-winograd.py  (used by conv.py)                  F(4x4, 3x3) and F(2x2, 3x3): 36 products
-                                                instead of 144 per 4x4 tile
+winograd.py  (used by conv.py)                  F(4x4, 3x3): 36 products instead of 144 per tile
 """
 from . import conv, elementwise, linalg, losses, lstm, pool  # noqa: F401  (each registers itself)
 from .memory import keep_freed_memory
