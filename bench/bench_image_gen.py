@@ -254,6 +254,7 @@ def main():
         run_engine(args.worker, args.repeat or REPEATS[args.worker])
         return
     if args.profile:
+        tune_process()   # as the timed runs do: without it large arrays page-fault every step
         profile(args.profile, args.repeat or 3)
         return
     for name in args.only or ["vae_step", "dcgan_step"]:

@@ -2,7 +2,7 @@
 
 For each 3x3 stride-1 layer below: the forward (bias and ReLU), the input gradient (with a ReLU's
 mask on dY) and the kernel gradient, each on the shifted route (accel/conv.py) and on Winograd
-(accel/winograd.py) F(4x4, 3x3) and F(2x2, 3x3), one after the other in one process; the minimum of --reps runs after a warm-up
+(accel/winograd.py), alternating in one process; the minimum of --reps runs after a warm-up
 (on a shared machine the minimum is the least disturbed), and wall and CPU milliseconds. The
 layers: VGG19's at the style transfer's batch of 3 at 400x600, the conv micro-benchmarks' three
 (batch 1), and InceptionV3's 3x3 layers at the sizes a DeepDream step at 400x600 meets.
@@ -65,29 +65,24 @@ def layer(name, shape, reps):
     geom = ConvGeometry.of(x.shape, kernel.shape, (1, 1), "same")
     shifted = fast_conv.shifted_geometry(geom)
     pads = (geom.pt, geom.pb, geom.pl, geom.pr)
-    def products(variant):
-        return {
-            "forward": lambda: winograd.conv3x3(x, kernel, pads, bias, True, variant=variant),
-            "dx": lambda: winograd.conv3x3_input_gradient(g, kernel, pads, x.shape, mask=positive,
-                                                          variant=variant),
-            "dk": lambda: winograd.conv3x3_kernel_gradient(x, g, pads, variant=variant)}
-    direct = {
-        "forward": lambda: fast_conv._shifted_forward(x, kernel, shifted, bias, True),
-        "dx": lambda: fast_conv._shifted_backward(g, x, kernel, shifted, True, False,
-                                                  positive=positive),
-        "dk": lambda: fast_conv._shifted_backward(g, x, kernel, shifted, False, True)}
-    f4, f2 = products(winograd.F4), products(winograd.F2)
+    pairs = {
+        "forward": (lambda: fast_conv._shifted_forward(x, kernel, shifted, bias, True),
+                    lambda: winograd.conv3x3(x, kernel, pads, bias, True)),
+        "dx": (lambda: fast_conv._shifted_backward(g, x, kernel, shifted, True, False,
+                                                   positive=positive),
+               lambda: winograd.conv3x3_input_gradient(g, kernel, pads, x.shape, mask=positive)),
+        "dk": (lambda: fast_conv._shifted_backward(g, x, kernel, shifted, False, True),
+               lambda: winograd.conv3x3_kernel_gradient(x, g, pads)),
+    }
     record = {"layer": name, "shape_nhwc": list(shape[:4]), "filters": F,
               "tiles": N * -(-H // 4) * -(-W // 4),
               "routed": {"forward_dx": bool(fast_conv._winograd_fits(geom, F, x, kernel)),
                          "dk": bool(fast_conv._winograd_fits(
                              geom, F, g, x, min_tiles=fast_conv._WINOGRAD_MIN_TILES_DK))}}
-    for what in direct:
-        (dw, dc), (ww, wc), (w2, c2) = (_timed(direct[what], reps), _timed(f4[what], reps),
-                                        _timed(f2[what], reps))
-        record[what] = {"shifted_ms": round(dw, 2), "f4_ms": round(ww, 2), "f2_ms": round(w2, 2),
-                        "f4_ratio": round(ww / dw, 3), "f2_ratio": round(w2 / dw, 3),
-                        "f4_cpu_ratio": round(wc / dc, 3), "f2_cpu_ratio": round(c2 / dc, 3)}
+    for what, (direct, fast) in pairs.items():
+        (dw, dc), (ww, wc) = _timed(direct, reps), _timed(fast, reps)
+        record[what] = {"shifted_ms": round(dw, 2), "winograd_ms": round(ww, 2),
+                        "ratio": round(ww / dw, 3), "cpu_ratio": round(wc / dc, 3)}
     return record
 
 

@@ -1,4 +1,4 @@
-"""accel/winograd.py (F(4x4, 3x3) and F(2x2, 3x3)) against the reference convolution: forward with bias and ReLU,
+"""accel/winograd.py (F(4x4, 3x3)) against the reference convolution: forward with bias and ReLU,
 the input gradient and the kernel and bias gradients (with a ReLU's mask on dY), on drawn shapes
 and paddings, in float32 and float64.
 
@@ -35,8 +35,7 @@ cases = st.fixed_dictionaries({
     "c": st.integers(1, 9), "f": st.integers(1, 9),
     "pads": st.sampled_from([(1, 1, 1, 1), (0, 0, 0, 0), (2, 1, 0, 2), (1, 2, 2, 1)]),
     "bias": st.booleans(), "relu": st.booleans(),
-    "dtype": st.sampled_from([np.float32, np.float64]), "seed": st.integers(0, 2 ** 16),
-    "variant": st.sampled_from([winograd.F4, winograd.F2])})
+    "dtype": st.sampled_from([np.float32, np.float64]), "seed": st.integers(0, 2 ** 16)})
 
 
 @settings(max_examples=60, deadline=None)
@@ -50,8 +49,7 @@ def test_forward_matches_the_reference(case):
     x = rng.standard_normal((case["n"], case["h"], case["w"], case["c"])).astype(dtype)
     kernel = rng.standard_normal((3, 3, case["c"], case["f"])).astype(dtype)
     bias = rng.standard_normal(case["f"]).astype(dtype) if case["bias"] else None
-    got = winograd.conv3x3(x, kernel, case["pads"], bias=bias, relu=case["relu"],
-                           variant=case["variant"])
+    got = winograd.conv3x3(x, kernel, case["pads"], bias=bias, relu=case["relu"])
     want = reference_conv(x, kernel, bias, case["relu"], case["pads"])
     assert got.shape == want.shape and got.dtype == dtype
     assert relative_error(got, want) < TOLERANCE[dtype]
@@ -75,7 +73,7 @@ def test_input_gradient_matches_the_reference(case):
         g = rng.standard_normal(y.shape).astype(dtype)
         y.backward(g)
     want = padded.grad[:, top:top + case["h"], left:left + case["w"]]
-    got = winograd.conv3x3_input_gradient(g, kernel, pads, x.shape, variant=case["variant"])
+    got = winograd.conv3x3_input_gradient(g, kernel, pads, x.shape)
     assert got.shape == x.shape
     assert relative_error(got, want) < TOLERANCE[dtype]
     # A fused ReLU's mask on dY: the gradient of g * mask, the product never formed.
@@ -84,8 +82,7 @@ def test_input_gradient_matches_the_reference(case):
         padded.grad = None
         mg.ops.conv2d(padded, mg.Tensor(kernel, dtype=dtype)).backward(g * mask)
     want = padded.grad[:, top:top + case["h"], left:left + case["w"]]
-    got = winograd.conv3x3_input_gradient(g, kernel, pads, x.shape, mask=mask,
-                                          variant=case["variant"])
+    got = winograd.conv3x3_input_gradient(g, kernel, pads, x.shape, mask=mask)
     assert relative_error(got, want) < TOLERANCE[dtype]
 
 
@@ -110,8 +107,7 @@ def test_kernel_gradient_matches_the_reference(case):
     mask = (rng.random(g.shape) < 0.5) if case["relu"] else None
     with mg.fast_paths(False):
         y.backward(g if mask is None else g * mask)
-    dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, mask=mask, need_db=case["bias"],
-                                              variant=case["variant"])
+    dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, mask=mask, need_db=case["bias"])
     assert dk.shape == kernel.shape and dk.dtype == dtype
     assert relative_error(dk, kernel.grad) < TOLERANCE[dtype]
     if case["bias"]:
@@ -120,19 +116,18 @@ def test_kernel_gradient_matches_the_reference(case):
         assert db is None
 
 
-@pytest.mark.parametrize("variant", [winograd.F4, winograd.F2], ids=["F4", "F2"])
 @pytest.mark.parametrize("band_tiles", [256, 16])
-def test_many_bands_and_images_at_a_vgg_like_size(monkeypatch, band_tiles, variant):
+def test_many_bands_and_images_at_a_vgg_like_size(monkeypatch, band_tiles):
     # Bands that cross image boundaries, with real channel counts: few bands (each also cut in
     # two along the output channels) and, with small bands, many (not cut).
     monkeypatch.setattr(winograd, "_BAND_TILES", band_tiles)
-    tiling = winograd._Tiling(3, 25, 37, variant.m)
+    tiling = winograd._Tiling(3, 25, 37)
     assert len({part for _, part in tiling.chunks(48)}) == (2 if band_tiles == 256 else 1)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 25, 37, 64)).astype(np.float32)
     kernel = (rng.standard_normal((3, 3, 64, 48)) * (2 / (9 * 64)) ** 0.5).astype(np.float32)
     bias = rng.standard_normal(48).astype(np.float32)
-    got = winograd.conv3x3(x, kernel, (1, 1, 1, 1), bias=bias, relu=True, variant=variant)
+    got = winograd.conv3x3(x, kernel, (1, 1, 1, 1), bias=bias, relu=True)
     want = reference_conv(x, kernel, bias, True, (1, 1, 1, 1))
     assert relative_error(got, want) < 2e-5
     g = rng.standard_normal(want.shape).astype(np.float32)
@@ -142,9 +137,7 @@ def test_many_bands_and_images_at_a_vgg_like_size(monkeypatch, band_tiles, varia
     tx = mg.Tensor(x, requires_grad=True, dtype=np.float32)
     with mg.fast_paths(False):
         mg.ops.conv2d(tx, tk, tb, padding="same", relu=True).backward(g)
-    dk, db = winograd.conv3x3_kernel_gradient(x, g, (1, 1, 1, 1), mask=mask, need_db=True,
-                                              variant=variant)
-    dx = winograd.conv3x3_input_gradient(g, kernel, (1, 1, 1, 1), x.shape, mask=mask,
-                                         variant=variant)
+    dk, db = winograd.conv3x3_kernel_gradient(x, g, (1, 1, 1, 1), mask=mask, need_db=True)
+    dx = winograd.conv3x3_input_gradient(g, kernel, (1, 1, 1, 1), x.shape, mask=mask)
     for got, want in ((dk, tk.grad), (db, tb.grad), (dx, tx.grad)):
         assert relative_error(got, want) < 2e-5

@@ -14,6 +14,7 @@ conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, thin routes, fuse
 linalg.py    ops.matmul, attention's products   large products cut over the worker threads
 pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks; large
                                                 ones in bands of rows over the worker threads
+elementwise.py ops.relu, ops.leaky_relu         cache-sized pieces on the worker threads
 lstm.py      ops.lstm                           the batch cut into one slice per worker thread;
                                                 at batch 1 without gradients a loop of its own;
                                                 the CUDA cell kernels on CuPy arrays
@@ -25,7 +26,7 @@ branches.py  applications.Branches              an Inception block's branches si
                                                 one per worker thread
 winograd.py  (used by conv.py)                  F(4x4, 3x3): 36 products instead of 144 per tile
 """
-from . import branches, conv, linalg, losses, lstm, pool  # noqa: F401  (each registers)
+from . import branches, conv, elementwise, linalg, losses, lstm, pool  # noqa: F401  (registering)
 from .memory import keep_freed_memory
 
 __all__ = ["keep_freed_memory"]

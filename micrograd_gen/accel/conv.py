@@ -500,10 +500,11 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # gradient has a fixed cost the size of 4 kernels (its transform space) and needs more tiles.
 _WINOGRAD_MIN_CHANNELS = 32
 _WINOGRAD_MIN_TILES = 64
-_WINOGRAD_MIN_TILES_DK = 200
+_WINOGRAD_MIN_TILES_DK = 512
 # ... and tiles * C * F at least this: few tiles pay only with wide products (VGG19's block5
-# for one picture, 70 tiles of 512 -> 512, does; InceptionV3's 35x35 64 -> 96, 81 tiles, not).
-_WINOGRAD_MIN_WORK = 1 << 20
+# for one picture, 70 tiles of 512 -> 512, does; InceptionV3's mixed blocks at 400x600, 216
+# tiles of 64 -> 96, do not).
+_WINOGRAD_MIN_WORK = 1 << 22
 
 
 def _winograd_fits(geom, F, *arrays, min_tiles=None):

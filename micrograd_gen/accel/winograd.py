@@ -37,51 +37,26 @@ from .blas import gemm_into
 from .linalg import matmul
 from .workers import for_chunks
 
-class Variant:
-    """F(m x m, 3x3): m x m outputs from each (m + 2) x (m + 2) input tile, with n*n = (m + 2)^2
-    multiplies instead of 9 m^2. Both sides of a tile are transformed at once with Kronecker
-    products: (kron(P, P) @ vec(X))[a*k + b] = (P X P^T)[a, b]."""
-
-    def __init__(self, m, BT, G, AT):
-        self.m, self.n = m, m + 2
-        self.points = self.n * self.n
-        self.input_transform = np.kron(BT, BT)      # (n*n, n*n)
-        self.kernel_transform = np.kron(G, G)       # (n*n, 9)
-        self.output_transform = np.kron(AT, AT)     # (m*m, n*n)
-
-
-# F(4x4, 3x3): 36 multiplies for 16 outputs (4x fewer than direct), the transforms' coefficients
-# up to 8 (and 1/24 in G).
-F4 = Variant(4,
-             BT=np.array([[4, 0, -5, 0, 1, 0],
-                          [0, -4, -4, 1, 1, 0],
-                          [0, 4, -4, -1, 1, 0],
-                          [0, -2, -1, 2, 1, 0],
-                          [0, 2, -1, -2, 1, 0],
-                          [0, 4, 0, -5, 0, 1]], np.float64),
-             G=np.array([[1 / 4, 0, 0],
-                         [-1 / 6, -1 / 6, -1 / 6],
-                         [-1 / 6, 1 / 6, -1 / 6],
-                         [1 / 24, 1 / 12, 1 / 6],
-                         [1 / 24, -1 / 12, 1 / 6],
-                         [0, 0, 1]], np.float64),
-             AT=np.array([[1, 1, 1, 1, 1, 0],
-                          [0, 1, -1, 2, -2, 0],
-                          [0, 1, 1, 4, 4, 0],
-                          [0, 1, -1, 8, -8, 1]], np.float64))
-# F(2x2, 3x3): 16 multiplies for 4 outputs (2.25x fewer), with 4x as many tiles and a transformed
-# kernel 16/9 of the kernel's size, not 4x: for small pictures with many channels.
-F2 = Variant(2,
-             BT=np.array([[1, 0, -1, 0],
-                          [0, 1, 1, 0],
-                          [0, -1, 1, 0],
-                          [0, 1, 0, -1]], np.float64),
-             G=np.array([[1, 0, 0],
-                         [1 / 2, 1 / 2, 1 / 2],
-                         [1 / 2, -1 / 2, 1 / 2],
-                         [0, 0, 1]], np.float64),
-             AT=np.array([[1, 1, 1, 0],
-                          [0, 1, -1, -1]], np.float64))
+_BT = np.array([[4, 0, -5, 0, 1, 0],
+                [0, -4, -4, 1, 1, 0],
+                [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0],
+                [0, 2, -1, -2, 1, 0],
+                [0, 4, 0, -5, 0, 1]], np.float64)
+_G = np.array([[1 / 4, 0, 0],
+               [-1 / 6, -1 / 6, -1 / 6],
+               [-1 / 6, 1 / 6, -1 / 6],
+               [1 / 24, 1 / 12, 1 / 6],
+               [1 / 24, -1 / 12, 1 / 6],
+               [0, 0, 1]], np.float64)
+_AT = np.array([[1, 1, 1, 1, 1, 0],
+                [0, 1, -1, 2, -2, 0],
+                [0, 1, 1, 4, 4, 0],
+                [0, 1, -1, 8, -8, 1]], np.float64)
+# Both sides of a tile at once: (kron(P, P) @ vec(X))[a*n + b] = (P X P^T)[a, b].
+_INPUT_TRANSFORM = np.kron(_BT, _BT)     # (36, 36)
+_KERNEL_TRANSFORM = np.kron(_G, _G)      # (36, 9)
+_OUTPUT_TRANSFORM = np.kron(_AT, _AT)    # (16, 36)
 
 # Tiles per band: the 36 products (tiles, C) @ (C, F) need a few hundred rows to run near
 # BLAS's full speed; more only makes the band's buffers fall out of cache.
@@ -90,94 +65,91 @@ _BAND_TILES = 256
 _MIN_BANDS = 4
 
 
-def transform_kernel(kernel, variant=F4):
-    """(3, 3, C, F) -> (n*n, C, F): U[p] = (G g G^T)[p] for every (c, f) pair."""
+def transform_kernel(kernel):
+    """(3, 3, C, F) -> (36, C, F): U[p] = (G g G^T)[p] for every (c, f) pair."""
     _, _, C, F = kernel.shape
-    transform = variant.kernel_transform.astype(kernel.dtype)
+    transform = _KERNEL_TRANSFORM.astype(kernel.dtype)
     kernel = np.ascontiguousarray(kernel).reshape(9, C * F)
     U = matmul(transform, kernel)                  # 38 MB for 512 x 512: over the workers
-    return (transform @ kernel if U is NotImplemented else U).reshape(variant.points, C, F)
+    return (transform @ kernel if U is NotImplemented else U).reshape(36, C, F)
 
 
-def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, variant=F4):
+def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None):
     """y = conv2d(x, kernel) for a 3x3 stride-1 kernel; pads = (top, bottom, left, right).
 
     x (N, H, W, C), kernel (3, 3, C, F) -> y (N, H + top + bottom - 2, W + left + right - 2, F),
     plus bias (F,) and max(., 0) when asked; with `mask` (shaped like x) the input is x * mask
-    (a fused ReLU's backward). y is a view of a buffer grown to whole m x m tiles.
+    (a fused ReLU's backward). y is a view of a buffer grown to whole 4x4 tiles.
 
     Everything past the kernel's transform happens band by band on the worker threads: the
-    padding (each band copies its own rows into a zero-bordered slab), the mask, the n*n
-    products, the bias and the ReLU. Done once over the whole array beforehand, the padding copy
-    alone kept one core idle for longer than the second core saved."""
+    padding (each band copies its own rows into a zero-bordered slab), the mask, the 36 products,
+    the bias and the ReLU. Done once over the whole array beforehand, the padding copy alone
+    kept one core idle for longer than the second core saved."""
     N, H, W, C = x.shape
     F = kernel.shape[3]
     top, bottom, left, right = pads
-    m, points = variant.m, variant.points
-    tiling = _Tiling(N, H + top + bottom - 2, W + left + right - 2, m)
+    tiling = _Tiling(N, H + top + bottom - 2, W + left + right - 2)
     dtype = x.dtype
-    U = transform_kernel(kernel, variant)                                     # (n*n, C, F)
-    y = np.empty((N, m * tiling.th, m * tiling.tw, F), dtype)
-    y_tiles = y.reshape(N, tiling.th, m, tiling.tw, m, F)
-    input_transform = variant.input_transform.astype(dtype)
-    output_transform = variant.output_transform.astype(dtype)
+    U = transform_kernel(kernel)                                              # (36, C, F)
+    y = np.empty((N, 4 * tiling.th, 4 * tiling.tw, F), dtype)
+    y_tiles = y.reshape(N, tiling.th, 4, tiling.tw, 4, F)
+    input_transform = _INPUT_TRANSFORM.astype(dtype)
+    output_transform = _OUTPUT_TRANSFORM.astype(dtype)
 
     def band(chunk, slot):
         rows, (f0, f1) = chunk
         tiles, width = tiling.tiles(rows), f1 - f0
-        d = tiling.gather(x, mask, rows, top, left, m + 2)                    # (n*n, tiles, C)
-        V = (input_transform @ d.reshape(points, tiles * C)).reshape(points, tiles, C)
-        M = np.matmul(V, U[:, :, f0:f1])                                # (n*n, tiles, width)
-        Y = (output_transform @ M.reshape(points, tiles * width)).reshape(m, m, tiles, width)
-        for n, t0, t1, first in tiling.segments(rows):          # V = B^T d B, Y = A^T M A
-            out = y_tiles[n, t0:t1, :, :, :, f0:f1].transpose(1, 3, 0, 2, 4)  # (m, m, rows, tw, .)
-            part = Y[:, :, first:first + (t1 - t0) * tiling.tw].reshape(m, m, t1 - t0,
+        d = tiling.gather(x, mask, rows, top, left, 6)                        # (36, tiles, C)
+        V = (input_transform @ d.reshape(36, tiles * C)).reshape(36, tiles, C)   # B^T d B
+        M = np.matmul(V, U[:, :, f0:f1])                                   # (36, tiles, width)
+        Y = (output_transform @ M.reshape(36, tiles * width)).reshape(4, 4, tiles, width)
+        for n, t0, t1, first in tiling.segments(rows):                         # A^T M A above
+            out = y_tiles[n, t0:t1, :, :, :, f0:f1].transpose(1, 3, 0, 2, 4)  # (4, 4, rows, tw, .)
+            part = Y[:, :, first:first + (t1 - t0) * tiling.tw].reshape(4, 4, t1 - t0,
                                                                         tiling.tw, width)
             if bias is not None:
                 np.add(part, bias[f0:f1], out=out)
             else:
                 out[...] = part
             if relu:
-                block = y[n, m * t0:m * t1, :, f0:f1]
+                block = y[n, 4 * t0:4 * t1, :, f0:f1]
                 np.maximum(block, 0, out=block)
 
     for_chunks(tiling.chunks(F), band, np)
     return y[:, :tiling.OH, :tiling.OW]
 
 
-def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False, variant=F4):
+def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False):
     """(dK (3, 3, C, F), dBias (F,) or None) of y = conv2d(x, kernel) with pads (top, bottom,
     left, right), from g = dL/dy (times mask, when given).
 
     The forward is bilinear in the tile V = B^T d B and the kernel's U = G g G^T, so the chain
-    rule runs it backwards point by point: dM = A dY A^T per output tile (the output transform
-    transposed), dU[p] = sum over tiles of V[p]^T (C, tiles) @ dM[p] (tiles, F), then
-    dK = G^T dU G (the kernel transform transposed): for F(4x4), 36 products with a long inner
-    side instead of the direct method's 9 four times as long. Each worker thread sums its bands'
-    dU; the sums are added in a fixed order, so results do not depend on which thread was
-    faster."""
+    rule runs it backwards point by point: dM = A dY A^T per output tile (kron(A^T, A^T)^T, 36x16),
+    dU[p] = sum over tiles of V[p]^T (C, tiles) @ dM[p] (tiles, F), then dK = G^T dU G
+    (kron(G, G)^T, 9x36): 36 products with a long inner side instead of the direct method's 9
+    four times as long. Each worker thread sums its bands' dU; the sums are added in a fixed
+    order, so results do not depend on which thread was faster."""
     N, H, W, C = x.shape
     F = g.shape[3]
     top, _, left, _ = pads
-    m, points = variant.m, variant.points
-    tiling = _Tiling(N, g.shape[1], g.shape[2], m)
+    tiling = _Tiling(N, g.shape[1], g.shape[2])
     dtype = x.dtype
-    input_transform = variant.input_transform.astype(dtype)
-    output_transform_t = np.ascontiguousarray(variant.output_transform.T).astype(dtype)
-    partial = {}                                           # slot -> [dU (n*n, C, F), dBias]
+    input_transform = _INPUT_TRANSFORM.astype(dtype)
+    output_transform_t = np.ascontiguousarray(_OUTPUT_TRANSFORM.T).astype(dtype)  # (36, 16)
+    partial = {}                                             # slot -> [dU (36, C, F), dBias]
 
     def band(chunk, slot):
         rows, (f0, f1) = chunk
         tiles, width = tiling.tiles(rows), f1 - f0
-        d = tiling.gather(x, None, rows, top, left, m + 2)                    # (n*n, tiles, C)
-        V = (input_transform @ d.reshape(points, tiles * C)).reshape(points, tiles, C)
+        d = tiling.gather(x, None, rows, top, left, 6)                        # (36, tiles, C)
+        V = (input_transform @ d.reshape(36, tiles * C)).reshape(36, tiles, C)
         e = tiling.gather(g[..., f0:f1], None if mask is None else mask[..., f0:f1], rows,
-                          0, 0, m)                                          # (m*m, tiles, width)
-        dM = (output_transform_t @ e.reshape(m * m, tiles * width)).reshape(points, tiles, width)
+                          0, 0, 4)                                            # (16, tiles, width)
+        dM = (output_transform_t @ e.reshape(16, tiles * width)).reshape(36, tiles, width)
         if slot not in partial:
-            partial[slot] = [np.zeros((points, C, F), dtype), np.zeros(F, dtype)]
+            partial[slot] = [np.zeros((36, C, F), dtype), np.zeros(F, dtype)]
         dU, db = partial[slot]
-        for p in range(points):
+        for p in range(36):
             gemm_into(V[p].T, dM[p], dU[p, :, f0:f1], accumulate=True)
         db[f0:f1] += e.sum(axis=(0, 1))
 
@@ -186,27 +158,27 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False, variant=F4):
     for slot in range(1, len(partial)):
         dU += partial[slot][0]
         db += partial[slot][1]
-    kernel_transform_t = np.ascontiguousarray(variant.kernel_transform.T).astype(dtype)
-    dK = (kernel_transform_t @ dU.reshape(points, C * F)).reshape(3, 3, C, F)
+    kernel_transform_t = np.ascontiguousarray(_KERNEL_TRANSFORM.T).astype(dtype)  # (9, 36)
+    dK = (kernel_transform_t @ dU.reshape(36, C * F)).reshape(3, 3, C, F)
     return dK, db if need_db else None
 
 
 class _Tiling:
-    """The m x m output tiles of an (N, OH, OW) output, cut into bands of tile rows for the
+    """The 4x4 output tiles of an (N, OH, OW) output, cut into bands of tile rows for the
     worker threads.
 
     Bands run over tile rows of all images at once (global row n*th + ty), so that small images
-    (VGG19's block5 at 25x37 has 70 4x4 tiles) still give each product a few hundred rows. At
-    least two bands, one per worker thread."""
+    (VGG19's block5 at 25x37 has 70 tiles) still give each product a few hundred rows. At least
+    two bands, one per worker thread."""
 
-    def __init__(self, N, OH, OW, m):
-        self.N, self.OH, self.OW, self.m = N, OH, OW, m
-        self.th, self.tw = -(-OH // m), -(-OW // m)   # tiles down and across; the last may overhang
+    def __init__(self, N, OH, OW):
+        self.N, self.OH, self.OW = N, OH, OW
+        self.th, self.tw = -(-OH // 4), -(-OW // 4)   # tiles down and across; the last may overhang
 
     def chunks(self, F):
         """The pieces of work: (band of tile rows, (first, stop) of the F output columns). With
         too few bands to keep both threads busy to the end (VGG19's block5 for one picture has
-        70 4x4 tiles) each band is cut in two along F as well; both halves transform its input."""
+        70 tiles) each band is cut in two along F as well; both halves transform its input."""
         rows = self.N * self.th
         if rows * self.tw <= _BAND_TILES:              # one band, its columns cut in two
             bands = [(0, rows)]
@@ -229,16 +201,16 @@ class _Tiling:
             offset += (t1 - t0) * self.tw
 
     def gather(self, x, mask, band, top, left, size):
-        """The band's size x size windows of x (times mask), m apart, starting at (-top, -left)
+        """The band's size x size windows of x (times mask), 4 apart, starting at (-top, -left)
         and zero outside x: (size * size, tiles, C), one row per point of a window."""
-        C, m = x.shape[3], self.m
+        C = x.shape[3]
         out = np.empty((size * size, self.tiles(band), C), x.dtype)
         for n, t0, t1, first in self.segments(band):
-            slab = _padded_rows(x, mask, n, m * t0 - top, m * (t1 - t0) + size - m, left,
-                                m * self.tw + size - m)
+            slab = _padded_rows(x, mask, n, 4 * t0 - top, 4 * (t1 - t0) + size - 4, left,
+                                4 * self.tw + size - 4)
             sh, sw, sc = slab.strides
             window = as_strided(slab, (size, size, t1 - t0, self.tw, C),
-                                (sh, sw, m * sh, m * sw, sc))
+                                (sh, sw, 4 * sh, 4 * sw, sc))
             out[:, first:first + (t1 - t0) * self.tw].reshape(size, size, t1 - t0, self.tw,
                                                                C)[...] = window
         return out
@@ -265,7 +237,7 @@ def _padded_rows(x, mask, n, row0, rows, col0, cols):
     return slab
 
 
-def conv3x3_input_gradient(g, kernel, pads, input_shape, mask=None, variant=F4):
+def conv3x3_input_gradient(g, kernel, pads, input_shape, mask=None):
     """dX of y = conv2d(x, kernel) with pads (top, bottom, left, right), from g = dL/dy (times
     mask, when given).
 
@@ -280,5 +252,4 @@ def conv3x3_input_gradient(g, kernel, pads, input_shape, mask=None, variant=F4):
     if min(pad_h + pad_w) < 0:
         return None
     flipped = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))    # (3, 3, F, C)
-    return conv3x3(g, flipped, (pad_h[0], pad_h[1], pad_w[0], pad_w[1]), mask=mask,
-                   variant=variant)
+    return conv3x3(g, flipped, (pad_h[0], pad_h[1], pad_w[0], pad_w[1]), mask=mask)

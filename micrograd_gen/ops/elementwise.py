@@ -5,6 +5,7 @@ Binary ops broadcast as NumPy does; their backward sums the gradient back to eac
 arrays adopt the tensor's dtype, two float tensors follow NumPy's promotion (float32 op float64 ->
 float64), and each input's gradient is cast back to that input's own dtype.
 """
+from .. import fastpath
 from ..backend import get_array_module
 from ..tensor import Function, Tensor
 
@@ -157,21 +158,42 @@ class Sigmoid(Function):
 
 class Relu(Function):
     def forward(self, a):
+        fast = fastpath.lookup("relu_forward")
+        out = NotImplemented if fast is None else fast(a)
+        if out is not NotImplemented:
+            y, self.positive = out
+            return y
         self.positive = a > 0
         return a * self.positive
 
     def backward(self, g):
-        return g * self.positive
+        fast = fastpath.lookup("relu_backward")
+        dx = NotImplemented if fast is None else fast(g, self.positive)
+        return g * self.positive if dx is NotImplemented else dx
 
 
 class LeakyRelu(Function):
     def forward(self, a, negative_slope=0.2):
+        fast = fastpath.lookup("leaky_relu_forward")
+        out = NotImplemented if fast is None else fast(a, negative_slope)
+        if out is not NotImplemented:
+            # the fast path keeps the mask a > 0 (a byte a number) in place of the slopes
+            y, self.positive = out
+            self.slope, self.negative_slope = None, negative_slope
+            return y
         xp = get_array_module(a)
         self.slope = xp.where(a > 0, a.dtype.type(1), a.dtype.type(negative_slope))
         return a * self.slope
 
     def backward(self, g):
-        return g * self.slope
+        if self.slope is not None:
+            return g * self.slope
+        fast = fastpath.lookup("leaky_relu_backward")
+        dx = NotImplemented if fast is None else fast(g, self.positive, self.negative_slope)
+        if dx is NotImplemented:
+            xp = get_array_module(g)
+            dx = g * xp.where(self.positive, g.dtype.type(1), g.dtype.type(self.negative_slope))
+        return dx
 
 
 class Softplus(Function):
