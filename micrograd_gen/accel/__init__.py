@@ -26,7 +26,8 @@ branches.py  applications.Branches              an Inception block's branches si
                                                 one per worker thread
 winograd.py  (used by conv.py)                  F(4x4, 3x3): 36 products instead of 144 per tile
 """
-from . import branches, conv, elementwise, linalg, losses, lstm, pool  # noqa: F401  (registering)
+# each registers its fast paths
+from . import branches, conv, elementwise, linalg, losses, lstm, pool  # noqa: F401
 from .memory import keep_freed_memory
 
 __all__ = ["keep_freed_memory"]
