@@ -498,7 +498,8 @@ def test_one_hot_rows_are_recognised_and_nothing_else():
         [[0, 0, 0], [0, 1, 0]],
     ]
     for x in not_one_hot:
-        assert ids(np.array(x, np.float32)) is None
+        with np.errstate(invalid="ignore"):          # inf - inf in the probe's product
+            assert ids(np.array(x, np.float32)) is None
 
 
 def test_the_book_loop_writes_the_same_text_on_both_paths():
