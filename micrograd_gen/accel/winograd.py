@@ -61,6 +61,9 @@ _OUTPUT_TRANSFORM = np.kron(_AT, _AT)    # (16, 36)
 # Tiles per band: the 36 products (tiles, C) @ (C, F) need a few hundred rows to run near
 # BLAS's full speed; more only makes the band's buffers fall out of cache.
 _BAND_TILES = 256
+# The kernel gradient's bands hold at least this many tiles x input channels (block1_conv2's dK,
+# 64 channels: 87 ms at 256 tiles a band, 76 ms at 512; 128 channels were best at 256).
+_DK_BAND_WIDTH = 1 << 15
 # Fewer bands than this are cut along the output channels too.
 _MIN_BANDS = 4
 
@@ -153,7 +156,9 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False):
             gemm_into(V[p].T, dM[p], dU[p, :, f0:f1], accumulate=True)
         db[f0:f1] += e.sum(axis=(0, 1))
 
-    for_chunks(tiling.chunks(F), band, np, fixed=True)
+    # Its products (C, tiles) @ (tiles, F) are small for few channels: longer bands then.
+    band_tiles = max(_BAND_TILES, _DK_BAND_WIDTH // C)
+    for_chunks(tiling.chunks(F, band_tiles), band, np, fixed=True)
     dU, db = partial[0]
     for slot in range(1, len(partial)):
         dU += partial[slot][0]
@@ -175,15 +180,16 @@ class _Tiling:
         self.N, self.OH, self.OW = N, OH, OW
         self.th, self.tw = -(-OH // 4), -(-OW // 4)   # tiles down and across; the last may overhang
 
-    def chunks(self, F):
+    def chunks(self, F, band_tiles=None):
         """The pieces of work: (band of tile rows, (first, stop) of the F output columns). With
         too few bands to keep both threads busy to the end (VGG19's block5 for one picture has
         70 tiles) each band is cut in two along F as well; both halves transform its input."""
+        band_tiles = _BAND_TILES if band_tiles is None else band_tiles
         rows = self.N * self.th
-        if rows * self.tw <= _BAND_TILES:              # one band, its columns cut in two
+        if rows * self.tw <= band_tiles:               # one band, its columns cut in two
             bands = [(0, rows)]
         else:
-            per_band = max(1, min(-(-_BAND_TILES // self.tw), -(-rows // 2)))
+            per_band = max(1, min(-(-band_tiles // self.tw), -(-rows // 2)))
             bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
         columns = [(0, F)] if len(bands) >= _MIN_BANDS else [(0, F // 2), (F // 2, F)]
         return [(band, part) for band in bands for part in columns if part[1] > part[0]]
