@@ -21,7 +21,7 @@ bool data keep their dtype. Inside an op:
 """
 import numpy as np
 
-from . import backend
+from . import backend, fastpath
 
 _grad_enabled = True
 
@@ -389,13 +389,20 @@ def _summed(slot, g, g_fresh):
     reader, as large as the layer's output."""
     total, ours = slot
     if ours:
-        total += g
-        slot[0] = total   # the same array, unless a NumPy scalar (immutable) made a new one
+        slot[0] = _add_into(total, g)
         return slot
     if g_fresh:
-        g += total
-        return [g, True]
+        return [_add_into(g, total), True]
     return [total + g, True]
+
+
+def _add_into(total, g):
+    """total += g, or the fast path's (large arrays: over the cores); returns total (a new
+    object only for a NumPy scalar, which is immutable)."""
+    fast = fastpath.lookup("add_into")
+    if fast is None or fast(total, g) is NotImplemented:
+        total += g
+    return total
 
 class _LeafGradients:
     """The gradient of each leaf, summed over one backward pass, then added into `leaf.grad`.

@@ -105,3 +105,39 @@ def test_strided_views_are_read_in_place(shape, slope, seed):
     np.testing.assert_array_equal(relu_y, x * (x > 0))
     np.testing.assert_array_equal(relu_dx, g * (x > 0))
     assert y.flags.c_contiguous and dx.flags.c_contiguous
+
+
+@settings(deadline=None, max_examples=15)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple),
+       strided=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_gradient_sums_and_zeros_over_the_workers(shape, strided, seed):
+    """add_into adds in place (a strided addend read as it is); zeros are zeros."""
+    rng = np.random.default_rng(seed)
+    total = rng.standard_normal(shape).astype(np.float32)
+    wide = rng.standard_normal(tuple(n + 1 for n in shape)).astype(np.float32)
+    g = wide[tuple(slice(1, None) for _ in shape)]
+    if not strided:
+        g = g.copy()
+    want = total + g
+    with small_pieces():
+        assert elementwise.add_into(total, g) is total
+        z = elementwise.zeros(shape, np.float64, g)
+    np.testing.assert_array_equal(total, want)
+    assert z.shape == shape and z.dtype == np.float64 and not z.any()
+
+
+def test_a_feature_map_read_by_three_ops_and_sliced():
+    """Large enough for the fast paths: a layer's output read by three ops (its gradients summed
+    in place over the workers) and sliced per image (each slice's gradient starting from
+    zeros), as style transfer does; the gradient equals the reference's."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 64, 40, 32)).astype(np.float32)
+    grads = []
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            t = mg.Tensor(x, requires_grad=True)
+            h = t * 2.0
+            loss = (h * h).sum() + (h[1] * 3.0).sum() + (h[2] ** 3).sum()
+            loss.backward()
+            grads.append(t.grad)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6)

@@ -1,6 +1,8 @@
 """ReLU and LeakyReLU on large NumPy arrays: each pass made in cache-sized pieces, shared out to
-the worker threads. The reference is ops/elementwise.py; tests/test_accel_elementwise.py holds
-them equal.
+the worker threads. The reference is ops/elementwise.py; tests/test_accel_gen.py holds
+them equal. The same for two passes of the backward pass itself: a gradient summed in place
+(tensor.py) and the zeros an indexing op's gradient starts from (ops/shape.py): style transfer
+sums and slices feature maps of 60-180 MB every step.
 
 Why. The reference LeakyReLU builds a float slope array as large as its input (`where`) and
 multiplies by it, three full passes over memory and a temporary of the input's size, all on one
@@ -9,6 +11,8 @@ per training step. Here every piece of 64K numbers is read once while it is in c
 pass runs on every core; what backward needs is a 1-byte mask (x > 0), not a 4-byte slope.
 Small arrays (a Dense layer's) go to the reference: a thread hand-off costs more than the pass.
 """
+import math
+
 import numpy as np
 
 from .. import fastpath
@@ -103,7 +107,26 @@ def leaky_relu_backward(g, positive, negative_slope):
     return dx
 
 
+def add_into(total, g):
+    """total += g (a gradient summed in place); NotImplemented leaves it to the caller."""
+    if not _taken(total, g) or g.dtype != total.dtype or not total.flags.writeable:
+        return NotImplemented
+    _in_pieces(lambda t, a: np.add(t, a, out=t), total, g)
+    return total
+
+
+def zeros(shape, dtype, like):
+    """np.zeros(shape, dtype) for large arrays when `like` is a NumPy array."""
+    if get_array_module(like) is not np or math.prod(shape) < _MIN_SIZE or not shape:
+        return NotImplemented
+    out = np.empty(shape, dtype)
+    _in_pieces(lambda piece: piece.fill(0), out)
+    return out
+
+
 fastpath.register("relu_forward", relu_forward)
 fastpath.register("relu_backward", relu_backward)
 fastpath.register("leaky_relu_forward", leaky_relu_forward)
 fastpath.register("leaky_relu_backward", leaky_relu_backward)
+fastpath.register("add_into", add_into)
+fastpath.register("zeros", zeros)
