@@ -288,11 +288,8 @@ class Tensor:
                 slots = pending.get(parent._ctx)
                 if slots is None:
                     slots = pending[parent._ctx] = [None] * parent._ctx.n_outputs
-                i = parent._index
-                if slots[i] is None:
-                    slots[i] = [g, _fresh(g, in_grads, out_grads)]
-                else:
-                    slots[i] = _summed(slots[i], g, _fresh(g, in_grads, out_grads))
+                i, fresh = parent._index, _fresh(g, in_grads, out_grads)
+                slots[i] = [g, fresh] if slots[i] is None else _summed(slots[i], g, fresh)
             if not retain_graph:
                 ctx.__dict__.clear()  # drop saved arrays and the links to inputs
                 ctx.freed = True
@@ -373,7 +370,6 @@ def _input_gradients(ctx, out_grads, xp):
     return pairs
 
 
-
 def _fresh(g, in_grads, out_grads):
     """True when g, a gradient an op's backward returned, can be summed into in place: a new
     array (not a view, not an incoming gradient passed on, not given to two inputs). The rule by
@@ -403,6 +399,7 @@ def _add_into(total, g):
     if fast is None or fast(total, g) is NotImplemented:
         total += g
     return total
+
 
 class _LeafGradients:
     """The gradient of each leaf, summed over one backward pass, then added into `leaf.grad`.
