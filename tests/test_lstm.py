@@ -461,7 +461,8 @@ def test_fast_lstm_at_batch_1_without_gradients_equals_the_reference(problem):
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
         else:
             reference_error = np.abs(want - best).max()
-            np.testing.assert_allclose(got, best, rtol=0, atol=2e-6 + 10 * reference_error)
+            # pre-activations near 100 (scale 30) carry float32 rounding of ~1e-5 themselves
+            np.testing.assert_allclose(got, best, rtol=0, atol=1e-5 + 10 * reference_error)
 
 
 def test_fast_lstm_at_batch_1_sees_weights_updated_in_place():
