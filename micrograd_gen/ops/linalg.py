@@ -34,7 +34,8 @@ class MatMul(Function):
         if a.ndim > 2 and b.ndim == 2:
             # (B..., M, K) x (K, N), a Dense layer on a sequence: one (B*M, K) x (K, N) GEMM,
             # where NumPy's matmul would run B smaller ones (bench/README.md, "The core").
-            return matmul_arrays(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
+            y = matmul_arrays(a.reshape(-1, a.shape[-1]), b)
+            return y.reshape(a.shape[:-1] + b.shape[-1:])
         return matmul_arrays(a, b)
 
     def backward(self, g):
