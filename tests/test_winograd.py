@@ -38,16 +38,26 @@ cases = st.fixed_dictionaries({
     "dtype": st.sampled_from([np.float32, np.float64]), "seed": st.integers(0, 2 ** 16)})
 
 
-@settings(max_examples=60, deadline=None)
-@given(cases)
-def test_forward_matches_the_reference(case):
+def drawn_arrays(case):
+    """(rng, dtype, x, kernel) of a drawn case, or None where the padded picture has no 3x3
+    window."""
     top, bottom, left, right = case["pads"]
     if case["h"] + top + bottom < 3 or case["w"] + left + right < 3:
-        return  # no output pixel
+        return None
     rng = np.random.default_rng(case["seed"])
     dtype = case["dtype"]
     x = rng.standard_normal((case["n"], case["h"], case["w"], case["c"])).astype(dtype)
     kernel = rng.standard_normal((3, 3, case["c"], case["f"])).astype(dtype)
+    return rng, dtype, x, kernel
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases)
+def test_forward_matches_the_reference(case):
+    drawn = drawn_arrays(case)
+    if drawn is None:
+        return
+    rng, dtype, x, kernel = drawn
     bias = rng.standard_normal(case["f"]).astype(dtype) if case["bias"] else None
     got = winograd.conv3x3(x, kernel, case["pads"], bias=bias, relu=case["relu"])
     want = reference_conv(x, kernel, bias, case["relu"], case["pads"])
@@ -58,14 +68,12 @@ def test_forward_matches_the_reference(case):
 @settings(max_examples=40, deadline=None)
 @given(cases)
 def test_input_gradient_matches_the_reference(case):
+    drawn = drawn_arrays(case)
+    if drawn is None:
+        return
+    rng, dtype, x, kernel = drawn
     pads = case["pads"]
     top, bottom, left, right = pads
-    if case["h"] + top + bottom < 3 or case["w"] + left + right < 3:
-        return
-    rng = np.random.default_rng(case["seed"])
-    dtype = case["dtype"]
-    x = rng.standard_normal((case["n"], case["h"], case["w"], case["c"])).astype(dtype)
-    kernel = rng.standard_normal((3, 3, case["c"], case["f"])).astype(dtype)
     padded = mg.Tensor(np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0))), dtype=dtype,
                        requires_grad=True)
     with mg.fast_paths(False):
@@ -86,20 +94,17 @@ def test_input_gradient_matches_the_reference(case):
     assert relative_error(got, want) < TOLERANCE[dtype]
 
 
-
 @settings(max_examples=40, deadline=None)
 @given(cases)
 def test_kernel_gradient_matches_the_reference(case):
+    drawn = drawn_arrays(case)
+    if drawn is None:
+        return
+    rng, dtype, x, kernel_array = drawn
     pads = case["pads"]
     top, bottom, left, right = pads
-    if case["h"] + top + bottom < 3 or case["w"] + left + right < 3:
-        return
-    rng = np.random.default_rng(case["seed"])
-    dtype = case["dtype"]
-    x = rng.standard_normal((case["n"], case["h"], case["w"], case["c"])).astype(dtype)
     padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    kernel = mg.Tensor(rng.standard_normal((3, 3, case["c"], case["f"])), dtype=dtype,
-                       requires_grad=True)
+    kernel = mg.Tensor(kernel_array, dtype=dtype, requires_grad=True)
     bias = mg.Tensor(rng.standard_normal(case["f"]), dtype=dtype, requires_grad=True)
     with mg.fast_paths(False):
         y = mg.ops.conv2d(mg.Tensor(padded, dtype=dtype), kernel, bias)

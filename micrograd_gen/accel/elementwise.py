@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from .workers import chunk_pool, for_chunks
+from .workers import chunk_pool, even_cuts, for_chunks
 
 # Numbers per piece: the piece's input, output and mask stay in the core's cache meanwhile.
 _PIECE = 1 << 16
@@ -35,14 +35,13 @@ def _in_pieces(work, *arrays):
         step = _PIECE
     else:
         step = max(1, _PIECE * arrays[0].shape[0] // arrays[0].size)
-    length, threads = arrays[0].shape[0], chunk_pool()[1]
-    bands = [(length * i // threads, length * (i + 1) // threads) for i in range(threads)]
+    bands = even_cuts(arrays[0].shape[0], chunk_pool()[1])
 
     def band(chunk, slot):
         for start in range(chunk[0], chunk[1], step):
             piece = slice(start, min(start + step, chunk[1]))
             work(*(a[piece] for a in arrays))
-    for_chunks([b for b in bands if b[1] > b[0]], band, np)
+    for_chunks(bands, band, np)
 
 
 def _taken(*arrays):

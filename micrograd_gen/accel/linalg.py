@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import fastpath
 from .blas import gemm_into
-from .workers import chunk_pool, for_chunks, started
+from .workers import chunk_pool, even_cuts, for_chunks, started
 
 # 2*M*N*K below this (about a millisecond on one core) is not worth a hand-off.
 _MIN_FLOP = 1 << 27
@@ -42,12 +42,12 @@ def matmul(a, b, out=None):
     elif out.shape != stack + (M, N):
         return NotImplemented
     if stack:
-        cuts = [(i * stack[0] // threads, (i + 1) * stack[0] // threads) for i in range(threads)]
+        cuts = even_cuts(stack[0], threads)
         for_chunks(cuts, lambda c, slot: np.matmul(a[c[0]:c[1]], b[c[0]:c[1]],
                                                     out=out[c[0]:c[1]]), np)
         return out
     longest = max(M, N, K)
-    cuts = [(i * longest // threads, (i + 1) * longest // threads) for i in range(threads)]
+    cuts = even_cuts(longest, threads)
     if longest == M:
         for_chunks(cuts, lambda c, slot: gemm_into(a[c[0]:c[1]], b, out[c[0]:c[1]]), np)
     elif longest == N:

@@ -12,7 +12,7 @@ import numpy as np
 from .. import fastpath
 from ..backend import get_array_module
 from . import cuda
-from .workers import chunk_pool, for_chunks
+from .workers import chunk_pool, even_cuts, for_chunks
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Fewer logits than this stay on one core: a hand-off costs more than the passes.
@@ -20,9 +20,7 @@ _MIN_PARALLEL = 1 << 20
 
 
 def _row_chunks(rows):
-    pieces = 4 * chunk_pool()[1]
-    return [(i * rows // pieces, (i + 1) * rows // pieces) for i in range(pieces)
-            if (i + 1) * rows // pieces > i * rows // pieces]
+    return even_cuts(rows, 4 * chunk_pool()[1])
 
 
 def sparse_softmax_cross_entropy_forward(logits, labels):

@@ -76,6 +76,12 @@ def alone():
         _THIS_THREAD.alone = before
 
 
+def even_cuts(length, pieces):
+    """[(start, stop)] cutting range(length) into `pieces` near-equal runs, empty runs left out."""
+    cuts = [(length * i // pieces, length * (i + 1) // pieces) for i in range(pieces)]
+    return [cut for cut in cuts if cut[1] > cut[0]]
+
+
 def started():
     """True once this process has its worker pool (and NumPy's BLAS runs one thread)."""
     return _POOL is not None and _POOL[0] == os.getpid()
