@@ -126,7 +126,7 @@ def _shape_of(x):
 def _name_outputs(out, layer_name):
     # The layer that made a tensor, for micrograd_gen.viz's drawings; an inner layer's name stays
     # (a model's output keeps its last layer's name), and a leaf passed through is not renamed.
-    for t in _flatten(out):
+    for t in [out] if isinstance(out, Tensor) else _flatten(out):
         if isinstance(t, Tensor) and t.name is None and t._ctx is not None:
             t.name = layer_name
 
@@ -430,10 +430,16 @@ class Layer:
             else:
                 raise TypeError(f"{type(self).__name__} '{self.name}' was called without an "
                                 f"input (keyword arguments: {sorted(kwargs)})")
-        args = tuple(_map(lambda x: _as_layer_tensor(x, self.dtype), a) for a in args)
-        kwargs = {k: _as_tensors_in_place(v, self.dtype) for k, v in kwargs.items()}
-        if any(isinstance(x, KerasTensor) for x in _flatten((args, kwargs))):
-            return self._call_symbolic(args, kwargs)
+        if len(args) == 1 and not kwargs and isinstance(args[0], (Tensor, np.ndarray)):
+            # The common call: one tensor or array, no keywords (each layer of a Sequential, each
+            # of a generator's calls). Nothing nested to convert or to search for placeholders;
+            # the walks below cost a few us a layer, as much as a small layer's arithmetic.
+            args = (_as_layer_tensor(args[0], self.dtype),)
+        else:
+            args = tuple(_map(lambda x: _as_layer_tensor(x, self.dtype), a) for a in args)
+            kwargs = {k: _as_tensors_in_place(v, self.dtype) for k, v in kwargs.items()}
+            if any(isinstance(x, KerasTensor) for x in _flatten((args, kwargs))):
+                return self._call_symbolic(args, kwargs)
         if training is None:
             training = _call_training
         effective = self.training if training is None else bool(training)
@@ -451,7 +457,8 @@ class Layer:
             raise
         finally:
             _call_training = outer
-        self._output_shape = _map(lambda t: tuple(t.shape), out)
+        self._output_shape = out.shape if isinstance(out, Tensor) else _map(
+            lambda t: tuple(t.shape), out)
         _name_outputs(out, self.name)
         return out
 
