@@ -12,6 +12,7 @@ workers.py   (used by conv.py and the LSTM)     one worker thread per core, sing
 conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, thin routes, fused bias and ReLU;
                                                 Winograd for 3x3 stride-1 convolutions
 linalg.py    ops.matmul, attention's products   large products cut over the worker threads
+dense.py     nn.Dense without gradients         product, bias and softmax in place, one call
 pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks; large
                                                 ones in bands of rows over the worker threads
 elementwise.py ops.relu, ops.leaky_relu         cache-sized pieces on the worker threads
@@ -27,7 +28,7 @@ branches.py  applications.Branches              an Inception block's branches si
 winograd.py  (used by conv.py)                  F(4x4, 3x3): 36 products instead of 144 per tile
 """
 # each registers its fast paths
-from . import branches, conv, elementwise, linalg, losses, lstm, pool  # noqa: F401
+from . import branches, conv, dense, elementwise, linalg, losses, lstm, pool  # noqa: F401
 from .memory import keep_freed_memory
 
 __all__ = ["keep_freed_memory"]

@@ -387,9 +387,9 @@ def _backward_slice(saved, g_out, g_h, g_c, kernel, recurrent_kernel, needs, ret
 
 def batch_split_lstm(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
     """The "lstm" fast path: (output, h_T, c_T) Tensors, or NotImplemented for CuPy arrays."""
-    if any(get_array_module(t.data if isinstance(t, Tensor) else t) is not np
-           for t in (x, kernel, recurrent_kernel)):
-        return NotImplemented
+    for t in (x, kernel, recurrent_kernel):
+        if get_array_module(t.data if isinstance(t, Tensor) else t) is not np:
+            return NotImplemented
     return LSTM.apply(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences=return_sequences)
 
 

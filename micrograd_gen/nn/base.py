@@ -434,7 +434,8 @@ class Layer:
             # The common call: one tensor or array, no keywords (each layer of a Sequential, each
             # of a generator's calls). Nothing nested to convert or to search for placeholders;
             # the walks below cost a few us a layer, as much as a small layer's arithmetic.
-            args = (_as_layer_tensor(args[0], self.dtype),)
+            if not isinstance(args[0], Tensor):
+                args = (_as_layer_tensor(args[0], self.dtype),)
         else:
             args = tuple(_map(lambda x: _as_layer_tensor(x, self.dtype), a) for a in args)
             kwargs = {k: _as_tensors_in_place(v, self.dtype) for k, v in kwargs.items()}

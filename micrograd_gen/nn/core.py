@@ -3,7 +3,7 @@ and the activation layers ReLU, LeakyReLU, ELU, PReLU, Softmax. Arguments, defau
 layouts are Keras's."""
 import math
 
-from .. import ops
+from .. import fastpath, ops
 from ..tensor import Tensor
 from . import activations, arguments
 from .base import Layer
@@ -34,10 +34,18 @@ class Dense(Layer):
         if x.ndim == 0 or x.shape[-1] != self.kernel.shape[0]:
             raise ValueError(f"Dense '{self.name}': built for inputs with last axis "
                              f"{self.kernel.shape[0]}, got input shape {tuple(x.shape)}")
+        activation = activations.get(self.activation)
+        if activation is activations.linear or activation is activations.softmax:
+            # without gradients, one call on the arrays instead of three ops (accel/dense.py)
+            fast = fastpath.lookup("dense")
+            y = NotImplemented if fast is None else fast(
+                x, self.kernel, self.bias, softmax=activation is activations.softmax)
+            if y is not NotImplemented:
+                return y
         y = ops.matmul(x, self.kernel)
         if self.bias is not None:
             y = y + self.bias
-        return activations.get(self.activation)(y)
+        return activation(y)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
