@@ -20,7 +20,6 @@ and rescaling around one shared activation only adds calls there.
 tests/test_lstm.py holds both against the reference on drawn shapes.
 """
 import itertools
-import math
 
 import numpy as np
 
@@ -208,7 +207,7 @@ def _infer_one(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
         z_inputs = x @ weights.kernel
         if bias is not None:
             z_inputs += weights.bias
-    gates = _aligned_empty((5 * u,), dtype)                          # [2o, 2i, 2f, g, c]
+    gates = np.empty(5 * u, dtype)                                   # [2o, 2i, 2f, g, c]
     z, sigmoids, o2, c = gates[:4 * u], gates[:3 * u], gates[:u], gates[4 * u:]
     i_f, g_c = gates[u:3 * u].reshape(2, u), gates[3 * u:].reshape(2, u)
     c[...] = 0 if c0 is None else c0
@@ -310,7 +309,7 @@ def _aligned_empty(shape, dtype, alignment=64):
     bytes only, and OpenBLAS's matrix-vector product at batch 1 (128 x 512) took 3.0 us on a
     matrix at 16 bytes past a 32-byte boundary against 2.3 us on one at a 32-byte boundary."""
     dtype = np.dtype(dtype)
-    size = math.prod(shape) * dtype.itemsize                # (np.prod takes 2 us)
+    size = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(size + alignment, np.uint8)
     start = -raw.ctypes.data % alignment
     return raw[start:start + size].view(dtype).reshape(shape)
