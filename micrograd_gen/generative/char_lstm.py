@@ -159,17 +159,22 @@ def book_generate(model, vocab, seed_text, length=400, temperature=0.5, rng=None
     """The book's loop, for reference and tests: for each character, one-hot the last `maxlen`
     characters (the whole text so far with whole_text=True) into a fresh array, run the whole model
     from a zero state, then `sample()`. Returns the new characters."""
-    generated, out = list(vocab.encode(seed_text)), []      # the text so far, as indices
+    seed_ids = vocab.encode(seed_text)
+    # the text so far as indices, in an array filled as it grows (so that a window is a view, not
+    # a list turned into an array for every character)
+    generated = np.empty(len(seed_ids) + length, np.intp)
+    generated[:len(seed_ids)] = seed_ids
     eye = np.eye(len(vocab), dtype=np.float32)
     maxlen = window_length(model)
+    out = []
     model.eval()
     with no_grad():
-        for _ in range(length):
-            window = generated if whole_text else generated[-maxlen:]
-            sampled = eye[window][None]                              # (1, len(window), V)
+        for end in range(len(seed_ids), len(generated)):
+            window = generated[0 if whole_text else max(0, end - maxlen):end]
+            sampled = eye.take(window, axis=0)[None]                 # (1, len(window), V)
             preds = model(sampled).numpy()[0]
             next_index = sample_next(preds, temperature, rng)
-            generated.append(next_index)
+            generated[end] = next_index
             out.append(vocab.chars[next_index])
     return "".join(out)
 
