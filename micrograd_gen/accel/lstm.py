@@ -194,7 +194,8 @@ def _infer_one(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
     All four gates go through ONE tanh, as sigmoid(z) = (1 + tanh(z / 2)) / 2: the inner 1/2 is
     folded into the kernels, the outer one carried along. After the tanh and a +1 the blocks hold
     2o, 2i, 2f and g; c = (2i*g + 2f*c) / 2 is one product with [1/2, 1/2], and the step keeps
-    H = 2o * tanh(c) = 2h, for which the recurrent kernel is halved once more.
+    H = 2o * tanh(c) = 2h, for which the recurrent kernel is halved once more. A one-hot sequence
+    from a zero state starts at its second step, the first one's H and c prepared per input.
     """
     steps = x.shape[0]
     u = recurrent_kernel.shape[0]
@@ -210,21 +211,29 @@ def _infer_one(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
     gates = np.empty(5 * u, dtype)                                   # [2o, 2i, 2f, g, c]
     z, sigmoids, o2, c = gates[:4 * u], gates[:3 * u], gates[:u], gates[4 * u:]
     i_f, g_c = gates[u:3 * u].reshape(2, u), gates[3 * u:].reshape(2, u)
-    c[...] = 0 if c0 is None else c0
     products = np.empty((2, u), dtype)                               # [2i*g; 2f*c]
     tanh_c = np.empty(u, dtype)
     # H_{t-1} at hs[t], or one H read and written in place when only the last is returned
     hs = np.empty((steps + 1 if return_sequences else 1, u), dtype)
-    hs[0] = 0 if h0 is None else 2 * h0
+    first = 0                                                        # the loop's first step
+    if ids is not None and h0 is None and c0 is None:
+        # from a zero state the first step's H and c were prepared for each one-hot input
+        first = 1
+        hs[0] = 0
+        hs[1 if return_sequences else 0] = weights.first_h[ids[0]]
+        c[...] = weights.first_c[ids[0]]
+    else:
+        hs[0] = 0 if h0 is None else 2 * h0
+        c[...] = 0 if c0 is None else c0
     if return_sequences:
         rows = list(hs)
-        h_in, h_out = rows, rows[1:]
+        h_in, h_out = rows[first:], rows[first + 1:]
     else:
         h_in = h_out = itertools.repeat(hs[0])
     recurrent, ones = weights.recurrent, weights.ones
     # ndarray.dot rather than np.dot, which first calls a Python dispatcher (0.15 us a call)
     add, multiply, tanh, add_halves = np.add, np.multiply, np.tanh, weights.halves.dot
-    for z_input, h_prev, h in zip(z_inputs, h_in, h_out):
+    for z_input, h_prev, h in zip(z_inputs[first:], h_in, h_out):
         h_prev.dot(recurrent, z)
         add(z, z_input, z)
         tanh(z, z)
@@ -253,7 +262,8 @@ class _InferenceWeights:
     """The weights as _infer_one takes them, dtype `dtype`: gate blocks in the order o, i, f, g,
     the kernel and bias scaled by 1/2 for i, f, o (z / 2 into the tanh), the recurrent kernel by
     1/4 for i, f, o and 1/2 for g (it multiplies H = 2h); input_rows = kernel + bias, the
-    products of a one-hot input. With the constants that the steps add and multiply."""
+    products of a one-hot input; first_h and first_c, the state after a one-hot input's first
+    step from zeros. With the constants that the steps add and multiply."""
 
     def __init__(self, kernel, recurrent_kernel, bias, dtype):
         u = recurrent_kernel.shape[0]
@@ -264,6 +274,13 @@ class _InferenceWeights:
         self.bias = None if bias is None else _oifg(bias, scale)
         self.input_rows = (self.kernel if bias is None else
                            np.add(self.kernel, self.bias, out=_aligned_empty(kernel.shape, dtype)))
+        # From a zero state the first step depends on its input alone, for a one-hot input on
+        # the row of input_rows it picks: each row's H and c, computed as the loop computes them
+        # (c = 2i*g / 2 + 2f*0 / 2), so that a generator's call starts at its second step.
+        gates = np.tanh(self.input_rows)                             # (D, 4U)
+        gates[:, :3 * u] += 1                                        # 2o, 2i, 2f, g
+        self.first_c = gates[:, u:2 * u] * gates[:, 3 * u:] * 0.5    # (D, U)
+        self.first_h = gates[:, :u] * np.tanh(self.first_c)          # H = 2o * tanh(c)
         self.one_hot_probe = np.stack([np.ones(len(kernel), dtype),
                                        np.arange(len(kernel), dtype=dtype)], axis=1)
         self.halves = np.full(2, 0.5, dtype)
