@@ -19,6 +19,7 @@ import micrograd_gen as mg
 from micrograd_gen import ops
 from micrograd_gen.accel import blas
 from micrograd_gen.accel import conv as fast_conv
+from micrograd_gen.accel import conv_thin
 from micrograd_gen.accel import linalg as fast_linalg
 from micrograd_gen.accel import losses as fast_losses
 from micrograd_gen.ops.conv import ConvGeometry
@@ -141,8 +142,9 @@ def test_one_gradient_only(need):
                                            (17, 16, (2, 1))])
 def test_many_small_chunks(monkeypatch, c, f, strides):
     """Chunk edges (and thread hand-offs) in the middle of images change nothing."""
-    for name in ("_CHUNK_BYTES", "_DK_CHUNK_BYTES", "_THIN_CHUNK_BYTES", "_PARALLEL_COPY_BYTES"):
+    for name in ("_CHUNK_BYTES", "_DK_CHUNK_BYTES", "_PARALLEL_COPY_BYTES"):
         monkeypatch.setattr(fast_conv, name, 256)
+    monkeypatch.setattr(conv_thin, "_CHUNK_BYTES", 256)
     rng = np.random.default_rng(12)
     x = rng.standard_normal((2, 11, 9, c))
     kernel = rng.standard_normal((3, 3, c, f))

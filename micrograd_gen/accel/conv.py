@@ -23,7 +23,8 @@ much larger than the input itself; the chunks are shared out to worker threads
 style transfer). A 1x1 convolution at stride 1 reads x and dY in place: one product per chunk.
 
 When C or F is small (an RGB image in or out), a per-tap product is too thin for BLAS to run
-well; the thin routes stack the taps of the thin side into one product per chunk instead.
+well; the thin routes (accel/conv_thin.py) stack the taps of the thin side into one product per
+chunk instead.
 
 A 3x3 stride-1 convolution with enough channels and pixels goes to Winograd instead
 (accel/winograd.py): a quarter of the multiplies, for the forward and both gradients.
@@ -34,7 +35,7 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from . import cuda, winograd
+from . import conv_thin, cuda, winograd
 from .blas import _Rows, gemm_into, gemm_rows
 from .workers import chunk_pool, for_chunks
 
@@ -44,8 +45,6 @@ _MIN_CHANNELS_PER_TAP = 16
 _CHUNK_BYTES = 1 << 20
 # dK's products have a small (C, F) output and a long inner size: longer chunks, fewer calls.
 _DK_CHUNK_BYTES = 1 << 22
-# Stacked tap windows of the thin routes, per chunk.
-_THIN_CHUNK_BYTES = 1 << 21
 # Copies larger than this are shared out to the worker threads.
 _PARALLEL_COPY_BYTES = 1 << 22
 
@@ -193,6 +192,8 @@ class ShiftedGeometry:
             pieces = chunk_pool()[1]
         lines = -(-(stop - start) // self.Wq)
         count = max(pieces, -(-lines // max(1, chunk_bytes // (4 * max(width, 1) * self.Wq))))
+        # a whole number of rounds: 3 chunks on 2 threads take as long as 4
+        count = -(-count // pieces) * pieces
         count = max(1, min(count, lines // max(1, -(-min_rows // self.Wq))))
         for i in range(count):
             u0 = start + (i * lines // count) * self.Wq
@@ -293,185 +294,14 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
     return dx, dk, db
 
 
-# ---- thin convolutions: few input or few output channels ---------------------------------------
-#
-# A per-tap product with inner size C = 3 (an RGB input) or outer size F = 3 (an RGB output) is
-# too thin for BLAS. Stacking the taps fixes that: gather the kh*kw shifted windows of the thin
-# side into one matrix (an im2col in the row numbering above, but channel-major, so that every
-# window is a contiguous run of each channel's row and the gather is kh*kw*(C or F) plain
-# copies), and make one product per chunk with inner size kh*kw*C (or kh*kw*F).
-
 def _phase_taps(geom, k):
     return [(a, b, off) for a, b, phase, off in geom.taps if phase == k]
 
 
-def _thin_input_forward(x, kernel, geom, bias=None, relu=False):
-    """C small: y[u] = sum_t x[u + off_t] @ K_t as (rows, T*C) @ (T*C, F) per chunk."""
-    xp = get_array_module(x, kernel)
-    T, C, F = len(geom.taps), geom.C, kernel.shape[3]
-    xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))    # (P, C, rows + tail)
-    kmat = kernel.reshape(T * C, F)                                     # rows in tap order
-    y = xp.empty((geom.rows, F), x.dtype)
-
-    def work(chunk, slot):
-        u0, u1 = chunk
-        cols = xp.empty((T * C, u1 - u0), x.dtype)                      # (T*C, rows)
-        for t, (a, b, k, off) in enumerate(geom.taps):
-            cols[t * C:(t + 1) * C] = xt[k, :, u0 + off:u1 + off]
-        out = y[u0:u1]
-        gemm_into(cols.T, kmat, out)                                    # (rows, T*C) @ (T*C, F)
-        if bias is not None:
-            out += bias
-        if relu:
-            xp.maximum(out, 0, out=out)
-    for_chunks(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES), work, xp)
-    return geom.from_wide(y, F)
-
-
-def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None):
-    xp = get_array_module(g)
-    T, C, F = len(geom.taps), geom.C, g.shape[3]
-    margin = geom.max_offset
-    gw = geom.to_wide(g, margin, positive)                              # (margin + rows, F)
-    dx = dk = None
-    if need_dx:
-        # Z = K_t @ dY^T for every tap at once, then each tap's block lands shifted by its
-        # offset: dX^T[:, v] = sum_t Z_t[:, v - off_t].
-        dxt = xp.zeros((len(geom.phases), C, geom.rows), g.dtype)       # (P, C, rows)
-        taps = [_phase_taps(geom, k) for k in range(len(geom.phases))]
-        kmats = [xp.concatenate([kernel[a, b] for a, b, _ in phase_taps])   # (T_k*C, F)
-                 for phase_taps in taps]
-
-        def work_dx(chunk, slot):
-            k, v0, v1 = chunk
-            reach, n = max(off for _, _, off in taps[k]), v1 - v0
-            z = xp.empty((len(taps[k]) * C, n + reach), g.dtype)
-            # (T_k*C, F) @ (F, rows): dY rows v0 - reach .. v1
-            gemm_into(kmats[k], gw[margin + v0 - reach:margin + v1].T, z)
-            for t, (_, _, off) in enumerate(taps[k]):
-                dxt[k, :, v0:v1] += z[t * C:(t + 1) * C, reach - off:reach - off + n]
-        for_chunks([(k, v0, v1) for k in range(len(geom.phases))
-                    for v0, v1 in geom.chunks(*geom.real_rows(k), len(taps[k]) * C,
-                                              _THIN_CHUNK_BYTES,
-                                              min_rows=8 * max(off for *_, off in taps[k]))],
-                   work_dx, xp)
-        # from_phases reads the (P, rows, C) view in place: no transposed copy first
-        dx = geom.from_phases(dxt.transpose(0, 2, 1), g.dtype)
-    if need_dk:
-        xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))
-        partial = {}                                                    # dK sums per thread
-
-        def work_dk(chunk, slot):
-            u0, u1 = chunk
-            cols = xp.empty((T * C, u1 - u0), g.dtype)
-            for t, (a, b, k, off) in enumerate(geom.taps):
-                cols[t * C:(t + 1) * C] = xt[k, :, u0 + off:u1 + off]
-            first = slot not in partial
-            if first:
-                partial[slot] = xp.empty((T * C, F), g.dtype)
-            # (T*C, rows) @ (rows, F), summed over chunks
-            gemm_into(cols, gw[margin + u0:margin + u1], partial[slot], accumulate=not first)
-        for_chunks(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES), work_dk, xp,
-                   fixed=True)
-        dk = partial[0]
-        for slot in range(1, len(partial)):
-            dk += partial[slot]
-        dk = dk.reshape(geom.kh, geom.kw, C, F)
-    return dx, dk, gw.sum(axis=0) if need_db else None     # zeros on margin and junk rows
-
-
-def _thin_output_forward(x, kernel, geom, bias=None, relu=False):
-    """F small: Z = [K_t^T] @ x^T for every tap at once, then y^T[:, u] = sum_t Z_t[:, u + off_t].
-    """
-    xp = get_array_module(x, kernel)
-    F = kernel.shape[3]
-    phases = geom.to_phases(x)                                          # (P, rows + tail, C)
-    yt = xp.empty((F, geom.rows), x.dtype)                              # (F, rows)
-    taps = [_phase_taps(geom, k) for k in range(len(geom.phases))]
-    kmats = [xp.concatenate([kernel[a, b].T for a, b, _ in phase_taps])     # (T_k*F, C)
-             for phase_taps in taps]
-    reach = [max(off for *_, off in phase_taps) for phase_taps in taps]
-
-    def work(chunk, slot):
-        u0, u1 = chunk
-        n, out = u1 - u0, yt[:, u0:u1]
-        out[...] = 0
-        for k in range(len(taps)):
-            z = xp.empty((len(taps[k]) * F, n + reach[k]), x.dtype)
-            gemm_into(kmats[k], phases[k, u0:u1 + reach[k]].T, z)       # (T_k*F, C) @ (C, rows)
-            for t, (_, _, off) in enumerate(taps[k]):
-                out += z[t * F:(t + 1) * F, off:off + n]
-        if bias is not None:
-            out += bias[:, None]
-        if relu:
-            xp.maximum(out, 0, out=out)
-    # Each chunk also reads `reach` rows past its end: keep chunks long next to that.
-    for_chunks(geom.chunks(0, geom.used_rows, geom.C, _THIN_CHUNK_BYTES, min_rows=8 * max(reach)),
-               work, xp)
-    return geom.from_wide(xp.ascontiguousarray(yt.T), F)
-
-
-def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None):
-    """F small: stack dY's shifted windows (T*F, rows) once per chunk; dX and dK are then one
-    product each with inner or outer size T*F."""
-    xp = get_array_module(g)
-    F, C = g.shape[3], geom.C
-    margin = geom.max_offset
-    # dY^T with zeros around: reads at rows v - off_t for v up to rows + tail stay inside.
-    gt = xp.zeros((F, margin + geom.rows + geom.tail), g.dtype)
-    gt[:, :margin + geom.rows] = geom.to_wide(g, margin, positive).T
-    taps = [_phase_taps(geom, k) for k in range(len(geom.phases))]
-
-    def windows(k, v0, v1):
-        stacked = xp.empty((len(taps[k]) * F, v1 - v0), g.dtype)       # (T_k*F, rows)
-        for t, (_, _, off) in enumerate(taps[k]):
-            stacked[t * F:(t + 1) * F] = gt[:, margin + v0 - off:margin + v1 - off]
-        return stacked
-
-    dx = dk = None
-    if need_dx:
-        dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
-        kmats = [xp.concatenate([kernel[a, b].T for a, b, _ in phase_taps])  # (T_k*F, C)
-                 for phase_taps in taps]
-
-        def work_dx(chunk, slot):
-            k, v0, v1 = chunk
-            # (rows, T_k*F) @ (T_k*F, C)
-            gemm_into(windows(k, v0, v1).T, kmats[k], dphases[k, v0:v1])
-        for_chunks([(k, v0, v1) for k in range(len(taps))
-                    for v0, v1 in geom.chunks(*geom.real_rows(k), len(taps[k]) * F,
-                                              _THIN_CHUNK_BYTES)], work_dx, xp)
-        dx = geom.from_phases(dphases, g.dtype)
-    if need_dk:
-        phases = geom.to_phases(x)
-        partial = {}                                    # (slot, phase) -> (T_k*F, C) sums
-
-        def work_dk(chunk, slot):
-            k, v0, v1 = chunk
-            first = (slot, k) not in partial
-            if first:
-                partial[slot, k] = xp.empty((len(taps[k]) * F, C), g.dtype)
-            gemm_into(windows(k, v0, v1), phases[k, v0:v1], partial[slot, k],
-                      accumulate=not first)
-        for_chunks([(k, v0, v1) for k in range(len(taps))
-                    for v0, v1 in geom.chunks(0, geom.used_rows + max(o for *_, o in taps[k]),
-                                              len(taps[k]) * F, _THIN_CHUNK_BYTES)],
-                   work_dk, xp, fixed=True)
-        dk = xp.empty((geom.kh, geom.kw, C, F), g.dtype)
-        for k in range(len(taps)):
-            slots = sorted(slot for slot, phase in partial if phase == k)
-            dkt = partial[slots[0], k]
-            for slot in slots[1:]:
-                dkt += partial[slot, k]
-            for t, (a, b, _) in enumerate(taps[k]):
-                dk[a, b] = dkt[t * F:(t + 1) * F].T
-    return dx, dk, gt.sum(axis=1) if need_db else None      # zeros on margin and junk rows
-
-
 _ROUTES = {
     "shifted": (_shifted_forward, _shifted_backward),
-    "thin_input": (_thin_input_forward, _thin_input_backward),
-    "thin_output": (_thin_output_forward, _thin_output_backward),
+    "thin_input": (conv_thin.thin_input_forward, conv_thin.thin_input_backward),
+    "thin_output": (conv_thin.thin_output_forward, conv_thin.thin_output_backward),
 }
 
 
