@@ -103,6 +103,16 @@ def gemm_into(a, b, out, accumulate=False):
     return out
 
 
+def column_sums(a, out=None, accumulate=False):
+    """The sums of a 2-D (rows, C) array's columns, a bias's gradient, as one matrix-vector
+    product: NumPy's a.sum(axis=0) over a narrow array (C = 32) runs at a quarter of that speed."""
+    if out is None:
+        out = np.empty(a.shape[1], a.dtype)
+    ones = np.ones((1, a.shape[0]), a.dtype)
+    gemm_into(ones, a, out.reshape(1, -1), accumulate)
+    return out
+
+
 class _Rows:
     """A C-ordered array read as a row-major matrix `width` numbers wide, whose row blocks the
     per-tap loops multiply with gemm_rows.

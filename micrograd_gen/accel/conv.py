@@ -36,7 +36,7 @@ import numpy as np
 from .. import fastpath
 from ..backend import get_array_module
 from . import conv_thin, cuda, winograd
-from .blas import _Rows, gemm_into, gemm_rows
+from .blas import _Rows, column_sums, gemm_into, gemm_rows
 from .workers import chunk_pool, for_chunks
 
 # Fewer input (or output) channels than this take a thin route: taps stacked into one product.
@@ -281,7 +281,7 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
                 gemm_rows((DK, t * C, (t + 1) * C), (X, start, start + u1 - u0),
                           (G, margin + u0, margin + u1), accumulate=not first, transpose_a=True)
             if need_db:
-                db_sum += gw[margin + u0:margin + u1].sum(axis=0)
+                column_sums(gw[margin + u0:margin + u1], db_sum, accumulate=True)
         for_chunks(geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES),
                     work_dk, xp, fixed=True)
         dk, _, db = partial[0]
@@ -290,7 +290,7 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
             db += partial[slot][2]
         db = db if need_db else None
     if need_db and db is None:
-        db = gw.sum(axis=0)                                   # zeros on margin and junk rows
+        db = column_sums(gw)                                  # zeros on margin and junk rows
     return dx, dk, db
 
 
@@ -408,9 +408,10 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
     return dx, dk, db
 
 
-def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk):
-    """conv2d_transpose's (dX, dK) when both are wanted on the shifted route: both read g's
-    stride phases, laid out once here (a strided copy as large as g) instead of twice."""
+def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
+    """conv2d_transpose's (dX, dK, dBias) when dX and dK are both wanted on the shifted route:
+    both read g's stride phases, laid out once here (a strided copy as large as g) instead of
+    twice."""
     if not (need_dx and need_dk) or get_array_module(g) is not np:
         return NotImplemented
     shifted = shifted_geometry(geom)
@@ -419,7 +420,7 @@ def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk):
     phases = shifted.to_phases(g)
     dx = _shifted_forward(g, kernel, shifted, phases=phases)
     _, dk, _ = _shifted_backward(x, g, None, shifted, False, True, phases=phases)
-    return dx, dk
+    return dx, dk, column_sums(g.reshape(-1, geom.C)) if need_db else None
 
 
 fastpath.register("conv2d_forward", conv2d_forward)

@@ -17,7 +17,7 @@ write the same element and run side by side on the worker threads.
 """
 import numpy as np
 
-from .blas import gemm_into
+from .blas import column_sums, gemm_into
 from .workers import chunk_pool, even_cuts, for_chunks
 
 # Stacked windows per chunk: large enough for long products, small enough to stay in cache.
@@ -155,7 +155,7 @@ def thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, pos
         for slot in range(1, len(partial)):
             dk += partial[slot]
         dk = dk.reshape(geom.kh, geom.kw, C, F)
-    return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
+    return dx, dk, column_sums(g.reshape(-1, F)) if need_db else None
 
 
 # ---- few output channels ----------------------------------------------------------------------

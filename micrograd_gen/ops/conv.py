@@ -213,13 +213,13 @@ class Conv2DTranspose(Function):
         need_dx, need_dk, need_db = self.needs_input_grad
         fast = fastpath.lookup("conv2d_transpose_backward")
         grads = (NotImplemented if fast is None
-                 else fast(g, self.x, self.kernel, self.geom, need_dx, need_dk))
+                 else fast(g, self.x, self.kernel, self.geom, need_dx, need_dk, need_db))
         if grads is NotImplemented:
             dx = _forward(g, self.kernel, self.geom) if need_dx else None
             # <g, A_K^T x> = <A_K g, x>: conv2d's kernel gradient, the roles of x and g swapped
             dk = _backward(self.x, g, None, self.geom, False, True)[1] if need_dk else None
-            grads = dx, dk
-        return grads + (g.sum(axis=(0, 1, 2)) if need_db else None,)
+            grads = dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
+        return grads
 
 
 def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, relu=False):
