@@ -408,6 +408,23 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
     return dx, dk, db
 
 
+def conv2d_transpose_forward(x, kernel, geom, bias=None):
+    """conv2d_transpose's y = conv2d's dX of x, plus bias in pieces of image rows on the
+    workers (y += bias on one core cost 1.5 ms of a 75 ms VAE step)."""
+    if get_array_module(x) is not np:
+        return NotImplemented
+    y, _, _ = conv2d_backward(x, None, kernel, geom, True, False)
+    if bias is not None:
+        rows = max(1, (1 << 16) // (y[0, 0].size or 1))     # y may be a view: cut by image rows
+
+        def add_bias(chunk, slot):
+            n, r0, r1 = chunk
+            y[n, r0:r1] += bias
+        for_chunks([(n, r, min(r + rows, y.shape[1])) for n in range(y.shape[0])
+                    for r in range(0, y.shape[1], rows)], add_bias, np)
+    return y
+
+
 def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
     """conv2d_transpose's (dX, dK, dBias) when dX and dK are both wanted on the shifted route:
     both read g's stride phases, laid out once here (a strided copy as large as g) instead of
@@ -425,4 +442,5 @@ def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=Fals
 
 fastpath.register("conv2d_forward", conv2d_forward)
 fastpath.register("conv2d_backward", conv2d_backward)
+fastpath.register("conv2d_transpose_forward", conv2d_transpose_forward)
 fastpath.register("conv2d_transpose_backward", conv2d_transpose_backward)

@@ -201,9 +201,12 @@ class Conv2DTranspose(Function):
         size = [n * s + (0 if padding == "same" else max(k - s, 0))
                 for n, k, s in ((H, kh, strides[0]), (W, kw, strides[1]))]
         geom = ConvGeometry.of((N, size[0], size[1], filters), kernel.shape, strides, padding)
-        y, _, _ = _backward(x, None, kernel, geom, need_dx=True, need_dk=False)
-        if bias is not None:
-            y += bias
+        fast = fastpath.lookup("conv2d_transpose_forward")
+        y = NotImplemented if fast is None else fast(x, kernel, geom, bias)
+        if y is NotImplemented:
+            y, _, _ = _backward(x, None, kernel, geom, need_dx=True, need_dk=False)
+            if bias is not None:
+                y += bias
         self.geom = geom
         self.x = x if self.needs_input_grad[1] else None
         self.kernel = kernel if self.needs_input_grad[0] else None
