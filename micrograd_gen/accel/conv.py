@@ -46,7 +46,7 @@ _CHUNK_BYTES = 1 << 20
 # dK's products have a small (C, F) output and a long inner size: longer chunks, fewer calls.
 _DK_CHUNK_BYTES = 1 << 22
 # Copies larger than this are shared out to the worker threads.
-_PARALLEL_COPY_BYTES = 1 << 22
+_PARALLEL_COPY_BYTES = 1 << 20
 
 
 # ---- copies shared out to the workers -------------------------------------------------------
