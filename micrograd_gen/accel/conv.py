@@ -75,10 +75,14 @@ def _assign(dst, src, mask=None):
 class ShiftedGeometry:
     """The tap offsets of one conv2d (an ops.conv.ConvGeometry) in the shifted-GEMM layout.
 
-    The padded input is split into phases (one per stride residue that some tap touches), each
-    stored as a matrix of N*Hq*Wq rows: image n, phase row i, phase column j is row
-    (n*Hq + i)*Wq + j. The output uses the same row numbering, so output row u and tap t read
-    phase row u + offset[t]. Only output rows with i < OH and j < OW are real.
+    The padded input is split into its row phases (one per stride residue of the rows that some
+    tap touches): phase k holds every sh-th padded row, each grown to Wq*sw pixels, as a matrix
+    of N*Hq*Wq rows of sw*C numbers. Image n, phase row i, pixel group j (padded columns j*sw ..
+    j*sw + sw - 1) is row (n*Hq + i)*Wq + j. A column residue q of it is a matrix of C-wide rows
+    sw*C numbers apart (_Rows with a pitch): so the column stride costs nothing, and the row
+    stride a copy of whole pixel rows. The output uses the same row numbering, so output row u
+    and tap t read row u + offset[t] of phase phase[t], residue residue[t]. Only output rows with
+    i < OH and j < OW are real.
     """
 
     def __init__(self, conv):
@@ -91,15 +95,18 @@ class ShiftedGeometry:
         for a in range(self.kh):
             for b in range(self.kw):
                 r, c = a * self.dh, b * self.dw
-                phase = (r % self.sh, c % self.sw)
-                if phase not in phases:
-                    phases.append(phase)
-                taps.append((a, b, phases.index(phase), (r // self.sh) * self.Wq + c // self.sw))
+                if r % self.sh not in phases:
+                    phases.append(r % self.sh)
+                taps.append((a, b, phases.index(r % self.sh),
+                             (r // self.sh) * self.Wq + c // self.sw, c % self.sw))
         self.phases, self.taps = phases, taps
         self.max_offset = max(t[3] for t in taps)
         # Junk columns of the last output row read up to this many rows past the last image.
         self.tail = ((self.kw - 1) * self.dw) // self.sw
         self.rows = self.N * self.Hq * self.Wq
+        # (phase, residue) pairs no tap reads: their part of dX is zeros
+        self.unread = {(k, q) for k in range(len(phases)) for q in range(self.sw)} - {
+            (k, q) for *_, k, _, q in taps}
         # A 1x1 convolution at stride 1: x, read as (N*H*W, C) rows, is already its own single
         # phase and dY its own wide layout, so neither needs a padded copy.
         self.pointwise = (self.kh, self.kw, self.sh, self.sw) == (1, 1, 1, 1)
@@ -109,56 +116,61 @@ class ShiftedGeometry:
     def out_shape(self, F):
         return (self.N, self.OH, self.OW, F)
 
-    def _phase_window(self, p, q):
-        """Where x lands in phase (p, q): (phase start row, x start row, count), same for cols."""
-        def axis(phase, pad, stride, n, nq):
-            first = max(0, -(-(pad - phase) // stride))  # first phase index on a real pixel
-            src = phase + first * stride - pad
-            count = min(len(range(src, n, stride)), nq - first)
-            return first, src, max(count, 0)
-        return (axis(p, self.pt, self.sh, self.H, self.Hq),
-                axis(q, self.pl, self.sw, self.W, self.Wq))
+    def _row_window(self, p):
+        """Where x's rows land in row phase p: (first phase row, first x row, count)."""
+        first = max(0, -(-(self.pt - p) // self.sh))        # first phase row on a real pixel
+        src = p + first * self.sh - self.pt
+        count = min(len(range(src, self.H, self.sh)), self.Hq - first)
+        return first, src, max(count, 0)
+
+    def _phase_pixels(self, buf):
+        """(n_phases, rows, sw*C) as (n_phases, N, Hq, padded columns, C)."""
+        return buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq * self.sw,
+                                          self.C)
 
     def to_phases(self, x):
-        """The padded input as (n_phases, rows + tail, C) matrices (zeros where padding)."""
+        """The padded input as (n_phases, rows + tail, sw*C) matrices (zeros where padding)."""
         xp = get_array_module(x)
         if self.pointwise:
             return xp.ascontiguousarray(x).reshape(1, self.rows, self.C)
-        buf = xp.empty((len(self.phases), self.rows + self.tail, self.C), x.dtype)
+        buf = xp.empty((len(self.phases), self.rows + self.tail, self.sw * self.C), x.dtype)
         buf[:, self.rows:] = 0
-        body = buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq, self.C)
-        for k, (p, q) in enumerate(self.phases):
-            (i0, r0, ni), (j0, c0, nj) = self._phase_window(p, q)
+        left, right = self.pl, self.pl + self.W
+        for k, phase in enumerate(self._phase_pixels(buf)):
+            i0, r0, ni = self._row_window(self.phases[k])
             # Zero only the padding around the pixels (a full memset first costs one more pass
             # over a buffer as large as x, a third of the copy's time).
-            phase = body[k]
             phase[:, :i0] = 0
             phase[:, i0 + ni:] = 0
-            phase[:, i0:i0 + ni, :j0] = 0
-            phase[:, i0:i0 + ni, j0 + nj:] = 0
-            _assign(phase[:, i0:i0 + ni, j0:j0 + nj], x[:, r0::self.sh, c0::self.sw][:, :ni, :nj])
+            phase[:, i0:i0 + ni, :left] = 0
+            phase[:, i0:i0 + ni, right:] = 0
+            _assign(phase[:, i0:i0 + ni, left:right], x[:, r0::self.sh][:, :ni])
         return buf
+
+    def columns(self, buf, q):
+        """Residue q of (n_phases, rows, sw*C) matrices: C-wide rows, sw*C apart."""
+        return _Rows(buf, self.C, pitch=self.sw * self.C, first=q * self.C)
 
     def real_rows(self, k):
         """The range of phase-k rows that hold real pixels (the rows dX has to fill)."""
-        (i0, _, ni), _ = self._phase_window(*self.phases[k])
+        i0, _, ni = self._row_window(self.phases[k])
         return i0 * self.Wq, ((self.N - 1) * self.Hq + i0 + ni) * self.Wq
 
     def from_phases(self, buf, dtype):
-        """Adjoint of to_phases: the real pixels of (n_phases, rows, C) as (N, H, W, C).
+        """Adjoint of to_phases: the real pixels of (n_phases, rows, sw*C) as (N, H, W, C).
 
-        With one phase (stride 1) that is a view of buf, not a copy."""
+        With one phase (stride 1 along the rows) that is a view of buf, not a copy."""
         xp = get_array_module(buf)
-        body = buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq, self.C)
-        if self.sh == self.sw == 1:
-            return body[0, :, self.pt:self.pt + self.H, self.pl:self.pl + self.W]
-        # Every pixel lies in exactly one phase; pixels of phases no tap reads get zeros.
-        every = len(self.phases) == self.sh * self.sw
+        body = self._phase_pixels(buf)
+        left, right = self.pl, self.pl + self.W
+        if self.sh == 1:
+            return body[0, :, self.pt:self.pt + self.H, left:right]
+        # Every row lies in exactly one phase; rows of phases no tap reads get zeros.
+        every = len(self.phases) == self.sh
         x = (xp.empty if every else xp.zeros)((self.N, self.H, self.W, self.C), dtype)
-        for k, (p, q) in enumerate(self.phases):
-            (i0, r0, ni), (j0, c0, nj) = self._phase_window(p, q)
-            _assign(x[:, r0::self.sh, c0::self.sw][:, :ni, :nj],
-                    body[k, :, i0:i0 + ni, j0:j0 + nj])
+        for k, p in enumerate(self.phases):
+            i0, r0, ni = self._row_window(p)
+            _assign(x[:, r0::self.sh][:, :ni], body[k, :, i0:i0 + ni, left:right])
         return x
 
     def to_wide(self, y, margin, positive=None):
@@ -214,15 +226,16 @@ def _shifted_forward(x, kernel, geom, bias=None, relu=False, phases=None):
         phases = geom.to_phases(x)                            # (P, rows + tail, C)
     y = xp.empty((geom.rows, F), x.dtype)                     # (N*Hq*Wq, F)
     stride = phases.shape[1]                                  # rows per phase
-    X, K, Y = _Rows(phases, C), _Rows(xp.ascontiguousarray(kernel), F), _Rows(y, F)
+    X = [geom.columns(phases, q) for q in range(geom.sw)]
+    K, Y = _Rows(xp.ascontiguousarray(kernel), F), _Rows(y, F)
 
     def work(chunk, slot):
         u0, u1 = chunk
-        for t, (a, b, k, off) in enumerate(geom.taps):
+        for t, (a, b, k, off, q) in enumerate(geom.taps):
             # (rows, C) @ (C, F): output row u, tap (a, b) reads phase row u + off; the output
             # chunk stays in cache over the taps
             start = k * stride + u0 + off
-            gemm_rows((Y, u0, u1), (X, start, start + u1 - u0), (K, t * C, (t + 1) * C),
+            gemm_rows((Y, u0, u1), (X[q], start, start + u1 - u0), (K, t * C, (t + 1) * C),
                       accumulate=t > 0)
         if bias is not None:
             y[u0:u1] += bias                                  # while the chunk is in cache
@@ -244,27 +257,30 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
     G = _Rows(gw, F)
     if need_dx:
         C = kernel.shape[2]
-        dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
-        K, DX = _Rows(xp.ascontiguousarray(kernel), F), _Rows(dphases, C)
+        shape = (len(geom.phases), geom.rows, geom.sw * C)
+        dphases = xp.zeros(shape, g.dtype) if geom.unread else xp.empty(shape, g.dtype)
+        K = _Rows(xp.ascontiguousarray(kernel), F)
+        DX = [geom.columns(dphases, q) for q in range(geom.sw)]
+        read = sorted({(k, q) for *_, k, _, q in geom.taps})
 
         def work_dx(chunk, slot):
-            k, v0, v1 = chunk
-            out = (DX, k * geom.rows + v0, k * geom.rows + v1)
-            for i, (a, b, off) in enumerate(_phase_taps(geom, k)):
+            k, q, v0, v1 = chunk
+            out = (DX[q], k * geom.rows + v0, k * geom.rows + v1)
+            for i, (a, b, off) in enumerate(_phase_taps(geom, k, q)):
                 # phase row v was read by output row v - off through tap (a, b):
                 # (rows, F) @ (F, C)
                 t = a * geom.kw + b
                 gemm_rows(out, (G, margin + v0 - off, margin + v1 - off),
                           (K, t * C, (t + 1) * C), accumulate=i > 0, transpose_b=True)
-        for_chunks([(k, v0, v1) for k in range(len(geom.phases))
-                     for v0, v1 in geom.chunks(*geom.real_rows(k), C, _CHUNK_BYTES)],
-                    work_dx, xp)
+        for_chunks([(k, q, v0, v1) for k, q in read
+                    for v0, v1 in geom.chunks(*geom.real_rows(k), C, _CHUNK_BYTES)],
+                   work_dx, xp)
         dx = geom.from_phases(dphases, g.dtype)
     if need_dk:
         C = geom.C
         if phases is None:
             phases = geom.to_phases(x)
-        X, stride = _Rows(phases, C), phases.shape[1]
+        X, stride = [geom.columns(phases, q) for q in range(geom.sw)], phases.shape[1]
         shape = (geom.kh, geom.kw, C, F)
         partial = {}                                          # (dK, dBias) sums per thread
 
@@ -275,10 +291,10 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
                 dk_sum = xp.empty(shape, g.dtype)
                 partial[slot] = (dk_sum, _Rows(dk_sum, F), xp.zeros(F, g.dtype))
             _, DK, db_sum = partial[slot]
-            for t, (a, b, k, off) in enumerate(geom.taps):
+            for t, (a, b, k, off, q) in enumerate(geom.taps):
                 # (C, rows) @ (rows, F), summed over chunks; dY's junk rows hold zeros
                 start = k * stride + u0 + off
-                gemm_rows((DK, t * C, (t + 1) * C), (X, start, start + u1 - u0),
+                gemm_rows((DK, t * C, (t + 1) * C), (X[q], start, start + u1 - u0),
                           (G, margin + u0, margin + u1), accumulate=not first, transpose_a=True)
             if need_db:
                 column_sums(gw[margin + u0:margin + u1], db_sum, accumulate=True)
@@ -294,8 +310,8 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
     return dx, dk, db
 
 
-def _phase_taps(geom, k):
-    return [(a, b, off) for a, b, phase, off in geom.taps if phase == k]
+def _phase_taps(geom, k, q):
+    return [(a, b, off) for a, b, phase, off, residue in geom.taps if (phase, residue) == (k, q)]
 
 
 _ROUTES = {
