@@ -195,7 +195,7 @@ def test_winograd_at_its_thresholds(monkeypatch, need, height):
     geom = ConvGeometry.of(x.shape, kernel.shape, (1, 1), "same")
     assert fast_conv._winograd_fits(geom, 128, x, kernel)
     calls = []
-    for name in ("conv3x3", "conv3x3_kernel_gradient"):
+    for name in ("_conv3x3", "conv3x3_kernel_gradient"):
         real = getattr(fast_conv.winograd, name)
         monkeypatch.setattr(fast_conv.winograd, name,
                             lambda *a, _f=real, _n=name, **k: calls.append(_n) or _f(*a, **k))
@@ -209,7 +209,7 @@ def test_winograd_at_its_thresholds(monkeypatch, need, height):
             results.append([y.numpy()] + [t.grad for t in tensors])
     # forward, dX (a convolution too) and dK when asked
     dk_calls = need[1] and height == 130
-    assert calls == ["conv3x3"] * (1 + need[0]) + ["conv3x3_kernel_gradient"] * dk_calls
+    assert calls == ["_conv3x3"] * (1 + need[0]) + ["conv3x3_kernel_gradient"] * dk_calls
     assert_same(*results, np.float32, ("y", "dx", "dkernel", "dbias"))
 
 

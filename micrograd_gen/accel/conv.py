@@ -377,7 +377,7 @@ def _cuda_ready(*arrays):
     return len(dtypes) == 1 and dtypes.pop() in _FLOATS
 
 
-def conv2d_forward(x, kernel, geom, bias=None, relu=False):
+def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False):
     """ops.conv's forward (+ bias, then ReLU when asked), fast."""
     xp = get_array_module(x, kernel)
     if xp is not np:
@@ -390,13 +390,14 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False):
             xp.maximum(y, 0, out=y)
         return y
     if _winograd_fits(geom, kernel.shape[3], x, kernel):
-        return winograd.conv3x3(x, kernel, _pads(geom), bias, relu)
+        return winograd.conv3x3(x, kernel, _pads(geom), bias, relu, keep=frozen)
     shifted = shifted_geometry(geom)
     forward, _ = _ROUTES[_route(shifted, kernel.shape[3])]
     return forward(x, kernel, shifted, bias, relu)
 
 
-def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None):
+def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None,
+                    frozen=False):
     """ops.conv's (dX, dK, dBias), fast; `positive` (a fused ReLU's mask) is applied to g while
     g is laid out anyway."""
     xp = get_array_module(g)
@@ -413,7 +414,7 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
         # dX is the stride-1 convolution of dY with the flipped kernel: Winograd too (None where
         # the padding is wider than the kernel; the shifted route takes it then)
         dx = winograd.conv3x3_input_gradient(g, kernel, pads, (geom.N, geom.H, geom.W),
-                                             mask=positive)
+                                             mask=positive, keep=frozen)
         need_dx = dx is None
     if need_dk and _winograd_fits(geom, g.shape[3], g, x, min_tiles=_WINOGRAD_MIN_TILES_DK):
         dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db)
@@ -426,12 +427,12 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
     return dx, dk, db
 
 
-def conv2d_transpose_forward(x, kernel, geom, bias=None):
+def conv2d_transpose_forward(x, kernel, geom, bias=None, frozen=False):
     """conv2d_transpose's y = conv2d's dX of x, plus bias in pieces of image rows on the
     workers (y += bias on one core cost 1.5 ms of a 75 ms VAE step)."""
     if get_array_module(x) is not np:
         return NotImplemented
-    y, _, _ = conv2d_backward(x, None, kernel, geom, True, False)
+    y, _, _ = conv2d_backward(x, None, kernel, geom, True, False, frozen=frozen)
     if bias is not None:
         rows = max(1, (1 << 16) // (y[0, 0].size or 1))     # y may be a view: cut by image rows
 
