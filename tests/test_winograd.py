@@ -191,6 +191,11 @@ def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch):
 def test_kept_transforms_stay_within_their_budget(monkeypatch):
     monkeypatch.setattr(winograd, "_kept", type(winograd._kept)())
     monkeypatch.setattr(winograd, "_KEPT_BYTES", 3 * 10 * (9 + 36) * 4 * 8)   # three of them
+    rng = np.random.default_rng(5)
+    shared = rng.standard_normal((3, 3, 10, 8)).astype(np.float32)
+    winograd._kernel_transform(shared, False, keep=True)
+    winograd._kernel_transform(shared, True, keep=True)         # one copy, two transforms
+    assert len(winograd._kept) == 1 and len(next(iter(winograd._kept.values()))[1]) == 2
     rng = np.random.default_rng(4)
     kernels = [rng.standard_normal((3, 3, 10, 8)).astype(np.float32) for _ in range(5)]
     for k in kernels:

@@ -87,28 +87,29 @@ def _turned(kernel):
 # With few tiles the kernel's transform costs about as much as the products: VGG19's block5 for
 # one picture (70 tiles) spends 4 of its 15 ms writing and reading U, 38 MB for 512 x 512. A
 # frozen kernel (no gradient wanted: inference, DeepDream's and style transfer's networks)
-# keeps its U while it stays equal to a copy kept beside it (comparing reads the kernel twice,
-# a quarter of what making U writes), up to _KEPT_BYTES in all, the latest kept.
+# keeps its U (and its turned U, for dX) while it stays equal to a copy kept beside them
+# (comparing reads the kernel twice, a quarter of what making U writes), up to _KEPT_BYTES in
+# all, the latest used kept: style transfer's two block5 layers take 171 MB.
 _KEEP_BELOW_TILES = 256
-_KEPT_BYTES = 160 << 20
-_kept = OrderedDict()      # (address, shape, strides, dtype, turned) -> (kernel's copy, U)
+_KEPT_BYTES = 192 << 20
+_kept = OrderedDict()      # (address, shape, strides, dtype) -> (kernel's copy, {turned: U})
 
 
 def _kernel_transform(kernel, turned, keep):
     """U of the kernel (turned for dX when asked), kept for frozen kernels."""
     if not keep:
         return transform_kernel(_turned(kernel) if turned else kernel)
-    key = (kernel.ctypes.data, kernel.shape, kernel.strides, kernel.dtype.str, turned)
-    hit = _kept.get(key)
-    if hit is not None and np.array_equal(hit[0], kernel):
-        _kept.move_to_end(key)
-        return hit[1]
-    U = transform_kernel(_turned(kernel) if turned else kernel)
-    _kept[key] = (kernel.copy(order="K"), U)
+    key = (kernel.ctypes.data, kernel.shape, kernel.strides, kernel.dtype.str)
+    entry = _kept.get(key)
+    if entry is None or not np.array_equal(entry[0], kernel):
+        entry = _kept[key] = (kernel.copy(order="K"), {})
     _kept.move_to_end(key)
-    while len(_kept) > 1 and sum(k.nbytes + u.nbytes for k, u in _kept.values()) > _KEPT_BYTES:
-        _kept.popitem(last=False)
-    return U
+    if turned not in entry[1]:
+        entry[1][turned] = transform_kernel(_turned(kernel) if turned else kernel)
+        while len(_kept) > 1 and sum(copy.nbytes + sum(u.nbytes for u in us.values())
+                                     for copy, us in _kept.values()) > _KEPT_BYTES:
+            _kept.popitem(last=False)
+    return entry[1][turned]
 
 
 def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False):
