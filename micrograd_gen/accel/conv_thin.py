@@ -49,32 +49,34 @@ def _chunks(images, rows, row_bytes):
     return [(n, n + 1, r0, r1) for n in range(images) for r0, r1 in bands]
 
 
+def _tap_windows(geom, i0, i1, h0, h1):
+    """For every tap that links some of output rows i0..i1 to some of input rows h0..h1:
+    (tap number, (rows, columns) of its window in the output block, the same in the input
+    block), each block's rows counted from its first (i0, h0)."""
+    for t, dr, dc in _taps(geom):
+        a0, a1 = _span(i0, i1, geom.sh, dr - h0, h1 - h0)
+        b0, b1 = _span(0, geom.OW, geom.sw, dc, geom.W)
+        if a0 < a1 and b0 < b1:
+            yield t, (slice(a0 - i0, a1 - i0), slice(b0, b1)), (
+                slice(a0 * geom.sh + dr - h0, (a1 - 1) * geom.sh + dr - h0 + 1, geom.sh),
+                slice(b0 * geom.sw + dc, (b1 - 1) * geom.sw + dc + 1, geom.sw))
+
+
 def _gather_windows(src, geom, n0, n1, i0, i1, k, out):
     """out (T*k, n, i1 - i0, OW) = for every tap, the window of src (k, N, H, W) that output
     rows i0..i1 of images n0..n1 read through it; zeros where the window leaves the picture."""
     out[...] = 0
-    for t, dr, dc in _taps(geom):
-        a0, a1 = _span(i0, i1, geom.sh, dr, geom.H)
-        b0, b1 = _span(0, geom.OW, geom.sw, dc, geom.W)
-        if a0 < a1 and b0 < b1:
-            out[t * k:(t + 1) * k, :, a0 - i0:a1 - i0, b0:b1] = src[
-                :, n0:n1, a0 * geom.sh + dr:(a1 - 1) * geom.sh + dr + 1:geom.sh,
-                b0 * geom.sw + dc:(b1 - 1) * geom.sw + dc + 1:geom.sw]
+    for t, (rows, cols), (in_rows, in_cols) in _tap_windows(geom, i0, i1, 0, geom.H):
+        out[t * k:(t + 1) * k, :, rows, cols] = src[:, n0:n1, in_rows, in_cols]
 
 
-def _scatter_windows(blocks, geom, h0, h1, lo, k, out, accumulate):
-    """The adjoint of _gather_windows for input rows h0..h1: out (k, n, h1 - h0, W) = (or +=)
-    the sum over taps of block t of `blocks` (T*k, n, output rows from lo, OW) laid back onto
-    the input pixels it was read from."""
-    if not accumulate:
-        out[...] = 0
-    for t, dr, dc in _taps(geom):
-        a0, a1 = _span(0, geom.OH, geom.sh, dr - h0, h1 - h0)   # output rows landing in h0..h1
-        b0, b1 = _span(0, geom.OW, geom.sw, dc, geom.W)
-        if a0 < a1 and b0 < b1:
-            out[:, :, a0 * geom.sh + dr - h0:(a1 - 1) * geom.sh + dr - h0 + 1:geom.sh,
-                b0 * geom.sw + dc:(b1 - 1) * geom.sw + dc + 1:geom.sw] += blocks[
-                t * k:(t + 1) * k, :, a0 - lo:a1 - lo, b0:b1]
+def _scatter_windows(blocks, geom, h0, h1, lo, hi, k, out):
+    """The adjoint of _gather_windows for input rows h0..h1: out (k, n, h1 - h0, W) = the sum
+    over taps of block t of `blocks` (T*k, n, output rows lo..hi, OW) laid back onto the input
+    pixels it was read from."""
+    out[...] = 0
+    for t, (rows, cols), (in_rows, in_cols) in _tap_windows(geom, lo, hi, h0, h1):
+        out[:, :, in_rows, in_cols] += blocks[t * k:(t + 1) * k, :, rows, cols]
 
 
 def _input_rows(geom, i0, i1):
@@ -133,7 +135,7 @@ def thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, pos
             z = np.empty((T * C, n1 - n0, hi - lo, geom.OW), g.dtype)
             # (T*C, F) @ (F, px): every tap's share of each output pixel's gradient
             gemm_into(kmat, g[n0:n1, lo:hi].reshape(-1, F).T, z.reshape(T * C, -1))
-            _scatter_windows(z, geom, h0, h1, lo, C, dxt[:, n0:n1, h0:h1], accumulate=False)
+            _scatter_windows(z, geom, h0, h1, lo, hi, C, dxt[:, n0:n1, h0:h1])
         for_chunks(_chunks(geom.N, geom.H, 4 * geom.W * (T * C * geom.sh + C)), work_dx, np)
         dx = dxt.transpose(1, 2, 3, 0)
     if need_dk:
@@ -173,13 +175,8 @@ def thin_output_forward(x, kernel, geom, bias=None, relu=False):
         gemm_into(kmat_t, x[n0:n1, h0:h1].reshape(-1, C).T, z.reshape(T * F, -1))
         out = yt[:, n0:n1, i0:i1]
         out[...] = 0
-        for t, dr, dc in _taps(geom):
-            a0, a1 = _span(i0, i1, geom.sh, dr - h0, h1 - h0)
-            b0, b1 = _span(0, geom.OW, geom.sw, dc, geom.W)
-            if a0 < a1 and b0 < b1:
-                out[:, :, a0 - i0:a1 - i0, b0:b1] += z[
-                    t * F:(t + 1) * F, :, a0 * geom.sh + dr - h0:(a1 - 1) * geom.sh + dr - h0 + 1:
-                    geom.sh, b0 * geom.sw + dc:(b1 - 1) * geom.sw + dc + 1:geom.sw]
+        for t, (rows, cols), (in_rows, in_cols) in _tap_windows(geom, i0, i1, h0, h1):
+            out[:, :, rows, cols] += z[t * F:(t + 1) * F, :, in_rows, in_cols]
         _finish(out, None if bias is None else bias[:, None, None, None], relu)
     for_chunks(_chunks(geom.N, geom.OH, 4 * geom.W * geom.sh * (C + T * F)), work, np)
     return yt.transpose(1, 2, 3, 0) if F > 1 else yt.reshape(geom.N, geom.OH, geom.OW, 1)
@@ -201,13 +198,8 @@ def thin_output_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, po
         # dY's windows onto input rows h0..h1: the gradient each pixel gets through each tap
         windows = np.empty((T * F, n1 - n0, h1 - h0, geom.W), g.dtype)
         windows[...] = 0
-        for t, dr, dc in _taps(geom):
-            a0, a1 = _span(0, geom.OH, geom.sh, dr - h0, h1 - h0)
-            b0, b1 = _span(0, geom.OW, geom.sw, dc, geom.W)
-            if a0 < a1 and b0 < b1:
-                windows[t * F:(t + 1) * F, :, a0 * geom.sh + dr - h0:(a1 - 1) * geom.sh + dr - h0 + 1:
-                        geom.sh, b0 * geom.sw + dc:(b1 - 1) * geom.sw + dc + 1:geom.sw] = gt[
-                    :, n0:n1, a0:a1, b0:b1]
+        for t, (rows, cols), (in_rows, in_cols) in _tap_windows(geom, 0, geom.OH, h0, h1):
+            windows[t * F:(t + 1) * F, :, in_rows, in_cols] = gt[:, n0:n1, rows, cols]
         windows = windows.reshape(T * F, -1)
         if need_dx:
             # (px, T*F) @ (T*F, C)
