@@ -196,19 +196,16 @@ class ShiftedGeometry:
     def from_wide(self, buf, F):
         return buf[:self.rows].reshape(self.N, self.Hq, self.Wq, F)[:, :self.OH, :self.OW]
 
-    def chunks(self, start, stop, width, chunk_bytes, min_rows=0, pieces=None):
+    def chunks(self, start, stop, width, chunk_bytes):
         """Near-equal row ranges covering [start, stop), each of whole phase rows: about
-        chunk_bytes of `width`-wide numbers each, at least min_rows rows, and (where that
-        allows) at least `pieces` of them (default: one per worker thread), so that every thread
-        gets work. No smaller than that: each product re-packs its (C, F) kernel slice, which
-        costs as much as a product of a few rows."""
-        if pieces is None:
-            pieces = chunk_pool()[1]
+        chunk_bytes of `width`-wide numbers each, and a whole number of them per worker thread
+        (3 chunks on 2 threads take as long as 4), so that every thread gets work. No smaller
+        than that: each product re-packs its (C, F) kernel slice, which costs as much as a
+        product of a few rows."""
+        pieces = chunk_pool()[1]
         lines = -(-(stop - start) // self.Wq)
         count = max(pieces, -(-lines // max(1, chunk_bytes // (4 * max(width, 1) * self.Wq))))
-        # a whole number of rounds: 3 chunks on 2 threads take as long as 4
-        count = -(-count // pieces) * pieces
-        count = max(1, min(count, lines // max(1, -(-min_rows // self.Wq))))
+        count = min(-(-count // pieces) * pieces, max(lines, 1))
         for i in range(count):
             u0 = start + (i * lines // count) * self.Wq
             u1 = min(start + ((i + 1) * lines // count) * self.Wq, stop)
