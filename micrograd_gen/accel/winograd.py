@@ -30,6 +30,7 @@ accel/conv.py routes 3x3 stride-1 convolutions with enough channels and tiles he
 layer at the style transfer's batch of 3 this takes 0.5-0.77x the shifted route's time
 (bench/README.md, "Winograd").
 """
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -93,6 +94,7 @@ def _turned(kernel):
 _KEEP_BELOW_TILES = 256
 _KEPT_BYTES = 192 << 20
 _kept = OrderedDict()      # (address, shape, strides, dtype) -> (kernel's copy, {turned: U})
+_kept_lock = threading.Lock()     # an Inception block's branches run on two threads at once
 
 
 def _kernel_transform(kernel, turned, keep):
@@ -100,16 +102,20 @@ def _kernel_transform(kernel, turned, keep):
     if not keep:
         return transform_kernel(_turned(kernel) if turned else kernel)
     key = (kernel.ctypes.data, kernel.shape, kernel.strides, kernel.dtype.str)
-    entry = _kept.get(key)
-    if entry is None or not np.array_equal(entry[0], kernel):
-        entry = _kept[key] = (kernel.copy(order="K"), {})
-    _kept.move_to_end(key)
-    if turned not in entry[1]:
-        entry[1][turned] = transform_kernel(_turned(kernel) if turned else kernel)
-        while len(_kept) > 1 and sum(copy.nbytes + sum(u.nbytes for u in us.values())
-                                     for copy, us in _kept.values()) > _KEPT_BYTES:
-            _kept.popitem(last=False)
-    return entry[1][turned]
+    with _kept_lock:
+        entry = _kept.get(key)
+        if entry is None or not np.array_equal(entry[0], kernel):
+            entry = _kept[key] = (kernel.copy(order="K"), {})
+        _kept.move_to_end(key)
+        U = entry[1].get(turned)
+    if U is None:
+        U = transform_kernel(_turned(kernel) if turned else kernel)
+        with _kept_lock:
+            entry[1][turned] = U
+            while len(_kept) > 1 and sum(copy.nbytes + sum(u.nbytes for u in us.values())
+                                         for copy, us in _kept.values()) > _KEPT_BYTES:
+                _kept.popitem(last=False)
+    return U
 
 
 def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False):
