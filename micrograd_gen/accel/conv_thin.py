@@ -20,8 +20,10 @@ import numpy as np
 from .blas import column_sums, gemm_into
 from .workers import chunk_pool, even_cuts, for_chunks
 
-# Stacked windows per chunk: large enough for long products, small enough to stay in cache.
-_CHUNK_BYTES = 1 << 21
+# Stacked windows (and output) per chunk. A chunk's Python side, a few dozen slice copies, costs
+# about 0.1 ms, so chunks are long: VGG19's first layer at batch 3 (400x600) took 89 ms forward
+# in chunks of 512 KB, 46 ms at 2 MB, 40 ms at 8 MB, 48 ms at 32 MB.
+_CHUNK_BYTES = 1 << 23
 
 
 def _span(lo, hi, stride, offset, length):
@@ -65,9 +67,18 @@ def _tap_windows(geom, i0, i1, h0, h1):
 def _gather_windows(src, geom, n0, n1, i0, i1, k, out):
     """out (T*k, n, i1 - i0, OW) = for every tap, the window of src (k, N, H, W) that output
     rows i0..i1 of images n0..n1 read through it; zeros where the window leaves the picture."""
-    out[...] = 0
+    empty = set(range(geom.kh * geom.kw))
     for t, (rows, cols), (in_rows, in_cols) in _tap_windows(geom, i0, i1, 0, geom.H):
-        out[t * k:(t + 1) * k, :, rows, cols] = src[:, n0:n1, in_rows, in_cols]
+        block = out[t * k:(t + 1) * k]
+        # zeros around the window only: zeroing all of `out` first is one more pass over it
+        block[:, :, :rows.start] = 0
+        block[:, :, rows.stop:] = 0
+        block[:, :, rows, :cols.start] = 0
+        block[:, :, rows, cols.stop:] = 0
+        block[:, :, rows, cols] = src[:, n0:n1, in_rows, in_cols]
+        empty.discard(t)
+    for t in empty:
+        out[t * k:(t + 1) * k] = 0
 
 
 def _scatter_windows(blocks, geom, h0, h1, lo, hi, k, out):
