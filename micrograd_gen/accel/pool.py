@@ -1,8 +1,9 @@
 """The fast max and average pooling (reference: ops/pool.py, same numbers).
 
 Forward: max and sum are separable, so the window reduction goes along the rows first and then
-down the columns: kh + kw - 2 whole-array passes instead of kh * kw - 1. Average pooling's
-backward is that forward's adjoint, its two steps in reverse.
+down the columns: kh + kw - 2 passes instead of kh * kw - 1, in bands of rows small enough
+to stay in cache. Average pooling's backward is that forward's adjoint: at stride 1 the same
+window sum over the padded share, otherwise its two steps in reverse.
 
 Max pooling's backward walks the kh * kw taps as the reference does, into preallocated masks,
 and where windows do not overlap it writes each cell once instead of adding into zeros; it runs
