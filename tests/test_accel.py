@@ -19,6 +19,7 @@ import micrograd_gen as mg
 from micrograd_gen import ops
 from micrograd_gen.accel import blas
 from micrograd_gen.accel import conv as fast_conv
+from micrograd_gen.accel import conv_thin
 from micrograd_gen.accel import linalg as fast_linalg
 from micrograd_gen.accel import losses as fast_losses
 from micrograd_gen.ops.conv import ConvGeometry
@@ -141,8 +142,9 @@ def test_one_gradient_only(need):
                                            (17, 16, (2, 1))])
 def test_many_small_chunks(monkeypatch, c, f, strides):
     """Chunk edges (and thread hand-offs) in the middle of images change nothing."""
-    for name in ("_CHUNK_BYTES", "_DK_CHUNK_BYTES", "_THIN_CHUNK_BYTES", "_PARALLEL_COPY_BYTES"):
+    for name in ("_CHUNK_BYTES", "_DK_CHUNK_BYTES", "_PARALLEL_COPY_BYTES"):
         monkeypatch.setattr(fast_conv, name, 256)
+    monkeypatch.setattr(conv_thin, "_CHUNK_BYTES", 256)
     rng = np.random.default_rng(12)
     x = rng.standard_normal((2, 11, 9, c))
     kernel = rng.standard_normal((3, 3, c, f))
@@ -193,7 +195,7 @@ def test_winograd_at_its_thresholds(monkeypatch, need, height):
     geom = ConvGeometry.of(x.shape, kernel.shape, (1, 1), "same")
     assert fast_conv._winograd_fits(geom, 128, x, kernel)
     calls = []
-    for name in ("conv3x3", "conv3x3_kernel_gradient"):
+    for name in ("_conv3x3", "conv3x3_kernel_gradient"):
         real = getattr(fast_conv.winograd, name)
         monkeypatch.setattr(fast_conv.winograd, name,
                             lambda *a, _f=real, _n=name, **k: calls.append(_n) or _f(*a, **k))
@@ -207,7 +209,7 @@ def test_winograd_at_its_thresholds(monkeypatch, need, height):
             results.append([y.numpy()] + [t.grad for t in tensors])
     # forward, dX (a convolution too) and dK when asked
     dk_calls = need[1] and height == 130
-    assert calls == ["conv3x3"] * (1 + need[0]) + ["conv3x3_kernel_gradient"] * dk_calls
+    assert calls == ["_conv3x3"] * (1 + need[0]) + ["conv3x3_kernel_gradient"] * dk_calls
     assert_same(*results, np.float32, ("y", "dx", "dkernel", "dbias"))
 
 

@@ -163,3 +163,59 @@ def test_alone_runs_every_chunk_in_the_calling_thread():
             (threading.get_ident(), s)), np)
     assert slots == 1 and set(seen) == {(threading.get_ident(), 0)} and len(seen) == 6
     assert workers.chunk_pool() != (None, 1) or workers.chunk_pool()[1] == 1
+
+
+def test_the_input_gradient_does_not_depend_on_the_schedule():
+    """The branches go out largest first by their last measured thread time, each to whichever
+    thread is free, so which thread runs which branch changes from run to run; the input
+    gradient adds the branches' in their own order, and so is the same bit for bit whatever
+    the schedule (here forced: every order of the branches' measured costs)."""
+    from itertools import permutations
+
+    from micrograd_gen.accel import branches as fast_branches
+    net = block_network(16, 17, False, True, np.float32)
+    net.trainable = False
+    block = applications.group_branches(net).get_layer("block")
+    x = mg.Tensor(np.random.default_rng(4).uniform(0, 1, (1, 11, 12, 16)).astype(np.float32),
+                  requires_grad=True)
+    g = np.random.default_rng(5).standard_normal((1, 11, 12, 17 + 19 + 3 + 16)).astype(np.float32)
+    results = []
+    for costs in permutations([1.0, 2.0, 3.0, 4.0]):
+        with mg.fast_paths(True):
+            y = block(x)
+            for key in [k for k in fast_branches._LAST_COSTS if k[1] == x.shape]:
+                fast_branches._LAST_COSTS[key] = list(costs)
+            y.backward(g)
+        results.append((y.numpy(), x.grad))
+        x.grad = None
+    keys = [k for k in fast_branches._LAST_COSTS if k[1] == x.shape]
+    assert sorted(k[2] for k in keys) == ["backward", "forward"]
+    assert all(len(fast_branches._LAST_COSTS[k]) == 4 for k in keys)
+    with mg.fast_paths(False):
+        y = block(x)
+        y.backward(g)
+    for got_y, got_dx in results:
+        np.testing.assert_array_equal(got_y, results[0][0])
+        np.testing.assert_array_equal(got_dx, results[0][1])
+    np.testing.assert_allclose(results[0][1], x.grad, **TOL[np.float32])
+
+
+@given(n=st.integers(1, 5), borrowed=st.lists(st.booleans(), min_size=5, max_size=5),
+       seed=st.integers(0, 99))
+def test_the_branch_gradients_add_in_their_own_order(n, borrowed, seed):
+    """_sum_in_order: ((g0 + g1) + g2) + ..., the same as NumPy's sum in that order, without
+    writing into a borrowed gradient (a view of the block's cotangent)."""
+    from micrograd_gen.accel.branches import _sum_in_order
+    rng = np.random.default_rng(seed)
+    grads = [rng.standard_normal((1, 7, 3, 5)).astype(np.float32) for _ in range(n)]
+    kept = [a.copy() for a in grads]
+    total = _sum_in_order(grads, borrowed[:n], np)
+    first = next((i for i in range(n) if not borrowed[i]), 0)
+    want = kept[first].copy()
+    for i in range(n):
+        if i != first:
+            want = want + kept[i]
+    np.testing.assert_array_equal(total, want)
+    for i in range(n):
+        if borrowed[i]:
+            np.testing.assert_array_equal(grads[i], kept[i])

@@ -146,3 +146,59 @@ def test_many_bands_and_images_at_a_vgg_like_size(monkeypatch, band_tiles):
     dx = winograd.conv3x3_input_gradient(g, kernel, (1, 1, 1, 1), x.shape, mask=mask)
     for got, want in ((dk, tk.grad), (db, tb.grad), (dx, tx.grad)):
         assert relative_error(got, want) < 2e-5
+
+
+def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch):
+    """Through the op: a kernel that gets no gradient has its transform (forward and dX) made
+    once and used again; changed in place, it is made anew; a trained kernel is never kept."""
+    from micrograd_gen.accel import conv as fast_conv
+    monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_WORK", 1)
+    monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(winograd, "_kept", type(winograd._kept)())
+    made = []
+    real = winograd.transform_kernel
+    monkeypatch.setattr(winograd, "transform_kernel", lambda k: made.append(k.shape) or real(k))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 12, 16, 32)).astype(np.float32)     # 12 tiles
+    kernel = (rng.standard_normal((3, 3, 32, 40)) * 0.1).astype(np.float32)
+    g = rng.standard_normal((1, 12, 16, 40)).astype(np.float32)
+
+    def run(fast, train_kernel=False):
+        with mg.fast_paths(fast):
+            tx = mg.Tensor(x, requires_grad=True)
+            tk = mg.Tensor(kernel, requires_grad=train_kernel)
+            tk.data = kernel                        # the very array, so that changes show
+            y = mg.ops.conv2d(tx, tk, padding="same")
+            y.backward(g)
+            return y.numpy(), tx.grad
+
+    def check():
+        for got, want in zip(run(True), run(False)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+    check()
+    assert made == [(3, 3, 32, 40), (3, 3, 40, 32)]           # forward's U and dX's
+    check()
+    assert len(made) == 2                                     # both kept
+    kernel[1, 1, 0, 0] += 1                                   # changed in place
+    check()
+    assert len(made) == 4
+    run(True, train_kernel=True)
+    run(True, train_kernel=True)
+    assert len(made) == 8                                     # a trained kernel: made each time
+
+
+def test_kept_transforms_stay_within_their_budget(monkeypatch):
+    monkeypatch.setattr(winograd, "_kept", type(winograd._kept)())
+    monkeypatch.setattr(winograd, "_KEPT_BYTES", 3 * 10 * (9 + 36) * 4 * 8)   # three of them
+    rng = np.random.default_rng(5)
+    shared = rng.standard_normal((3, 3, 10, 8)).astype(np.float32)
+    winograd._kernel_transform(shared, False, keep=True)
+    winograd._kernel_transform(shared, True, keep=True)         # one copy, two transforms
+    assert len(winograd._kept) == 1 and len(next(iter(winograd._kept.values()))[1]) == 2
+    rng = np.random.default_rng(4)
+    kernels = [rng.standard_normal((3, 3, 10, 8)).astype(np.float32) for _ in range(5)]
+    for k in kernels:
+        winograd._kernel_transform(k, False, keep=True)
+    assert len(winograd._kept) == 3
+    assert [key[0] for key in winograd._kept] == [k.ctypes.data for k in kernels[2:]]

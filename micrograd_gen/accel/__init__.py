@@ -9,8 +9,10 @@ when the caller asks (the command line, the tour and the bench scripts do).
 module       speeds up                          how
 blas.py      (used by conv.py)                  cblas gemm with beta = 1 on row blocks, ctypes
 workers.py   (used by conv.py and the LSTM)     one worker thread per core, single-threaded BLAS
-conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, thin routes, fused bias and ReLU;
-                                                Winograd for 3x3 stride-1 convolutions
+conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, fused bias and ReLU; Winograd for
+                                                3x3 stride-1 convolutions
+conv_thin.py (used by conv.py)                  few channels in or out: taps stacked into one
+                                                product per chunk, windows clipped, no padding
 linalg.py    ops.matmul, attention's products   large products cut over the worker threads
 dense.py     nn.Dense without gradients         product, bias and softmax in place, one call
 pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks; large

@@ -1,20 +1,33 @@
 """The fast concatenated branches (an Inception block: applications.Branches): the branches run
-side by side, one per worker thread, each on single-threaded BLAS, forward and backward.
+side by side on the worker threads, each on single-threaded BLAS, forward and backward.
 
 The reference runs the branches one after the other and each convolution spreads its own rows
 over the threads: InceptionV3's convolutions at 35x35 and 17x17 are small, so every one of them
 pays a hand-off and a join, and the small ops between them (pooling, the ReLU masks, the copies
 that lay a convolution's input out) run on one core. Whole branches per thread keep both cores
 busy with one join per block. Each branch is the same layers on the same op code (its own small
-graph from a leaf on the block's input), so the numbers are the reference's; the input gradient
-sums the branches' in a fixed order.
+graph from a leaf on the block's input), so the numbers are the reference's.
+
+Branches are unequal (a 3x3 -> 3x3 branch beside a lone 1x1), and a branch's cost in the
+backward is not its forward's (pooling's backward costs several times its forward). So each
+direction hands out the branches largest first, by the thread time each took in that direction
+the last time the block ran on an input of that shape (the first time, by an estimate from
+their kernels), each to whichever thread is free. Which thread runs a branch then changes from
+run to run; the input gradient sums the branches' in their own order afterwards, so that the
+result does not.
 """
+import time
+
 import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
 from ..tensor import Function, Tensor
 from . import workers
+
+# (the chains' layers, input shape, "forward" or "backward") -> the thread seconds each branch
+# took there the last time: a schedule only, never part of a result.
+_LAST_COSTS = {}
 
 
 def _cost(chain):
@@ -27,16 +40,18 @@ def _cost(chain):
     return cost
 
 
-def _share_out(chains, threads):
-    """The branches of each thread: the largest first, each to the thread with the least work so
-    far, so that the threads finish close together. Fixed, so that the input gradient's sums
-    are the same on every run."""
-    loads, shares = [0] * threads, [[] for _ in range(threads)]
-    for i in sorted(range(len(chains)), key=lambda i: -_cost(chains[i])):
-        slot = loads.index(min(loads))
-        loads[slot] += _cost(chains[i])
-        shares[slot].append(i)
-    return [share for share in shares if share]
+def _largest_first(chains, key):
+    """The branch indices, the costliest first: by the thread time measured under `key`, else by
+    the estimate from the kernels."""
+    costs = _LAST_COSTS.get(key) or [_cost(chain) for chain in chains]
+    return sorted(range(len(chains)), key=lambda i: -costs[i])
+
+
+def _remember(costs, key):
+    """Keep the measured costs of one run (a bounded table: a schedule hint per model and size)."""
+    if len(_LAST_COSTS) > 1000:
+        _LAST_COSTS.clear()
+    _LAST_COSTS[key] = costs
 
 
 def _output_shape(chain, shape):
@@ -56,57 +71,65 @@ class ConcatenatedBranches(Function):
         shapes = [_output_shape(chain, x.shape) for chain in chains]
         self.bounds = np.cumsum([0] + [shape[-1] for shape in shapes])
         y = xp.empty(shapes[0][:-1] + (int(self.bounds[-1]),), x.dtype)
+        self.chains = chains
+        self.key = (tuple(id(layer) for chain in chains for layer in chain), x.shape)
+        costs = [0.0] * len(chains)
 
-        def run(share, slot):
-            for i in share:
-                out = self.leaves[i]
-                with workers.alone():
-                    for layer in chains[i]:
-                        out = layer(out, training=training)
-                self.outputs[i] = out
-                y[..., self.bounds[i]:self.bounds[i + 1]] = out.data    # straight into place
-        self.shares = _share_out(chains, workers.chunk_pool()[1] if xp is np else 1)
-        workers.for_chunks(self.shares, run, xp, fixed=True)
+        def run(i, slot):
+            started = time.thread_time()
+            out = self.leaves[i]
+            with workers.alone():
+                for layer in chains[i]:
+                    out = layer(out, training=training)
+            self.outputs[i] = out
+            y[..., self.bounds[i]:self.bounds[i + 1]] = out.data    # straight into place
+            costs[i] = time.thread_time() - started
+        workers.for_chunks(_largest_first(chains, self.key + ("forward",)), run, xp)
+        _remember(costs, self.key + ("forward",))
         if not wants_grad:
-            self.leaves = self.outputs = None
+            self.leaves = self.outputs = self.chains = None
         return y
 
     def backward(self, g):
         xp = get_array_module(g)
-        sums = [None] * len(self.shares)
+        grads, costs = [None] * len(self.leaves), [0.0] * len(self.leaves)
 
-        def run(share, slot):
-            for i in share:
-                leaf, out = self.leaves[i], self.outputs[i]
-                part = g[..., self.bounds[i]:self.bounds[i + 1]]
-                if out is leaf:                  # an empty branch: the input itself
-                    grad = part
-                else:
-                    with workers.alone():
-                        # retain_graph: the outer backward frees this op, and these graphs
-                        out.backward(part, retain_graph=True)
-                    # the leaf's own array, free to add into; taken from the leaf, so that a
-                    # second backward (retain_graph) starts a new one
-                    grad, leaf.grad = leaf.grad, None
-                k = self.shares.index(share)
-                if sums[k] is None:
-                    sums[k] = grad.copy() if out is leaf else grad
-                else:
-                    sums[k] += grad
-        workers.for_chunks(self.shares, run, xp, fixed=True)
-        dx = sums[0]
-        for other in sums[1:]:                   # a fixed order: the same sum every run
-            _add_into(dx, other, xp)
-        return dx
+        def run(i, slot):
+            started = time.thread_time()
+            leaf, out = self.leaves[i], self.outputs[i]
+            part = g[..., self.bounds[i]:self.bounds[i + 1]]
+            if out is leaf:                      # an empty branch: the input itself
+                grads[i] = part
+            else:
+                with workers.alone():
+                    # retain_graph: the outer backward frees this op, and these graphs
+                    out.backward(part, retain_graph=True)
+                # the leaf's own array, free to add into; taken from the leaf, so that a
+                # second backward (retain_graph) starts a new one
+                grads[i], leaf.grad = leaf.grad, None
+            costs[i] = time.thread_time() - started
+        key = self.key + ("backward",)
+        workers.for_chunks(_largest_first(self.chains, key), run, xp)
+        _remember(costs, key)
+        return _sum_in_order(grads, [out is leaf for out, leaf in zip(self.outputs, self.leaves)],
+                             xp)
 
 
-def _add_into(total, other, xp):
-    """total += other, in bands of rows over the threads (it runs between two parallel
-    sections, and is as large as the block's input)."""
+def _sum_in_order(grads, borrowed, xp):
+    """grads[0] + grads[1] + ..., added in that order whichever thread made each, in bands of
+    rows over the threads (it runs between two parallel sections, and each is as large as the
+    block's input). A borrowed gradient (a view of the block's cotangent) is not added into."""
+    first = next((i for i, b in enumerate(borrowed) if not b), None)
+    total = grads[0].copy() if first is None else grads[first]
+    order = [i for i in range(len(grads)) if i != (0 if first is None else first)]
+
     def add(band, slot):
-        total[:, band[0]:band[1]] += other[:, band[0]:band[1]]
-    rows = total.shape[1]
-    workers.for_chunks([(0, rows // 2), (rows // 2, rows)] if rows > 1 else [(0, rows)], add, xp)
+        rows = slice(*band)
+        for i in order:
+            total[:, rows] += grads[i][:, rows]
+    workers.for_chunks(workers.even_cuts(total.shape[1], 2 * workers.chunk_pool()[1])
+                       if xp is np else [(0, total.shape[1])], add, xp)
+    return total
 
 
 def concatenated_branches(chains, x, training=None):

@@ -13,8 +13,10 @@ slice of the input matrix, (rows, C) @ (C, F), accumulated into the output (BLAS
 accel/blas.py): no im2col copy at all, and the kernel slice K[a, b] is used in place. A stride s
 is brought back to stride 1 by splitting the padded input into its s_h*s_w phases
 (x[p::s_h, q::s_w], "space to depth"): tap (a, b) then reads phase ((a*dh) % s_h, (b*dw) % s_w)
-at offset ((a*dh) // s_h, (b*dw) // s_w). Backward uses the same offsets:
-dK[a, b] = slice^T @ dY and dX_phase[slice] += dY @ K[a, b]^T.
+at offset ((a*dh) // s_h, (b*dw) // s_w). Only the rows are copied apart: the s_w column phases
+of a row phase stay interleaved, each a matrix whose rows are s_w*C numbers apart, which BLAS
+reads as it is (its leading dimension), so the copies move whole pixel rows. Backward uses the
+same offsets: dK[a, b] = slice^T @ dY and dX_phase[slice] += dY @ K[a, b]^T.
 
 Work is cut into chunks of output rows so that the output chunk stays in cache while every tap
 adds into it (and the bias and a fused ReLU are applied to it there), and so that no buffer is
@@ -23,7 +25,8 @@ much larger than the input itself; the chunks are shared out to worker threads
 style transfer). A 1x1 convolution at stride 1 reads x and dY in place: one product per chunk.
 
 When C or F is small (an RGB image in or out), a per-tap product is too thin for BLAS to run
-well; the thin routes stack the taps of the thin side into one product per chunk instead.
+well; the thin routes (accel/conv_thin.py) stack the taps of the thin side into one product per
+chunk instead.
 
 A 3x3 stride-1 convolution with enough channels and pixels goes to Winograd instead
 (accel/winograd.py): a quarter of the multiplies, for the forward and both gradients.
@@ -34,8 +37,8 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from . import cuda, winograd
-from .blas import _Rows, gemm_into, gemm_rows
+from . import conv_thin, cuda, winograd
+from .blas import _Rows, column_sums, gemm_into, gemm_rows
 from .workers import chunk_pool, for_chunks
 
 # Fewer input (or output) channels than this take a thin route: taps stacked into one product.
@@ -44,10 +47,8 @@ _MIN_CHANNELS_PER_TAP = 16
 _CHUNK_BYTES = 1 << 20
 # dK's products have a small (C, F) output and a long inner size: longer chunks, fewer calls.
 _DK_CHUNK_BYTES = 1 << 22
-# Stacked tap windows of the thin routes, per chunk.
-_THIN_CHUNK_BYTES = 1 << 21
 # Copies larger than this are shared out to the worker threads.
-_PARALLEL_COPY_BYTES = 1 << 22
+_PARALLEL_COPY_BYTES = 1 << 20
 
 
 # ---- copies shared out to the workers -------------------------------------------------------
@@ -76,10 +77,14 @@ def _assign(dst, src, mask=None):
 class ShiftedGeometry:
     """The tap offsets of one conv2d (an ops.conv.ConvGeometry) in the shifted-GEMM layout.
 
-    The padded input is split into phases (one per stride residue that some tap touches), each
-    stored as a matrix of N*Hq*Wq rows: image n, phase row i, phase column j is row
-    (n*Hq + i)*Wq + j. The output uses the same row numbering, so output row u and tap t read
-    phase row u + offset[t]. Only output rows with i < OH and j < OW are real.
+    The padded input is split into its row phases (one per stride residue of the rows that some
+    tap touches): phase k holds every sh-th padded row, each grown to Wq*sw pixels, as a matrix
+    of N*Hq*Wq rows of sw*C numbers. Image n, phase row i, pixel group j (padded columns j*sw ..
+    j*sw + sw - 1) is row (n*Hq + i)*Wq + j. A column residue q of it is a matrix of C-wide rows
+    sw*C numbers apart (_Rows with a pitch): so the column stride costs nothing, and the row
+    stride a copy of whole pixel rows. The output uses the same row numbering, so output row u
+    and tap t read row u + offset[t] of phase phase[t], residue residue[t]. Only output rows with
+    i < OH and j < OW are real.
     """
 
     def __init__(self, conv):
@@ -92,15 +97,18 @@ class ShiftedGeometry:
         for a in range(self.kh):
             for b in range(self.kw):
                 r, c = a * self.dh, b * self.dw
-                phase = (r % self.sh, c % self.sw)
-                if phase not in phases:
-                    phases.append(phase)
-                taps.append((a, b, phases.index(phase), (r // self.sh) * self.Wq + c // self.sw))
+                if r % self.sh not in phases:
+                    phases.append(r % self.sh)
+                taps.append((a, b, phases.index(r % self.sh),
+                             (r // self.sh) * self.Wq + c // self.sw, c % self.sw))
         self.phases, self.taps = phases, taps
         self.max_offset = max(t[3] for t in taps)
         # Junk columns of the last output row read up to this many rows past the last image.
         self.tail = ((self.kw - 1) * self.dw) // self.sw
         self.rows = self.N * self.Hq * self.Wq
+        # (phase, residue) pairs no tap reads: their part of dX is zeros
+        self.unread = {(k, q) for k in range(len(phases)) for q in range(self.sw)} - {
+            (k, q) for *_, k, _, q in taps}
         # A 1x1 convolution at stride 1: x, read as (N*H*W, C) rows, is already its own single
         # phase and dY its own wide layout, so neither needs a padded copy.
         self.pointwise = (self.kh, self.kw, self.sh, self.sw) == (1, 1, 1, 1)
@@ -110,56 +118,61 @@ class ShiftedGeometry:
     def out_shape(self, F):
         return (self.N, self.OH, self.OW, F)
 
-    def _phase_window(self, p, q):
-        """Where x lands in phase (p, q): (phase start row, x start row, count), same for cols."""
-        def axis(phase, pad, stride, n, nq):
-            first = max(0, -(-(pad - phase) // stride))  # first phase index on a real pixel
-            src = phase + first * stride - pad
-            count = min(len(range(src, n, stride)), nq - first)
-            return first, src, max(count, 0)
-        return (axis(p, self.pt, self.sh, self.H, self.Hq),
-                axis(q, self.pl, self.sw, self.W, self.Wq))
+    def _row_window(self, p):
+        """Where x's rows land in row phase p: (first phase row, first x row, count)."""
+        first = max(0, -(-(self.pt - p) // self.sh))        # first phase row on a real pixel
+        src = p + first * self.sh - self.pt
+        count = min(len(range(src, self.H, self.sh)), self.Hq - first)
+        return first, src, max(count, 0)
+
+    def _phase_pixels(self, buf):
+        """(n_phases, rows, sw*C) as (n_phases, N, Hq, padded columns, C)."""
+        return buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq * self.sw,
+                                          self.C)
 
     def to_phases(self, x):
-        """The padded input as (n_phases, rows + tail, C) matrices (zeros where padding)."""
+        """The padded input as (n_phases, rows + tail, sw*C) matrices (zeros where padding)."""
         xp = get_array_module(x)
         if self.pointwise:
             return xp.ascontiguousarray(x).reshape(1, self.rows, self.C)
-        buf = xp.empty((len(self.phases), self.rows + self.tail, self.C), x.dtype)
+        buf = xp.empty((len(self.phases), self.rows + self.tail, self.sw * self.C), x.dtype)
         buf[:, self.rows:] = 0
-        body = buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq, self.C)
-        for k, (p, q) in enumerate(self.phases):
-            (i0, r0, ni), (j0, c0, nj) = self._phase_window(p, q)
+        left, right = self.pl, self.pl + self.W
+        for k, phase in enumerate(self._phase_pixels(buf)):
+            i0, r0, ni = self._row_window(self.phases[k])
             # Zero only the padding around the pixels (a full memset first costs one more pass
             # over a buffer as large as x, a third of the copy's time).
-            phase = body[k]
             phase[:, :i0] = 0
             phase[:, i0 + ni:] = 0
-            phase[:, i0:i0 + ni, :j0] = 0
-            phase[:, i0:i0 + ni, j0 + nj:] = 0
-            _assign(phase[:, i0:i0 + ni, j0:j0 + nj], x[:, r0::self.sh, c0::self.sw][:, :ni, :nj])
+            phase[:, i0:i0 + ni, :left] = 0
+            phase[:, i0:i0 + ni, right:] = 0
+            _assign(phase[:, i0:i0 + ni, left:right], x[:, r0::self.sh][:, :ni])
         return buf
+
+    def columns(self, buf, q):
+        """Residue q of (n_phases, rows, sw*C) matrices: C-wide rows, sw*C apart."""
+        return _Rows(buf, self.C, pitch=self.sw * self.C, first=q * self.C)
 
     def real_rows(self, k):
         """The range of phase-k rows that hold real pixels (the rows dX has to fill)."""
-        (i0, _, ni), _ = self._phase_window(*self.phases[k])
+        i0, _, ni = self._row_window(self.phases[k])
         return i0 * self.Wq, ((self.N - 1) * self.Hq + i0 + ni) * self.Wq
 
     def from_phases(self, buf, dtype):
-        """Adjoint of to_phases: the real pixels of (n_phases, rows, C) as (N, H, W, C).
+        """Adjoint of to_phases: the real pixels of (n_phases, rows, sw*C) as (N, H, W, C).
 
-        With one phase (stride 1) that is a view of buf, not a copy."""
+        With one phase (stride 1 along the rows) that is a view of buf, not a copy."""
         xp = get_array_module(buf)
-        body = buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq, self.C)
-        if self.sh == self.sw == 1:
-            return body[0, :, self.pt:self.pt + self.H, self.pl:self.pl + self.W]
-        # Every pixel lies in exactly one phase; pixels of phases no tap reads get zeros.
-        every = len(self.phases) == self.sh * self.sw
+        body = self._phase_pixels(buf)
+        left, right = self.pl, self.pl + self.W
+        if self.sh == 1:
+            return body[0, :, self.pt:self.pt + self.H, left:right]
+        # Every row lies in exactly one phase; rows of phases no tap reads get zeros.
+        every = len(self.phases) == self.sh
         x = (xp.empty if every else xp.zeros)((self.N, self.H, self.W, self.C), dtype)
-        for k, (p, q) in enumerate(self.phases):
-            (i0, r0, ni), (j0, c0, nj) = self._phase_window(p, q)
-            _assign(x[:, r0::self.sh, c0::self.sw][:, :ni, :nj],
-                    body[k, :, i0:i0 + ni, j0:j0 + nj])
+        for k, p in enumerate(self.phases):
+            i0, r0, ni = self._row_window(p)
+            _assign(x[:, r0::self.sh][:, :ni], body[k, :, i0:i0 + ni, left:right])
         return x
 
     def to_wide(self, y, margin, positive=None):
@@ -183,17 +196,16 @@ class ShiftedGeometry:
     def from_wide(self, buf, F):
         return buf[:self.rows].reshape(self.N, self.Hq, self.Wq, F)[:, :self.OH, :self.OW]
 
-    def chunks(self, start, stop, width, chunk_bytes, min_rows=0, pieces=None):
+    def chunks(self, start, stop, width, chunk_bytes):
         """Near-equal row ranges covering [start, stop), each of whole phase rows: about
-        chunk_bytes of `width`-wide numbers each, at least min_rows rows, and (where that
-        allows) at least `pieces` of them (default: one per worker thread), so that every thread
-        gets work. No smaller than that: each product re-packs its (C, F) kernel slice, which
-        costs as much as a product of a few rows."""
-        if pieces is None:
-            pieces = chunk_pool()[1]
+        chunk_bytes of `width`-wide numbers each, and a whole number of them per worker thread
+        (3 chunks on 2 threads take as long as 4), so that every thread gets work. No smaller
+        than that: each product re-packs its (C, F) kernel slice, which costs as much as a
+        product of a few rows."""
+        pieces = chunk_pool()[1]
         lines = -(-(stop - start) // self.Wq)
         count = max(pieces, -(-lines // max(1, chunk_bytes // (4 * max(width, 1) * self.Wq))))
-        count = max(1, min(count, lines // max(1, -(-min_rows // self.Wq))))
+        count = min(-(-count // pieces) * pieces, max(lines, 1))
         for i in range(count):
             u0 = start + (i * lines // count) * self.Wq
             u1 = min(start + ((i + 1) * lines // count) * self.Wq, stop)
@@ -213,15 +225,16 @@ def _shifted_forward(x, kernel, geom, bias=None, relu=False, phases=None):
         phases = geom.to_phases(x)                            # (P, rows + tail, C)
     y = xp.empty((geom.rows, F), x.dtype)                     # (N*Hq*Wq, F)
     stride = phases.shape[1]                                  # rows per phase
-    X, K, Y = _Rows(phases, C), _Rows(xp.ascontiguousarray(kernel), F), _Rows(y, F)
+    X = [geom.columns(phases, q) for q in range(geom.sw)]
+    K, Y = _Rows(xp.ascontiguousarray(kernel), F), _Rows(y, F)
 
     def work(chunk, slot):
         u0, u1 = chunk
-        for t, (a, b, k, off) in enumerate(geom.taps):
+        for t, (a, b, k, off, q) in enumerate(geom.taps):
             # (rows, C) @ (C, F): output row u, tap (a, b) reads phase row u + off; the output
             # chunk stays in cache over the taps
             start = k * stride + u0 + off
-            gemm_rows((Y, u0, u1), (X, start, start + u1 - u0), (K, t * C, (t + 1) * C),
+            gemm_rows((Y, u0, u1), (X[q], start, start + u1 - u0), (K, t * C, (t + 1) * C),
                       accumulate=t > 0)
         if bias is not None:
             y[u0:u1] += bias                                  # while the chunk is in cache
@@ -243,27 +256,30 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
     G = _Rows(gw, F)
     if need_dx:
         C = kernel.shape[2]
-        dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
-        K, DX = _Rows(xp.ascontiguousarray(kernel), F), _Rows(dphases, C)
+        shape = (len(geom.phases), geom.rows, geom.sw * C)
+        dphases = xp.zeros(shape, g.dtype) if geom.unread else xp.empty(shape, g.dtype)
+        K = _Rows(xp.ascontiguousarray(kernel), F)
+        DX = [geom.columns(dphases, q) for q in range(geom.sw)]
+        read = sorted({(k, q) for *_, k, _, q in geom.taps})
 
         def work_dx(chunk, slot):
-            k, v0, v1 = chunk
-            out = (DX, k * geom.rows + v0, k * geom.rows + v1)
-            for i, (a, b, off) in enumerate(_phase_taps(geom, k)):
+            k, q, v0, v1 = chunk
+            out = (DX[q], k * geom.rows + v0, k * geom.rows + v1)
+            for i, (a, b, off) in enumerate(_phase_taps(geom, k, q)):
                 # phase row v was read by output row v - off through tap (a, b):
                 # (rows, F) @ (F, C)
                 t = a * geom.kw + b
                 gemm_rows(out, (G, margin + v0 - off, margin + v1 - off),
                           (K, t * C, (t + 1) * C), accumulate=i > 0, transpose_b=True)
-        for_chunks([(k, v0, v1) for k in range(len(geom.phases))
-                     for v0, v1 in geom.chunks(*geom.real_rows(k), C, _CHUNK_BYTES)],
-                    work_dx, xp)
+        for_chunks([(k, q, v0, v1) for k, q in read
+                    for v0, v1 in geom.chunks(*geom.real_rows(k), C, _CHUNK_BYTES)],
+                   work_dx, xp)
         dx = geom.from_phases(dphases, g.dtype)
     if need_dk:
         C = geom.C
         if phases is None:
             phases = geom.to_phases(x)
-        X, stride = _Rows(phases, C), phases.shape[1]
+        X, stride = [geom.columns(phases, q) for q in range(geom.sw)], phases.shape[1]
         shape = (geom.kh, geom.kw, C, F)
         partial = {}                                          # (dK, dBias) sums per thread
 
@@ -274,13 +290,13 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
                 dk_sum = xp.empty(shape, g.dtype)
                 partial[slot] = (dk_sum, _Rows(dk_sum, F), xp.zeros(F, g.dtype))
             _, DK, db_sum = partial[slot]
-            for t, (a, b, k, off) in enumerate(geom.taps):
+            for t, (a, b, k, off, q) in enumerate(geom.taps):
                 # (C, rows) @ (rows, F), summed over chunks; dY's junk rows hold zeros
                 start = k * stride + u0 + off
-                gemm_rows((DK, t * C, (t + 1) * C), (X, start, start + u1 - u0),
+                gemm_rows((DK, t * C, (t + 1) * C), (X[q], start, start + u1 - u0),
                           (G, margin + u0, margin + u1), accumulate=not first, transpose_a=True)
             if need_db:
-                db_sum += gw[margin + u0:margin + u1].sum(axis=0)
+                column_sums(gw[margin + u0:margin + u1], db_sum, accumulate=True)
         for_chunks(geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES),
                     work_dk, xp, fixed=True)
         dk, _, db = partial[0]
@@ -289,189 +305,18 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
             db += partial[slot][2]
         db = db if need_db else None
     if need_db and db is None:
-        db = gw.sum(axis=0)                                   # zeros on margin and junk rows
+        db = column_sums(gw)                                  # zeros on margin and junk rows
     return dx, dk, db
 
 
-# ---- thin convolutions: few input or few output channels ---------------------------------------
-#
-# A per-tap product with inner size C = 3 (an RGB input) or outer size F = 3 (an RGB output) is
-# too thin for BLAS. Stacking the taps fixes that: gather the kh*kw shifted windows of the thin
-# side into one matrix (an im2col in the row numbering above, but channel-major, so that every
-# window is a contiguous run of each channel's row and the gather is kh*kw*(C or F) plain
-# copies), and make one product per chunk with inner size kh*kw*C (or kh*kw*F).
-
-def _phase_taps(geom, k):
-    return [(a, b, off) for a, b, phase, off in geom.taps if phase == k]
-
-
-def _thin_input_forward(x, kernel, geom, bias=None, relu=False):
-    """C small: y[u] = sum_t x[u + off_t] @ K_t as (rows, T*C) @ (T*C, F) per chunk."""
-    xp = get_array_module(x, kernel)
-    T, C, F = len(geom.taps), geom.C, kernel.shape[3]
-    xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))    # (P, C, rows + tail)
-    kmat = kernel.reshape(T * C, F)                                     # rows in tap order
-    y = xp.empty((geom.rows, F), x.dtype)
-
-    def work(chunk, slot):
-        u0, u1 = chunk
-        cols = xp.empty((T * C, u1 - u0), x.dtype)                      # (T*C, rows)
-        for t, (a, b, k, off) in enumerate(geom.taps):
-            cols[t * C:(t + 1) * C] = xt[k, :, u0 + off:u1 + off]
-        out = y[u0:u1]
-        gemm_into(cols.T, kmat, out)                                    # (rows, T*C) @ (T*C, F)
-        if bias is not None:
-            out += bias
-        if relu:
-            xp.maximum(out, 0, out=out)
-    for_chunks(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES), work, xp)
-    return geom.from_wide(y, F)
-
-
-def _thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None):
-    xp = get_array_module(g)
-    T, C, F = len(geom.taps), geom.C, g.shape[3]
-    margin = geom.max_offset
-    gw = geom.to_wide(g, margin, positive)                              # (margin + rows, F)
-    dx = dk = None
-    if need_dx:
-        # Z = K_t @ dY^T for every tap at once, then each tap's block lands shifted by its
-        # offset: dX^T[:, v] = sum_t Z_t[:, v - off_t].
-        dxt = xp.zeros((len(geom.phases), C, geom.rows), g.dtype)       # (P, C, rows)
-        taps = [_phase_taps(geom, k) for k in range(len(geom.phases))]
-        kmats = [xp.concatenate([kernel[a, b] for a, b, _ in phase_taps])   # (T_k*C, F)
-                 for phase_taps in taps]
-
-        def work_dx(chunk, slot):
-            k, v0, v1 = chunk
-            reach, n = max(off for _, _, off in taps[k]), v1 - v0
-            z = xp.empty((len(taps[k]) * C, n + reach), g.dtype)
-            # (T_k*C, F) @ (F, rows): dY rows v0 - reach .. v1
-            gemm_into(kmats[k], gw[margin + v0 - reach:margin + v1].T, z)
-            for t, (_, _, off) in enumerate(taps[k]):
-                dxt[k, :, v0:v1] += z[t * C:(t + 1) * C, reach - off:reach - off + n]
-        for_chunks([(k, v0, v1) for k in range(len(geom.phases))
-                    for v0, v1 in geom.chunks(*geom.real_rows(k), len(taps[k]) * C,
-                                              _THIN_CHUNK_BYTES,
-                                              min_rows=8 * max(off for *_, off in taps[k]))],
-                   work_dx, xp)
-        # from_phases reads the (P, rows, C) view in place: no transposed copy first
-        dx = geom.from_phases(dxt.transpose(0, 2, 1), g.dtype)
-    if need_dk:
-        xt = xp.ascontiguousarray(geom.to_phases(x).transpose(0, 2, 1))
-        partial = {}                                                    # dK sums per thread
-
-        def work_dk(chunk, slot):
-            u0, u1 = chunk
-            cols = xp.empty((T * C, u1 - u0), g.dtype)
-            for t, (a, b, k, off) in enumerate(geom.taps):
-                cols[t * C:(t + 1) * C] = xt[k, :, u0 + off:u1 + off]
-            first = slot not in partial
-            if first:
-                partial[slot] = xp.empty((T * C, F), g.dtype)
-            # (T*C, rows) @ (rows, F), summed over chunks
-            gemm_into(cols, gw[margin + u0:margin + u1], partial[slot], accumulate=not first)
-        for_chunks(geom.chunks(0, geom.used_rows, T * C, _THIN_CHUNK_BYTES), work_dk, xp,
-                   fixed=True)
-        dk = partial[0]
-        for slot in range(1, len(partial)):
-            dk += partial[slot]
-        dk = dk.reshape(geom.kh, geom.kw, C, F)
-    return dx, dk, gw.sum(axis=0) if need_db else None     # zeros on margin and junk rows
-
-
-def _thin_output_forward(x, kernel, geom, bias=None, relu=False):
-    """F small: Z = [K_t^T] @ x^T for every tap at once, then y^T[:, u] = sum_t Z_t[:, u + off_t].
-    """
-    xp = get_array_module(x, kernel)
-    F = kernel.shape[3]
-    phases = geom.to_phases(x)                                          # (P, rows + tail, C)
-    yt = xp.empty((F, geom.rows), x.dtype)                              # (F, rows)
-    taps = [_phase_taps(geom, k) for k in range(len(geom.phases))]
-    kmats = [xp.concatenate([kernel[a, b].T for a, b, _ in phase_taps])     # (T_k*F, C)
-             for phase_taps in taps]
-    reach = [max(off for *_, off in phase_taps) for phase_taps in taps]
-
-    def work(chunk, slot):
-        u0, u1 = chunk
-        n, out = u1 - u0, yt[:, u0:u1]
-        out[...] = 0
-        for k in range(len(taps)):
-            z = xp.empty((len(taps[k]) * F, n + reach[k]), x.dtype)
-            gemm_into(kmats[k], phases[k, u0:u1 + reach[k]].T, z)       # (T_k*F, C) @ (C, rows)
-            for t, (_, _, off) in enumerate(taps[k]):
-                out += z[t * F:(t + 1) * F, off:off + n]
-        if bias is not None:
-            out += bias[:, None]
-        if relu:
-            xp.maximum(out, 0, out=out)
-    # Each chunk also reads `reach` rows past its end: keep chunks long next to that.
-    for_chunks(geom.chunks(0, geom.used_rows, geom.C, _THIN_CHUNK_BYTES, min_rows=8 * max(reach)),
-               work, xp)
-    return geom.from_wide(xp.ascontiguousarray(yt.T), F)
-
-
-def _thin_output_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None):
-    """F small: stack dY's shifted windows (T*F, rows) once per chunk; dX and dK are then one
-    product each with inner or outer size T*F."""
-    xp = get_array_module(g)
-    F, C = g.shape[3], geom.C
-    margin = geom.max_offset
-    # dY^T with zeros around: reads at rows v - off_t for v up to rows + tail stay inside.
-    gt = xp.zeros((F, margin + geom.rows + geom.tail), g.dtype)
-    gt[:, :margin + geom.rows] = geom.to_wide(g, margin, positive).T
-    taps = [_phase_taps(geom, k) for k in range(len(geom.phases))]
-
-    def windows(k, v0, v1):
-        stacked = xp.empty((len(taps[k]) * F, v1 - v0), g.dtype)       # (T_k*F, rows)
-        for t, (_, _, off) in enumerate(taps[k]):
-            stacked[t * F:(t + 1) * F] = gt[:, margin + v0 - off:margin + v1 - off]
-        return stacked
-
-    dx = dk = None
-    if need_dx:
-        dphases = xp.empty((len(geom.phases), geom.rows, C), g.dtype)
-        kmats = [xp.concatenate([kernel[a, b].T for a, b, _ in phase_taps])  # (T_k*F, C)
-                 for phase_taps in taps]
-
-        def work_dx(chunk, slot):
-            k, v0, v1 = chunk
-            # (rows, T_k*F) @ (T_k*F, C)
-            gemm_into(windows(k, v0, v1).T, kmats[k], dphases[k, v0:v1])
-        for_chunks([(k, v0, v1) for k in range(len(taps))
-                    for v0, v1 in geom.chunks(*geom.real_rows(k), len(taps[k]) * F,
-                                              _THIN_CHUNK_BYTES)], work_dx, xp)
-        dx = geom.from_phases(dphases, g.dtype)
-    if need_dk:
-        phases = geom.to_phases(x)
-        partial = {}                                    # (slot, phase) -> (T_k*F, C) sums
-
-        def work_dk(chunk, slot):
-            k, v0, v1 = chunk
-            first = (slot, k) not in partial
-            if first:
-                partial[slot, k] = xp.empty((len(taps[k]) * F, C), g.dtype)
-            gemm_into(windows(k, v0, v1), phases[k, v0:v1], partial[slot, k],
-                      accumulate=not first)
-        for_chunks([(k, v0, v1) for k in range(len(taps))
-                    for v0, v1 in geom.chunks(0, geom.used_rows + max(o for *_, o in taps[k]),
-                                              len(taps[k]) * F, _THIN_CHUNK_BYTES)],
-                   work_dk, xp, fixed=True)
-        dk = xp.empty((geom.kh, geom.kw, C, F), g.dtype)
-        for k in range(len(taps)):
-            slots = sorted(slot for slot, phase in partial if phase == k)
-            dkt = partial[slots[0], k]
-            for slot in slots[1:]:
-                dkt += partial[slot, k]
-            for t, (a, b, _) in enumerate(taps[k]):
-                dk[a, b] = dkt[t * F:(t + 1) * F].T
-    return dx, dk, gt.sum(axis=1) if need_db else None      # zeros on margin and junk rows
+def _phase_taps(geom, k, q):
+    return [(a, b, off) for a, b, phase, off, residue in geom.taps if (phase, residue) == (k, q)]
 
 
 _ROUTES = {
     "shifted": (_shifted_forward, _shifted_backward),
-    "thin_input": (_thin_input_forward, _thin_input_backward),
-    "thin_output": (_thin_output_forward, _thin_output_backward),
+    "thin_input": (conv_thin.thin_input_forward, conv_thin.thin_input_backward),
+    "thin_output": (conv_thin.thin_output_forward, conv_thin.thin_output_backward),
 }
 
 
@@ -529,7 +374,7 @@ def _cuda_ready(*arrays):
     return len(dtypes) == 1 and dtypes.pop() in _FLOATS
 
 
-def conv2d_forward(x, kernel, geom, bias=None, relu=False):
+def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False):
     """ops.conv's forward (+ bias, then ReLU when asked), fast."""
     xp = get_array_module(x, kernel)
     if xp is not np:
@@ -542,13 +387,14 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False):
             xp.maximum(y, 0, out=y)
         return y
     if _winograd_fits(geom, kernel.shape[3], x, kernel):
-        return winograd.conv3x3(x, kernel, _pads(geom), bias, relu)
+        return winograd.conv3x3(x, kernel, _pads(geom), bias, relu, keep=frozen)
     shifted = shifted_geometry(geom)
     forward, _ = _ROUTES[_route(shifted, kernel.shape[3])]
     return forward(x, kernel, shifted, bias, relu)
 
 
-def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None):
+def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None,
+                    frozen=False):
     """ops.conv's (dX, dK, dBias), fast; `positive` (a fused ReLU's mask) is applied to g while
     g is laid out anyway."""
     xp = get_array_module(g)
@@ -565,7 +411,7 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
         # dX is the stride-1 convolution of dY with the flipped kernel: Winograd too (None where
         # the padding is wider than the kernel; the shifted route takes it then)
         dx = winograd.conv3x3_input_gradient(g, kernel, pads, (geom.N, geom.H, geom.W),
-                                             mask=positive)
+                                             mask=positive, keep=frozen)
         need_dx = dx is None
     if need_dk and _winograd_fits(geom, g.shape[3], g, x, min_tiles=_WINOGRAD_MIN_TILES_DK):
         dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db)
@@ -578,9 +424,27 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
     return dx, dk, db
 
 
-def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk):
-    """conv2d_transpose's (dX, dK) when both are wanted on the shifted route: both read g's
-    stride phases, laid out once here (a strided copy as large as g) instead of twice."""
+def conv2d_transpose_forward(x, kernel, geom, bias=None, frozen=False):
+    """conv2d_transpose's y = conv2d's dX of x, plus bias in pieces of image rows on the
+    workers (y += bias on one core cost 1.5 ms of a 75 ms VAE step)."""
+    if get_array_module(x) is not np:
+        return NotImplemented
+    y, _, _ = conv2d_backward(x, None, kernel, geom, True, False, frozen=frozen)
+    if bias is not None:
+        rows = max(1, (1 << 16) // (y[0, 0].size or 1))     # y may be a view: cut by image rows
+
+        def add_bias(chunk, slot):
+            n, r0, r1 = chunk
+            y[n, r0:r1] += bias
+        for_chunks([(n, r, min(r + rows, y.shape[1])) for n in range(y.shape[0])
+                    for r in range(0, y.shape[1], rows)], add_bias, np)
+    return y
+
+
+def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
+    """conv2d_transpose's (dX, dK, dBias) when dX and dK are both wanted on the shifted route:
+    both read g's stride phases, laid out once here (a strided copy as large as g) instead of
+    twice."""
     if not (need_dx and need_dk) or get_array_module(g) is not np:
         return NotImplemented
     shifted = shifted_geometry(geom)
@@ -589,9 +453,10 @@ def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk):
     phases = shifted.to_phases(g)
     dx = _shifted_forward(g, kernel, shifted, phases=phases)
     _, dk, _ = _shifted_backward(x, g, None, shifted, False, True, phases=phases)
-    return dx, dk
+    return dx, dk, column_sums(g.reshape(-1, geom.C)) if need_db else None
 
 
 fastpath.register("conv2d_forward", conv2d_forward)
 fastpath.register("conv2d_backward", conv2d_backward)
+fastpath.register("conv2d_transpose_forward", conv2d_transpose_forward)
 fastpath.register("conv2d_transpose_backward", conv2d_transpose_backward)

@@ -30,10 +30,13 @@ accel/conv.py routes 3x3 stride-1 convolutions with enough channels and tiles he
 layer at the style transfer's batch of 3 this takes 0.5-0.77x the shifted route's time
 (bench/README.md, "Winograd").
 """
+import threading
+from collections import OrderedDict
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .blas import gemm_into
+from .blas import column_sums, gemm_into
 from .linalg import matmul
 from .workers import for_chunks
 
@@ -77,23 +80,70 @@ def transform_kernel(kernel):
     return (transform @ kernel if U is NotImplemented else U).reshape(36, C, F)
 
 
-def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None):
+def _turned(kernel):
+    """dX's kernel: turned 180 degrees, its in/out channels swapped, (3, 3, F, C)."""
+    return np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+
+
+# With few tiles the kernel's transform costs about as much as the products: VGG19's block5 for
+# one picture (70 tiles) spends 4 of its 15 ms writing and reading U, 38 MB for 512 x 512. A
+# frozen kernel (no gradient wanted: inference, DeepDream's and style transfer's networks)
+# keeps its U (and its turned U, for dX) while it stays equal to a copy kept beside them
+# (comparing reads the kernel twice, a quarter of what making U writes), up to _KEPT_BYTES in
+# all, the latest used kept: style transfer's two block5 layers take 171 MB.
+_KEEP_BELOW_TILES = 256
+_KEPT_BYTES = 192 << 20
+_kept = OrderedDict()      # (address, shape, strides, dtype) -> (kernel's copy, {turned: U})
+_kept_lock = threading.Lock()     # an Inception block's branches run on two threads at once
+
+
+def _kernel_transform(kernel, turned, keep):
+    """U of the kernel (turned for dX when asked), kept for frozen kernels."""
+    if not keep:
+        return transform_kernel(_turned(kernel) if turned else kernel)
+    key = (kernel.ctypes.data, kernel.shape, kernel.strides, kernel.dtype.str)
+    with _kept_lock:
+        entry = _kept.get(key)
+        if entry is None or not np.array_equal(entry[0], kernel):
+            entry = _kept[key] = (kernel.copy(order="K"), {})
+        _kept.move_to_end(key)
+        U = entry[1].get(turned)
+    if U is None:
+        U = transform_kernel(_turned(kernel) if turned else kernel)
+        with _kept_lock:
+            entry[1][turned] = U
+            while len(_kept) > 1 and sum(copy.nbytes + sum(u.nbytes for u in us.values())
+                                         for copy, us in _kept.values()) > _KEPT_BYTES:
+                _kept.popitem(last=False)
+    return U
+
+
+def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False):
     """y = conv2d(x, kernel) for a 3x3 stride-1 kernel; pads = (top, bottom, left, right).
 
     x (N, H, W, C), kernel (3, 3, C, F) -> y (N, H + top + bottom - 2, W + left + right - 2, F),
     plus bias (F,) and max(., 0) when asked; with `mask` (shaped like x) the input is x * mask
-    (a fused ReLU's backward). y is a view of a buffer grown to whole 4x4 tiles.
+    (a fused ReLU's backward). y is a view of a buffer grown to whole 4x4 tiles. keep=True: the
+    kernel is frozen (see _kernel_transform)."""
+    top, bottom, left, right = pads
+    tiles = x.shape[0] * -(-(x.shape[1] + top + bottom - 2) // 4) * -(
+        -(x.shape[2] + left + right - 2) // 4)
+    U = _kernel_transform(kernel, False, keep and tiles < _KEEP_BELOW_TILES)
+    return _conv3x3(x, U, pads, bias, relu, mask)
+
+
+def _conv3x3(x, U, pads, bias=None, relu=False, mask=None):
+    """conv3x3 on the kernel's transform U (36, C, F).
 
     Everything past the kernel's transform happens band by band on the worker threads: the
     padding (each band copies its own rows into a zero-bordered slab), the mask, the 36 products,
     the bias and the ReLU. Done once over the whole array beforehand, the padding copy alone
     kept one core idle for longer than the second core saved."""
     N, H, W, C = x.shape
-    F = kernel.shape[3]
+    F = U.shape[2]
     top, bottom, left, right = pads
     tiling = _Tiling(N, H + top + bottom - 2, W + left + right - 2)
     dtype = x.dtype
-    U = transform_kernel(kernel)                                              # (36, C, F)
     y = np.empty((N, 4 * tiling.th, 4 * tiling.tw, F), dtype)
     y_tiles = y.reshape(N, tiling.th, 4, tiling.tw, 4, F)
     input_transform = _INPUT_TRANSFORM.astype(dtype)
@@ -154,7 +204,7 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False):
         dU, db = partial[slot]
         for p in range(36):
             gemm_into(V[p].T, dM[p], dU[p, :, f0:f1], accumulate=True)
-        db[f0:f1] += e.sum(axis=(0, 1))
+        column_sums(e.reshape(-1, width), db[f0:f1], accumulate=True)
 
     # Its products (C, tiles) @ (tiles, F) are small for few channels: longer bands then.
     band_tiles = max(_BAND_TILES, _DK_BAND_WIDTH // C)
@@ -243,7 +293,7 @@ def _padded_rows(x, mask, n, row0, rows, col0, cols):
     return slab
 
 
-def conv3x3_input_gradient(g, kernel, pads, input_shape, mask=None):
+def conv3x3_input_gradient(g, kernel, pads, input_shape, mask=None, keep=False):
     """dX of y = conv2d(x, kernel) with pads (top, bottom, left, right), from g = dL/dy (times
     mask, when given).
 
@@ -257,5 +307,6 @@ def conv3x3_input_gradient(g, kernel, pads, input_shape, mask=None):
     pad_w = (2 - left, W - g.shape[2] - (2 - left) + 2)
     if min(pad_h + pad_w) < 0:
         return None
-    flipped = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))    # (3, 3, F, C)
-    return conv3x3(g, flipped, (pad_h[0], pad_h[1], pad_w[0], pad_w[1]), mask=mask)
+    tiles = g.shape[0] * -(-H // 4) * -(-W // 4)
+    U = _kernel_transform(kernel, True, keep and tiles < _KEEP_BELOW_TILES)     # (36, F, C)
+    return _conv3x3(g, U, (pad_h[0], pad_h[1], pad_w[0], pad_w[1]), mask=mask)

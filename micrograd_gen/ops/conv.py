@@ -117,9 +117,12 @@ def conv2d_backward(g, x, kernel, geom, need_dx=True, need_dk=True):
 
 # ---- the choice between the reference and the fast path ---------------------------------------
 
-def _forward(x, kernel, geom, bias=None, relu=False):
+# `frozen`: the kernel gets no gradient (DeepDream's and style transfer's networks, inference),
+# so a fast path may keep what it derives from it while the kernel stays equal.
+
+def _forward(x, kernel, geom, bias=None, relu=False, frozen=False):
     fast = fastpath.lookup("conv2d_forward")
-    y = NotImplemented if fast is None else fast(x, kernel, geom, bias, relu)
+    y = NotImplemented if fast is None else fast(x, kernel, geom, bias, relu, frozen)
     if y is NotImplemented:
         y = conv2d_forward(x, kernel, geom)
         if bias is not None:
@@ -129,11 +132,11 @@ def _forward(x, kernel, geom, bias=None, relu=False):
     return y
 
 
-def _backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None):
+def _backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None, frozen=False):
     """(dX, dK, dBias); `positive` is a fused ReLU's mask (y > 0), applied to g first."""
     fast = fastpath.lookup("conv2d_backward")
     grads = (NotImplemented if fast is None
-             else fast(g, x, kernel, geom, need_dx, need_dk, need_db, positive))
+             else fast(g, x, kernel, geom, need_dx, need_dk, need_db, positive, frozen))
     if grads is not NotImplemented:
         return grads
     if positive is not None:
@@ -170,7 +173,7 @@ class Conv2D(Function):
         _check_inputs(op, x, kernel, bias, 2, "(kh, kw, in, out)")
         geom = ConvGeometry.of(x.shape, kernel.shape, pair(strides, "strides", op),
                                padding_name(padding, op), pair(dilation_rate, "dilation_rate", op))
-        y = _forward(x, kernel, geom, bias, relu)
+        y = _forward(x, kernel, geom, bias, relu, frozen=not self.needs_input_grad[1])
         self.geom = geom
         # The ReLU's backward is g * (y > 0); the mask is 1 byte a number, y would be 4.
         self.positive = y > 0 if relu and any(self.needs_input_grad) else None
@@ -181,7 +184,7 @@ class Conv2D(Function):
 
     def backward(self, g):
         return _backward(g, self.x, self.kernel, self.geom, *self.needs_input_grad,
-                         positive=self.positive)
+                         positive=self.positive, frozen=not self.needs_input_grad[1])
 
 
 class Conv2DTranspose(Function):
@@ -201,9 +204,13 @@ class Conv2DTranspose(Function):
         size = [n * s + (0 if padding == "same" else max(k - s, 0))
                 for n, k, s in ((H, kh, strides[0]), (W, kw, strides[1]))]
         geom = ConvGeometry.of((N, size[0], size[1], filters), kernel.shape, strides, padding)
-        y, _, _ = _backward(x, None, kernel, geom, need_dx=True, need_dk=False)
-        if bias is not None:
-            y += bias
+        fast = fastpath.lookup("conv2d_transpose_forward")
+        frozen = not self.needs_input_grad[1]
+        y = NotImplemented if fast is None else fast(x, kernel, geom, bias, frozen)
+        if y is NotImplemented:
+            y, _, _ = _backward(x, None, kernel, geom, need_dx=True, need_dk=False, frozen=frozen)
+            if bias is not None:
+                y += bias
         self.geom = geom
         self.x = x if self.needs_input_grad[1] else None
         self.kernel = kernel if self.needs_input_grad[0] else None
@@ -213,13 +220,13 @@ class Conv2DTranspose(Function):
         need_dx, need_dk, need_db = self.needs_input_grad
         fast = fastpath.lookup("conv2d_transpose_backward")
         grads = (NotImplemented if fast is None
-                 else fast(g, self.x, self.kernel, self.geom, need_dx, need_dk))
+                 else fast(g, self.x, self.kernel, self.geom, need_dx, need_dk, need_db))
         if grads is NotImplemented:
-            dx = _forward(g, self.kernel, self.geom) if need_dx else None
+            dx = _forward(g, self.kernel, self.geom, frozen=not need_dk) if need_dx else None
             # <g, A_K^T x> = <A_K g, x>: conv2d's kernel gradient, the roles of x and g swapped
             dk = _backward(self.x, g, None, self.geom, False, True)[1] if need_dk else None
-            grads = dx, dk
-        return grads + (g.sum(axis=(0, 1, 2)) if need_db else None,)
+            grads = dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
+        return grads
 
 
 def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, relu=False):

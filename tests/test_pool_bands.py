@@ -1,0 +1,71 @@
+"""Pooling's fast path in cache-sized bands of rows (accel/pool.py): every band size gives the
+reference's numbers, and average pooling's stride-1 backward (a window sum of the padded share)
+is the reference's adjoint for every pool size and padding. The drawn shapes and both paths
+of the general case are in test_accel.py."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import micrograd_gen as mg
+from micrograd_gen import ops
+from micrograd_gen.accel import pool as fast_pool
+from micrograd_gen.ops.pool import _PoolGeometry
+
+
+def both_paths(fn, x, g_seed):
+    results = []
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            t = mg.Tensor(x, requires_grad=True, dtype=x.dtype)
+            y = fn(t)
+            y.backward(np.random.default_rng(g_seed).standard_normal(y.shape).astype(x.dtype))
+            results.append((y.numpy(), t.grad))
+    return results
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 24), w=st.integers(1, 9), pool=st.integers(1, 4), stride=st.integers(1, 3),
+       padding=st.sampled_from(["same", "valid"]), kind=st.sampled_from(["max", "avg"]),
+       band_bytes=st.sampled_from([1, 64, 1 << 19]), ties=st.booleans(), seed=st.integers(0, 99))
+def test_every_band_size_gives_the_reference(h, w, pool, stride, padding, kind, band_bytes,
+                                             ties, seed):
+    if padding == "valid" and pool > min(h, w):
+        return
+    rng = np.random.default_rng(seed)
+    shape = (2, h, w, 3)
+    x = (np.maximum(rng.integers(-2, 3, shape), 0) if ties
+         else rng.standard_normal(shape)).astype(np.float64)
+    fn = ops.max_pool2d if kind == "max" else ops.avg_pool2d
+    saved = fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES
+    fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = band_bytes, band_bytes
+    try:
+        (y, dx), (want_y, want_dx) = both_paths(
+            lambda t: fn(t, pool, strides=stride, padding=padding), x, seed)
+    finally:
+        fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = saved
+    if kind == "max":          # max pooling picks the same cells: exact
+        np.testing.assert_array_equal(y, want_y)
+        if stride >= pool:     # one window per cell (overlapping windows may add in another order)
+            np.testing.assert_array_equal(dx, want_dx)
+    np.testing.assert_allclose(y, want_y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("pool, stride", [(3, 1), (3, 2), (2, 1), (4, 1), (1, 1)])
+def test_bands_of_one_wave_never_share_rows(pool, stride):
+    """Max pooling's backward runs every other band at once; a band writes pool - stride rows
+    past its own, so bands are at least that long."""
+    x = np.zeros((1, 40, 5, 2))
+    geom = _PoolGeometry(x, pool, stride, "same", "max_pool2d")
+    saved = fast_pool._BAND_BYTES
+    fast_pool._BAND_BYTES = 1
+    try:
+        bands = fast_pool._bands(geom, 1 << 30, np)
+    finally:
+        fast_pool._BAND_BYTES = saved
+    assert bands[0][0] == 0 and bands[-1][1] == geom.OH and len(bands) > 1
+    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+    for wave in (bands[0::2], bands[1::2]):
+        written = [(i0 * stride, (i1 - 1) * stride + pool) for i0, i1 in wave]
+        assert all(a[1] <= b[0] for a, b in zip(written, written[1:]))
