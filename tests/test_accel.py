@@ -411,34 +411,6 @@ def test_pooling_routes_like_inception_and_vgg(pool, strides, padding):
         assert_same(fast, reference, np.float32, ("y", "dx"))
 
 
-@settings(max_examples=30, deadline=None)
-@given(h=st.integers(5, 30), w=st.integers(3, 12), pool=st.integers(2, 3), stride=st.integers(1, 3),
-       padding=st.sampled_from(["same", "valid"]), kind=st.sampled_from(["max", "avg"]),
-       ties=st.booleans(), seed=st.integers(0, 99))
-def test_pooling_in_bands_of_rows(h, w, pool, stride, padding, kind, ties, seed):
-    """Large inputs take pooling's forward and max pooling's backward in bands of output rows
-    over the threads (here every input does); overlapping windows write their shared rows in
-    two waves. A cell that several windows route to may sum them in another order: equal to
-    rounding."""
-    from micrograd_gen.accel import pool as fast_pool
-    if padding == "valid" and pool > w:
-        return
-    rng = np.random.default_rng(seed)
-    shape = (2, h, w, 5)
-    x = (np.maximum(rng.integers(-2, 3, shape), 0) if ties
-         else rng.standard_normal(shape)).astype(np.float64)
-    fn = ops.max_pool2d if kind == "max" else ops.avg_pool2d
-    threshold, fast_pool._PARALLEL_BYTES = fast_pool._PARALLEL_BYTES, 0
-    try:
-        fast, reference = run_both(lambda t: fn(t, pool, strides=stride, padding=padding), (x,),
-                                   seed, np.float64)
-    finally:
-        fast_pool._PARALLEL_BYTES = threshold
-    if kind == "max":
-        np.testing.assert_array_equal(fast[0], reference[0])
-    assert_same(fast, reference, np.float64, ("y", "dx"))
-
-
 # ---- the products on row blocks (accel/blas.py) ----------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
