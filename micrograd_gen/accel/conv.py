@@ -38,7 +38,7 @@ import numpy as np
 from .. import fastpath
 from ..backend import get_array_module
 from . import conv_thin, cuda, winograd
-from .blas import _Rows, column_sums, gemm_into, gemm_rows
+from .blas import _Rows, column_sums, gemm_rows
 from .workers import chunk_pool, for_chunks
 
 # Fewer input (or output) channels than this take a thin route: taps stacked into one product.
