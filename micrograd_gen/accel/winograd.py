@@ -31,7 +31,7 @@ layer at the style transfer's batch of 3 this takes 0.5-0.77x the shifted route'
 (bench/README.md, "Winograd").
 """
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -146,14 +146,17 @@ def _conv3x3(x, U, pads, bias=None, relu=False, mask=None):
     dtype = x.dtype
     y = np.empty((N, 4 * tiling.th, 4 * tiling.tw, F), dtype)
     y_tiles = y.reshape(N, tiling.th, 4, tiling.tw, 4, F)
-    input_transform = _INPUT_TRANSFORM.astype(dtype)
     output_transform = _OUTPUT_TRANSFORM.astype(dtype)
+
+    chunks = tiling.chunks(F)
+    shared = _shared_input_transforms(tiling, chunks, x, mask, top, left)
 
     def band(chunk, slot):
         rows, (f0, f1) = chunk
         tiles, width = tiling.tiles(rows), f1 - f0
-        d = tiling.gather(x, mask, rows, top, left, 6)                        # (36, tiles, C)
-        V = (input_transform @ d.reshape(36, tiles * C)).reshape(36, tiles, C)   # B^T d B
+        V = shared.get(rows)
+        if V is None:
+            V = _input_transform(tiling, x, mask, rows, top, left)           # (36, tiles, C)
         M = np.matmul(V, U[:, :, f0:f1])                                   # (36, tiles, width)
         Y = (output_transform @ M.reshape(36, tiles * width)).reshape(4, 4, tiles, width)
         for n, t0, t1, first in tiling.segments(rows):                         # A^T M A above
@@ -168,7 +171,7 @@ def _conv3x3(x, U, pads, bias=None, relu=False, mask=None):
                 block = y[n, 4 * t0:4 * t1, :, f0:f1]
                 np.maximum(block, 0, out=block)
 
-    for_chunks(tiling.chunks(F), band, np)
+    for_chunks(chunks, band, np)
     return y[:, :tiling.OH, :tiling.OW]
 
 
@@ -187,15 +190,19 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False):
     top, _, left, _ = pads
     tiling = _Tiling(N, g.shape[1], g.shape[2])
     dtype = x.dtype
-    input_transform = _INPUT_TRANSFORM.astype(dtype)
     output_transform_t = np.ascontiguousarray(_OUTPUT_TRANSFORM.T).astype(dtype)  # (36, 16)
     partial = {}                                             # slot -> [dU (36, C, F), dBias]
+
+    # Its products (C, tiles) @ (tiles, F) are small for few channels: longer bands then.
+    chunks = tiling.chunks(F, max(_BAND_TILES, _DK_BAND_WIDTH // C))
+    shared = _shared_input_transforms(tiling, chunks, x, None, top, left)
 
     def band(chunk, slot):
         rows, (f0, f1) = chunk
         tiles, width = tiling.tiles(rows), f1 - f0
-        d = tiling.gather(x, None, rows, top, left, 6)                        # (36, tiles, C)
-        V = (input_transform @ d.reshape(36, tiles * C)).reshape(36, tiles, C)
+        V = shared.get(rows)
+        if V is None:
+            V = _input_transform(tiling, x, None, rows, top, left)           # (36, tiles, C)
         e = tiling.gather(g[..., f0:f1], None if mask is None else mask[..., f0:f1], rows,
                           0, 0, 4)                                            # (16, tiles, width)
         dM = (output_transform_t @ e.reshape(16, tiles * width)).reshape(36, tiles, width)
@@ -206,9 +213,7 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False):
             gemm_into(V[p].T, dM[p], dU[p, :, f0:f1], accumulate=True)
         column_sums(e.reshape(-1, width), db[f0:f1], accumulate=True)
 
-    # Its products (C, tiles) @ (tiles, F) are small for few channels: longer bands then.
-    band_tiles = max(_BAND_TILES, _DK_BAND_WIDTH // C)
-    for_chunks(tiling.chunks(F, band_tiles), band, np, fixed=True)
+    for_chunks(chunks, band, np, fixed=True)
     dU, db = partial[0]
     for slot in range(1, len(partial)):
         dU += partial[slot][0]
@@ -216,6 +221,42 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False):
     kernel_transform_t = np.ascontiguousarray(_KERNEL_TRANSFORM.T).astype(dtype)  # (9, 36)
     dK = (kernel_transform_t @ dU.reshape(36, C * F)).reshape(3, 3, C, F)
     return dK, db if need_db else None
+
+
+def _input_transform(tiling, x, mask, rows, top, left, out=None):
+    """V = B^T d B of every 6x6 input tile d of a band of tile rows: (36, tiles, C), into `out`
+    (a (36, tiles * C) block of columns) when given."""
+    C = x.shape[3]
+    d = tiling.gather(x, mask, rows, top, left, 6)                            # (36, tiles, C)
+    transform = _INPUT_TRANSFORM.astype(x.dtype)
+    if out is None:
+        return (transform @ d.reshape(36, -1)).reshape(36, -1, C)
+    return gemm_into(transform, d.reshape(36, -1), out)
+
+
+def _shared_input_transforms(tiling, chunks, x, mask, top, left):
+    """{band: V} for the bands that _Tiling.chunks cut along F too (VGG19's block4 and block5):
+    each part of such a band needs the whole band's V, and making it in every part cost each
+    thread a fifth of block5's forward. Made once here instead, each band in two halves of its
+    tile rows over the worker threads: one more hand-off."""
+    pieces = Counter(rows for rows, _ in chunks)
+    bands = [rows for rows, count in pieces.items() if count > 1]
+    if not bands:
+        return {}
+    C = x.shape[3]
+    shared = {rows: np.empty((36, tiling.tiles(rows), C), x.dtype) for rows in bands}
+    halves = []
+    for r0, r1 in bands:
+        middle = (r0 + r1) // 2
+        halves += [((r0, r1), part) for part in ((r0, middle), (middle, r1)) if part[1] > part[0]]
+
+    def transform(half, slot):
+        band, rows = half
+        first, count = (rows[0] - band[0]) * tiling.tw, tiling.tiles(rows)
+        _input_transform(tiling, x, mask, rows, top, left,
+                         shared[band].reshape(36, -1)[:, first * C:(first + count) * C])
+    for_chunks(halves, transform, np)
+    return shared
 
 
 class _Tiling:
