@@ -339,7 +339,7 @@ transpose_cases = st.fixed_dictionaries({
     "c": st.sampled_from([1, 3, 16, 17]), "f": st.sampled_from([1, 2, 16, 17]),
     "kh": st.integers(1, 5), "kw": st.integers(1, 5),
     "strides": st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    "padding": st.sampled_from(["same", "valid"]), "bias": st.booleans(),
+    "padding": st.sampled_from(["same", "valid"]), "bias": st.booleans(), "relu": st.booleans(),
     "dtype": st.sampled_from([np.float32, np.float64]), "seed": st.integers(0, 2 ** 16),
 })
 
@@ -351,7 +351,7 @@ def test_conv2d_transpose_fast_path_is_the_reference(case):
     x = rng.standard_normal((case["n"], case["h"], case["w"], case["c"])).astype(dtype)
     kernel = rng.standard_normal((case["kh"], case["kw"], case["f"], case["c"])).astype(dtype)
     bias = rng.standard_normal(case["f"]).astype(dtype) if case["bias"] else None
-    args = dict(strides=case["strides"], padding=case["padding"])
+    args = dict(strides=case["strides"], padding=case["padding"], relu=case["relu"])
     fast, reference = run_both(lambda x, k, b: ops.conv2d_transpose(x, k, b, **args),
                                (x, kernel, bias), case["seed"], dtype)
     assert_same(fast, reference, dtype, ("y", "dx", "dkernel", "dbias"))
@@ -368,6 +368,37 @@ def test_transpose_backward_shares_the_phases_of_g():
     fast, reference = run_both(
         lambda x, k: ops.conv2d_transpose(x, k, strides=2, padding="same"), (x, kernel))
     assert_same(fast, reference, np.float64, ("y", "dx", "dkernel"))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("kernel_size, strides", [((3, 3), (2, 2)), ((1, 1), (2, 2)),
+                                                  ((2, 3), (2, 3)), ((3, 3), (1, 1))])
+def test_transpose_with_fused_bias_and_relu_is_the_reference(kernel_size, strides, relu):
+    """The VAE's decoder layers on the shifted route: bias and ReLU applied to dX's chunks, the
+    ReLU's backward in the copy that lays g out, and adjacent taps merged into one product
+    (a 1x1 kernel at stride 2 leaves row phases and column residues that no tap reads)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 5, 4, 20)).astype(np.float32)
+    kernel = rng.standard_normal(kernel_size + (18, 20)).astype(np.float32)
+    bias = rng.standard_normal(18).astype(np.float32)
+    fast, reference = run_both(
+        lambda x, k, b: ops.conv2d_transpose(x, k, b, strides=strides, padding="same",
+                                             relu=relu), (x, kernel, bias), 5, np.float32)
+    assert_same(fast, reference, np.float32, ("y", "dx", "dkernel", "dbias"))
+    if relu:
+        assert (fast[0] == 0).any() and (fast[0] >= 0).all()
+
+
+def test_adjacent_taps_read_as_one_product():
+    """A 3x3 kernel at stride 2: taps b = 0 and 1 of each kernel row read one pixel pair, so 9
+    taps become 6 products, and each row phase has a product that writes all its residues."""
+    geom = ConvGeometry.of((4, 28, 28, 32), (3, 3, 32, 64), (2, 2), "same")
+    shifted = fast_conv.shifted_geometry(geom)
+    assert [m for _, m, *_ in shifted.runs] == [2, 1, 2, 1, 2, 1]
+    assert not shifted.dx_zeros
+    pointwise = fast_conv.shifted_geometry(ConvGeometry.of((4, 8, 8, 32), (1, 1, 32, 64),
+                                                           (2, 2), "same"))
+    assert pointwise.dx_zeros
 
 
 # ---- pooling ------------------------------------------------------------------------------------

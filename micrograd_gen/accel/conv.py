@@ -53,15 +53,18 @@ _PARALLEL_COPY_BYTES = 1 << 20
 
 # ---- copies shared out to the workers -------------------------------------------------------
 
-def _assign(dst, src, mask=None):
-    """dst[...] = src (or src * mask) for 4-D arrays; large copies are split into row bands over
-    the workers (NumPy releases the GIL while copying)."""
+def _assign(dst, src, mask=None, relu_output=None):
+    """dst[...] = src (or src * mask, or src where relu_output > 0 and 0 elsewhere: a ReLU's
+    backward) for 4-D arrays; large copies are split into row bands over the workers (NumPy
+    releases the GIL while copying)."""
     xp = get_array_module(dst)
     rows = dst.shape[1]
 
     def copy(band, slot):
         part = slice(band[0], band[1])
-        if mask is None:
+        if relu_output is not None:
+            xp.multiply(src[:, part], relu_output[:, part] > 0, out=dst[:, part])
+        elif mask is None:
             dst[:, part] = src[:, part]
         else:
             xp.multiply(src[:, part], mask[:, part], out=dst[:, part])
@@ -102,13 +105,31 @@ class ShiftedGeometry:
                 taps.append((a, b, phases.index(r % self.sh),
                              (r // self.sh) * self.Wq + c // self.sw, c % self.sw))
         self.phases, self.taps = phases, taps
+        # Taps that follow each other in the kernel and read neighbouring column residues at
+        # the same offset (b = 0 and 1 of a 3x3 kernel at stride 2) read one pixel row m*C
+        # numbers wide: one product with m times the inner size (forward, dK) or the output
+        # width (dX), which BLAS runs faster than m thin ones. (first tap, m, phase, offset,
+        # first residue) per run.
+        runs = []
+        for t, (a, b, k, off, q) in enumerate(taps):
+            if runs and runs[-1][0] + runs[-1][1] == t and tuple(runs[-1][2:4]) == (k, off) and (
+                    runs[-1][4] + runs[-1][1] == q):
+                runs[-1][1] += 1
+            else:
+                runs.append([t, 1, k, off, q])
+        self.runs = [tuple(r) for r in runs]
+        # dX of phase k, run by run: one that writes all sw residues first (it sets the rows,
+        # the rest add to them); where no run does, dX starts from zeros.
+        full = {k: [i for i, (_, m, phase, _, q) in enumerate(self.runs)
+                    if phase == k and (q, m) == (0, self.sw)] for k in range(len(phases))}
+        self.dx_zeros = not all(full.values())
+        self.dx_runs = {k: full[k][:1] + [i for i, r in enumerate(self.runs)
+                                          if r[2] == k and i not in full[k][:1]]
+                        for k in range(len(phases))}
         self.max_offset = max(t[3] for t in taps)
         # Junk columns of the last output row read up to this many rows past the last image.
         self.tail = ((self.kw - 1) * self.dw) // self.sw
         self.rows = self.N * self.Hq * self.Wq
-        # (phase, residue) pairs no tap reads: their part of dX is zeros
-        self.unread = {(k, q) for k in range(len(phases)) for q in range(self.sw)} - {
-            (k, q) for *_, k, _, q in taps}
         # A 1x1 convolution at stride 1: x, read as (N*H*W, C) rows, is already its own single
         # phase and dY its own wide layout, so neither needs a padded copy.
         self.pointwise = (self.kh, self.kw, self.sh, self.sw) == (1, 1, 1, 1)
@@ -130,11 +151,14 @@ class ShiftedGeometry:
         return buf[:, :self.rows].reshape(len(self.phases), self.N, self.Hq, self.Wq * self.sw,
                                           self.C)
 
-    def to_phases(self, x):
-        """The padded input as (n_phases, rows + tail, sw*C) matrices (zeros where padding)."""
+    def to_phases(self, x, relu_output=None):
+        """The padded input as (n_phases, rows + tail, sw*C) matrices (zeros where padding).
+        With `relu_output` (a fused ReLU's y, shaped like x) it is x where y > 0 and 0
+        elsewhere, the ReLU's backward, done in the copy that lays x out anyway."""
         xp = get_array_module(x)
         if self.pointwise:
-            return xp.ascontiguousarray(x).reshape(1, self.rows, self.C)
+            x = xp.ascontiguousarray(x) if relu_output is None else x * (relu_output > 0)
+            return x.reshape(1, self.rows, self.C)
         buf = xp.empty((len(self.phases), self.rows + self.tail, self.sw * self.C), x.dtype)
         buf[:, self.rows:] = 0
         left, right = self.pl, self.pl + self.W
@@ -146,12 +170,18 @@ class ShiftedGeometry:
             phase[:, i0 + ni:] = 0
             phase[:, i0:i0 + ni, :left] = 0
             phase[:, i0:i0 + ni, right:] = 0
-            _assign(phase[:, i0:i0 + ni, left:right], x[:, r0::self.sh][:, :ni])
+            _assign(phase[:, i0:i0 + ni, left:right], x[:, r0::self.sh][:, :ni],
+                    relu_output=None if relu_output is None else relu_output[:, r0::self.sh][:, :ni])
         return buf
 
-    def columns(self, buf, q):
-        """Residue q of (n_phases, rows, sw*C) matrices: C-wide rows, sw*C apart."""
-        return _Rows(buf, self.C, pitch=self.sw * self.C, first=q * self.C)
+    def columns(self, buf, q, m=1):
+        """Residues q .. q + m - 1 of (n_phases, rows, sw*C) matrices: m*C-wide rows, sw*C
+        apart."""
+        return _Rows(buf, m * self.C, pitch=self.sw * self.C, first=q * self.C)
+
+    def run_columns(self, buf):
+        """columns() of `buf` for every run, in the order of self.runs."""
+        return [self.columns(buf, q, m) for _, m, _, _, q in self.runs]
 
     def real_rows(self, k):
         """The range of phase-k rows that hold real pixels (the rows dX has to fill)."""
@@ -225,17 +255,17 @@ def _shifted_forward(x, kernel, geom, bias=None, relu=False, phases=None):
         phases = geom.to_phases(x)                            # (P, rows + tail, C)
     y = xp.empty((geom.rows, F), x.dtype)                     # (N*Hq*Wq, F)
     stride = phases.shape[1]                                  # rows per phase
-    X = [geom.columns(phases, q) for q in range(geom.sw)]
+    X = geom.run_columns(phases)
     K, Y = _Rows(xp.ascontiguousarray(kernel), F), _Rows(y, F)
 
     def work(chunk, slot):
         u0, u1 = chunk
-        for t, (a, b, k, off, q) in enumerate(geom.taps):
-            # (rows, C) @ (C, F): output row u, tap (a, b) reads phase row u + off; the output
-            # chunk stays in cache over the taps
+        for i, (t, m, k, off, q) in enumerate(geom.runs):
+            # (rows, m*C) @ (m*C, F): output row u, taps t .. t + m - 1 read phase row u + off;
+            # the output chunk stays in cache over the taps
             start = k * stride + u0 + off
-            gemm_rows((Y, u0, u1), (X[q], start, start + u1 - u0), (K, t * C, (t + 1) * C),
-                      accumulate=t > 0)
+            gemm_rows((Y, u0, u1), (X[i], start, start + u1 - u0), (K, t * C, (t + m) * C),
+                      accumulate=i > 0)
         if bias is not None:
             y[u0:u1] += bias                                  # while the chunk is in cache
         if relu:
@@ -245,9 +275,11 @@ def _shifted_forward(x, kernel, geom, bias=None, relu=False, phases=None):
 
 
 def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None,
-                      phases=None):
+                      phases=None, dx_bias=None, dx_relu=False):
     """(dX, dK, dBias) from dY (N, OH, OW, F); None for what is not needed. `phases`: x's
-    stride phases when the caller has them already."""
+    stride phases when the caller has them already. dX + dx_bias, then a ReLU when dx_relu, is
+    a transposed convolution's output: both applied to each chunk while it is in cache (every
+    row phase must be one some tap reads, as otherwise its rows are zeros never visited)."""
     xp = get_array_module(g)
     margin = geom.max_offset if need_dx else 0
     gw = geom.to_wide(g, margin, positive)                    # (margin + rows, F)
@@ -257,29 +289,34 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
     if need_dx:
         C = kernel.shape[2]
         shape = (len(geom.phases), geom.rows, geom.sw * C)
-        dphases = xp.zeros(shape, g.dtype) if geom.unread else xp.empty(shape, g.dtype)
+        dphases = xp.zeros(shape, g.dtype) if geom.dx_zeros else xp.empty(shape, g.dtype)
         K = _Rows(xp.ascontiguousarray(kernel), F)
-        DX = [geom.columns(dphases, q) for q in range(geom.sw)]
-        read = sorted({(k, q) for *_, k, _, q in geom.taps})
+        DX = geom.run_columns(dphases)
 
         def work_dx(chunk, slot):
-            k, q, v0, v1 = chunk
-            out = (DX[q], k * geom.rows + v0, k * geom.rows + v1)
-            for i, (a, b, off) in enumerate(_phase_taps(geom, k, q)):
-                # phase row v was read by output row v - off through tap (a, b):
-                # (rows, F) @ (F, C)
-                t = a * geom.kw + b
-                gemm_rows(out, (G, margin + v0 - off, margin + v1 - off),
-                          (K, t * C, (t + 1) * C), accumulate=i > 0, transpose_b=True)
-        for_chunks([(k, q, v0, v1) for k, q in read
-                    for v0, v1 in geom.chunks(*geom.real_rows(k), C, _CHUNK_BYTES)],
+            k, v0, v1 = chunk
+            for n, i in enumerate(geom.dx_runs[k]):
+                # phase row v was read by output row v - off through taps t .. t + m - 1:
+                # (rows, F) @ (F, m*C)
+                t, m, _, off, _ = geom.runs[i]
+                gemm_rows((DX[i], k * geom.rows + v0, k * geom.rows + v1),
+                          (G, margin + v0 - off, margin + v1 - off),
+                          (K, t * C, (t + m) * C), accumulate=n > 0 or geom.dx_zeros,
+                          transpose_b=True)
+            rows = dphases[k, v0:v1]                          # every residue of the chunk
+            if dx_bias is not None:
+                rows.reshape(v1 - v0, geom.sw, C)[...] += dx_bias
+            if dx_relu:
+                xp.maximum(rows, 0, out=rows)
+        for_chunks([(k, v0, v1) for k in range(len(geom.phases))
+                    for v0, v1 in geom.chunks(*geom.real_rows(k), geom.sw * C, _CHUNK_BYTES)],
                    work_dx, xp)
         dx = geom.from_phases(dphases, g.dtype)
     if need_dk:
         C = geom.C
         if phases is None:
             phases = geom.to_phases(x)
-        X, stride = [geom.columns(phases, q) for q in range(geom.sw)], phases.shape[1]
+        X, stride = geom.run_columns(phases), phases.shape[1]
         shape = (geom.kh, geom.kw, C, F)
         partial = {}                                          # (dK, dBias) sums per thread
 
@@ -290,10 +327,10 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
                 dk_sum = xp.empty(shape, g.dtype)
                 partial[slot] = (dk_sum, _Rows(dk_sum, F), xp.zeros(F, g.dtype))
             _, DK, db_sum = partial[slot]
-            for t, (a, b, k, off, q) in enumerate(geom.taps):
-                # (C, rows) @ (rows, F), summed over chunks; dY's junk rows hold zeros
+            for i, (t, m, k, off, q) in enumerate(geom.runs):
+                # (m*C, rows) @ (rows, F), summed over chunks; dY's junk rows hold zeros
                 start = k * stride + u0 + off
-                gemm_rows((DK, t * C, (t + 1) * C), (X[q], start, start + u1 - u0),
+                gemm_rows((DK, t * C, (t + m) * C), (X[i], start, start + u1 - u0),
                           (G, margin + u0, margin + u1), accumulate=not first, transpose_a=True)
             if need_db:
                 column_sums(gw[margin + u0:margin + u1], db_sum, accumulate=True)
@@ -307,10 +344,6 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
     if need_db and db is None:
         db = column_sums(gw)                                  # zeros on margin and junk rows
     return dx, dk, db
-
-
-def _phase_taps(geom, k, q):
-    return [(a, b, off) for a, b, phase, off, residue in geom.taps if (phase, residue) == (k, q)]
 
 
 _ROUTES = {
@@ -424,36 +457,53 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
     return dx, dk, db
 
 
-def conv2d_transpose_forward(x, kernel, geom, bias=None, frozen=False):
-    """conv2d_transpose's y = conv2d's dX of x, plus bias in pieces of image rows on the
-    workers (y += bias on one core cost 1.5 ms of a 75 ms VAE step)."""
+def conv2d_transpose_forward(x, kernel, geom, bias=None, relu=False, frozen=False):
+    """conv2d_transpose's y = conv2d's dX of x, + bias, then ReLU when asked. On the shifted
+    route both are applied to each chunk of dX while it is in cache; elsewhere in pieces of
+    image rows on the workers (y += bias on one core cost 1.5 ms of a 75 ms VAE step)."""
     if get_array_module(x) is not np:
         return NotImplemented
+    shifted = shifted_geometry(geom)
+    if (_route(shifted, x.shape[3]) == "shifted" and len(shifted.phases) == shifted.sh
+            and not _winograd_fits(geom, x.shape[3], x, kernel)):
+        return _shifted_backward(x, None, kernel, shifted, True, False, dx_bias=bias,
+                                 dx_relu=relu)[0]
     y, _, _ = conv2d_backward(x, None, kernel, geom, True, False, frozen=frozen)
-    if bias is not None:
+    if bias is not None or relu:
         rows = max(1, (1 << 16) // (y[0, 0].size or 1))     # y may be a view: cut by image rows
 
-        def add_bias(chunk, slot):
+        def finish(chunk, slot):
             n, r0, r1 = chunk
-            y[n, r0:r1] += bias
+            if bias is not None:
+                y[n, r0:r1] += bias
+            if relu:
+                np.maximum(y[n, r0:r1], 0, out=y[n, r0:r1])
         for_chunks([(n, r, min(r + rows, y.shape[1])) for n in range(y.shape[0])
-                    for r in range(0, y.shape[1], rows)], add_bias, np)
+                    for r in range(0, y.shape[1], rows)], finish, np)
     return y
 
 
-def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
+def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False,
+                              relu_output=None):
     """conv2d_transpose's (dX, dK, dBias) when dX and dK are both wanted on the shifted route:
     both read g's stride phases, laid out once here (a strided copy as large as g) instead of
-    twice."""
+    twice. With `relu_output` (the forward's fused ReLU's y) g is first masked by y > 0, in
+    that same copy."""
     if not (need_dx and need_dk) or get_array_module(g) is not np:
         return NotImplemented
     shifted = shifted_geometry(geom)
     if _route(shifted, kernel.shape[3]) != "shifted":
         return NotImplemented
-    phases = shifted.to_phases(g)
+    phases = shifted.to_phases(g, relu_output)
     dx = _shifted_forward(g, kernel, shifted, phases=phases)
     _, dk, _ = _shifted_backward(x, g, None, shifted, False, True, phases=phases)
-    return dx, dk, column_sums(g.reshape(-1, geom.C)) if need_db else None
+    db = None
+    if need_db and len(shifted.phases) == shifted.sh:
+        # the masked g's sums: its phases hold every pixel of it once, and zeros elsewhere
+        db = column_sums(phases.reshape(-1, geom.C))
+    elif need_db:
+        db = column_sums((g if relu_output is None else g * (relu_output > 0)).reshape(-1, geom.C))
+    return dx, dk, db
 
 
 fastpath.register("conv2d_forward", conv2d_forward)

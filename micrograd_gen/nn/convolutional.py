@@ -219,12 +219,13 @@ class Conv2DTranspose(Layer):
             raise ValueError(f"Conv2DTranspose '{self.name}': built for NHWC inputs with "
                              f"{self.kernel.shape[3]} channels, got shape {tuple(x.shape)}")
         _check_float(self, x)
+        activation = activations.get(self.activation)
         if self.output_padding is None and self.dilation_rate == (1, 1):
+            fused = activation is activations.relu   # applied to each output chunk in cache
             y = ops.conv2d_transpose(x, self.kernel, self.bias, strides=self.strides,
-                                     padding=self.padding)
-        else:
-            y = self._cropped(x)
-        return activations.get(self.activation)(y)
+                                     padding=self.padding, relu=fused)
+            return y if fused else activation(y)
+        return activation(self._cropped(x))
 
     def _cropped(self, x):
         kernel = self.kernel

@@ -195,7 +195,7 @@ class Conv2DTranspose(Function):
     n*s + max(k - s, 0) for 'valid'.
     """
 
-    def forward(self, x, kernel, bias=None, strides=1, padding="valid"):
+    def forward(self, x, kernel, bias=None, strides=1, padding="valid", relu=False):
         op = "conv2d_transpose"
         _check_inputs(op, x, kernel, bias, 3, "(kh, kw, out, in)")
         strides, padding = pair(strides, "strides", op), padding_name(padding, op)
@@ -206,12 +206,16 @@ class Conv2DTranspose(Function):
         geom = ConvGeometry.of((N, size[0], size[1], filters), kernel.shape, strides, padding)
         fast = fastpath.lookup("conv2d_transpose_forward")
         frozen = not self.needs_input_grad[1]
-        y = NotImplemented if fast is None else fast(x, kernel, geom, bias, frozen)
+        y = NotImplemented if fast is None else fast(x, kernel, geom, bias, relu, frozen)
         if y is NotImplemented:
             y, _, _ = _backward(x, None, kernel, geom, need_dx=True, need_dk=False, frozen=frozen)
             if bias is not None:
                 y += bias
+            if relu:
+                get_array_module(y).maximum(y, 0, out=y)
         self.geom = geom
+        # The ReLU's backward is g * (y > 0); y is kept (the next layer holds it anyway).
+        self.relu_output = y if relu and any(self.needs_input_grad) else None
         self.x = x if self.needs_input_grad[1] else None
         self.kernel = kernel if self.needs_input_grad[0] else None
         return y
@@ -220,8 +224,11 @@ class Conv2DTranspose(Function):
         need_dx, need_dk, need_db = self.needs_input_grad
         fast = fastpath.lookup("conv2d_transpose_backward")
         grads = (NotImplemented if fast is None
-                 else fast(g, self.x, self.kernel, self.geom, need_dx, need_dk, need_db))
+                 else fast(g, self.x, self.kernel, self.geom, need_dx, need_dk, need_db,
+                           self.relu_output))
         if grads is NotImplemented:
+            if self.relu_output is not None:
+                g = g * (self.relu_output > 0)
             dx = _forward(g, self.kernel, self.geom, frozen=not need_dk) if need_dx else None
             # <g, A_K^T x> = <A_K g, x>: conv2d's kernel gradient, the roles of x and g swapped
             dk = _backward(self.x, g, None, self.geom, False, True)[1] if need_dk else None
@@ -238,8 +245,9 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, re
                         dilation_rate=dilation_rate, relu=relu)
 
 
-def conv2d_transpose(x, kernel, bias=None, strides=1, padding="valid"):
+def conv2d_transpose(x, kernel, bias=None, strides=1, padding="valid", relu=False):
     """Transposed convolution (Keras's Conv2DTranspose): x (N, H, W, in), kernel (kh, kw, out,
     in), bias (out,) -> (N, H*s, W*s, out) for 'same', (N, H*s + max(k - s, 0), ..., out) for
-    'valid'. Exactly the adjoint of conv2d with the same kernel, strides and padding."""
-    return Conv2DTranspose.apply(x, kernel, bias, strides=strides, padding=padding)
+    'valid'. Exactly the adjoint of conv2d with the same kernel, strides and padding.
+    relu=True gives max(conv2d_transpose + bias, 0) in one op."""
+    return Conv2DTranspose.apply(x, kernel, bias, strides=strides, padding=padding, relu=relu)
