@@ -389,6 +389,33 @@ def test_transpose_with_fused_bias_and_relu_is_the_reference(kernel_size, stride
         assert (fast[0] == 0).any() and (fast[0] >= 0).all()
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_transpose_layer_with_relu_is_the_op_then_relu(fast):
+    """Conv2DTranspose(activation="relu") fuses the ReLU into the op; it must give what the
+    layer without activation followed by ReLU gives, output and every gradient."""
+    from micrograd_gen import nn
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 7, 7, 24)).astype(np.float32)
+    layers = [nn.Conv2DTranspose(20, 3, strides=2, padding="same", activation=act)
+              for act in ("relu", None)]
+    bias = rng.standard_normal(20).astype(np.float32)
+    results = []
+    with mg.fast_paths(fast):
+        for layer, then in zip(layers, (lambda y: y, ops.relu)):
+            layer.build(x.shape)
+            layer.kernel.data[...] = layers[0].kernel.data
+            layer.bias.data[...] = bias
+            t = mg.Tensor(x, requires_grad=True)
+            y = then(layer(t))
+            weights = np.linspace(-1, 1, y.size, dtype=np.float32).reshape(y.shape)
+            ops.sum(y * mg.Tensor(weights)).backward()
+            results.append([y.numpy(), t.grad, layer.kernel.grad, layer.bias.grad])
+    assert (results[0][0] == 0).any() and (results[0][0] > 0).any()
+    for got, want in zip(*results):
+        assert got is not None
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_adjacent_taps_read_as_one_product():
     """A 3x3 kernel at stride 2: taps b = 0 and 1 of each kernel row read one pixel pair, so 9
     taps become 6 products, and each row phase has a product that writes all its residues."""

@@ -15,8 +15,10 @@ is brought back to stride 1 by splitting the padded input into its s_h*s_w phase
 (x[p::s_h, q::s_w], "space to depth"): tap (a, b) then reads phase ((a*dh) % s_h, (b*dw) % s_w)
 at offset ((a*dh) // s_h, (b*dw) // s_w). Only the rows are copied apart: the s_w column phases
 of a row phase stay interleaved, each a matrix whose rows are s_w*C numbers apart, which BLAS
-reads as it is (its leading dimension), so the copies move whole pixel rows. Backward uses the
-same offsets: dK[a, b] = slice^T @ dY and dX_phase[slice] += dY @ K[a, b]^T.
+reads as it is (its leading dimension), so the copies move whole pixel rows; and taps (a, b),
+(a, b + 1) that read neighbouring residues at one offset read one wider row, so they are one
+product ("runs"). Backward uses the same offsets: dK[a, b] = slice^T @ dY and dX_phase[slice] +=
+dY @ K[a, b]^T.
 
 Work is cut into chunks of output rows so that the output chunk stays in cache while every tap
 adds into it (and the bias and a fused ReLU are applied to it there), and so that no buffer is
