@@ -412,6 +412,19 @@ def test_matmul(operands):
     check_op_gradient(ops.matmul, a, b)
 
 
+@given(st.data())
+def test_gram(data):
+    shape = data.draw(shapes(min_dims=2, max_dims=3), label="shape")
+    x = data.draw(arrays(shape), label="x")
+    assert_forward(ops.gram(T(x)), np.matmul(np.swapaxes(x, -1, -2), x))
+    check_op_gradient(ops.gram, x)
+
+
+def test_gram_needs_rows_and_channels():
+    with pytest.raises(ValueError, match=r"gram needs .* got shape \(3,\)"):
+        ops.gram(T(np.ones(3)))
+
+
 def test_matmul_against_einsum():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((5, 6))
@@ -708,7 +721,7 @@ CORE_OPS = {
     "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "clip", "maximum", "minimum", "where",
     "cast", "sum", "mean", "var", "max", "min", "logsumexp", "reshape", "transpose",
     "expand_dims", "squeeze", "broadcast_to", "concatenate", "stack", "split", "pad", "flatten",
-    "getitem", "matmul", "softmax", "log_softmax", "categorical_crossentropy",
+    "getitem", "matmul", "gram", "softmax", "log_softmax", "categorical_crossentropy",
     "sparse_categorical_crossentropy", "binary_crossentropy", "mean_squared_error", "dropout",
     "embedding",
 }

@@ -1,4 +1,4 @@
-"""Matrix product, batched and broadcasting like numpy.matmul."""
+"""Matrix product, batched and broadcasting like numpy.matmul; the Gram matrix x^T x."""
 import numpy as np
 
 from .. import fastpath
@@ -74,3 +74,27 @@ class MatMul(Function):
 
 def matmul(a, b):
     return MatMul.apply(a, b)
+
+
+class Gram(Function):
+    """x^T x for x (..., rows, C): the (C, C) Gram matrix of a feature map (one per leading
+    index), style transfer's statistic. Written as matmul(transpose(x), x), x would reach the
+    product twice and its gradient would be two products as large as x, added; one op knows both
+    sides are x:
+
+        G = x^T x,   dL/dx = x @ (g + g^T)
+
+    (G[i, j] sums x[r, i] * x[r, j] over rows r, so x[r, k] meets g in row k and in column k)."""
+
+    def forward(self, x):
+        if x.ndim < 2:
+            raise ValueError(f"gram needs a (..., rows, channels) array, got shape {x.shape}")
+        self.x = x
+        return matmul_arrays(get_array_module(x).swapaxes(x, -1, -2), x)
+
+    def backward(self, g):
+        return matmul_arrays(self.x, g + get_array_module(g).swapaxes(g, -1, -2))
+
+
+def gram(x):
+    return Gram.apply(x)
