@@ -364,6 +364,16 @@ def _winograd_fits(geom, F, *arrays, min_tiles=None):
             and tiles * geom.C * F >= _WINOGRAD_MIN_WORK)
 
 
+# x's transformed tiles are 36/16 of x's size (and more where tiles overhang): kept from forward
+# to backward up to this size; past it, making them again costs less than holding the memory.
+_KEEP_INPUTS_BYTES = 256 << 20
+
+
+def _keeps_inputs(geom, x):
+    tiles = geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
+    return 36 * tiles * geom.C * x.itemsize <= _KEEP_INPUTS_BYTES
+
+
 def _pads(geom):
     return geom.pt, geom.pb, geom.pl, geom.pr
 
@@ -374,8 +384,9 @@ def _cuda_ready(*arrays):
     return len(dtypes) == 1 and dtypes.pop() in _FLOATS
 
 
-def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False):
-    """ops.conv's forward (+ bias, then ReLU when asked), fast."""
+def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False, kept=None):
+    """ops.conv's forward (+ bias, then ReLU when asked), fast. With a `kept` dict (the kernel
+    trains) Winograd leaves x's transformed tiles there for the kernel gradient."""
     xp = get_array_module(x, kernel)
     if xp is not np:
         if not _cuda_ready(x, kernel):
@@ -387,14 +398,20 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False):
             xp.maximum(y, 0, out=y)
         return y
     if _winograd_fits(geom, kernel.shape[3], x, kernel):
-        return winograd.conv3x3(x, kernel, _pads(geom), bias, relu, keep=frozen)
+        keep_inputs = (kept is not None and _keeps_inputs(geom, x)
+                       and _winograd_fits(geom, kernel.shape[3], x, min_tiles=_WINOGRAD_MIN_TILES_DK))
+        y = winograd.conv3x3(x, kernel, _pads(geom), bias, relu, keep=frozen,
+                             keep_inputs=keep_inputs)
+        if keep_inputs:
+            y, kept["winograd_inputs"] = y
+        return y
     shifted = shifted_geometry(geom)
     forward, _ = _ROUTES[_route(shifted, kernel.shape[3])]
     return forward(x, kernel, shifted, bias, relu)
 
 
 def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None,
-                    frozen=False):
+                    frozen=False, kept=None):
     """ops.conv's (dX, dK, dBias), fast; `positive` (a fused ReLU's mask) is applied to g while
     g is laid out anyway."""
     xp = get_array_module(g)
@@ -414,7 +431,8 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
                                              mask=positive, keep=frozen)
         need_dx = dx is None
     if need_dk and _winograd_fits(geom, g.shape[3], g, x, min_tiles=_WINOGRAD_MIN_TILES_DK):
-        dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db)
+        inputs = None if kept is None else kept.pop("winograd_inputs", None)
+        dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db, inputs)
         need_dk = need_db = False
     if need_dx or need_dk or need_db:
         shifted = shifted_geometry(geom)
