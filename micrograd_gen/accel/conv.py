@@ -342,10 +342,12 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Winograd (accel/winograd.py) takes 3x3 stride-1 convolutions with at least this many channels
 # on both sides and this many 4x4 output tiles: below that its 36 products are too small to run
 # near BLAS's full speed and the shifted route wins (bench/README.md, "Winograd"). The kernel
-# gradient has a fixed cost the size of 4 kernels (its transform space) and needs more tiles.
+# gradient has a fixed cost the size of 4 kernels (its transform space), paid once with one band
+# of tiles (block5 for one picture, 70 tiles: 20.4 -> 18.3 ms against the shifted route, with
+# the forward's tiles) and per thread with more.
 _WINOGRAD_MIN_CHANNELS = 32
 _WINOGRAD_MIN_TILES = 64
-_WINOGRAD_MIN_TILES_DK = 512
+_WINOGRAD_MIN_TILES_DK = 64
 # ... and tiles * C * F at least this: few tiles pay only with wide products (VGG19's block5
 # for one picture, 70 tiles of 512 -> 512, does; InceptionV3's mixed blocks at 400x600, 216
 # tiles of 64 -> 96, do not).

@@ -195,7 +195,8 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False, inputs=None):
     dU[p] = sum over tiles of V[p]^T (C, tiles) @ dM[p] (tiles, F), then dK = G^T dU G
     (kron(G, G)^T, 9x36): 36 products with a long inner side instead of the direct method's 9
     four times as long. Each worker thread sums its bands' dU; the sums are added in a fixed
-    order, so results do not depend on which thread was faster."""
+    order, so results do not depend on which thread was faster. With one band, each chunk's
+    filters are its own and every chunk writes one dU."""
     N, H, W, C = x.shape
     F = g.shape[3]
     top, _, left, _ = pads
@@ -208,6 +209,11 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False, inputs=None):
     chunks = tiling.chunks(F, max(_BAND_TILES, _DK_BAND_WIDTH // C))
     if inputs is None:
         inputs = _input_transforms(tiling, chunks, x, None, top, left)
+    # One band (cut along F or not): each chunk makes the whole sums of its own filters, so all
+    # write one dU (per-thread sums as large as four kernels, zeroed and then added, cost block5
+    # for one picture a quarter of its dK).
+    whole = ([np.empty((36, C, F), dtype), np.empty(F, dtype)]
+             if len({rows for rows, _ in chunks}) == 1 else None)
 
     def band(chunk, slot):
         rows, (f0, f1) = chunk
@@ -217,18 +223,21 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False, inputs=None):
         e = tiling.gather(g[..., f0:f1], None if mask is None else mask[..., f0:f1], rows,
                           0, 0, 4)                                            # (16, tiles, width)
         dM = (output_transform_t @ e.reshape(16, tiles * width)).reshape(36, tiles, width)
-        if slot not in partial:
+        if whole is None and slot not in partial:
             partial[slot] = [np.zeros((36, C, F), dtype), np.zeros(F, dtype)]
-        dU, db = partial[slot]
+        dU, db = partial[slot] if whole is None else whole
         for p in range(36):
-            gemm_into(V[p].T, dM[p], dU[p, :, f0:f1], accumulate=True)
-        column_sums(e.reshape(-1, width), db[f0:f1], accumulate=True)
+            gemm_into(V[p].T, dM[p], dU[p, :, f0:f1], accumulate=whole is None)
+        column_sums(e.reshape(-1, width), db[f0:f1], accumulate=whole is None)
 
     for_chunks(chunks, band, np, fixed=True)
-    dU, db = partial[0]
-    for slot in range(1, len(partial)):
-        dU += partial[slot][0]
-        db += partial[slot][1]
+    if whole is not None:
+        dU, db = whole
+    else:
+        dU, db = partial[0]
+        for slot in range(1, len(partial)):
+            dU += partial[slot][0]
+            db += partial[slot][1]
     kernel_transform_t = np.ascontiguousarray(_KERNEL_TRANSFORM.T).astype(dtype)  # (9, 36)
     dK = (kernel_transform_t @ dU.reshape(36, C * F)).reshape(3, 3, C, F)
     return dK, db if need_db else None
