@@ -98,7 +98,7 @@ class Affine(Function):
         self.x_shape = x.shape
         y = matmul_arrays(x.reshape(-1, x.shape[-1]), kernel)            # (rows, units)
         if bias is not None:
-            if np.result_type(y, bias) == y.dtype:
+            if np.result_type(y.dtype, bias.dtype) == y.dtype:
                 y += bias
             else:
                 y = y + bias
