@@ -128,3 +128,23 @@ def test_conv_flop_counter_counts_forward_and_each_gradient():
     valid = 2.0 * 2 * 3 * 4 * 3 * 4 * 9
     assert counter.flop == conv + transpose + valid
     assert mg.ops.conv2d is counter.originals["conv2d"]   # restored on exit
+
+
+def test_ab_alternates_the_two_settings_in_one_process(tmp_path):
+    log = tmp_path / "order.txt"
+    setup = f"log = open({str(log)!r}, 'a')"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ab.py"), "conv_block3_conv1_fwd", "--quick", "--runs", "2",
+         "--warmup", "0", "--setup", setup, "--old", "log.write('old ') or log.flush()",
+         "--new", "log.write('new ') or log.flush()"],
+        capture_output=True, text=True, timeout=300, check=True).stdout
+    assert log.read_text().split() == ["old", "new", "old", "new", "new"]   # new again at the end
+    lines = out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["old", "new"]
+    assert all("median" in line and "CPU" in line for line in lines)
+
+
+def test_ab_names_an_unknown_workload():
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "ab.py"), "no_such", "--old", "0",
+                             "--new", "0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown workload 'no_such'" in result.stderr

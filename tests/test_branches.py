@@ -219,3 +219,26 @@ def test_the_branch_gradients_add_in_their_own_order(n, borrowed, seed):
     for i in range(n):
         if borrowed[i]:
             np.testing.assert_array_equal(grads[i], kept[i])
+
+
+def test_a_pool_branch_runs_its_1x1_convolution_before_the_pool():
+    """accel/branches.py swaps a 3x3 stride-1 average pool and the 1x1 convolution after it
+    (they commute; pooled after the convolution the pool has fewer channels): the block's pool
+    branch qualifies when the convolution narrows, and InceptionV3's four kinds of pool branch
+    all do; test_grouped_block_equals_the_graph_as_written holds the numbers."""
+    from micrograd_gen.accel import branches
+    net = block_network(16, 16, False, False, np.float32)
+    net.trainable = False
+    block = applications.group_branches(net).get_layer("block")
+    assert [branches._pool_then_pointwise(chain) for chain in block.chains] == [False, False, True]
+    wide = block_network(3, 16, False, False, np.float32)       # 3 -> 3 channels: left in order
+    wide.trainable = False
+    chains = applications.group_branches(wide).get_layer("block").chains
+    assert not any(branches._pool_then_pointwise(chain) for chain in chains)
+    inception = applications.InceptionV3(weights=None)
+    inception.trainable = False                # frozen, as DeepDream runs it: batch norm folds
+    inception = applications.group_branches(applications.fold_batch_norm(inception))
+    pool_branches = [chain for layer in inception.layers if isinstance(layer, Branches)
+                     for chain in layer.chains
+                     if chain and type(chain[0]).__name__ == "AveragePooling2D"]
+    assert len(pool_branches) >= 7 and all(map(branches._pool_then_pointwise, pool_branches))

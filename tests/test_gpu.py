@@ -114,6 +114,8 @@ OPS = {
     "pad": lambda r: (lambda a: ops.pad(a, ((0, 0), (1, 2), (2, 1), (0, 0))),
                       [_normal(r, 2, 3, 4, 2)], []),
     "matmul": lambda r: (ops.matmul, [_normal(r, 2, 3, 4), _normal(r, 4, 5)], []),
+    "affine": lambda r: (ops.affine, [_normal(r, 2, 3, 4), _normal(r, 4, 5), _normal(r, 5)], []),
+    "gram": lambda r: (ops.gram, [_normal(r, 2, 6, 3)], []),
     "softmax": lambda r: (lambda a: ops.softmax(a, axis=-1), [_normal(r, 3, 7) * 3], []),
     "log_softmax": lambda r: (lambda a: ops.log_softmax(a, axis=1), [_normal(r, 3, 7, 2)], []),
     "categorical_crossentropy": lambda r: (

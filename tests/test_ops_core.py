@@ -412,6 +412,41 @@ def test_matmul(operands):
     check_op_gradient(ops.matmul, a, b)
 
 
+@given(st.data())
+def test_affine(data):
+    lead = data.draw(shapes(min_dims=0, max_dims=2), label="leading axes")
+    n_in, units = data.draw(st.integers(1, 4), label="in"), data.draw(st.integers(1, 4), label="units")
+    x = data.draw(arrays(lead + (n_in,)), label="x")
+    kernel = data.draw(arrays((n_in, units)), label="kernel")
+    if data.draw(st.booleans(), label="bias"):
+        bias = data.draw(arrays((units,)), label="bias")
+        assert_forward(ops.affine(T(x), T(kernel), T(bias)), np.matmul(x, kernel) + bias)
+        check_op_gradient(ops.affine, x, kernel, bias)
+    else:
+        assert_forward(ops.affine(T(x), T(kernel)), np.matmul(x, kernel))
+        check_op_gradient(ops.affine, x, kernel)
+
+
+def test_affine_names_the_shapes_that_do_not_fit():
+    with pytest.raises(ValueError, match=r"affine: x \(2, 3\) needs a last axis of kernel \(4, 5\)"):
+        ops.affine(T(np.ones((2, 3))), T(np.ones((4, 5))))
+    with pytest.raises(ValueError, match=r"affine: bias \(4,\) must have kernel \(3, 5\)'s 5"):
+        ops.affine(T(np.ones((2, 3))), T(np.ones((3, 5))), T(np.ones(4)))
+
+
+@given(st.data())
+def test_gram(data):
+    shape = data.draw(shapes(min_dims=2, max_dims=3), label="shape")
+    x = data.draw(arrays(shape), label="x")
+    assert_forward(ops.gram(T(x)), np.matmul(np.swapaxes(x, -1, -2), x))
+    check_op_gradient(ops.gram, x)
+
+
+def test_gram_needs_rows_and_channels():
+    with pytest.raises(ValueError, match=r"gram needs .* got shape \(3,\)"):
+        ops.gram(T(np.ones(3)))
+
+
 def test_matmul_against_einsum():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((5, 6))
@@ -708,7 +743,7 @@ CORE_OPS = {
     "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "clip", "maximum", "minimum", "where",
     "cast", "sum", "mean", "var", "max", "min", "logsumexp", "reshape", "transpose",
     "expand_dims", "squeeze", "broadcast_to", "concatenate", "stack", "split", "pad", "flatten",
-    "getitem", "matmul", "softmax", "log_softmax", "categorical_crossentropy",
+    "getitem", "matmul", "affine", "gram", "softmax", "log_softmax", "categorical_crossentropy",
     "sparse_categorical_crossentropy", "binary_crossentropy", "mean_squared_error", "dropout",
     "embedding",
 }

@@ -54,6 +54,32 @@ def test_every_band_size_gives_the_reference(h, w, pool, stride, padding, kind, 
     np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 13), w=st.integers(1, 13), pool=st.integers(1, 3),
+       padding=st.sampled_from(["same", "valid"]), band_bytes=st.sampled_from([1, 64, 1 << 19]),
+       ties=st.booleans(), seed=st.integers(0, 99))
+def test_windows_that_tile_the_input_give_the_reference(h, w, pool, padding, band_bytes, ties,
+                                                        seed):
+    """Stride = pool (VGG's 2x2 / 2): max pooling's backward reads the input as whole windows
+    (_tiled_max_pool2d_backward); rows and columns no window reaches get zeros, ties go to the
+    first maximal cell."""
+    if padding == "valid" and pool > min(h, w):
+        return
+    rng = np.random.default_rng(seed)
+    shape = (2, h, w, 3)
+    x = (np.maximum(rng.integers(-2, 3, shape), 0) if ties
+         else rng.standard_normal(shape)).astype(np.float32)
+    saved = fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES
+    fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = band_bytes, 0
+    try:
+        (y, dx), (want_y, want_dx) = both_paths(
+            lambda t: ops.max_pool2d(t, pool, strides=pool, padding=padding), x, seed)
+    finally:
+        fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = saved
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(dx, want_dx)
+
+
 @pytest.mark.parametrize("pool, stride", [(3, 1), (3, 2), (2, 1), (4, 1), (1, 1)])
 def test_bands_of_one_wave_never_share_rows(pool, stride):
     """Max pooling's backward runs every other band at once; a band writes pool - stride rows

@@ -116,6 +116,36 @@ def test_an_input_used_twice_gets_both_gradients():
 
 
 
+def test_slices_add_into_the_gradient_sum_their_input_already_has(monkeypatch):
+    # style transfer slices each layer's features per image: after the first reader, a basic
+    # slice adds into the sum so far (GetItem.backward_into) instead of making zeros of the
+    # input's size; fancy indexing, which may repeat cells, still goes through backward
+    from micrograd_gen.ops.shape import GetItem, _is_basic
+    through_backward = []
+    backward = GetItem.backward
+
+    def spy(self, g):
+        through_backward.append(_is_basic(self.index))
+        return backward(self, g)
+    monkeypatch.setattr(GetItem, "backward", spy)
+    data = np.arange(24, dtype=np.float64).reshape(3, 2, 4) / 10
+    x = Tensor(data, requires_grad=True, dtype=np.float64)
+    h = x * 2.0
+    loss = ((h[1] ** 2).sum() + (h[2] * 3.0).sum() + h[0, 1:].sum() + h[[0, 0, 2]].sum()
+            + (h * h).sum())
+    loss.backward()
+    want = np.zeros_like(data)
+    want[1] += 2 * 2 * (2 * data[1])                 # d/dx of (2x)^2
+    want[2] += 3.0 * 2
+    want[0, 1:] += 2
+    want[0] += 2 * 2                                  # index 0 taken twice
+    want[2] += 2
+    want += 2 * 2 * (2 * data)                        # d/dx of (2x)^2 everywhere
+    np.testing.assert_allclose(x.grad, want, rtol=1e-12)
+    # the fancy index, and at most one basic slice: the first reader, when it is one
+    assert through_backward.count(False) == 1 and through_backward.count(True) <= 1
+
+
 def test_gradients_summed_in_place_never_touch_arrays_others_hold():
     # h feeds four ops. Their gradients: the caller's cotangent passed on (add), a view
     # (reshape), fresh arrays (mul); the sum is made in place only into arrays this pass made.

@@ -35,9 +35,9 @@ def test_mlp_loss_dot_has_every_op_leaf_shape_and_edge():
     labels, edges = parse_dot(viz.draw_graph(loss))
     by_title = {lines[0]: lines for lines in labels.values()}
     # The ops, with the layer that made each layer's output, and their output shapes.
-    assert by_title["MatMul"][1] in ("(8, 16)", "(8, 3)")
+    assert by_title["Affine"][1] == "(8, 16)"                 # x @ kernel + bias, one op
     assert by_title["Relu: dense"][1] == "(8, 16)"
-    assert by_title["Add: dense_1"][1] == "(8, 3)"
+    assert by_title["Affine: dense_1"][1] == "(8, 3)"
     assert by_title["SoftmaxCrossEntropy"][1] == "(8,)"
     assert by_title["Mean"][1] == "()"
     # The leaves: four weights with their names and shapes, and the two data inputs.
@@ -46,14 +46,14 @@ def test_mlp_loss_dot_has_every_op_leaf_shape_and_edge():
     assert by_title["dense_1/kernel"][1] == "(16, 3)"
     assert by_title["dense_1/bias"][1] == "(3,)"
     titles = [lines[0] for lines in labels.values()]
-    assert titles.count("input") == 2 and titles.count("MatMul") == 2
-    assert titles.count("Add") == 1 and len(titles) == 13
+    assert titles.count("input") == 2 and len(titles) == 11
     # Edges go the way data flows, ending at the loss.
-    for edge in [("dense/kernel", "MatMul"), ("dense/bias", "Add"), ("Add", "Relu: dense"),
-                 ("Relu: dense", "MatMul"), ("dense_1/bias", "Add: dense_1"),
-                 ("Add: dense_1", "SoftmaxCrossEntropy"), ("SoftmaxCrossEntropy", "Mean")]:
+    for edge in [("dense/kernel", "Affine"), ("dense/bias", "Affine"), ("input", "Affine"),
+                 ("Affine", "Relu: dense"), ("Relu: dense", "Affine: dense_1"),
+                 ("dense_1/bias", "Affine: dense_1"), ("Affine: dense_1", "SoftmaxCrossEntropy"),
+                 ("SoftmaxCrossEntropy", "Mean")]:
         assert edge in edges
-    assert len(edges) == 12
+    assert len(edges) == 10
     assert not any(b in ("dense/kernel", "input") for _, b in edges)
     # No gradients yet: nothing says |grad|.
     assert "|grad|" not in viz.draw_graph(loss)
@@ -94,14 +94,14 @@ def test_collapse_merges_each_layer_into_one_node():
     labels, edges = parse_dot(viz.draw_graph(loss, collapse="dense"))
     by_title = {lines[0]: lines for lines in labels.values()}
     assert len(labels) == 6 < len(full)
-    # dense: matmul, add, relu and its 4*16 + 16 weights; dense_1: matmul, add, 16*3 + 3 weights.
-    assert by_title["dense"][1:] == ["3 ops, 80 weights", "(8, 16)"]
-    assert by_title["dense_1"][1:] == ["2 ops, 51 weights", "(8, 3)"]
+    # dense: affine, relu and its 4*16 + 16 weights; dense_1: affine, 16*3 + 3 weights.
+    assert by_title["dense"][1:] == ["2 ops, 80 weights", "(8, 16)"]
+    assert by_title["dense_1"][1:] == ["1 op, 51 weights", "(8, 3)"]
     assert ("input", "dense") in edges and ("dense", "dense_1") in edges
     assert ("dense_1", "SoftmaxCrossEntropy") in edges
     # A function picks the blocks too; a wrong type is named.
     labels, _ = parse_dot(viz.draw_graph(loss, collapse=lambda name: name == "dense_1"))
-    assert len(labels) == 13 - 4 + 1  # dense_1's matmul, add and two weights become one
+    assert len(labels) == 11 - 3 + 1  # dense_1's affine and two weights become one
     with pytest.raises(TypeError, match="collapse"):
         viz.draw_graph(loss, collapse=3)
 

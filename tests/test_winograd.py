@@ -202,3 +202,52 @@ def test_kept_transforms_stay_within_their_budget(monkeypatch):
         winograd._kernel_transform(k, False, keep=True)
     assert len(winograd._kept) == 3
     assert [key[0] for key in winograd._kept] == [k.ctypes.data for k in kernels[2:]]
+
+
+@pytest.mark.parametrize("band_tiles", [256, 4])
+def test_a_trained_kernel_takes_the_forwards_transformed_input_for_its_gradient(monkeypatch,
+                                                                              band_tiles):
+    """Through the op: a kernel that trains gets its dK from the tiles the forward transformed
+    (kept from forward to backward, then let go), the numbers of making them again; past
+    _KEEP_INPUTS_BYTES they are made again. Bands cut along F (few bands) and not (many)."""
+    from micrograd_gen.accel import conv as fast_conv
+    for name in ("_WINOGRAD_MIN_WORK", "_WINOGRAD_MIN_TILES", "_WINOGRAD_MIN_TILES_DK",
+                 "_WINOGRAD_MIN_CHANNELS"):
+        monkeypatch.setattr(fast_conv, name, 1)
+    monkeypatch.setattr(winograd, "_BAND_TILES", band_tiles)
+    given_inputs = []
+    real = winograd.conv3x3_kernel_gradient
+
+    def spy(*args, **kwargs):
+        given_inputs.append(args[5] is not None if len(args) > 5 else False)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(winograd, "conv3x3_kernel_gradient", spy)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 13, 18, 8)).astype(np.float32)
+    kernel = (rng.standard_normal((3, 3, 8, 6)) * 0.2).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32)
+    g = rng.standard_normal((2, 13, 18, 6)).astype(np.float32)
+
+    def gradients():
+        tk = mg.Tensor(kernel, requires_grad=True, dtype=np.float32)
+        tb = mg.Tensor(bias, requires_grad=True, dtype=np.float32)
+        tx = mg.Tensor(x, requires_grad=True, dtype=np.float32)
+        with mg.fast_paths(True):
+            y = mg.ops.conv2d(tx, tk, tb, padding="same", relu=True)
+            kept = dict(y._ctx.kept)
+            y.backward(g)
+        return tk.grad, tb.grad, tx.grad, kept
+    kept_dk, kept_db, kept_dx, kept = gradients()
+    assert given_inputs == [True] and "winograd_inputs" in kept
+    monkeypatch.setattr(fast_conv, "_KEEP_INPUTS_BYTES", 0)
+    dk, db, dx, kept = gradients()
+    assert given_inputs == [True, False] and not kept
+    # the forward's bands may be shorter than dK's: BLAS may round the transform differently
+    assert relative_error(kept_dk, dk) < 1e-6
+    np.testing.assert_array_equal(kept_db, db)
+    np.testing.assert_array_equal(kept_dx, dx)
+    tk = mg.Tensor(kernel, requires_grad=True, dtype=np.float32)
+    with mg.fast_paths(False):
+        mg.ops.conv2d(mg.Tensor(x, dtype=np.float32), tk, mg.Tensor(bias, dtype=np.float32),
+                      padding="same", relu=True).backward(g)
+    assert relative_error(kept_dk, tk.grad) < 2e-5

@@ -20,8 +20,10 @@ import time
 
 import numpy as np
 
-from .. import fastpath
+from .. import fastpath, ops
 from ..backend import get_array_module
+from ..nn import activations
+from ..nn.convolutional import AveragePooling2D, Conv2D
 from ..tensor import Function, Tensor
 from . import workers
 
@@ -60,6 +62,35 @@ def _output_shape(chain, shape):
     return tuple(shape)
 
 
+def _run_chain(chain, x, training):
+    """The chain's layers on x, in order, but for a pool branch (a 3x3 stride-1 'same' average
+    pool, then a 1x1 convolution): the convolution first, then the pool. Both are linear and act
+    on different axes (the pool over pixels, with weights summing to 1 in every window, so a
+    bias passes through; the 1x1 over channels), so they commute, and pooled after it the
+    convolution's output is a quarter of its input (InceptionV3: 768 -> 192, 256 -> 64
+    channels): the pool's forward and backward on a quarter of the numbers."""
+    if _pool_then_pointwise(chain):
+        pool, conv = chain[:2]
+        activation = activations.get(conv.activation)
+        y = ops.conv2d(x, conv.kernel, conv.bias, padding=conv.padding)
+        y = ops.avg_pool2d(y, pool.pool_size, strides=pool.strides, padding=pool.padding)
+        x, chain = activation(y), chain[2:]
+    for layer in chain:
+        x = layer(x, training=training)
+    return x
+
+
+def _pool_then_pointwise(chain):
+    if len(chain) < 2:
+        return False
+    pool, conv = chain[:2]
+    return (type(pool) is AveragePooling2D and type(conv) is Conv2D
+            and tuple(pool.pool_size) == (3, 3) and tuple(pool.strides) == (1, 1)
+            and pool.padding == "same" and conv.kernel.shape[:2] == (1, 1)
+            and tuple(conv.strides) == (1, 1) and tuple(conv.dilation_rate) == (1, 1)
+            and conv.groups == 1 and conv.kernel.shape[3] < conv.kernel.shape[2]
+            and activations.get(conv.activation) in (activations.relu, activations.linear))
+
 class ConcatenatedBranches(Function):
     """concatenate([chain(x) for chain in chains], axis=-1), the chains run concurrently."""
 
@@ -79,8 +110,7 @@ class ConcatenatedBranches(Function):
             started = time.thread_time()
             out = self.leaves[i]
             with workers.alone():
-                for layer in chains[i]:
-                    out = layer(out, training=training)
+                out = _run_chain(chains[i], out, training)
             self.outputs[i] = out
             y[..., self.bounds[i]:self.bounds[i + 1]] = out.data    # straight into place
             costs[i] = time.thread_time() - started

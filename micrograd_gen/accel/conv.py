@@ -377,10 +377,12 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Winograd (accel/winograd.py) takes 3x3 stride-1 convolutions with at least this many channels
 # on both sides and this many 4x4 output tiles: below that its 36 products are too small to run
 # near BLAS's full speed and the shifted route wins (bench/README.md, "Winograd"). The kernel
-# gradient has a fixed cost the size of 4 kernels (its transform space) and needs more tiles.
+# gradient has a fixed cost the size of 4 kernels (its transform space), paid once with one band
+# of tiles (block5 for one picture, 70 tiles: 20.4 -> 18.3 ms against the shifted route, with
+# the forward's tiles) and per thread with more.
 _WINOGRAD_MIN_CHANNELS = 32
 _WINOGRAD_MIN_TILES = 64
-_WINOGRAD_MIN_TILES_DK = 512
+_WINOGRAD_MIN_TILES_DK = 64
 # ... and tiles * C * F at least this: few tiles pay only with wide products (VGG19's block5
 # for one picture, 70 tiles of 512 -> 512, does; InceptionV3's mixed blocks at 400x600, 216
 # tiles of 64 -> 96, do not).
@@ -399,6 +401,16 @@ def _winograd_fits(geom, F, *arrays, min_tiles=None):
             and tiles * geom.C * F >= _WINOGRAD_MIN_WORK)
 
 
+# x's transformed tiles are 36/16 of x's size (and more where tiles overhang): kept from forward
+# to backward up to this size; past it, making them again costs less than holding the memory.
+_KEEP_INPUTS_BYTES = 256 << 20
+
+
+def _keeps_inputs(geom, x):
+    tiles = geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
+    return 36 * tiles * geom.C * x.itemsize <= _KEEP_INPUTS_BYTES
+
+
 def _pads(geom):
     return geom.pt, geom.pb, geom.pl, geom.pr
 
@@ -409,8 +421,9 @@ def _cuda_ready(*arrays):
     return len(dtypes) == 1 and dtypes.pop() in _FLOATS
 
 
-def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False):
-    """ops.conv's forward (+ bias, then ReLU when asked), fast."""
+def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False, kept=None):
+    """ops.conv's forward (+ bias, then ReLU when asked), fast. With a `kept` dict (the kernel
+    trains) Winograd leaves x's transformed tiles there for the kernel gradient."""
     xp = get_array_module(x, kernel)
     if xp is not np:
         if not _cuda_ready(x, kernel):
@@ -422,14 +435,20 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False):
             xp.maximum(y, 0, out=y)
         return y
     if _winograd_fits(geom, kernel.shape[3], x, kernel):
-        return winograd.conv3x3(x, kernel, _pads(geom), bias, relu, keep=frozen)
+        keep_inputs = (kept is not None and _keeps_inputs(geom, x)
+                       and _winograd_fits(geom, kernel.shape[3], x, min_tiles=_WINOGRAD_MIN_TILES_DK))
+        y = winograd.conv3x3(x, kernel, _pads(geom), bias, relu, keep=frozen,
+                             keep_inputs=keep_inputs)
+        if keep_inputs:
+            y, kept["winograd_inputs"] = y
+        return y
     shifted = shifted_geometry(geom)
     forward, _ = _ROUTES[_route(shifted, kernel.shape[3])]
     return forward(x, kernel, shifted, bias, relu)
 
 
 def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None,
-                    frozen=False):
+                    frozen=False, kept=None):
     """ops.conv's (dX, dK, dBias), fast; `positive` (a fused ReLU's mask) is applied to g while
     g is laid out anyway."""
     xp = get_array_module(g)
@@ -449,7 +468,8 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
                                              mask=positive, keep=frozen)
         need_dx = dx is None
     if need_dk and _winograd_fits(geom, g.shape[3], g, x, min_tiles=_WINOGRAD_MIN_TILES_DK):
-        dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db)
+        inputs = None if kept is None else kept.pop("winograd_inputs", None)
+        dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db, inputs)
         need_dk = need_db = False
     if need_dx or need_dk or need_db:
         shifted = shifted_geometry(geom)

@@ -6,9 +6,10 @@ to stay in cache. Average pooling's backward is that forward's adjoint: at strid
 window sum over the padded share, otherwise its two steps in reverse.
 
 Max pooling's backward walks the kh * kw taps as the reference does, into preallocated masks,
-and where windows do not overlap it writes each cell once instead of adding into zeros; it runs
-between convolutions that use both cores, so large ones are cut into bands of rows over the
-worker threads.
+and where windows do not overlap it writes each cell once instead of adding into zeros; where
+they tile the input (VGG's 2x2 / 2) it reads the input as windows and takes whole bands at once.
+It runs between convolutions that use both cores, so large ones are cut into bands of rows over
+the worker threads.
 """
 from collections import namedtuple
 
@@ -92,9 +93,10 @@ def max_pool2d_backward(g, xpad, y, geom):
     band writes k - s rows of the next band's cells too, so every other band runs first and the
     rest after."""
     xp = get_array_module(g)
+    if (geom.sh, geom.sw) == (geom.kh, geom.kw) and xp is np:
+        return _tiled_max_pool2d_backward(g, xpad, y, geom)
     dxpad = xp.zeros(geom.padded, g.dtype)                       # (N, Hp, Wp, C)
-    # Windows that do not overlap (stride >= pool: VGG's 2x2 / 2) write their cells instead of
-    # adding into them.
+    # Windows that do not overlap (stride >= pool) write their cells instead of adding into them.
     overlap = geom.sh < geom.kh or geom.sw < geom.kw
 
     def work(band, slot):
@@ -120,6 +122,38 @@ def max_pool2d_backward(g, xpad, y, geom):
         for_chunks(bands, work, xp)
     return geom.crop(dxpad)
 
+
+
+def _tiled_max_pool2d_backward(g, xpad, y, geom):
+    """max_pool2d_backward where the windows tile the input (stride = pool, VGG's 2x2 / 2).
+
+    The input, read as (N, OH, kh, OW, kw, C), holds every window along axes 2 and 4, so each
+    band of rows takes three whole-band passes (compare with y, multiply by g, both broadcast
+    over the window; the first-maximal rule in between on one-byte masks) instead of four per
+    tap, and dX, every cell written, starts empty rather than zeroed: half the time of the taps
+    for VGG19's pools at the style transfer's batch of 3 (bench/README.md)."""
+    N, _, _, C = geom.padded
+    kh, kw, OH, OW = geom.kh, geom.kw, geom.OH, geom.OW
+    dxpad = np.empty(geom.padded, g.dtype)
+    dxpad[:, OH * kh:] = 0                          # the rows and columns no window reaches
+    dxpad[:, :OH * kh, OW * kw:] = 0
+    # splitting an axis in two is always a view: writes through dx_windows land in dxpad
+    x_windows = xpad[:, :OH * kh, :OW * kw].reshape(N, OH, kh, OW, kw, C)
+    dx_windows = dxpad[:, :OH * kh, :OW * kw].reshape(N, OH, kh, OW, kw, C)
+
+    def work(band, slot):
+        i0, i1 = band
+        hit = np.equal(x_windows[:, i0:i1], y[:, i0:i1, None, :, None, :])
+        taken = hit[:, :, 0, :, 0].copy()
+        for a in range(kh):
+            for b in range(kw):
+                if a or b:                            # the first maximal cell in row-major order
+                    later = hit[:, :, a, :, b]
+                    np.greater(later, taken, out=later)
+                    taken |= later
+        np.multiply(g[:, i0:i1, None, :, None, :], hit, out=dx_windows[:, i0:i1])
+    for_chunks(_bands(geom, g.nbytes, np), work, np)
+    return geom.crop(dxpad)
 
 def _band_taps(geom, xrows, rows):
     """geom.taps for a band of `rows` output rows, on the input rows it reads."""

@@ -31,7 +31,7 @@ layer at the style transfer's batch of 3 this takes 0.5-0.77x the shifted route'
 (bench/README.md, "Winograd").
 """
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -118,21 +118,22 @@ def _kernel_transform(kernel, turned, keep):
     return U
 
 
-def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False):
+def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False, keep_inputs=False):
     """y = conv2d(x, kernel) for a 3x3 stride-1 kernel; pads = (top, bottom, left, right).
 
     x (N, H, W, C), kernel (3, 3, C, F) -> y (N, H + top + bottom - 2, W + left + right - 2, F),
     plus bias (F,) and max(., 0) when asked; with `mask` (shaped like x) the input is x * mask
     (a fused ReLU's backward). y is a view of a buffer grown to whole 4x4 tiles. keep=True: the
-    kernel is frozen (see _kernel_transform)."""
+    kernel is frozen (see _kernel_transform). keep_inputs=True returns (y, V), the transformed
+    input tiles, which conv3x3_kernel_gradient can take instead of making them again."""
     top, bottom, left, right = pads
     tiles = x.shape[0] * -(-(x.shape[1] + top + bottom - 2) // 4) * -(
         -(x.shape[2] + left + right - 2) // 4)
     U = _kernel_transform(kernel, False, keep and tiles < _KEEP_BELOW_TILES)
-    return _conv3x3(x, U, pads, bias, relu, mask)
+    return _conv3x3(x, U, pads, bias, relu, mask, keep_inputs)
 
 
-def _conv3x3(x, U, pads, bias=None, relu=False, mask=None):
+def _conv3x3(x, U, pads, bias=None, relu=False, mask=None, keep_inputs=False):
     """conv3x3 on the kernel's transform U (36, C, F).
 
     Everything past the kernel's transform happens band by band on the worker threads: the
@@ -149,14 +150,22 @@ def _conv3x3(x, U, pads, bias=None, relu=False, mask=None):
     output_transform = _OUTPUT_TRANSFORM.astype(dtype)
 
     chunks = tiling.chunks(F)
-    shared = _shared_input_transforms(tiling, chunks, x, mask, top, left)
+    inputs = _input_transforms(tiling, chunks, x, mask, top, left)
+    made_here = inputs is None and keep_inputs
+    if made_here:                                  # each band makes its own, into this
+        inputs = np.empty((36, tiling.N * tiling.th * tiling.tw, C), dtype)
 
     def band(chunk, slot):
         rows, (f0, f1) = chunk
         tiles, width = tiling.tiles(rows), f1 - f0
-        V = shared.get(rows)
-        if V is None:
+        if inputs is None:
             V = _input_transform(tiling, x, mask, rows, top, left)           # (36, tiles, C)
+        else:
+            first, stop = rows[0] * tiling.tw, rows[1] * tiling.tw
+            if made_here:
+                _input_transform(tiling, x, mask, rows, top, left,
+                                 inputs.reshape(36, -1)[:, first * C:stop * C])
+            V = inputs[:, first:stop]
         M = np.matmul(V, U[:, :, f0:f1])                                   # (36, tiles, width)
         Y = (output_transform @ M.reshape(36, tiles * width)).reshape(4, 4, tiles, width)
         for n, t0, t1, first in tiling.segments(rows):                         # A^T M A above
@@ -172,19 +181,22 @@ def _conv3x3(x, U, pads, bias=None, relu=False, mask=None):
                 np.maximum(block, 0, out=block)
 
     for_chunks(chunks, band, np)
-    return y[:, :tiling.OH, :tiling.OW]
+    y = y[:, :tiling.OH, :tiling.OW]
+    return (y, inputs) if keep_inputs else y
 
 
-def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False):
+def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False, inputs=None):
     """(dK (3, 3, C, F), dBias (F,) or None) of y = conv2d(x, kernel) with pads (top, bottom,
-    left, right), from g = dL/dy (times mask, when given).
+    left, right), from g = dL/dy (times mask, when given); `inputs`: x's transformed tiles as
+    conv3x3(..., keep_inputs=True) returned them, or None to make them here.
 
     The forward is bilinear in the tile V = B^T d B and the kernel's U = G g G^T, so the chain
     rule runs it backwards point by point: dM = A dY A^T per output tile (kron(A^T, A^T)^T, 36x16),
     dU[p] = sum over tiles of V[p]^T (C, tiles) @ dM[p] (tiles, F), then dK = G^T dU G
     (kron(G, G)^T, 9x36): 36 products with a long inner side instead of the direct method's 9
     four times as long. Each worker thread sums its bands' dU; the sums are added in a fixed
-    order, so results do not depend on which thread was faster."""
+    order, so results do not depend on which thread was faster. With one band, each chunk's
+    filters are its own and every chunk writes one dU."""
     N, H, W, C = x.shape
     F = g.shape[3]
     top, _, left, _ = pads
@@ -195,29 +207,37 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False):
 
     # Its products (C, tiles) @ (tiles, F) are small for few channels: longer bands then.
     chunks = tiling.chunks(F, max(_BAND_TILES, _DK_BAND_WIDTH // C))
-    shared = _shared_input_transforms(tiling, chunks, x, None, top, left)
+    if inputs is None:
+        inputs = _input_transforms(tiling, chunks, x, None, top, left)
+    # One band (cut along F or not): each chunk makes the whole sums of its own filters, so all
+    # write one dU (per-thread sums as large as four kernels, zeroed and then added, cost block5
+    # for one picture a quarter of its dK).
+    whole = ([np.empty((36, C, F), dtype), np.empty(F, dtype)]
+             if len({rows for rows, _ in chunks}) == 1 else None)
 
     def band(chunk, slot):
         rows, (f0, f1) = chunk
         tiles, width = tiling.tiles(rows), f1 - f0
-        V = shared.get(rows)
-        if V is None:
-            V = _input_transform(tiling, x, None, rows, top, left)           # (36, tiles, C)
+        V = (_input_transform(tiling, x, None, rows, top, left) if inputs is None
+             else inputs[:, rows[0] * tiling.tw:rows[1] * tiling.tw])        # (36, tiles, C)
         e = tiling.gather(g[..., f0:f1], None if mask is None else mask[..., f0:f1], rows,
                           0, 0, 4)                                            # (16, tiles, width)
         dM = (output_transform_t @ e.reshape(16, tiles * width)).reshape(36, tiles, width)
-        if slot not in partial:
+        if whole is None and slot not in partial:
             partial[slot] = [np.zeros((36, C, F), dtype), np.zeros(F, dtype)]
-        dU, db = partial[slot]
+        dU, db = partial[slot] if whole is None else whole
         for p in range(36):
-            gemm_into(V[p].T, dM[p], dU[p, :, f0:f1], accumulate=True)
-        column_sums(e.reshape(-1, width), db[f0:f1], accumulate=True)
+            gemm_into(V[p].T, dM[p], dU[p, :, f0:f1], accumulate=whole is None)
+        column_sums(e.reshape(-1, width), db[f0:f1], accumulate=whole is None)
 
     for_chunks(chunks, band, np, fixed=True)
-    dU, db = partial[0]
-    for slot in range(1, len(partial)):
-        dU += partial[slot][0]
-        db += partial[slot][1]
+    if whole is not None:
+        dU, db = whole
+    else:
+        dU, db = partial[0]
+        for slot in range(1, len(partial)):
+            dU += partial[slot][0]
+            db += partial[slot][1]
     kernel_transform_t = np.ascontiguousarray(_KERNEL_TRANSFORM.T).astype(dtype)  # (9, 36)
     dK = (kernel_transform_t @ dU.reshape(36, C * F)).reshape(3, 3, C, F)
     return dK, db if need_db else None
@@ -234,30 +254,26 @@ def _input_transform(tiling, x, mask, rows, top, left, out=None):
     return gemm_into(transform, d.reshape(36, -1), out)
 
 
-def _shared_input_transforms(tiling, chunks, x, mask, top, left):
-    """{band: V} for the bands that _Tiling.chunks cut along F too (VGG19's block4 and block5):
-    each part of such a band needs the whole band's V, and making it in every part cost each
-    thread a fifth of block5's forward. Made once here instead, each band in two halves of its
-    tile rows over the worker threads: one more hand-off."""
-    pieces = Counter(rows for rows, _ in chunks)
-    bands = [rows for rows, count in pieces.items() if count > 1]
-    if not bands:
-        return {}
+def _input_transforms(tiling, chunks, x, mask, top, left):
+    """V of every tile, (36, tiles, C), made up front over the worker threads in halves of the
+    bands, where _Tiling.chunks cut the bands along F too (VGG19's block4 and block5): each
+    part of a band needs the whole band's V, and making it in every part cost each thread a
+    fifth of block5's forward. Otherwise None: each band makes its own."""
+    bands = sorted({rows for rows, _ in chunks})
+    if len(chunks) == len(bands):
+        return None
     C = x.shape[3]
-    shared = {rows: np.empty((36, tiling.tiles(rows), C), x.dtype) for rows in bands}
+    inputs = np.empty((36, tiling.N * tiling.th * tiling.tw, C), x.dtype)
     halves = []
     for r0, r1 in bands:
         middle = (r0 + r1) // 2
-        halves += [((r0, r1), part) for part in ((r0, middle), (middle, r1)) if part[1] > part[0]]
+        halves += [part for part in ((r0, middle), (middle, r1)) if part[1] > part[0]]
 
-    def transform(half, slot):
-        band, rows = half
-        first, count = (rows[0] - band[0]) * tiling.tw, tiling.tiles(rows)
-        _input_transform(tiling, x, mask, rows, top, left,
-                         shared[band].reshape(36, -1)[:, first * C:(first + count) * C])
+    def transform(rows, slot):
+        first, stop = rows[0] * tiling.tw * C, rows[1] * tiling.tw * C
+        _input_transform(tiling, x, mask, rows, top, left, inputs.reshape(36, -1)[:, first:stop])
     for_chunks(halves, transform, np)
-    return shared
-
+    return inputs
 
 class _Tiling:
     """The 4x4 output tiles of an (N, OH, OW) output, cut into bands of tile rows for the

@@ -138,7 +138,7 @@ def batch_gram(features):
     """(B, C, C) Gram matrices of features (B, H, W, C)."""
     b, h, w, c = features.shape
     f = ops.reshape(features, (b, h * w, c))                   # (B, HW, C)
-    return ops.matmul(ops.transpose(f, (0, 2, 1)), f)           # (B, C, C)
+    return ops.gram(f)                                          # (B, C, C)
 
 
 def vgg_preprocess(rgb):

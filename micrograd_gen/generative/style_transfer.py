@@ -54,10 +54,11 @@ LBFGS_EVALUATIONS_PER_ROUND = 20
 
 def gram_matrix(x):
     """(C, C) Gram matrix of one feature map x (H, W, C): F^T F with F = x as (H*W, C) rows.
-    The book transposes to (C, H*W) first; the product is the same."""
+    The book transposes to (C, H*W) first and multiplies by the transpose; the product is the
+    same, and ops.gram's backward makes one product where matmul's would make two."""
     h, w, c = x.shape
     features = ops.reshape(x, (h * w, c))              # (HW, C)
-    return ops.matmul(ops.transpose(features), features)  # (C, C)
+    return ops.gram(features)                          # (C, C)
 
 
 def content_loss(base, combination):

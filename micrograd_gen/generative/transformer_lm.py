@@ -142,7 +142,7 @@ class TransformerLM(nn.Model):
         h = self.hidden(ids)
         if not self.dense.built:
             self.dense(h)
-        return ops.matmul(h, self.dense.kernel) + self.dense.bias
+        return ops.affine(h, self.dense.kernel, self.dense.bias)   # the Dense before its softmax
 
     def call(self, ids):
         return self.dense(self.hidden(ids))

@@ -42,10 +42,9 @@ class Dense(Layer):
                 x, self.kernel, self.bias, softmax=activation is activations.softmax)
             if y is not NotImplemented:
                 return y
-        y = ops.matmul(x, self.kernel)
-        if self.bias is not None:
-            y = y + self.bias
-        return activation(y)
+        # x @ kernel + bias as one op (ops.linalg.Affine): the bias lands on the product as it
+        # is made, not in a second array as large
+        return activation(ops.affine(x, self.kernel, self.bias))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

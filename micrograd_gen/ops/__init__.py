@@ -1,7 +1,7 @@
 """Differentiable ops. Each lives in one file with its forward and backward side by side:
 
 elementwise.py  arithmetic and pointwise nonlinearities      reduce.py     sum, mean, var, max, ...
-shape.py        reshape, transpose, slicing, concat, pad      linalg.py     matmul
+shape.py        reshape, transpose, slicing, concat, pad      linalg.py     matmul, affine, gram
 softmax.py      softmax, log_softmax                          losses.py     cross-entropies, MSE
 dropout.py      dropout                                       embedding.py  embedding lookup
 norm.py         batch_norm, layer_norm                        lstm.py       lstm, lstm_step (lstm_cell)
@@ -18,7 +18,7 @@ from .elementwise import (abs, add, cast, clip, divide, exp, leaky_relu, log, ma
                           multiply, negative, power, relu, sigmoid, softplus, sqrt, subtract, tanh,
                           where)
 from .embedding import embedding
-from .linalg import matmul
+from .linalg import affine, gram, matmul
 from .lstm import lstm, lstm_step
 from .losses import (binary_crossentropy, categorical_crossentropy, mean_squared_error,
                      sparse_categorical_crossentropy)

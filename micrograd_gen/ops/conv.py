@@ -118,11 +118,13 @@ def conv2d_backward(g, x, kernel, geom, need_dx=True, need_dk=True):
 # ---- the choice between the reference and the fast path ---------------------------------------
 
 # `frozen`: the kernel gets no gradient (DeepDream's and style transfer's networks, inference),
-# so a fast path may keep what it derives from it while the kernel stays equal.
+# so a fast path may keep what it derives from it while the kernel stays equal. `kept`: a dict
+# the op holds from forward to backward, in which a fast forward may leave what its backward
+# would otherwise make again (None: keep nothing).
 
-def _forward(x, kernel, geom, bias=None, relu=False, frozen=False):
+def _forward(x, kernel, geom, bias=None, relu=False, frozen=False, kept=None):
     fast = fastpath.lookup("conv2d_forward")
-    y = NotImplemented if fast is None else fast(x, kernel, geom, bias, relu, frozen)
+    y = NotImplemented if fast is None else fast(x, kernel, geom, bias, relu, frozen, kept)
     if y is NotImplemented:
         y = conv2d_forward(x, kernel, geom)
         if bias is not None:
@@ -132,11 +134,12 @@ def _forward(x, kernel, geom, bias=None, relu=False, frozen=False):
     return y
 
 
-def _backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None, frozen=False):
+def _backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positive=None, frozen=False,
+              kept=None):
     """(dX, dK, dBias); `positive` is a fused ReLU's mask (y > 0), applied to g first."""
     fast = fastpath.lookup("conv2d_backward")
     grads = (NotImplemented if fast is None
-             else fast(g, x, kernel, geom, need_dx, need_dk, need_db, positive, frozen))
+             else fast(g, x, kernel, geom, need_dx, need_dk, need_db, positive, frozen, kept))
     if grads is not NotImplemented:
         return grads
     if positive is not None:
@@ -173,7 +176,9 @@ class Conv2D(Function):
         _check_inputs(op, x, kernel, bias, 2, "(kh, kw, in, out)")
         geom = ConvGeometry.of(x.shape, kernel.shape, pair(strides, "strides", op),
                                padding_name(padding, op), pair(dilation_rate, "dilation_rate", op))
-        y = _forward(x, kernel, geom, bias, relu, frozen=not self.needs_input_grad[1])
+        self.kept = {} if self.needs_input_grad[1] else None
+        y = _forward(x, kernel, geom, bias, relu, frozen=not self.needs_input_grad[1],
+                     kept=self.kept)
         self.geom = geom
         # The ReLU's backward is g * (y > 0); the mask is 1 byte a number, y would be 4.
         self.positive = y > 0 if relu and any(self.needs_input_grad) else None
@@ -184,7 +189,8 @@ class Conv2D(Function):
 
     def backward(self, g):
         return _backward(g, self.x, self.kernel, self.geom, *self.needs_input_grad,
-                         positive=self.positive, frozen=not self.needs_input_grad[1])
+                         positive=self.positive, frozen=not self.needs_input_grad[1],
+                         kept=self.kept)
 
 
 class Conv2DTranspose(Function):

@@ -62,6 +62,17 @@ class GetItem(Function):
             xp.add.at(grad, self.index, g)
         return grad
 
+    def backward_into(self, g, total):
+        """total[index] += g, where total is the input's gradient summed so far (tensor.py
+        asks when there is one): backward's zeros outside the slice added nothing to it."""
+        if not _is_basic(self.index) or g.dtype != total.dtype:
+            return False
+        fast = fastpath.lookup("add_into")   # large slices: over every core
+        part = total[self.index]
+        if fast is None or fast(part, g) is NotImplemented:
+            part += g
+        return True
+
 
 def _is_basic(index):
     parts = index if isinstance(index, tuple) else (index,)

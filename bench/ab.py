@@ -1,0 +1,70 @@
+"""Old code against new in one process: one workload of bench/run.py, its steps alternating
+between two settings, each a Python statement run before its step.
+
+  python bench/ab.py WORKLOAD --old STATEMENT --new STATEMENT [--setup STATEMENTS] [--runs N]
+                    [--quick]
+
+For example, a fast path's shortcut switched off and on again:
+
+  python bench/ab.py deepdream_step_400x600 --runs 9 \\
+      --setup "import micrograd_gen.accel.branches as B; new = B._pool_then_pointwise" \\
+      --old "B._pool_then_pointwise = lambda chain: False" --new "B._pool_then_pointwise = new"
+
+Why. This machine's speed drifts by 10-30% over minutes, so two runs of bench/run.py a few minutes
+apart differ by more than most single changes buy; steps alternated in one process see the same
+machine. Prints the median wall and CPU time of each setting's steps and every step's wall time.
+bench/README.md's "session 7" figures were taken this way.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workload", help="a name from `python bench/run.py --list`")
+    parser.add_argument("--old", required=True, help="statement run before each old step")
+    parser.add_argument("--new", required=True, help="statement run before each new step")
+    parser.add_argument("--setup", default="", help="statements run once, after the workload "
+                        "is built (names it defines are seen by --old and --new)")
+    parser.add_argument("--runs", type=int, default=7, help="steps per setting (default 7)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    parser.add_argument("--quick", action="store_true", help="run.py's small sizes (for tests)")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        parser.error(f"--runs must be at least 1 and --warmup at least 0, got {args.runs} and "
+                     f"{args.warmup}")
+    import run
+    from micrograd_gen.accel.memory import keep_freed_memory
+    keep_freed_memory()                     # as run.py's children do
+    workloads = run._workloads()
+    if args.workload not in workloads:
+        parser.error(f"unknown workload {args.workload!r}; known: {', '.join(sorted(workloads))}")
+    step, _ = workloads[args.workload].make(args.quick, "cpu")
+    scope = {}
+    exec(args.setup, scope)
+    for _ in range(args.warmup):
+        step()
+    times = {"old": ([], []), "new": ([], [])}
+    for _ in range(args.runs):
+        for name, statement in (("old", args.old), ("new", args.new)):
+            exec(statement, scope)
+            wall, cpu = time.perf_counter(), time.process_time()
+            step()
+            times[name][0].append(time.perf_counter() - wall)
+            times[name][1].append(time.process_time() - cpu)
+    exec(args.new, scope)                   # leave the process as the code is
+    for name, (wall, cpu) in times.items():
+        print(f"{name}: median {statistics.median(wall) * 1e3:.1f} ms, CPU "
+              f"{statistics.median(cpu) * 1e3:.1f} ms; each: "
+              f"{', '.join(f'{t * 1e3:.0f}' for t in wall)} ms")
+
+
+if __name__ == "__main__":
+    main()
