@@ -273,30 +273,21 @@ class Tensor:
         # op -> the summed gradient of each output, as [array, whether this pass alone holds it]
         pending = {self._ctx: [None] * self._ctx.n_outputs}
         pending[self._ctx][self._index] = [grad, False]
+        # op -> slices of its output held back until its other readers have made their sum, so
+        # that each adds into that sum rather than starting one of zeros (ctx.backward_into)
+        held = {}
         for ctx in reversed(order):
+            for slice_op, slice_grads in held.pop(ctx, ()):       # ctx's readers are all done
+                _chain_rule(slice_op, slice_grads, pending, leaves, retain_graph, xp)
             out_slots = pending.pop(ctx, None)
             if out_slots is None:  # every path from self to this op had a None gradient
                 continue
             out_grads = [None if slot is None else slot[0] for slot in out_slots]
             leaves.share(*out_grads)
-            if _added_into_sum(ctx, out_grads, pending):
-                in_grads = ()
-            else:
-                in_grads = _input_gradients(ctx, out_grads, xp)
-            for parent, g in in_grads:
-                if parent._ctx is None:
-                    leaves.add(parent, g)
-                    continue
-                leaves.share(g)
-                slots = pending.get(parent._ctx)
-                if slots is None:
-                    slots = pending[parent._ctx] = [None] * parent._ctx.n_outputs
-                i, fresh = parent._index, _fresh(g, in_grads, out_grads)
-                slots[i] = [g, fresh] if slots[i] is None else _summed(slots[i], g, fresh)
-            if not retain_graph:
-                ctx.__dict__.clear()  # drop saved arrays and the links to inputs
-                ctx.freed = True
-                ctx.parents = ()
+            if _waits_for_a_sum(ctx, pending):
+                held.setdefault(ctx.parents[0]._ctx, []).append((ctx, out_grads))
+                continue
+            _chain_rule(ctx, out_grads, pending, leaves, retain_graph, xp)
         leaves.hand_to_leaves()
 
     # ---- operators ----------------------------------------------------------------------------
@@ -373,6 +364,43 @@ def _input_gradients(ctx, out_grads, xp):
     return pairs
 
 
+def _chain_rule(ctx, out_grads, pending, leaves, retain_graph, xp):
+    """One op's step of backward: its inputs' gradients from its outputs', added to what
+    each input has received so far (in `pending`, or the leaves' sums)."""
+    if _added_into_sum(ctx, out_grads, pending):
+        in_grads = ()
+    else:
+        in_grads = _input_gradients(ctx, out_grads, xp)
+    for parent, g in in_grads:
+        if parent._ctx is None:
+            leaves.add(parent, g)
+            continue
+        leaves.share(g)
+        slots = pending.get(parent._ctx)
+        if slots is None:
+            slots = pending[parent._ctx] = [None] * parent._ctx.n_outputs
+        i, fresh = parent._index, _fresh(g, in_grads, out_grads)
+        slots[i] = [g, fresh] if slots[i] is None else _summed(slots[i], g, fresh)
+    if not retain_graph:
+        ctx.__dict__.clear()  # drop saved arrays and the links to inputs
+        ctx.freed = True
+        ctx.parents = ()
+
+
+def _waits_for_a_sum(ctx, pending):
+    """True for an op that could add its gradient into its input's sum (ctx.backward_into) but
+    finds no sum of this pass's own there yet: other readers of the input may still make one.
+    (Held until they have, it copies a sum that is not its own rather than start from zeros.)"""
+    if getattr(ctx, "backward_into", None) is None or len(ctx.parents) != 1:
+        return False
+    parent = ctx.parents[0]
+    if parent is None or not parent.requires_grad or parent._ctx is None:
+        return False
+    slots = pending.get(parent._ctx)
+    slot = None if slots is None else slots[parent._index]
+    return slot is None or not slot[1]
+
+
 def _added_into_sum(ctx, out_grads, pending):
     """True when ctx, an op of one input, added its input's gradient straight into the sum that
     the input's other readers started, an array this pass alone holds (ctx.backward_into). A
@@ -389,7 +417,11 @@ def _added_into_sum(ctx, out_grads, pending):
         return False
     slots = pending.get(parent._ctx)
     slot = None if slots is None else slots[parent._index]
-    return slot is not None and slot[1] and into(out_grads[0], slot[0])
+    if slot is None:
+        return False
+    if not slot[1]:      # a sum others hold too (a view, a cotangent passed on): a copy of our own
+        slot[0], slot[1] = slot[0].copy(), True
+    return into(out_grads[0], slot[0])
 
 
 def _fresh(g, in_grads, out_grads):

@@ -117,9 +117,9 @@ def test_an_input_used_twice_gets_both_gradients():
 
 
 def test_slices_add_into_the_gradient_sum_their_input_already_has(monkeypatch):
-    # style transfer slices each layer's features per image: after the first reader, a basic
-    # slice adds into the sum so far (GetItem.backward_into) instead of making zeros of the
-    # input's size; fancy indexing, which may repeat cells, still goes through backward
+    # style transfer slices each layer's features per image: a basic slice waits for the input's
+    # other readers and adds into their sum (GetItem.backward_into) instead of making zeros of
+    # the input's size; fancy indexing, which may repeat cells, still goes through backward
     from micrograd_gen.ops.shape import GetItem, _is_basic
     through_backward = []
     backward = GetItem.backward
@@ -142,8 +142,18 @@ def test_slices_add_into_the_gradient_sum_their_input_already_has(monkeypatch):
     want[2] += 2
     want += 2 * 2 * (2 * data)                        # d/dx of (2x)^2 everywhere
     np.testing.assert_allclose(x.grad, want, rtol=1e-12)
-    # the fancy index, and at most one basic slice: the first reader, when it is one
-    assert through_backward.count(False) == 1 and through_backward.count(True) <= 1
+    # the fancy index only: the slices waited for the product's gradient and added into it
+    assert through_backward == [False]
+
+    # with slices its only readers, the first makes the sum of zeros and the others add into it
+    through_backward.clear()
+    x = Tensor(data, requires_grad=True, dtype=np.float64)
+    h = x * 2.0
+    ((h[0] * 5.0).sum() + h[1, :, 2:].sum() + h[2].sum()).backward()
+    want = np.zeros_like(data)
+    want[0], want[1, :, 2:], want[2] = 10.0, 2.0, 2.0
+    np.testing.assert_array_equal(x.grad, want)
+    assert through_backward == [True]
 
 
 def test_gradients_summed_in_place_never_touch_arrays_others_hold():
