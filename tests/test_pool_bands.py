@@ -24,6 +24,22 @@ def both_paths(fn, x, g_seed):
     return results
 
 
+
+def in_bands(fn, h, w, ties, seed, dtype, band_bytes):
+    """both_paths on a drawn (2, h, w, 3) input (small integers, many tied, when `ties`), every
+    input cut into bands over the threads: two per thread at 512 KB a band, at 1 byte as many as
+    the windows' overlap allows."""
+    rng = np.random.default_rng(seed)
+    shape = (2, h, w, 3)
+    x = (np.maximum(rng.integers(-2, 3, shape), 0) if ties
+         else rng.standard_normal(shape)).astype(dtype)
+    saved = fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES
+    fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = band_bytes, 0
+    try:
+        return both_paths(fn, x, seed)
+    finally:
+        fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = saved
+
 @settings(max_examples=40, deadline=None)
 @given(h=st.integers(1, 24), w=st.integers(1, 9), pool=st.integers(1, 4), stride=st.integers(1, 3),
        padding=st.sampled_from(["same", "valid"]), kind=st.sampled_from(["max", "avg"]),
@@ -32,20 +48,10 @@ def test_every_band_size_gives_the_reference(h, w, pool, stride, padding, kind, 
                                              ties, seed):
     if padding == "valid" and pool > min(h, w):
         return
-    rng = np.random.default_rng(seed)
-    shape = (2, h, w, 3)
-    x = (np.maximum(rng.integers(-2, 3, shape), 0) if ties
-         else rng.standard_normal(shape)).astype(np.float64)
     fn = ops.max_pool2d if kind == "max" else ops.avg_pool2d
-    # every input in bands over the threads: two per thread at 512 KB a band, at 1 byte as many
-    # as the windows' overlap allows
-    saved = fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES
-    fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = band_bytes, 0
-    try:
-        (y, dx), (want_y, want_dx) = both_paths(
-            lambda t: fn(t, pool, strides=stride, padding=padding), x, seed)
-    finally:
-        fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = saved
+    (y, dx), (want_y, want_dx) = in_bands(
+        lambda t: fn(t, pool, strides=stride, padding=padding), h, w, ties, seed, np.float64,
+        band_bytes)
     if kind == "max":          # max pooling picks the same cells: exact
         np.testing.assert_array_equal(y, want_y)
         if stride >= pool:     # one window per cell (overlapping windows may add in another order)
@@ -65,17 +71,9 @@ def test_windows_that_tile_the_input_give_the_reference(h, w, pool, padding, ban
     first maximal cell."""
     if padding == "valid" and pool > min(h, w):
         return
-    rng = np.random.default_rng(seed)
-    shape = (2, h, w, 3)
-    x = (np.maximum(rng.integers(-2, 3, shape), 0) if ties
-         else rng.standard_normal(shape)).astype(np.float32)
-    saved = fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES
-    fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = band_bytes, 0
-    try:
-        (y, dx), (want_y, want_dx) = both_paths(
-            lambda t: ops.max_pool2d(t, pool, strides=pool, padding=padding), x, seed)
-    finally:
-        fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = saved
+    (y, dx), (want_y, want_dx) = in_bands(
+        lambda t: ops.max_pool2d(t, pool, strides=pool, padding=padding), h, w, ties, seed,
+        np.float32, band_bytes)
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(dx, want_dx)
 
