@@ -76,9 +76,7 @@ def layer(name, shape, reps):
     }
     record = {"layer": name, "shape_nhwc": list(shape[:4]), "filters": F,
               "tiles": N * -(-H // 4) * -(-W // 4),
-              "routed": {"forward_dx": bool(fast_conv._winograd_fits(geom, F, x, kernel)),
-                         "dk": bool(fast_conv._winograd_fits(
-                             geom, F, g, x, min_tiles=fast_conv._WINOGRAD_MIN_TILES_DK))}}
+              "routed": bool(fast_conv._winograd_fits(geom, F, x, kernel))}
     for what, (direct, fast) in pairs.items():
         (dw, dc), (ww, wc) = _timed(direct, reps), _timed(fast, reps)
         record[what] = {"shifted_ms": round(dw, 2), "winograd_ms": round(ww, 2),

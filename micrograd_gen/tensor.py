@@ -387,18 +387,26 @@ def _chain_rule(ctx, out_grads, pending, leaves, retain_graph, xp):
         ctx.parents = ()
 
 
-def _waits_for_a_sum(ctx, pending):
-    """True for an op that could add its gradient into its input's sum (ctx.backward_into) but
-    finds no sum of this pass's own there yet: other readers of the input may still make one.
-    (Held until they have, it copies a sum that is not its own rather than start from zeros.)"""
+def _input_sum(ctx, pending):
+    """For an op of one input that can add its gradient into that input's sum
+    (ctx.backward_into): the input's slot in `pending`, [sum so far, whether this pass alone
+    holds it], or None while no other reader has given one. False for any other op (a freed
+    one has no inputs left)."""
     if getattr(ctx, "backward_into", None) is None or len(ctx.parents) != 1:
         return False
     parent = ctx.parents[0]
     if parent is None or not parent.requires_grad or parent._ctx is None:
         return False
     slots = pending.get(parent._ctx)
-    slot = None if slots is None else slots[parent._index]
-    return slot is None or not slot[1]
+    return None if slots is None else slots[parent._index]
+
+
+def _waits_for_a_sum(ctx, pending):
+    """True for an op that could add its gradient into its input's sum but finds no sum of this
+    pass's own there yet: other readers of the input may still make one. (Held until they
+    have, it copies a sum that is not its own rather than start from zeros.)"""
+    slot = _input_sum(ctx, pending)
+    return slot is not False and (slot is None or not slot[1])
 
 
 def _added_into_sum(ctx, out_grads, pending):
@@ -407,21 +415,12 @@ def _added_into_sum(ctx, out_grads, pending):
     slice's gradient is zeros but for the slice: style transfer slices every style layer's
     features (60-180 MB at 400x600) per image, and adding just the slice skips making and adding
     an array as large as the features."""
-    into = getattr(ctx, "backward_into", None)
-    if into is None or len(ctx.parents) != 1 or out_grads[0] is None:
-        return False
-    if ctx.freed:
-        raise RuntimeError(_FREED)
-    parent = ctx.parents[0]
-    if parent is None or not parent.requires_grad or parent._ctx is None:
-        return False
-    slots = pending.get(parent._ctx)
-    slot = None if slots is None else slots[parent._index]
-    if slot is None:
+    slot = _input_sum(ctx, pending) if out_grads[0] is not None else False
+    if not slot:
         return False
     if not slot[1]:      # a sum others hold too (a view, a cotangent passed on): a copy of our own
         slot[0], slot[1] = slot[0].copy(), True
-    return into(out_grads[0], slot[0])
+    return ctx.backward_into(out_grads[0], slot[0])
 
 
 def _fresh(g, in_grads, out_grads):

@@ -174,7 +174,6 @@ def test_winograd_route_is_the_reference(case):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fast_conv, "_WINOGRAD_MIN_CHANNELS", 1)
         patch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 1)
-        patch.setattr(fast_conv, "_WINOGRAD_MIN_TILES_DK", 1)
         patch.setattr(fast_conv, "_WINOGRAD_MIN_WORK", 1)
         fast, reference = run_both(lambda x, k, b: ops.conv2d(x, k, b, **args), arrays,
                                    case["seed"], case["dtype"])

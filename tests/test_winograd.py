@@ -211,8 +211,7 @@ def test_a_trained_kernel_takes_the_forwards_transformed_input_for_its_gradient(
     (kept from forward to backward, then let go), the numbers of making them again; past
     _KEEP_INPUTS_BYTES they are made again. Bands cut along F (few bands) and not (many)."""
     from micrograd_gen.accel import conv as fast_conv
-    for name in ("_WINOGRAD_MIN_WORK", "_WINOGRAD_MIN_TILES", "_WINOGRAD_MIN_TILES_DK",
-                 "_WINOGRAD_MIN_CHANNELS"):
+    for name in ("_WINOGRAD_MIN_WORK", "_WINOGRAD_MIN_TILES", "_WINOGRAD_MIN_CHANNELS"):
         monkeypatch.setattr(fast_conv, name, 1)
     monkeypatch.setattr(winograd, "_BAND_TILES", band_tiles)
     given_inputs = []

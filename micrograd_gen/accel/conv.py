@@ -377,28 +377,31 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Winograd (accel/winograd.py) takes 3x3 stride-1 convolutions with at least this many channels
 # on both sides and this many 4x4 output tiles: below that its 36 products are too small to run
 # near BLAS's full speed and the shifted route wins (bench/README.md, "Winograd"). The kernel
-# gradient has a fixed cost the size of 4 kernels (its transform space), paid once with one band
-# of tiles (block5 for one picture, 70 tiles: 20.4 -> 18.3 ms against the shifted route, with
-# the forward's tiles) and per thread with more.
+# gradient takes the same ones: its fixed cost, the size of 4 kernels (its transform space), is
+# paid once with one band of tiles (block5 for one picture, 70 tiles: 20.4 -> 18.3 ms against
+# the shifted route, with the forward's tiles) and per thread with more.
 _WINOGRAD_MIN_CHANNELS = 32
 _WINOGRAD_MIN_TILES = 64
-_WINOGRAD_MIN_TILES_DK = 64
 # ... and tiles * C * F at least this: few tiles pay only with wide products (VGG19's block5
 # for one picture, 70 tiles of 512 -> 512, does; InceptionV3's mixed blocks at 400x600, 216
 # tiles of 64 -> 96, do not).
 _WINOGRAD_MIN_WORK = 1 << 22
 
 
-def _winograd_fits(geom, F, *arrays, min_tiles=None):
+def _tiles(geom):
+    """Winograd's 4x4 output tiles of a conv2d geometry."""
+    return geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
+
+
+def _winograd_fits(geom, F, *arrays):
     """True where Winograd computes this conv2d (F filters) on these arrays: a 3x3 stride-1
     undilated kernel, NumPy floats of one dtype, enough channels in and out, enough tiles."""
-    tiles = geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
     return ((geom.kh, geom.kw, geom.sh, geom.sw, geom.dh, geom.dw) == (3, 3, 1, 1, 1, 1)
             and all(type(a) is np.ndarray for a in arrays)
             and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in _FLOATS
             and min(geom.C, F) >= _WINOGRAD_MIN_CHANNELS
-            and tiles >= (_WINOGRAD_MIN_TILES if min_tiles is None else min_tiles)
-            and tiles * geom.C * F >= _WINOGRAD_MIN_WORK)
+            and _tiles(geom) >= _WINOGRAD_MIN_TILES
+            and _tiles(geom) * geom.C * F >= _WINOGRAD_MIN_WORK)
 
 
 # x's transformed tiles are 36/16 of x's size (and more where tiles overhang): kept from forward
@@ -407,8 +410,7 @@ _KEEP_INPUTS_BYTES = 256 << 20
 
 
 def _keeps_inputs(geom, x):
-    tiles = geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
-    return 36 * tiles * geom.C * x.itemsize <= _KEEP_INPUTS_BYTES
+    return 36 * _tiles(geom) * geom.C * x.itemsize <= _KEEP_INPUTS_BYTES
 
 
 def _pads(geom):
@@ -435,8 +437,7 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False, kept=No
             xp.maximum(y, 0, out=y)
         return y
     if _winograd_fits(geom, kernel.shape[3], x, kernel):
-        keep_inputs = (kept is not None and _keeps_inputs(geom, x)
-                       and _winograd_fits(geom, kernel.shape[3], x, min_tiles=_WINOGRAD_MIN_TILES_DK))
+        keep_inputs = kept is not None and _keeps_inputs(geom, x)   # dK takes Winograd too
         y = winograd.conv3x3(x, kernel, _pads(geom), bias, relu, keep=frozen,
                              keep_inputs=keep_inputs)
         if keep_inputs:
@@ -467,7 +468,7 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
         dx = winograd.conv3x3_input_gradient(g, kernel, pads, (geom.N, geom.H, geom.W),
                                              mask=positive, keep=frozen)
         need_dx = dx is None
-    if need_dk and _winograd_fits(geom, g.shape[3], g, x, min_tiles=_WINOGRAD_MIN_TILES_DK):
+    if need_dk and _winograd_fits(geom, g.shape[3], g, x):
         inputs = None if kept is None else kept.pop("winograd_inputs", None)
         dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db, inputs)
         need_dk = need_db = False

@@ -123,7 +123,8 @@ def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False, keep_
 
     x (N, H, W, C), kernel (3, 3, C, F) -> y (N, H + top + bottom - 2, W + left + right - 2, F),
     plus bias (F,) and max(., 0) when asked; with `mask` (shaped like x) the input is x * mask
-    (a fused ReLU's backward). y is a view of a buffer grown to whole 4x4 tiles. keep=True: the
+    (a fused ReLU's backward). y is a buffer grown to whole 4x4 tiles, or a view of it where the
+    tiles overhang. keep=True: the
     kernel is frozen (see _kernel_transform). keep_inputs=True returns (y, V), the transformed
     input tiles, which conv3x3_kernel_gradient can take instead of making them again."""
     top, bottom, left, right = pads
@@ -275,6 +276,7 @@ def _input_transforms(tiling, chunks, x, mask, top, left):
         _input_transform(tiling, x, mask, rows, top, left, inputs.reshape(36, -1)[:, first:stop])
     for_chunks(halves, transform, np)
     return inputs
+
 
 class _Tiling:
     """The 4x4 output tiles of an (N, OH, OW) output, cut into bands of tile rows for the
