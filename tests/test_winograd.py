@@ -94,6 +94,17 @@ def test_input_gradient_matches_the_reference(case):
     assert relative_error(got, want) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("tiles", [1, 10 ** 6])
+def test_dxs_kernel_transform_is_the_turned_kernels(tiles):
+    """dX's U, made from the kernel's taps in reverse and read transposed (few tiles) or copied
+    (many), is the transform of the kernel turned 180 degrees with in/out channels swapped."""
+    kernel = np.random.default_rng(6).standard_normal((3, 3, 5, 7)).astype(np.float32)
+    turned = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+    U = winograd._kernel_transform(kernel, True, frozen=False, tiles=tiles)
+    assert U.shape == (36, 7, 5) and U.flags.c_contiguous == (tiles > 1)
+    np.testing.assert_allclose(U, winograd.transform_kernel(turned), rtol=1e-6, atol=1e-6)
+
+
 @settings(max_examples=40, deadline=None)
 @given(cases)
 def test_kernel_gradient_matches_the_reference(case):
@@ -157,7 +168,8 @@ def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch):
     monkeypatch.setattr(winograd, "_kept", type(winograd._kept)())
     made = []
     real = winograd.transform_kernel
-    monkeypatch.setattr(winograd, "transform_kernel", lambda k: made.append(k.shape) or real(k))
+    monkeypatch.setattr(winograd, "transform_kernel",
+                        lambda k, flipped=False: made.append((k.shape, flipped)) or real(k, flipped))
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 12, 16, 32)).astype(np.float32)     # 12 tiles
     kernel = (rng.standard_normal((3, 3, 32, 40)) * 0.1).astype(np.float32)
@@ -177,7 +189,7 @@ def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
     check()
-    assert made == [(3, 3, 32, 40), (3, 3, 40, 32)]           # forward's U and dX's
+    assert made == [((3, 3, 32, 40), False), ((3, 3, 32, 40), True)]   # forward's U and dX's
     check()
     assert len(made) == 2                                     # both kept
     kernel[1, 1, 0, 0] += 1                                   # changed in place
@@ -193,13 +205,13 @@ def test_kept_transforms_stay_within_their_budget(monkeypatch):
     monkeypatch.setattr(winograd, "_KEPT_BYTES", 3 * 10 * (9 + 36) * 4 * 8)   # three of them
     rng = np.random.default_rng(5)
     shared = rng.standard_normal((3, 3, 10, 8)).astype(np.float32)
-    winograd._kernel_transform(shared, False, keep=True)
-    winograd._kernel_transform(shared, True, keep=True)         # one copy, two transforms
+    winograd._kernel_transform(shared, False, frozen=True, tiles=1)
+    winograd._kernel_transform(shared, True, frozen=True, tiles=1)   # one copy, two transforms
     assert len(winograd._kept) == 1 and len(next(iter(winograd._kept.values()))[1]) == 2
     rng = np.random.default_rng(4)
     kernels = [rng.standard_normal((3, 3, 10, 8)).astype(np.float32) for _ in range(5)]
     for k in kernels:
-        winograd._kernel_transform(k, False, keep=True)
+        winograd._kernel_transform(k, False, frozen=True, tiles=1)
     assert len(winograd._kept) == 3
     assert [key[0] for key in winograd._kept] == [k.ctypes.data for k in kernels[2:]]
 
