@@ -254,7 +254,10 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False, inputs=None):
             dU += partial[slot][0]
             db += partial[slot][1]
     kernel_transform_t = np.ascontiguousarray(_KERNEL_TRANSFORM.T).astype(dtype)  # (9, 36)
-    dK = (kernel_transform_t @ dU.reshape(36, C * F)).reshape(3, 3, C, F)
+    dK = matmul(kernel_transform_t, dU.reshape(36, C * F))     # 38 MB read for 512 x 512
+    if dK is NotImplemented:
+        dK = kernel_transform_t @ dU.reshape(36, C * F)
+    dK = dK.reshape(3, 3, C, F)
     return dK, db if need_db else None
 
 
