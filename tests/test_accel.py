@@ -22,6 +22,7 @@ from micrograd_gen.accel import conv as fast_conv
 from micrograd_gen.accel import conv_thin
 from micrograd_gen.accel import linalg as fast_linalg
 from micrograd_gen.accel import losses as fast_losses
+from micrograd_gen.accel import workers
 from micrograd_gen.ops.conv import ConvGeometry
 
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -494,6 +495,62 @@ def test_gemm_rows_on_row_blocks(dtype):
     np.testing.assert_allclose(square, flat_a[0:6].T @ flat_a[6:12], rtol=tol, atol=tol)
     blas.gemm_rows((O, 0, 5), (B, 0, 5), (B, 5, 10), transpose_b=True)   # (5, 5) @ (5, 5)
     np.testing.assert_allclose(out[:5], b[0:5] @ b[5:10].T, rtol=tol, atol=tol)
+
+
+def _recorded_batch(monkeypatch, threads=None):
+    """Calls into BLAS's gemm_batch, recorded (it still computes); `threads` fakes BLAS's
+    thread count."""
+    found, count_threads = blas._batch_gemm()
+    calls = []
+
+    def recorder(fn):
+        return lambda *args: calls.append(args[14]) or fn(*args)
+    monkeypatch.setattr(blas, "_BATCH", ({d: (recorder(fn), i) for d, (fn, i) in found.items()},
+                                         count_threads if threads is None else lambda: threads))
+    return found, calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("large", [True, False])
+def test_gemm_rows_batch_is_its_products_made_in_order(dtype, large, monkeypatch):
+    """A chain of products, each adding onto the rows the ones before wrote, either side
+    transposed: one call into BLAS on one BLAS thread, the numbers of making them one by one;
+    products of 100^3 multiplies or fewer (OpenBLAS's small-matrix path, which crashes inside
+    gemm_batch) are made one by one."""
+    workers.chunk_pool()                          # NumPy's BLAS on one thread from here on
+    found, calls = _recorded_batch(monkeypatch)
+    rng = np.random.default_rng(8)
+    M, K, N = (300, 160, 48) if large else (20, 8, 6)
+    a = rng.standard_normal((M + 40, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    out, square = np.zeros((M + 20, N), dtype), np.zeros((K, N), dtype)
+    A, B, BT, O, S = (blas._Rows(v, v.shape[1]) for v in (a, b, b.T.copy(), out, square))
+    blas.gemm_rows_batch([((O, 0, M), (A, 0, M), (B, 0, K), False, False, False),
+                          ((O, 0, M), (A, 40, M + 40), (B, 0, K), True, False, False),
+                          ((O, 20, M + 20), (A, 10, M + 10), (BT, 0, N), True, False, True),
+                          ((S, 0, K), (A, 0, M), (O, 0, M), False, True, False)])
+    want = np.zeros_like(out)
+    want[:M] = a[:M] @ b + a[40:M + 40] @ b
+    want[20:M + 20] += a[10:M + 10] @ b
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol * np.abs(want).max())
+    np.testing.assert_allclose(square, a[:M].T @ want[:M], rtol=tol,
+                               atol=tol * np.abs(a[:M].T @ want[:M]).max())
+    assert calls == ([4] if large and np.dtype(dtype) in found else [])
+
+
+def test_gemm_rows_batch_makes_its_products_one_by_one_on_threaded_blas(monkeypatch):
+    """On more than one BLAS thread, gemm_batch would run the products side by side and the
+    ones adding onto the same rows would race: they are made one by one instead."""
+    _, calls = _recorded_batch(monkeypatch, threads=2)
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((200, 128)), rng.standard_normal((128, 64))
+    out = np.zeros((200, 64))
+    A, B, O = (blas._Rows(v, v.shape[1]) for v in (a, b, out))
+    blas.gemm_rows_batch([((O, 0, 200), (A, 0, 200), (B, 0, 128), i > 0, False, False)
+                          for i in range(3)])
+    np.testing.assert_allclose(out, 3 * (a @ b), rtol=1e-10)
+    assert calls == []
 
 
 def test_gemm_rows_refuses_blocks_that_do_not_fit():

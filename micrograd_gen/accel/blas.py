@@ -61,6 +61,40 @@ def numpy_blas():
     return _BLAS
 
 
+_BATCH = None
+# OpenBLAS's gemm_batch sends products of m*n*k up to 100^3 to its small-matrix kernels, and in
+# its DYNAMIC_ARCH builds (NumPy's) takes their address wrongly there: a segfault. Such products
+# are made one by one.
+_SMALL_PRODUCT = 100 ** 3
+
+
+def _batch_gemm():
+    """({dtype: (cblas_?gemm_batch, its integer type)}, the library's get_num_threads) from the
+    same library (OpenBLAS >= 0.3.27 has them), or ({}, None)."""
+    global _BATCH
+    if _BATCH is None:
+        found, lib = {}, numpy_blas()[1]
+        threads = None
+        for name in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads"):
+            threads = getattr(lib, name, None) if lib is not None else None
+            if threads is not None:
+                threads.restype, threads.argtypes = ctypes.c_int, []
+                break
+        for dtype, letter in ((np.float32, "s"), (np.float64, "d")):
+            for name in (f"scipy_cblas_{letter}gemm_batch64_", f"scipy_cblas_{letter}gemm_batch"):
+                fn = getattr(lib, name, None) if lib is not None else None
+                if fn is not None:
+                    integer = ctypes.c_int64 if name.endswith("64_") else ctypes.c_int32
+                    fn.restype = None
+                    fn.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 13 + [integer,
+                                                                             ctypes.c_void_p]
+                    found[np.dtype(dtype)] = (fn, np.int64 if integer is ctypes.c_int64
+                                              else np.int32)
+                    break
+        _BATCH = (found if threads is not None else {}), threads
+    return _BATCH
+
+
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
@@ -145,10 +179,49 @@ class _Rows:
         self.gemm = numpy_blas()[0].get(array.dtype)
 
 
-def gemm_rows(out, a, b, accumulate=False, transpose_a=False, transpose_b=False):
-    """out = op(a) @ op(b), or out += op(a) @ op(b), on row blocks (rows, first, stop) of _Rows
-    matrices; op transposes the block when asked. Shapes are checked, as a wrong block would
-    otherwise read or write past its array."""
+def gemm_rows_batch(products):
+    """gemm_rows(*product) for each product (out, a, b, accumulate, transpose_a, transpose_b), in
+    order, in one call into BLAS (its gemm_batch).
+
+    Two threads that each run a chain of small products (an Inception block's branches) hand
+    the GIL back and forth: each return to Python between two products may wait for the other
+    thread's Python. One call per chain instead of one per product cuts those waits. BLAS runs
+    a batch's products one after the other, in order, only on one thread (with more it runs
+    them side by side, and a product that adds into an earlier one's output would race), so
+    where it has more threads, or no gemm_batch, the products are made one by one."""
+    found, threads = _batch_gemm()
+    shapes = [_checked_shape(*product[:3], *product[4:]) for product in products]
+    dtype = products[0][0][0].dtype
+    entry = found.get(dtype)
+    if (entry is None or len(products) < 2 or threads() != 1
+            or min(m * n * k for m, n, k in shapes) <= _SMALL_PRODUCT
+            or any(block[0].dtype != dtype for product in products for block in product[:3])):
+        for product in products:
+            gemm_rows(*product)
+        return
+    gemm_batch, integer = entry
+    count = len(products)
+    fields = list(zip(*[
+        (m, n, k, ma.pitch, mb.pitch, mo.pitch, 1, ma.address + a0 * ma.row_bytes,
+         mb.address + b0 * mb.row_bytes, mo.address + o0 * mo.row_bytes,
+         _TRANS if transpose_a else _NO_TRANS, _TRANS if transpose_b else _NO_TRANS,
+         1.0 if accumulate else 0.0)
+        for (m, n, k), ((mo, o0, _), (ma, a0, _), (mb, b0, _), accumulate, transpose_a,
+                        transpose_b) in zip(shapes, products)]))
+    # one array per argument type, each argument a row of it: (m, n, k, lda, ldb, ldc, group
+    # sizes of 1), (a, b, c addresses), (op(a), op(b)), (alpha, beta)
+    rows = [np.array(fields[:7], integer), np.array(fields[7:10], np.uint64),
+            np.array(fields[10:12], np.int32), np.array([(1.0,) * count, fields[12]], dtype)]
+    (m, n, k, lda, ldb, ldc, sizes), (a, b, c), (op_a, op_b), (alpha, beta) = (
+        [array.ctypes.data + i * count * array.itemsize for i in range(len(array))]
+        for array in rows)
+    gemm_batch(_ROW_MAJOR, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, count,
+               sizes)
+
+
+def _checked_shape(out, a, b, transpose_a, transpose_b):
+    """(m, n, k) of op(a) @ op(b) into out, on row blocks of _Rows matrices; raises where the
+    blocks do not fit, as a wrong block would otherwise read or write past its array."""
     (mo, o0, o1), (ma, a0, a1), (mb, b0, b1) = out, a, b
     a_shape = (ma.width, a1 - a0) if transpose_a else (a1 - a0, ma.width)
     b_shape = (mb.width, b1 - b0) if transpose_b else (b1 - b0, mb.width)
@@ -158,13 +231,21 @@ def gemm_rows(out, a, b, accumulate=False, transpose_a=False, transpose_b=False)
         raise ValueError(f"gemm_rows: blocks {a_shape} @ {b_shape} -> {(o1 - o0, mo.width)} "
                          f"do not fit (rows {a0}:{a1} of {ma.rows}, {b0}:{b1} of {mb.rows}, "
                          f"{o0}:{o1} of {mo.rows})")
+    return a_shape[0], b_shape[1], a_shape[1]
+
+
+def gemm_rows(out, a, b, accumulate=False, transpose_a=False, transpose_b=False):
+    """out = op(a) @ op(b), or out += op(a) @ op(b), on row blocks (rows, first, stop) of _Rows
+    matrices; op transposes the block when asked. Shapes are checked (_checked_shape)."""
+    (mo, o0, o1), (ma, a0, a1), (mb, b0, b1) = out, a, b
+    m, n, k = _checked_shape(out, a, b, transpose_a, transpose_b)
     gemm = mo.gemm
-    if gemm is None or not (ma.gemm is mb.gemm is gemm) or 0 in a_shape or 0 in b_shape:
+    if gemm is None or not (ma.gemm is mb.gemm is gemm) or 0 in (m, n, k):
         block_a, block_b = ma.array[a0:a1], mb.array[b0:b1]
         gemm_into(block_a.T if transpose_a else block_a, block_b.T if transpose_b else block_b,
                   mo.array[o0:o1], accumulate)
         return
     gemm(_ROW_MAJOR, _TRANS if transpose_a else _NO_TRANS, _TRANS if transpose_b else _NO_TRANS,
-         a_shape[0], b_shape[1], a_shape[1], 1.0, ma.address + a0 * ma.row_bytes, ma.pitch,
+         m, n, k, 1.0, ma.address + a0 * ma.row_bytes, ma.pitch,
          mb.address + b0 * mb.row_bytes, mb.pitch, 1.0 if accumulate else 0.0,
          mo.address + o0 * mo.row_bytes, mo.pitch)

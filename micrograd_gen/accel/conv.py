@@ -23,8 +23,9 @@ dY @ K[a, b]^T.
 Work is cut into chunks of output rows so that the output chunk stays in cache while every tap
 adds into it (and the bias and a fused ReLU are applied to it there), and so that no buffer is
 much larger than the input itself; the chunks are shared out to worker threads
-(accel/workers.py). Backward skips dK / dX when nobody needs them (frozen kernels: DeepDream,
-style transfer). A 1x1 convolution at stride 1 reads x and dY in place: one product per chunk.
+(accel/workers.py). A chunk's products go to BLAS in one call (gemm_batch), not one call each:
+between two calls a thread needs Python's lock, which the other thread may hold. Backward skips
+dK / dX when nobody needs them (frozen kernels: DeepDream, style transfer). A 1x1 convolution at stride 1 reads x and dY in place: one product per chunk.
 
 When C or F is small (an RGB image in or out), a per-tap product is too thin for BLAS to run
 well; the thin routes (accel/conv_thin.py) stack the taps of the thin side into one product per
@@ -40,7 +41,7 @@ import numpy as np
 from .. import fastpath
 from ..backend import get_array_module
 from . import conv_thin, cuda, winograd
-from .blas import _Rows, column_sums, gemm_rows
+from .blas import _Rows, column_sums, gemm_rows_batch
 from .workers import chunk_pool, for_chunks
 
 # Fewer input (or output) channels than this take a thin route: taps stacked into one product.
@@ -262,12 +263,11 @@ def _shifted_forward(x, kernel, geom, bias=None, relu=False, phases=None):
 
     def work(chunk, slot):
         u0, u1 = chunk
-        for i, (t, m, k, off, q) in enumerate(geom.runs):
-            # (rows, m*C) @ (m*C, F): output row u, taps t .. t + m - 1 read phase row u + off;
-            # the output chunk stays in cache over the taps
-            start = k * stride + u0 + off
-            gemm_rows((Y, u0, u1), (X[i], start, start + u1 - u0), (K, t * C, (t + m) * C),
-                      accumulate=i > 0)
+        # (rows, m*C) @ (m*C, F): output row u, taps t .. t + m - 1 read phase row u + off;
+        # the output chunk stays in cache over the taps; one call into BLAS for all of them
+        gemm_rows_batch([((Y, u0, u1), (X[i], k * stride + u0 + off, k * stride + u1 + off),
+                          (K, t * C, (t + m) * C), i > 0, False, False)
+                         for i, (t, m, k, off, q) in enumerate(geom.runs)])
         if bias is not None:
             y[u0:u1] += bias                                  # while the chunk is in cache
         if relu:
@@ -297,14 +297,13 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
 
         def work_dx(chunk, slot):
             k, v0, v1 = chunk
-            for n, i in enumerate(geom.dx_runs[k]):
-                # phase row v was read by output row v - off through taps t .. t + m - 1:
-                # (rows, F) @ (F, m*C)
-                t, m, _, off, _ = geom.runs[i]
-                gemm_rows((DX[i], k * geom.rows + v0, k * geom.rows + v1),
-                          (G, margin + v0 - off, margin + v1 - off),
-                          (K, t * C, (t + m) * C), accumulate=n > 0 or geom.dx_zeros,
-                          transpose_b=True)
+            # phase row v was read by output row v - off through taps t .. t + m - 1:
+            # (rows, F) @ (F, m*C)
+            gemm_rows_batch([((DX[i], k * geom.rows + v0, k * geom.rows + v1),
+                              (G, margin + v0 - geom.runs[i][3], margin + v1 - geom.runs[i][3]),
+                              (K, geom.runs[i][0] * C, (geom.runs[i][0] + geom.runs[i][1]) * C),
+                              n > 0 or geom.dx_zeros, False, True)
+                             for n, i in enumerate(geom.dx_runs[k])])
             rows = dphases[k, v0:v1]                          # every residue of the chunk
             if dx_bias is not None:
                 rows.reshape(v1 - v0, geom.sw, C)[...] += dx_bias
@@ -329,11 +328,11 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
                 dk_sum = xp.empty(shape, g.dtype)
                 partial[slot] = (dk_sum, _Rows(dk_sum, F), xp.zeros(F, g.dtype))
             _, DK, db_sum = partial[slot]
-            for i, (t, m, k, off, q) in enumerate(geom.runs):
-                # (m*C, rows) @ (rows, F), summed over chunks; dY's junk rows hold zeros
-                start = k * stride + u0 + off
-                gemm_rows((DK, t * C, (t + m) * C), (X[i], start, start + u1 - u0),
-                          (G, margin + u0, margin + u1), accumulate=not first, transpose_a=True)
+            # (m*C, rows) @ (rows, F), summed over chunks; dY's junk rows hold zeros
+            gemm_rows_batch([((DK, t * C, (t + m) * C),
+                              (X[i], k * stride + u0 + off, k * stride + u1 + off),
+                              (G, margin + u0, margin + u1), not first, True, False)
+                             for i, (t, m, k, off, q) in enumerate(geom.runs)])
             if need_db:
                 column_sums(gw[margin + u0:margin + u1], db_sum, accumulate=True)
         for_chunks(geom.chunks(0, geom.used_rows, geom.C + g.shape[3], _DK_CHUNK_BYTES),
