@@ -12,7 +12,6 @@ import glob
 import os
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ..backend import get_array_module
 
@@ -159,24 +158,29 @@ class _Rows:
     and reading their addresses (ndarray.ctypes) each time would be most of that Python side:
     here the address is taken once per array and a block is just (this, first row, stop row).
     """
-    __slots__ = ("array", "width", "pitch", "rows", "dtype", "address", "row_bytes", "gemm")
+    __slots__ = ("base", "first", "width", "pitch", "rows", "dtype", "address", "row_bytes",
+                 "gemm")
 
     def __init__(self, array, width, pitch=None, first=0):
         if not array.flags.c_contiguous:   # a reshape would copy, and writes would be lost
             raise ValueError(f"_Rows needs a C-ordered array, got strides {array.strides}")
-        if pitch is None or (pitch == width and first == 0):
-            self.array = array.reshape(-1, width)
-            pitch = width
-        else:             # as_strided costs 3 us, twice all the rest: only where it is needed
-            flat = array.reshape(-1)
-            rows = (flat.size - first - width) // pitch + 1 if flat.size >= first + width else 0
-            self.array = as_strided(flat[first:], (rows, width),
-                                    (pitch * array.itemsize, array.itemsize))
-        self.rows, self.width, self.pitch, self.dtype = (self.array.shape[0], width, pitch,
-                                                         array.dtype)
+        pitch = width if pitch is None else pitch
+        self.base, self.first, self.width, self.pitch, self.dtype = (array, first, width, pitch,
+                                                                     array.dtype)
+        self.rows = (array.size - first - width) // pitch + 1 if array.size >= first + width else 0
         self.address = array.ctypes.data + first * array.itemsize
         self.row_bytes = pitch * array.itemsize
         self.gemm = numpy_blas()[0].get(array.dtype)
+
+    @property
+    def array(self):
+        """The matrix as an array view (for the products BLAS does not take): made only when
+        asked, as a view costs more than all the rest of a _Rows."""
+        if self.rows == 0:
+            return np.empty((0, self.width), self.dtype)
+        item = self.dtype.itemsize
+        return np.ndarray((self.rows, self.width), self.dtype, self.base, self.first * item,
+                          (self.pitch * item, item))
 
 
 def gemm_rows_batch(products):
