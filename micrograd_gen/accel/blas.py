@@ -199,7 +199,7 @@ def gemm_rows_batch(products):
     entry = found.get(dtype)
     if (entry is None or len(products) < 2 or threads() != 1
             or min(m * n * k for m, n, k in shapes) <= _SMALL_PRODUCT
-            or any(block[0].dtype != dtype for product in products for block in product[:3])):
+            or len({block[0].dtype for product in products for block in product[:3]}) > 1):
         for product in products:
             gemm_rows(*product)
         return
@@ -217,8 +217,8 @@ def gemm_rows_batch(products):
     rows = [np.array(fields[:7], integer), np.array(fields[7:10], np.uint64),
             np.array(fields[10:12], np.int32), np.array([(1.0,) * count, fields[12]], dtype)]
     (m, n, k, lda, ldb, ldc, sizes), (a, b, c), (op_a, op_b), (alpha, beta) = (
-        [array.ctypes.data + i * count * array.itemsize for i in range(len(array))]
-        for array in rows)
+        [start + i * count * array.itemsize for i in range(len(array))]
+        for start, array in zip([array.ctypes.data for array in rows], rows))
     gemm_batch(_ROW_MAJOR, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, count,
                sizes)
 

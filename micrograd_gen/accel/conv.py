@@ -183,8 +183,13 @@ class ShiftedGeometry:
         return _Rows(buf, m * self.C, pitch=self.sw * self.C, first=q * self.C)
 
     def run_columns(self, buf):
-        """columns() of `buf` for every run, in the order of self.runs."""
-        return [self.columns(buf, q, m) for _, m, _, _, q in self.runs]
+        """columns() of `buf` for every run, in the order of self.runs (at stride 1 every run
+        reads the same one: made once)."""
+        made = {}
+        for _, m, _, _, q in self.runs:
+            if (q, m) not in made:
+                made[q, m] = self.columns(buf, q, m)
+        return [made[q, m] for _, m, _, _, q in self.runs]
 
     def real_rows(self, k):
         """The range of phase-k rows that hold real pixels (the rows dX has to fill)."""
