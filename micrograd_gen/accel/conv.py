@@ -48,6 +48,10 @@ from .workers import chunk_pool, for_chunks
 _MIN_CHANNELS_PER_TAP = 16
 # Output rows per chunk: the output chunk should sit in cache while every tap adds into it.
 _CHUNK_BYTES = 1 << 20
+# ... but no fewer rows than this: each product packs its kernel slice again, (m*C, F) numbers,
+# which a wide output's few rows do not pay for (DCGAN's last transposed convolution, 1024
+# numbers a row: 231 rows a chunk at 1 MB; 1024 rows made its step 3174 -> 3024 ms).
+_MIN_CHUNK_ROWS = 1024
 # dK's products have a small (C, F) output and a long inner size: longer chunks, fewer calls.
 _DK_CHUNK_BYTES = 1 << 22
 # Copies larger than this are shared out to the worker threads.
@@ -236,13 +240,15 @@ class ShiftedGeometry:
 
     def chunks(self, start, stop, width, chunk_bytes):
         """Near-equal row ranges covering [start, stop), each of whole phase rows: about
-        chunk_bytes of `width`-wide numbers each, and a whole number of them per worker thread
-        (3 chunks on 2 threads take as long as 4), so that every thread gets work. No smaller
-        than that: each product re-packs its (C, F) kernel slice, which costs as much as a
-        product of a few rows."""
+        chunk_bytes of `width`-wide numbers each but at least _MIN_CHUNK_ROWS rows, and a whole
+        number of them per worker thread (3 chunks on 2 threads take as long as 4), so that
+        every thread gets work. No smaller than that: each product re-packs its (C, F) kernel
+        slice, which costs as much as a product of a few rows."""
         pieces = chunk_pool()[1]
         lines = -(-(stop - start) // self.Wq)
-        count = max(pieces, -(-lines // max(1, chunk_bytes // (4 * max(width, 1) * self.Wq))))
+        per_chunk = max(1, chunk_bytes // (4 * max(width, 1) * self.Wq),
+                        -(-_MIN_CHUNK_ROWS // self.Wq))          # lines a chunk
+        count = max(pieces, -(-lines // per_chunk))
         count = min(-(-count // pieces) * pieces, max(lines, 1))
         for i in range(count):
             u0 = start + (i * lines // count) * self.Wq
