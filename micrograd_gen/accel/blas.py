@@ -192,7 +192,8 @@ def gemm_rows_batch(products):
     thread's Python. One call per chain instead of one per product cuts those waits. BLAS runs
     a batch's products one after the other, in order, only on one thread (with more it runs
     them side by side, and a product that adds into an earlier one's output would race), so
-    where it has more threads, or no gemm_batch, the products are made one by one."""
+    where it has more threads, or no gemm_batch, or a product is small (_SMALL_PRODUCT), the
+    products are made one by one."""
     found, threads = _batch_gemm()
     shapes = [_checked_shape(*product[:3], *product[4:]) for product in products]
     dtype = products[0][0][0].dtype

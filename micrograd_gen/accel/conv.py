@@ -25,7 +25,8 @@ adds into it (and the bias and a fused ReLU are applied to it there), and so tha
 much larger than the input itself; the chunks are shared out to worker threads
 (accel/workers.py). A chunk's products go to BLAS in one call (gemm_batch), not one call each:
 between two calls a thread needs Python's lock, which the other thread may hold. Backward skips
-dK / dX when nobody needs them (frozen kernels: DeepDream, style transfer). A 1x1 convolution at stride 1 reads x and dY in place: one product per chunk.
+dK / dX when nobody needs them (frozen kernels: DeepDream, style transfer). A 1x1 convolution at
+stride 1 reads x and dY in place: one product per chunk.
 
 When C or F is small (an RGB image in or out), a per-tap product is too thin for BLAS to run
 well; the thin routes (accel/conv_thin.py) stack the taps of the thin side into one product per
@@ -310,11 +311,11 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
             k, v0, v1 = chunk
             # phase row v was read by output row v - off through taps t .. t + m - 1:
             # (rows, F) @ (F, m*C)
+            runs = [(i, *geom.runs[i]) for i in geom.dx_runs[k]]
             gemm_rows_batch([((DX[i], k * geom.rows + v0, k * geom.rows + v1),
-                              (G, margin + v0 - geom.runs[i][3], margin + v1 - geom.runs[i][3]),
-                              (K, geom.runs[i][0] * C, (geom.runs[i][0] + geom.runs[i][1]) * C),
+                              (G, margin + v0 - off, margin + v1 - off), (K, t * C, (t + m) * C),
                               n > 0 or geom.dx_zeros, False, True)
-                             for n, i in enumerate(geom.dx_runs[k])])
+                             for n, (i, t, m, _, off, _) in enumerate(runs)])
             rows = dphases[k, v0:v1]                          # every residue of the chunk
             if dx_bias is not None:
                 rows.reshape(v1 - v0, geom.sw, C)[...] += dx_bias
