@@ -553,6 +553,25 @@ def test_gemm_rows_batch_makes_its_products_one_by_one_on_threaded_blas(monkeypa
     assert calls == []
 
 
+@pytest.mark.parametrize("strides, transpose", [(1, False), (2, False), (2, True)])
+def test_shifted_convolutions_with_large_products_match_the_reference(strides, transpose,
+                                                                      monkeypatch):
+    """Products past 100^3 multiplies go to BLAS as one batch a chunk (conv2d and
+    conv2d_transpose, forward, dX and dK): the reference's numbers."""
+    workers.chunk_pool()
+    monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 10 ** 9)     # the shifted route
+    found, calls = _recorded_batch(monkeypatch)
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 40, 48, 64)) * 0.5
+    kernel = rng.standard_normal((3, 3, 64, 64)) * 0.1
+    bias = rng.standard_normal(64)
+    op = ops.conv2d_transpose if transpose else ops.conv2d
+    fast, reference = run_both(lambda *t: op(*t, strides=strides, padding="same", relu=True),
+                               (x, kernel, bias))
+    assert_same(fast, reference, np.float64, ("y", "dx", "dkernel", "dbias"))
+    assert len(calls) > 0 or np.dtype(np.float64) not in found
+
+
 def test_gemm_rows_refuses_blocks_that_do_not_fit():
     a, out = np.zeros((6, 4), np.float32), np.zeros((6, 4), np.float32)
     A, O = blas._Rows(a, 4), blas._Rows(out, 4)
