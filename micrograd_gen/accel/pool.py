@@ -123,7 +123,6 @@ def max_pool2d_backward(g, xpad, y, geom):
     return geom.crop(dxpad)
 
 
-
 def _tiled_max_pool2d_backward(g, xpad, y, geom):
     """max_pool2d_backward where the windows tile the input (stride = pool, VGG's 2x2 / 2).
 
@@ -154,6 +153,7 @@ def _tiled_max_pool2d_backward(g, xpad, y, geom):
         np.multiply(g[:, i0:i1, None, :, None, :], hit, out=dx_windows[:, i0:i1])
     for_chunks(_bands(geom, g.nbytes, np), work, np)
     return geom.crop(dxpad)
+
 
 def _band_taps(geom, xrows, rows):
     """geom.taps for a band of `rows` output rows, on the input rows it reads."""

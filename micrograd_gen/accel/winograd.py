@@ -37,7 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .blas import column_sums, gemm_into
-from .linalg import matmul
+from ..ops.linalg import matmul_arrays
 from .workers import for_chunks
 
 _BT = np.array([[4, 0, -5, 0, 1, 0],
@@ -79,8 +79,7 @@ def transform_kernel(kernel, flipped=False):
     transform = np.ascontiguousarray(_KERNEL_TRANSFORM[:, ::-1] if flipped else _KERNEL_TRANSFORM,
                                      kernel.dtype)
     kernel = np.ascontiguousarray(kernel).reshape(9, C * F)
-    U = matmul(transform, kernel)                  # 38 MB for 512 x 512: over the workers
-    return (transform @ kernel if U is NotImplemented else U).reshape(36, C, F)
+    return matmul_arrays(transform, kernel).reshape(36, C, F)   # 38 MB for 512 x 512: shared
 
 
 # With few tiles the kernel's transform costs about as much as the products: VGG19's block5 for
@@ -137,9 +136,9 @@ def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False, keep_
     x (N, H, W, C), kernel (3, 3, C, F) -> y (N, H + top + bottom - 2, W + left + right - 2, F),
     plus bias (F,) and max(., 0) when asked; with `mask` (shaped like x) the input is x * mask
     (a fused ReLU's backward). y is a buffer grown to whole 4x4 tiles, or a view of it where the
-    tiles overhang. keep=True: the
-    kernel is frozen (see _kernel_transform). keep_inputs=True returns (y, V), the transformed
-    input tiles, which conv3x3_kernel_gradient can take instead of making them again."""
+    tiles overhang. keep=True: the kernel is frozen (see _kernel_transform). keep_inputs=True
+    returns (y, V), the transformed input tiles, which conv3x3_kernel_gradient can take instead
+    of making them again."""
     top, bottom, left, right = pads
     tiles = x.shape[0] * -(-(x.shape[1] + top + bottom - 2) // 4) * -(
         -(x.shape[2] + left + right - 2) // 4)
@@ -254,9 +253,7 @@ def conv3x3_kernel_gradient(x, g, pads, mask=None, need_db=False, inputs=None):
             dU += partial[slot][0]
             db += partial[slot][1]
     kernel_transform_t = np.ascontiguousarray(_KERNEL_TRANSFORM.T).astype(dtype)  # (9, 36)
-    dK = matmul(kernel_transform_t, dU.reshape(36, C * F))     # 38 MB read for 512 x 512
-    if dK is NotImplemented:
-        dK = kernel_transform_t @ dU.reshape(36, C * F)
+    dK = matmul_arrays(kernel_transform_t, dU.reshape(36, C * F))   # 38 MB read for 512 x 512
     dK = dK.reshape(3, 3, C, F)
     return dK, db if need_db else None
 
