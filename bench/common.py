@@ -106,3 +106,36 @@ def tune_process():
     if fastpath.enabled():
         from micrograd_gen import accel
         accel.keep_freed_memory()
+
+
+class ConvLayoutAudit:
+    """Counts the PyTorch convolutions a twin runs with neither the input nor the weight in
+    channels_last. PyTorch picks its channels_last kernels only when one of them is in that
+    layout, so a twin that forgets in_torch_layout runs NCHW under the channels_last name; a
+    single such call makes that column a different benchmark, and run.py refuses it.
+
+    Wraps torch.nn.functional.conv2d and conv_transpose2d (what nn.Conv2d and nn.ConvTranspose2d
+    call) while in use; a couple of microseconds per call."""
+    names = ("conv2d", "conv_transpose2d")
+
+    def __init__(self, torch_module):
+        self.torch, self.nchw_calls, self.calls, self.originals = torch_module, 0, 0, {}
+
+    def __enter__(self):
+        functional = self.torch.nn.functional
+        cl = self.torch.channels_last
+        for name in self.names:
+            original = self.originals[name] = getattr(functional, name)
+
+            def counted(input, weight, *args, _original=original, **kwargs):
+                self.calls += 1
+                if not (input.is_contiguous(memory_format=cl)
+                        or weight.is_contiguous(memory_format=cl)):
+                    self.nchw_calls += 1
+                return _original(input, weight, *args, **kwargs)
+            setattr(functional, name, counted)
+        return self
+
+    def __exit__(self, *exc):
+        for name, original in self.originals.items():
+            setattr(self.torch.nn.functional, name, original)

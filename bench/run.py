@@ -169,10 +169,12 @@ def torch_deepdream_step(height, width):
     def make(quick, device):
         import torch
         import bench_dream_style as ds
+        from common import on_torch_device
         torch.manual_seed(0)
-        where = "cuda" if device == "gpu" else "cpu"
-        net = ds.torch_inception_to_mixed7().to(where)
-        image = (torch.rand(1, 3, height, width) * 2 - 1).to(where)
+        # on_torch_device puts both in this child's layout: channels_last needs the weights and the
+        # image in it, or PyTorch runs the NCHW kernels under that name
+        net, image = on_torch_device(ds.torch_inception_to_mixed7(),
+                                     torch.rand(1, 3, height, width) * 2 - 1)
         return lambda: ds.torch_dream_step(net, image), {}
     return make
 
@@ -414,6 +416,10 @@ def measure(workload, engine, device, quick, reps, in_process):
         backend.use("cupy" if device == "gpu" else "numpy")
         from common import tune_process
         tune_process()   # as the command line does (not with MICROGRAD_GEN_FAST=0)
+    from common import ConvLayoutAudit, torch_layout
+    audit = None
+    if engine == "torch" and workload.convolutional and torch_layout() == "channels_last":
+        audit = ConvLayoutAudit(torch).__enter__()
     if engine == "torch" and workload.measures:
         record = workload.torch(quick, reps)
     else:
@@ -436,6 +442,12 @@ def measure(workload, engine, device, quick, reps, in_process):
                 step()
                 record["peak_traced_mb"] = round(tracemalloc.get_traced_memory()[1] / 2 ** 20, 1)
                 tracemalloc.stop()
+    if audit is not None:
+        audit.__exit__(None, None, None)
+        if audit.nchw_calls:
+            raise RuntimeError(f"{workload.name}: {audit.nchw_calls} of PyTorch's {audit.calls} "
+                               "convolutions ran with the input and weight in NCHW under "
+                               "channels_last (the twin misses common.in_torch_layout)")
     if not in_process:
         record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if engine == "torch":

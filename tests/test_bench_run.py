@@ -148,3 +148,39 @@ def test_ab_names_an_unknown_workload():
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "ab.py"), "no_such", "--old", "0",
                              "--new", "0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown workload 'no_such'" in result.stderr
+
+
+def test_conv_layout_audit_counts_convolutions_that_ran_in_nchw():
+    """A twin that leaves both the input and the weight in NCHW runs PyTorch's NCHW kernels under
+    the channels_last name (the DeepDream step twin did, sessions 4-8): the audit counts them."""
+    from types import SimpleNamespace
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from common import ConvLayoutAudit
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    channels_last = object()
+
+    class FakeTensor:
+        def __init__(self, in_channels_last):
+            self.in_channels_last = in_channels_last
+
+        def is_contiguous(self, memory_format):
+            assert memory_format is channels_last
+            return self.in_channels_last
+
+    ran = []
+    functional = SimpleNamespace(conv2d=lambda x, w, *a, **k: ran.append(("conv2d", a, k)) or 1,
+                                 conv_transpose2d=lambda x, w, *a, **k: ran.append("ct") or 2)
+    fake_torch = SimpleNamespace(nn=SimpleNamespace(functional=functional),
+                                 channels_last=channels_last)
+    originals = (functional.conv2d, functional.conv_transpose2d)
+    with ConvLayoutAudit(fake_torch) as audit:
+        nchw, cl = FakeTensor(False), FakeTensor(True)
+        assert functional.conv2d(cl, nchw, None, stride=2) == 1      # input in channels_last
+        assert functional.conv2d(nchw, cl) == 1                      # weight in channels_last
+        assert functional.conv_transpose2d(nchw, nchw) == 2          # neither: counted
+        assert functional.conv2d(nchw, nchw, None, 1, 1) == 1        # neither: counted
+    assert (audit.calls, audit.nchw_calls) == (4, 2)
+    assert ran[0] == ("conv2d", (None,), {"stride": 2}) and ran[2] == "ct"
+    assert (functional.conv2d, functional.conv_transpose2d) == originals   # put back
