@@ -19,6 +19,7 @@ import micrograd_gen as mg
 from micrograd_gen import ops
 from micrograd_gen.accel import blas
 from micrograd_gen.accel import conv as fast_conv
+from micrograd_gen.accel import conv_columns
 from micrograd_gen.accel import conv_thin
 from micrograd_gen.accel import linalg as fast_linalg
 from micrograd_gen.accel import losses as fast_losses
@@ -97,8 +98,10 @@ def test_conv2d_fast_path_is_the_reference(case):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("c, f, kernel_size, strides, dilation, route", [
     (17, 18, (3, 2), (1, 1), (1, 1), "shifted"),
-    (17, 18, (3, 3), (2, 2), (1, 1), "shifted"),
+    (17, 18, (3, 3), (2, 2), (1, 1), "shifted"),       # strided, columns too large (below)
     (16, 20, (3, 3), (1, 2), (2, 1), "shifted"),
+    (17, 18, (3, 3), (2, 2), (1, 1), "columns"),       # strided, the kernel trains
+    (16, 20, (4, 3), (1, 3), (2, 1), "columns"),
     (24, 16, (1, 1), (1, 1), (1, 1), "shifted"),       # 1x1: x and dY read in place
     (5, 2, (1, 1), (2, 2), (1, 1), "shifted"),
     (3, 16, (3, 3), (1, 1), (1, 1), "thin_input"),     # an RGB image in
@@ -106,16 +109,27 @@ def test_conv2d_fast_path_is_the_reference(case):
     (20, 3, (2, 3), (1, 1), (1, 1), "thin_output"),    # an RGB image out
     (32, 3, (3, 3), (2, 1), (1, 2), "thin_output"),
 ])
-def test_every_route_is_the_reference(c, f, kernel_size, strides, dilation, route, relu, dtype):
+def test_every_route_is_the_reference(c, f, kernel_size, strides, dilation, route, relu, dtype,
+                                     monkeypatch):
     rng = np.random.default_rng(c * f)
     x = rng.standard_normal((2, 11, 9, c)).astype(dtype)
     kernel = rng.standard_normal(kernel_size + (c, f)).astype(dtype)
     bias = rng.standard_normal(f).astype(dtype)
     geom = ConvGeometry.of(x.shape, kernel.shape, strides, "same", dilation)
-    assert fast_conv._route(fast_conv.shifted_geometry(geom), f) == route
+    assert fast_conv._route(fast_conv.shifted_geometry(geom), f) == (
+        "shifted" if route == "columns" else route)
+    if route == "shifted":      # strided ones too: the route of columns past _MAX_COLUMN_BYTES
+        monkeypatch.setattr(conv_columns, "_MAX_COLUMN_BYTES", 0)
+    taken = []
+    for name in ("forward", "kernel_gradient", "input_gradient"):
+        original = getattr(conv_columns, name)
+        monkeypatch.setattr(conv_columns, name, lambda *a, _f=original, _n=name:
+                            taken.append(_n) or _f(*a))
     args = dict(strides=strides, padding="same", dilation_rate=dilation, relu=relu)
     fast, reference = run_both(lambda x, k, b: ops.conv2d(x, k, b, **args), (x, kernel, bias),
                                dtype=dtype)
+    assert taken == (["forward", "kernel_gradient", "input_gradient"] if route == "columns"
+                     else [])
     if relu:
         assert (fast[0] == 0).any() and (fast[0] > 0).any()
     assert_same(fast, reference, dtype, ("y", "dx", "dkernel", "dbias"))
@@ -145,13 +159,43 @@ def test_many_small_chunks(monkeypatch, c, f, strides):
     """Chunk edges (and thread hand-offs) in the middle of images change nothing."""
     for name in ("_CHUNK_BYTES", "_DK_CHUNK_BYTES", "_PARALLEL_COPY_BYTES"):
         monkeypatch.setattr(fast_conv, name, 256)
-    monkeypatch.setattr(conv_thin, "_CHUNK_BYTES", 256)
+    monkeypatch.setattr(conv_thin, "_CHUNK_BYTES", 256)     # conv_columns' forward too
+    monkeypatch.setattr(conv_columns, "_CHUNK_BYTES", 256)
     rng = np.random.default_rng(12)
     x = rng.standard_normal((2, 11, 9, c))
     kernel = rng.standard_normal((3, 3, c, f))
     fast, reference = run_both(
         lambda x, k: ops.conv2d(x, k, strides=strides, padding="same"), (x, kernel))
     assert_same(fast, reference, np.float64, ("y", "dx", "dkernel"))
+
+
+@pytest.mark.parametrize("shape, strides, trains, dtype, fits", [
+    ((2, 11, 9, 17), (2, 2), True, np.float32, True),
+    ((2, 11, 9, 17), (2, 1), True, np.float64, True),
+    ((2, 11, 9, 17), (1, 1), True, np.float32, False),      # stride 1: shifted or Winograd
+    ((2, 11, 9, 17), (2, 2), False, np.float32, False),     # a frozen kernel: no dK to speed up
+    ((8, 28, 28, 32), (2, 2), True, np.float32, True),      # the VAE's second layer: 7 MB
+    ((512, 28, 28, 32), (2, 2), True, np.float32, False),   # 462 MB of columns
+])
+def test_columns_take_strided_convolutions_whose_kernel_trains(shape, strides, trains, dtype,
+                                                               fits):
+    kernel = np.zeros((3, 3, shape[3], 64), dtype)
+    geom = ConvGeometry.of(shape, kernel.shape, strides, "same", (1, 1))
+    x = np.zeros(shape, dtype)
+    assert conv_columns.fits(geom, 64, x, kernel, {} if trains else None) == fits
+
+
+def test_columns_kept_for_the_kernel_gradient_are_let_go():
+    """Forward leaves its columns in the layer's `kept`, and backward takes them out: a graph
+    kept alive after backward does not hold them."""
+    rng = np.random.default_rng(5)
+    x = mg.Tensor(rng.standard_normal((2, 8, 8, 16)), requires_grad=True)
+    kernel = mg.Tensor(rng.standard_normal((3, 3, 16, 16)), requires_grad=True)
+    y = ops.conv2d(x, kernel, strides=2, padding="same")
+    kept = y._ctx.kept
+    assert kept["columns"].shape == (2, 4, 4, 9, 16)
+    y.backward(np.ones(y.shape))
+    assert kept == {}
 
 
 winograd_cases = st.fixed_dictionaries({
@@ -560,6 +604,7 @@ def test_shifted_convolutions_with_large_products_match_the_reference(strides, t
     conv2d_transpose, forward, dX and dK): the reference's numbers."""
     workers.chunk_pool()
     monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 10 ** 9)     # the shifted route
+    monkeypatch.setattr(conv_columns, "_MAX_COLUMN_BYTES", 0)
     found, calls = _recorded_batch(monkeypatch)
     rng = np.random.default_rng(10)
     x = rng.standard_normal((2, 40, 48, 64)) * 0.5

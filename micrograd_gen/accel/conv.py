@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from . import conv_thin, cuda, winograd
+from . import conv_columns, conv_thin, cuda, winograd
 from .blas import _Rows, column_sums, gemm_rows_batch
 from .workers import chunk_pool, for_chunks
 
@@ -455,7 +455,10 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False, kept=No
             y, kept["winograd_inputs"] = y
         return y
     shifted = shifted_geometry(geom)
-    forward, _ = _ROUTES[_route(shifted, kernel.shape[3])]
+    route = _route(shifted, kernel.shape[3])
+    if route == "shifted" and conv_columns.fits(geom, kernel.shape[3], x, kernel, kept):
+        return conv_columns.forward(x, kernel, geom, bias, relu, kept)
+    forward, _ = _ROUTES[route]
     return forward(x, kernel, shifted, bias, relu)
 
 
@@ -483,6 +486,14 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
         inputs = None if kept is None else kept.pop("winograd_inputs", None)
         dk, db = winograd.conv3x3_kernel_gradient(x, g, pads, positive, need_db, inputs)
         need_dk = need_db = False
+    columns = None if kept is None else kept.pop("columns", None)
+    if columns is not None:              # forward took conv_columns: its backward too
+        if need_dk:
+            dk, db = conv_columns.kernel_gradient(g, columns, geom, positive, need_db)
+            need_dk = need_db = False
+        if need_dx:
+            dx = conv_columns.input_gradient(g, kernel, geom, positive)
+            need_dx = False
     if need_dx or need_dk or need_db:
         shifted = shifted_geometry(geom)
         _, backward = _ROUTES[_route(shifted, g.shape[3])]

@@ -1,0 +1,103 @@
+"""Strided convolutions whose kernel trains (the VAE encoder's and the DCGAN discriminator's
+stride-2 layers): x's windows gathered once, kept from forward to backward for the kernel's
+gradient.
+
+  forward  columns (N*OH*OW, kh*kw*C) = every output pixel's window of x, tap-major;
+           y = columns @ K, K read as (kh*kw*C, F)
+  dK       = columns^T @ dY: one product, with the columns forward kept
+  dX       dColumns = dY @ K^T, laid back onto the windows they were read from (a chunk of
+           whole images at a time, so that no two chunks add into the same pixel)
+
+Why. The shifted route's dK is one product per tap (or pair of taps), each (C, F) = 32 x 64 for
+the VAE's second layer with an inner size of N*OH*OW = 6272: BLAS runs those at 70 GF/s, the one
+product over the columns (288 x 6272 x 64) at 190 (1.2 ms against 3.3). The gather costs about
+what the forward's per-tap products lose to the single one, so forward stays level, and the
+columns, as large as x's windows, are kept only up to _MAX_COLUMN_BYTES.
+"""
+import numpy as np
+
+from .blas import column_sums, gemm_into
+from .conv_thin import _chunks, _tap_windows
+from .linalg import matmul
+from .workers import chunk_pool, even_cuts, for_chunks
+
+_MAX_COLUMN_BYTES = 64 << 20
+# dX's columns are made per chunk of images, about this large, to stay in cache.
+_CHUNK_BYTES = 1 << 22
+
+
+def fits(geom, F, x, kernel, kept):
+    """True where this route takes a conv2d: a strided kernel wider than 1x1 that trains (a
+    `kept` dict to leave the columns in), NumPy arrays of one dtype, columns small enough."""
+    return (kept is not None and (geom.sh, geom.sw) != (1, 1) and geom.kh * geom.kw > 1
+            and type(x) is np.ndarray and type(kernel) is np.ndarray and x.dtype == kernel.dtype
+            and geom.N * geom.OH * geom.OW * geom.kh * geom.kw * geom.C * x.itemsize
+            <= _MAX_COLUMN_BYTES)
+
+
+def forward(x, kernel, geom, bias, relu, kept):
+    """y = conv2d(x, kernel) (+ bias, then ReLU when asked); the columns go to kept["columns"]."""
+    T, C, F = geom.kh * geom.kw, geom.C, kernel.shape[3]
+    columns = np.empty((geom.N, geom.OH, geom.OW, T, C), x.dtype)
+    y = np.empty((geom.N, geom.OH, geom.OW, F), x.dtype)
+    kmat = kernel.reshape(T * C, F)                                  # rows in tap order
+
+    def work(chunk, slot):
+        n0, n1, i0, i1 = chunk
+        block = columns[n0:n1, i0:i1]
+        for t, (rows, cols), (in_rows, in_cols) in _tap_windows(geom, i0, i1, 0, geom.H):
+            window = block[:, :, :, t]
+            # zeros around the window only (where it leaves the picture): no pass over all
+            window[:, :rows.start] = 0
+            window[:, rows.stop:] = 0
+            window[:, rows, :cols.start] = 0
+            window[:, rows, cols.stop:] = 0
+            window[:, rows, cols] = x[n0:n1, in_rows, in_cols]
+        for t in set(range(T)) - {t for t, _, _ in _tap_windows(geom, i0, i1, 0, geom.H)}:
+            block[:, :, :, t] = 0
+        out = y[n0:n1, i0:i1].reshape(-1, F)
+        gemm_into(block.reshape(-1, T * C), kmat, out)
+        if bias is not None:
+            out += bias
+        if relu:
+            np.maximum(out, 0, out=out)
+    for_chunks(_chunks(geom.N, geom.OH, geom.OW * (T * C + F) * x.itemsize), work, np)
+    kept["columns"] = columns
+    return y
+
+
+def kernel_gradient(g, columns, geom, positive, need_db):
+    """(dK (kh, kw, C, F), dBias or None) from the columns forward kept; `positive` is the
+    fused ReLU's mask, applied to g first."""
+    F = g.shape[3]
+    if positive is not None:
+        g = g * positive
+    g = np.ascontiguousarray(g).reshape(-1, F)
+    dk = matmul(columns.reshape(g.shape[0], -1).T, g)
+    if dk is NotImplemented:                          # before the worker pool: NumPy's own
+        dk = columns.reshape(g.shape[0], -1).T @ g
+    return dk.reshape(geom.kh, geom.kw, geom.C, F), column_sums(g) if need_db else None
+
+
+def input_gradient(g, kernel, geom, positive):
+    """dX (N, H, W, C) through dColumns = dY @ K^T, chunk by chunk of whole images; `positive`
+    is the fused ReLU's mask, applied to g first."""
+    T, C, F = geom.kh * geom.kw, geom.C, g.shape[3]
+    dx = np.empty((geom.N, geom.H, geom.W, C), g.dtype)
+    kmat_t = kernel.reshape(T * C, F).T                              # (F, T*C), a view
+    image_bytes = geom.OH * geom.OW * T * C * g.itemsize
+    pieces = chunk_pool()[1]
+    chunks = -(-max(pieces, geom.N * image_bytes // _CHUNK_BYTES) // pieces) * pieces
+
+    def work(images, slot):
+        n0, n1 = images
+        g_part = g[n0:n1] if positive is None else g[n0:n1] * positive[n0:n1]
+        d_columns = np.empty((n1 - n0, geom.OH, geom.OW, T, C), g.dtype)
+        gemm_into(np.ascontiguousarray(g_part).reshape(-1, F), kmat_t,
+                  d_columns.reshape(-1, T * C))
+        dx_part = dx[n0:n1]
+        dx_part[...] = 0
+        for t, (rows, cols), (in_rows, in_cols) in _tap_windows(geom, 0, geom.OH, 0, geom.H):
+            dx_part[:, in_rows, in_cols] += d_columns[:, rows, cols, t]
+    for_chunks(even_cuts(geom.N, min(geom.N, chunks)), work, np)
+    return dx
