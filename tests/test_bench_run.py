@@ -184,3 +184,17 @@ def test_conv_layout_audit_counts_convolutions_that_ran_in_nchw():
     assert (audit.calls, audit.nchw_calls) == (4, 2)
     assert ran[0] == ("conv2d", (None,), {"stride": 2}) and ran[2] == "ct"
     assert (functional.conv2d, functional.conv_transpose2d) == originals   # put back
+
+
+def test_dream_layers_times_every_stem_layer_of_ours():
+    done = _run(str(ROOT / "bench" / "dream_layers.py"), "--reps", "1", "--threads", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = done.stdout.strip().splitlines()[1:]
+    assert [row.split("  ")[0].strip() for row in rows] == [
+        "conv 3x3 32->32 valid", "conv 3x3 32->64 same", "max pool 197x297x64", "conv 1x1 64->80",
+        "conv 3x3 80->192 valid", "max pool 96x146x192"]
+    for row in rows:
+        forward, both = (float(v) for v in row.split()[-2:])
+        assert 0 < forward < both, row
+    bad = _run(str(ROOT / "bench" / "dream_layers.py"), "--reps", "0")
+    assert bad.returncode == 2 and "--reps" in bad.stderr
