@@ -191,10 +191,11 @@ def test_columns_kept_for_the_kernel_gradient_are_let_go():
     rng = np.random.default_rng(5)
     x = mg.Tensor(rng.standard_normal((2, 8, 8, 16)), requires_grad=True)
     kernel = mg.Tensor(rng.standard_normal((3, 3, 16, 16)), requires_grad=True)
-    y = ops.conv2d(x, kernel, strides=2, padding="same")
-    kept = y._ctx.kept
-    assert kept["columns"].shape == (2, 4, 4, 9, 16)
-    y.backward(np.ones(y.shape))
+    with mg.fast_paths(True):
+        y = ops.conv2d(x, kernel, strides=2, padding="same")
+        kept = y._ctx.kept
+        assert kept["columns"].shape == (2, 4, 4, 9, 16)
+        y.backward(np.ones(y.shape))
     assert kept == {}
 
 
