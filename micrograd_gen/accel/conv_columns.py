@@ -19,7 +19,7 @@ stay on the shifted route.
 import numpy as np
 
 from .blas import column_sums, gemm_into
-from .conv_thin import _chunks, _tap_windows
+from .conv_thin import _chunks, _gather_windows, _scatter_windows
 from .linalg import matmul
 from .workers import chunk_pool, even_cuts, for_chunks
 
@@ -47,17 +47,9 @@ def forward(x, kernel, geom, bias, relu, kept):
     def work(chunk, slot):
         n0, n1, i0, i1 = chunk
         block = columns[n0:n1, i0:i1]
-        windows = list(_tap_windows(geom, i0, i1, 0, geom.H))
-        for t, (rows, cols), (in_rows, in_cols) in windows:
-            window = block[:, :, :, t]
-            # zeros around the window only (where it leaves the picture): no pass over all
-            window[:, :rows.start] = 0
-            window[:, rows.stop:] = 0
-            window[:, rows, :cols.start] = 0
-            window[:, rows, cols.stop:] = 0
-            window[:, rows, cols] = x[n0:n1, in_rows, in_cols]
-        for t in set(range(T)) - {t for t, _, _ in windows}:      # taps that read only padding
-            block[:, :, :, t] = 0
+        # channels moved to the front (views): the windows are the last two axes
+        _gather_windows(np.moveaxis(x[n0:n1], 3, 0), geom, i0, i1,
+                        [np.moveaxis(block[:, :, :, t], 3, 0) for t in range(T)])
         out = y[n0:n1, i0:i1].reshape(-1, F)
         gemm_into(block.reshape(-1, T * C), kmat, out)
         if bias is not None:
@@ -98,9 +90,7 @@ def input_gradient(g, kernel, geom, positive):
         d_columns = np.empty((n1 - n0, geom.OH, geom.OW, T, C), g.dtype)
         gemm_into(np.ascontiguousarray(g_part).reshape(-1, F), kmat_t,
                   d_columns.reshape(-1, T * C))
-        dx_part = dx[n0:n1]
-        dx_part[...] = 0
-        for t, (rows, cols), (in_rows, in_cols) in _tap_windows(geom, 0, geom.OH, 0, geom.H):
-            dx_part[:, in_rows, in_cols] += d_columns[:, rows, cols, t]
+        _scatter_windows([np.moveaxis(d_columns[:, :, :, t], 3, 0) for t in range(T)], geom,
+                         0, geom.H, 0, geom.OH, np.moveaxis(dx[n0:n1], 3, 0))
     for_chunks(even_cuts(geom.N, min(geom.N, chunks)), work, np)
     return dx

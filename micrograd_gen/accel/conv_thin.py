@@ -64,30 +64,36 @@ def _tap_windows(geom, i0, i1, h0, h1):
                 slice(b0 * geom.sw + dc, (b1 - 1) * geom.sw + dc + 1, geom.sw))
 
 
-def _gather_windows(src, geom, n0, n1, i0, i1, k, out):
-    """out (T*k, n, i1 - i0, OW) = for every tap, the window of src (k, N, H, W) that output
-    rows i0..i1 of images n0..n1 read through it; zeros where the window leaves the picture."""
+def _gather_windows(src, geom, i0, i1, blocks):
+    """blocks[t] (..., i1 - i0, OW) = the window of src (..., H, W) that output rows i0..i1 read
+    through tap t, zeros where the window leaves the picture. Picture rows and columns are the
+    last two axes of both (the leading ones match: channels and images, in either order)."""
     empty = set(range(geom.kh * geom.kw))
     for t, (rows, cols), (in_rows, in_cols) in _tap_windows(geom, i0, i1, 0, geom.H):
-        block = out[t * k:(t + 1) * k]
-        # zeros around the window only: zeroing all of `out` first is one more pass over it
-        block[:, :, :rows.start] = 0
-        block[:, :, rows.stop:] = 0
-        block[:, :, rows, :cols.start] = 0
-        block[:, :, rows, cols.stop:] = 0
-        block[:, :, rows, cols] = src[:, n0:n1, in_rows, in_cols]
+        block = blocks[t]
+        # zeros around the window only: zeroing all of the block first is one more pass over it
+        block[..., :rows.start, :] = 0
+        block[..., rows.stop:, :] = 0
+        block[..., rows, :cols.start] = 0
+        block[..., rows, cols.stop:] = 0
+        block[..., rows, cols] = src[..., in_rows, in_cols]
         empty.discard(t)
     for t in empty:
-        out[t * k:(t + 1) * k] = 0
+        blocks[t][...] = 0
 
 
-def _scatter_windows(blocks, geom, h0, h1, lo, hi, k, out):
-    """The adjoint of _gather_windows for input rows h0..h1: out (k, n, h1 - h0, W) = the sum
-    over taps of block t of `blocks` (T*k, n, output rows lo..hi, OW) laid back onto the input
-    pixels it was read from."""
+def _scatter_windows(blocks, geom, h0, h1, lo, hi, out):
+    """The adjoint of _gather_windows for input rows h0..h1: out (..., h1 - h0, W) = the sum
+    over taps t of blocks[t] (..., output rows lo..hi, OW) laid back onto the input pixels it
+    was read from."""
     out[...] = 0
     for t, (rows, cols), (in_rows, in_cols) in _tap_windows(geom, lo, hi, h0, h1):
-        out[:, :, in_rows, in_cols] += blocks[t * k:(t + 1) * k, :, rows, cols]
+        out[..., in_rows, in_cols] += blocks[t][..., rows, cols]
+
+
+def _tap_blocks(stacked, k):
+    """The T blocks of k rows each of a tap-stacked (T*k, ...) array."""
+    return [stacked[t * k:(t + 1) * k] for t in range(len(stacked) // k)]
 
 
 def _input_rows(geom, i0, i1):
@@ -122,7 +128,7 @@ def thin_input_forward(x, kernel, geom, bias=None, relu=False):
     def work(chunk, slot):
         n0, n1, i0, i1 = chunk
         cols = np.empty((T * C, n1 - n0, i1 - i0, geom.OW), x.dtype)
-        _gather_windows(xt, geom, n0, n1, i0, i1, C, cols)
+        _gather_windows(xt[:, n0:n1], geom, i0, i1, _tap_blocks(cols, C))
         out = y[n0:n1, i0:i1].reshape(-1, F)
         gemm_into(cols.reshape(T * C, -1).T, kmat, out)                # (px, T*C) @ (T*C, F)
         _finish(out, bias, relu)
@@ -146,7 +152,7 @@ def thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, pos
             z = np.empty((T * C, n1 - n0, hi - lo, geom.OW), g.dtype)
             # (T*C, F) @ (F, px): every tap's share of each output pixel's gradient
             gemm_into(kmat, g[n0:n1, lo:hi].reshape(-1, F).T, z.reshape(T * C, -1))
-            _scatter_windows(z, geom, h0, h1, lo, hi, C, dxt[:, n0:n1, h0:h1])
+            _scatter_windows(_tap_blocks(z, C), geom, h0, h1, lo, hi, dxt[:, n0:n1, h0:h1])
         for_chunks(_chunks(geom.N, geom.H, 4 * geom.W * (T * C * geom.sh + C)), work_dx, np)
         dx = dxt.transpose(1, 2, 3, 0)
     if need_dk:
@@ -156,7 +162,7 @@ def thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, pos
         def work_dk(chunk, slot):
             n0, n1, i0, i1 = chunk
             cols = np.empty((T * C, n1 - n0, i1 - i0, geom.OW), g.dtype)
-            _gather_windows(xt, geom, n0, n1, i0, i1, C, cols)
+            _gather_windows(xt[:, n0:n1], geom, i0, i1, _tap_blocks(cols, C))
             first = slot not in partial
             if first:
                 partial[slot] = np.empty((T * C, F), g.dtype)
