@@ -14,7 +14,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 # (name, input (H, W, C), filters, kernel size, padding); filters None: a 3x3 / 2 max pool
 LAYERS = [
@@ -28,14 +27,8 @@ LAYERS = [
 
 
 def median_ms(fn, reps):
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1e3, 2)
+    from common import time_runs
+    return round(statistics.median(time_runs(fn, reps, warmup=2)[0]) * 1e3, 2)
 
 
 def ours(reps):

@@ -417,41 +417,43 @@ def measure(workload, engine, device, quick, reps, in_process):
         from common import tune_process
         tune_process()   # as the command line does (not with MICROGRAD_GEN_FAST=0)
     from common import ConvLayoutAudit, torch_layout
-    audit = None
-    if engine == "torch" and workload.convolutional and torch_layout() == "channels_last":
-        audit = ConvLayoutAudit(torch).__enter__()
-    if engine == "torch" and workload.measures:
-        record = workload.torch(quick, reps)
-    else:
-        counter = ConvFlopCounter() if engine == "ours" and workload.suite == "apps" \
-            and workload.convolutional else contextlib.nullcontext()
-        with contextlib.redirect_stdout(sys.stderr), counter:  # chatter must not mix with JSON
-            build = workload.make if engine == "ours" else workload.torch
-            step, info = build(quick, device)
-            sync = _synchronizer(device, engine)
-            wall, cpu = time_step(step, reps, workload.warmup, sync)
-            if isinstance(counter, ConvFlopCounter) and counter.flop:
-                info["flop"] = counter.flop / (reps + workload.warmup)
-            record = dict(summary(wall, cpu, info.pop("flop", None)), warmup=workload.warmup,
-                          **info)
-            if device == "gpu":
-                record["peak_device_mb"] = _peak_device_mb(step, device, engine, sync)
-            elif in_process:
-                import tracemalloc
-                tracemalloc.start()
-                step()
-                record["peak_traced_mb"] = round(tracemalloc.get_traced_memory()[1] / 2 ** 20, 1)
-                tracemalloc.stop()
-    if audit is not None:
-        audit.__exit__(None, None, None)
-        if audit.nchw_calls:
-            raise RuntimeError(f"{workload.name}: {audit.nchw_calls} of PyTorch's {audit.calls} "
-                               "convolutions ran with the input and weight in NCHW under "
-                               "channels_last (the twin misses common.in_torch_layout)")
+    audited = engine == "torch" and workload.convolutional and torch_layout() == "channels_last"
+    with ConvLayoutAudit(torch) if audited else contextlib.nullcontext() as audit:
+        record = _timed(workload, engine, device, quick, reps, in_process)
+    if audited and audit.nchw_calls:
+        raise RuntimeError(f"{workload.name}: {audit.nchw_calls} of PyTorch's {audit.calls} "
+                           "convolutions ran with the input and weight in NCHW under "
+                           "channels_last (the twin misses common.in_torch_layout)")
     if not in_process:
         record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if engine == "torch":
         record["torch_version"] = torch.__version__
+    return record
+
+
+def _timed(workload, engine, device, quick, reps, in_process):
+    """measure()'s figures of the workload's steps (or its own bench script's)."""
+    if engine == "torch" and workload.measures:
+        return workload.torch(quick, reps)
+    counter = ConvFlopCounter() if engine == "ours" and workload.suite == "apps" \
+        and workload.convolutional else contextlib.nullcontext()
+    with contextlib.redirect_stdout(sys.stderr), counter:  # chatter must not mix with JSON
+        build = workload.make if engine == "ours" else workload.torch
+        step, info = build(quick, device)
+        sync = _synchronizer(device, engine)
+        wall, cpu = time_step(step, reps, workload.warmup, sync)
+        if isinstance(counter, ConvFlopCounter) and counter.flop:
+            info["flop"] = counter.flop / (reps + workload.warmup)
+        record = dict(summary(wall, cpu, info.pop("flop", None)), warmup=workload.warmup,
+                      **info)
+        if device == "gpu":
+            record["peak_device_mb"] = _peak_device_mb(step, device, engine, sync)
+        elif in_process:
+            import tracemalloc
+            tracemalloc.start()
+            step()
+            record["peak_traced_mb"] = round(tracemalloc.get_traced_memory()[1] / 2 ** 20, 1)
+            tracemalloc.stop()
     return record
 
 

@@ -24,7 +24,6 @@ def both_paths(fn, x, g_seed):
     return results
 
 
-
 def in_bands(fn, h, w, ties, seed, dtype, band_bytes):
     """both_paths on a drawn (2, h, w, 3) input (small integers, many tied, when `ties`), every
     input cut into bands over the threads: two per thread at 512 KB a band, at 1 byte as many as
@@ -39,6 +38,7 @@ def in_bands(fn, h, w, ties, seed, dtype, band_bytes):
         return both_paths(fn, x, seed)
     finally:
         fast_pool._BAND_BYTES, fast_pool._PARALLEL_BYTES = saved
+
 
 @settings(max_examples=40, deadline=None)
 @given(h=st.integers(1, 24), w=st.integers(1, 9), pool=st.integers(1, 4), stride=st.integers(1, 3),
