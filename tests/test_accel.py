@@ -402,9 +402,10 @@ def test_conv2d_transpose_fast_path_is_the_reference(case):
     assert_same(fast, reference, dtype, ("y", "dx", "dkernel", "dbias"))
 
 
-def test_transpose_backward_shares_the_phases_of_g():
+def test_transpose_backward_shares_the_phases_of_g(monkeypatch):
     """With both gradients wanted on the shifted route, the fast path lays g's stride phases out
     once for dX and dK; it must give the reference's two gradients."""
+    monkeypatch.setattr(conv_columns, "_MAX_TRANSPOSE_COLUMN_BYTES", 0)
     rng = np.random.default_rng(23)
     x = rng.standard_normal((3, 4, 5, 18))
     kernel = rng.standard_normal((3, 3, 17, 18))
@@ -415,13 +416,22 @@ def test_transpose_backward_shares_the_phases_of_g():
     assert_same(fast, reference, np.float64, ("y", "dx", "dkernel"))
 
 
+@pytest.mark.parametrize("backward", ["shifted", "columns"])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("kernel_size, strides", [((3, 3), (2, 2)), ((1, 1), (2, 2)),
                                                   ((2, 3), (2, 3)), ((3, 3), (1, 1))])
-def test_transpose_with_fused_bias_and_relu_is_the_reference(kernel_size, strides, relu):
+def test_transpose_with_fused_bias_and_relu_is_the_reference(kernel_size, strides, relu, backward,
+                                                             monkeypatch):
     """The VAE's decoder layers on the shifted route: bias and ReLU applied to dX's chunks, the
     ReLU's backward in the copy that lays g out, and adjacent taps merged into one product
-    (a 1x1 kernel at stride 2 leaves row phases and column residues that no tap reads)."""
+    (a 1x1 kernel at stride 2 leaves row phases and column residues that no tap reads). Strided
+    kernels wider than 1x1 may take conv_columns' backward instead: both are held to it."""
+    taken = []
+    if backward == "shifted":
+        monkeypatch.setattr(conv_columns, "_MAX_TRANSPOSE_COLUMN_BYTES", 0)
+    original = conv_columns.transpose_backward
+    monkeypatch.setattr(conv_columns, "transpose_backward",
+                        lambda *a: taken.append(1) or original(*a))
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 5, 4, 20)).astype(np.float32)
     kernel = rng.standard_normal(kernel_size + (18, 20)).astype(np.float32)
@@ -432,6 +442,23 @@ def test_transpose_with_fused_bias_and_relu_is_the_reference(kernel_size, stride
     assert_same(fast, reference, np.float32, ("y", "dx", "dkernel", "dbias"))
     if relu:
         assert (fast[0] == 0).any() and (fast[0] >= 0).all()
+    columns = backward == "columns" and strides != (1, 1) and kernel_size != (1, 1)
+    assert taken == ([1] if columns else [])
+
+
+@pytest.mark.parametrize("x_shape, filters, kernel_size, takes", [
+    ((128, 7, 7, 64), 64, 3, True),       # the VAE decoder's first layer: 14.5 MB of columns
+    ((128, 14, 14, 64), 32, 3, False),    # its second: 29 MB, no faster by columns
+    ((32, 8, 8, 128), 128, 4, False),     # the DCGAN generator's first: 16 MB, level
+    ((2, 7, 7, 64), 64, 1, False),        # a 1x1 kernel has no windows to gather
+])
+def test_columns_take_small_transposed_convolutions_backward(x_shape, filters, kernel_size, takes):
+    x = np.zeros(x_shape, np.float32)
+    kernel = np.zeros((kernel_size, kernel_size, filters, x_shape[3]), np.float32)
+    n, h, w, _ = x_shape
+    geom = ConvGeometry.of((n, 2 * h, 2 * w, filters), kernel.shape, (2, 2), "same")
+    g = np.zeros((n, 2 * h, 2 * w, filters), np.float32)
+    assert conv_columns.transpose_fits(geom, x, g, kernel) == takes
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -533,12 +533,15 @@ def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=Fals
     """conv2d_transpose's (dX, dK, dBias) when dX and dK are both wanted on the shifted route:
     both read g's stride phases, laid out once here (a strided copy as large as g) instead of
     twice. With `relu_output` (the forward's fused ReLU's y) g is first masked by y > 0, in
-    that same copy."""
+    that same copy. Small strided ones take conv_columns' route instead, whose columns of g
+    serve both products."""
     if not (need_dx and need_dk) or get_array_module(g) is not np:
         return NotImplemented
     shifted = shifted_geometry(geom)
     if _route(shifted, kernel.shape[3]) != "shifted":
         return NotImplemented
+    if conv_columns.transpose_fits(geom, x, g, kernel):
+        return conv_columns.transpose_backward(g, x, kernel, geom, need_db, relu_output)
     phases = shifted.to_phases(g, relu_output)
     dx = _shifted_forward(g, kernel, shifted, phases=phases)
     _, dk, _ = _shifted_backward(x, g, None, shifted, False, True, phases=phases)
