@@ -61,11 +61,25 @@ def transpose_backward(g, x, kernel, geom, need_db, relu_output):
     the same columns of g against x. With `relu_output` (the fused ReLU's y) g is first masked
     by y > 0."""
     if relu_output is not None:
-        g = g * (relu_output > 0)
+        g = _masked(g, relu_output)
     kept = {}
     dx = forward(g, kernel, geom, None, False, kept)
     dk, _ = kernel_gradient(x, kept.pop("columns"), geom, None, False)
     return dx, dk, column_sums(g.reshape(-1, geom.C)) if need_db else None
+
+
+def _masked(g, relu_output):
+    """g * (relu_output > 0), a chunk of whole images per worker (on one core it took 2.6 ms of
+    the VAE layer's 8.9)."""
+    out = np.empty_like(g)
+
+    def work(images, slot):
+        n0, n1 = images
+        np.multiply(g[n0:n1], relu_output[n0:n1] > 0, out=out[n0:n1])
+    pieces = chunk_pool()[1]
+    chunks = -(-max(pieces, g.nbytes // _CHUNK_BYTES) // pieces) * pieces
+    for_chunks(even_cuts(g.shape[0], min(g.shape[0], chunks)), work, np)
+    return out
 
 
 def forward(x, kernel, geom, bias, relu, kept):
