@@ -13,6 +13,11 @@ conv.py      ops.conv2d, ops.conv2d_transpose   shifted GEMMs, fused bias and Re
                                                 3x3 stride-1 convolutions
 conv_thin.py (used by conv.py)                  few channels in or out: taps stacked into one
                                                 product per chunk, windows clipped, no padding
+conv_columns.py (used by conv.py)               strided layers that train: x's windows gathered
+                                                once, kept for dK (one product each way)
+conv_subpixel.py (used by conv.py)              the DCGAN's wide 4x4 / 2 transposed layers'
+                                                forward as a 3x3 Winograd convolution to s*s*F
+                                                channels, laid out depth to space
 linalg.py    ops.matmul, attention's products   large products cut over the worker threads
 dense.py     nn.Dense without gradients         product, bias and softmax in place, one call
 pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks; large

@@ -33,7 +33,10 @@ well; the thin routes (accel/conv_thin.py) stack the taps of the thin side into 
 chunk instead.
 
 A 3x3 stride-1 convolution with enough channels and pixels goes to Winograd instead
-(accel/winograd.py): a quarter of the multiplies, for the forward and both gradients.
+(accel/winograd.py): a quarter of the multiplies, for the forward and both gradients. Strided
+convolutions whose kernel trains gather their windows once (accel/conv_columns.py), and a wide
+transposed convolution whose phases read 3x3 windows runs its forward as a 3x3 Winograd
+convolution to s*s*F channels (accel/conv_subpixel.py).
 """
 from functools import lru_cache
 
@@ -41,7 +44,7 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from . import conv_columns, conv_thin, cuda, winograd
+from . import conv_columns, conv_subpixel, conv_thin, cuda, winograd
 from .blas import _Rows, column_sums, gemm_rows_batch
 from .workers import chunk_pool, for_chunks
 
@@ -508,6 +511,8 @@ def conv2d_transpose_forward(x, kernel, geom, bias=None, relu=False, frozen=Fals
     image rows on the workers (y += bias on one core cost 1.5 ms of a 75 ms VAE step)."""
     if get_array_module(x) is not np:
         return NotImplemented
+    if conv_subpixel.fits(geom, x, kernel):
+        return conv_subpixel.transpose_forward(x, kernel, geom, bias, relu)
     shifted = shifted_geometry(geom)
     if (_route(shifted, x.shape[3]) == "shifted" and len(shifted.phases) == shifted.sh
             and not _winograd_fits(geom, x.shape[3], x, kernel)):

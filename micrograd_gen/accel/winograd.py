@@ -146,8 +146,29 @@ def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False, keep_
     return _conv3x3(x, U, pads, bias, relu, mask, keep_inputs)
 
 
-def _conv3x3(x, U, pads, bias=None, relu=False, mask=None, keep_inputs=False):
-    """conv3x3 on the kernel's transform U (36, C, F).
+def conv3x3_depth_to_space(x, kernel, pads, block, bias=None, relu=False):
+    """conv3x3(x, kernel, pads, bias, relu) with its channels, read as (block, block, F), laid
+    out as block x block pixels (depth to space): y (N, block * OH, block * OW, F), written
+    there straight from the tiles, for a kernel (3, 3, C, block * block * F) that trains.
+
+    A transposed convolution is this convolution (accel/conv_subpixel.py). Its outputs are
+    block^2 times wider than F, so the bands are cut along them too (_WIDE_CHUNK): DCGAN's
+    32x32x256 -> 64x64x512 layer (2048 wide) took 811 ms as whole bands, 517 so."""
+    top, bottom, left, right = pads
+    tiles = x.shape[0] * -(-(x.shape[1] + top + bottom - 2) // 4) * -(
+        -(x.shape[2] + left + right - 2) // 4)
+    U = _kernel_transform(kernel, False, False, tiles)
+    return _conv3x3(x, U, pads, bias, relu, block=block)
+
+
+# Output columns per piece of a band in conv3x3_depth_to_space: its (36, tiles, width) products
+# then stay near the cache.
+_WIDE_CHUNK = 256
+
+
+def _conv3x3(x, U, pads, bias=None, relu=False, mask=None, keep_inputs=False, block=1):
+    """conv3x3 on the kernel's transform U (36, C, F); with block > 1, depth to space as
+    conv3x3_depth_to_space says.
 
     Everything past the kernel's transform happens band by band on the worker threads: the
     padding (each band copies its own rows into a zero-bordered slab), the mask, the 36 products,
@@ -158,11 +179,13 @@ def _conv3x3(x, U, pads, bias=None, relu=False, mask=None, keep_inputs=False):
     top, bottom, left, right = pads
     tiling = _Tiling(N, H + top + bottom - 2, W + left + right - 2)
     dtype = x.dtype
-    y = np.empty((N, 4 * tiling.th, 4 * tiling.tw, F), dtype)
-    y_tiles = y.reshape(N, tiling.th, 4, tiling.tw, 4, F)
+    depth = F // (block * block)                           # y's channels
+    y = np.empty((N, 4 * tiling.th * block, 4 * tiling.tw * block, depth), dtype)
+    # tile (ty, tx), its pixel (a, b), channel (p, q, f): y[n, block (4 ty + a) + p, ..., f]
+    y_tiles = y.reshape(N, tiling.th, 4, block, tiling.tw, 4, block, depth)
     output_transform = _OUTPUT_TRANSFORM.astype(dtype)
 
-    chunks = tiling.chunks(F)
+    chunks = tiling.chunks(F, width=_WIDE_CHUNK if block > 1 else None)
     inputs = _input_transforms(tiling, chunks, x, mask, top, left)
     made_here = inputs is None and keep_inputs
     if made_here:                                  # each band makes its own, into this
@@ -182,20 +205,31 @@ def _conv3x3(x, U, pads, bias=None, relu=False, mask=None, keep_inputs=False):
         M = np.matmul(V, U[:, :, f0:f1])                                   # (36, tiles, width)
         Y = (output_transform @ M.reshape(36, tiles * width)).reshape(4, 4, tiles, width)
         for n, t0, t1, first in tiling.segments(rows):                         # A^T M A above
-            out = y_tiles[n, t0:t1, :, :, :, f0:f1].transpose(1, 3, 0, 2, 4)  # (4, 4, rows, tw, .)
-            part = Y[:, :, first:first + (t1 - t0) * tiling.tw].reshape(4, 4, t1 - t0,
-                                                                        tiling.tw, width)
-            if bias is not None:
-                np.add(part, bias[f0:f1], out=out)
-            else:
-                out[...] = part
-            if relu:
-                block = y[n, 4 * t0:4 * t1, :, f0:f1]
-                np.maximum(block, 0, out=block)
+            tiles_y = Y[:, :, first:first + (t1 - t0) * tiling.tw].reshape(4, 4, t1 - t0,
+                                                                          tiling.tw, width)
+            c0 = f0
+            while c0 < f1:                         # the chunk's columns, one (p, q) at a time
+                pq, f = divmod(c0, depth)
+                c1 = min(f1, (pq + 1) * depth)
+                p, q = divmod(pq, block)
+                out = y_tiles[n, t0:t1, :, p, :, :, q, f:f + c1 - c0]
+                out = out.transpose(1, 3, 0, 2, 4)                       # (4, 4, rows, tw, .)
+                part = tiles_y[..., c0 - f0:c1 - f0]
+                if bias is not None:
+                    np.add(part, bias[c0:c1], out=out)
+                else:
+                    out[...] = part
+                if relu and block > 1:
+                    np.maximum(out, 0, out=out)
+                c0 = c1
+            if relu and block == 1:
+                rows_y = y[n, 4 * t0:4 * t1, :, f0:f1]
+                np.maximum(rows_y, 0, out=rows_y)
 
     for_chunks(chunks, band, np)
-    if (tiling.OH, tiling.OW) != y.shape[1:3]:      # a whole array (not a view) where it can be:
-        y = y[:, :tiling.OH, :tiling.OW]            # the engine then sums gradients into it
+    OH, OW = block * tiling.OH, block * tiling.OW
+    if (OH, OW) != y.shape[1:3]:                    # a whole array (not a view) where it can be:
+        y = y[:, :OH, :OW]                          # the engine then sums gradients into it
     return (y, inputs) if keep_inputs else y
 
 
@@ -303,10 +337,11 @@ class _Tiling:
         self.N, self.OH, self.OW = N, OH, OW
         self.th, self.tw = -(-OH // 4), -(-OW // 4)   # tiles down and across; the last may overhang
 
-    def chunks(self, F, band_tiles=None):
+    def chunks(self, F, band_tiles=None, width=None):
         """The pieces of work: (band of tile rows, (first, stop) of the F output columns). With
         too few bands to keep both threads busy to the end (VGG19's block5 for one picture has
-        70 tiles) each band is cut in two along F as well; both halves transform its input."""
+        70 tiles) each band is cut in two along F as well; both halves transform its input.
+        With `width`, every band is cut into pieces of that many columns."""
         band_tiles = _BAND_TILES if band_tiles is None else band_tiles
         rows = self.N * self.th
         if rows * self.tw <= band_tiles:               # one band, its columns cut in two
@@ -314,7 +349,12 @@ class _Tiling:
         else:
             per_band = max(1, min(-(-band_tiles // self.tw), -(-rows // 2)))
             bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
-        columns = [(0, F)] if len(bands) >= _MIN_BANDS else [(0, F // 2), (F // 2, F)]
+        if width is not None:
+            columns = [(f, min(f + width, F)) for f in range(0, F, width)]
+        elif len(bands) >= _MIN_BANDS:
+            columns = [(0, F)]
+        else:
+            columns = [(0, F // 2), (F // 2, F)]
         return [(band, part) for band in bands for part in columns if part[1] > part[0]]
 
     def tiles(self, band):
