@@ -25,7 +25,7 @@ from . import winograd
 
 # Input channels from which the sub-pixel form pays (the product's inner size). Measured, forward
 # with bias, batch 32 (ms, shifted route against this, medians of 7 alternating):
-#   8x8x128 -> 16x16x128      8.0 against 9.3-10.2
+#   8x8x128 -> 16x16x128      8.0 against 9.3-13.7
 #   16x16x128 -> 32x32x256   50.3 against 50.6-51.5
 #   32x32x256 -> 64x64x512  624 against 517
 _MIN_CHANNELS = 256

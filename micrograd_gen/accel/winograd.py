@@ -149,7 +149,8 @@ def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False, keep_
 def conv3x3_depth_to_space(x, kernel, pads, block, bias=None, relu=False):
     """conv3x3(x, kernel, pads, bias, relu) with its channels, read as (block, block, F), laid
     out as block x block pixels (depth to space): y (N, block * OH, block * OW, F), written
-    there straight from the tiles, for a kernel (3, 3, C, block * block * F) that trains.
+    there straight from the tiles; kernel (3, 3, C, block * block * F), its transform made anew
+    each call (conv_subpixel builds the kernel anew each call, so there is nothing to keep).
 
     A transposed convolution is this convolution (accel/conv_subpixel.py). Its outputs are
     block^2 times wider than F, so the bands are cut along them too (_WIDE_CHUNK): DCGAN's
