@@ -48,6 +48,41 @@ def time_runs(fn, repeat, warmup):
     return wall, cpu
 
 
+def median_ms(fn, reps, warmup=2):
+    """The median wall time of `reps` calls of fn(), in milliseconds (two decimals)."""
+    import statistics
+    return round(statistics.median(time_runs(fn, reps, warmup)[0]) * 1e3, 2)
+
+
+def per_layer_times(script, doc, ours, torch_twin, reps, argv=None):
+    """The command line of a per-layer script (dream_layers.py, vae_layers.py): (ours(reps),
+    torch_twin(reps, threads) or {}), the second from a child process under --torch-python (of
+    its own, so that PyTorch's OpenMP threads never meet our workers), with the same thread
+    count; None in that child, once it has printed its JSON."""
+    import argparse
+    import subprocess
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--torch-python", help="an interpreter that can import torch")
+    parser.add_argument("--reps", type=int, default=reps)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.reps < 1 or args.threads < 1:
+        parser.error("--reps and --threads must be at least 1")
+    if args.torch_child:
+        print(json.dumps(torch_twin(args.reps, args.threads)))
+        return None
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
+    mine = ours(args.reps)
+    if not args.torch_python:
+        return mine, {}
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    done = subprocess.run([args.torch_python, os.path.abspath(script), "--torch-child", "--reps",
+                           str(args.reps), "--threads", str(args.threads)],
+                          capture_output=True, text=True, env=env, check=True)
+    return mine, json.loads(done.stdout.strip().splitlines()[-1])
+
+
 # ---- PyTorch's device -----------------------------------------------------------------------------
 # run.py --device gpu sets MICROGRAD_GEN_TORCH_DEVICE=cuda for the PyTorch twins' child processes.
 

@@ -8,11 +8,7 @@ child process (its OpenMP threads never meet our workers) with the same thread c
 whole step is a sum of many layers, and this says which ones PyTorch's direct kernels win
 (bench/README.md, "Issue 17, session 9").
 """
-import argparse
-import json
 import os
-import statistics
-import subprocess
 import sys
 
 # (name, input (H, W, C), filters, kernel size, padding); filters None: a 3x3 / 2 max pool
@@ -26,16 +22,11 @@ LAYERS = [
 ]
 
 
-def median_ms(fn, reps):
-    from common import time_runs
-    return round(statistics.median(time_runs(fn, reps, warmup=2)[0]) * 1e3, 2)
-
-
 def ours(reps):
     import numpy as np
     from micrograd_gen import ops
     from micrograd_gen.tensor import Tensor
-    from common import tune_process
+    from common import median_ms, tune_process
     tune_process()
     rng = np.random.default_rng(0)
     out = {}
@@ -57,6 +48,7 @@ def ours(reps):
 
 def torch_twin(reps, threads):
     import torch
+    from common import median_ms
     torch.set_num_threads(threads)
     cl = torch.channels_last
     out = {}
@@ -78,26 +70,11 @@ def torch_twin(reps, threads):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--torch-python", help="an interpreter that can import torch")
-    parser.add_argument("--reps", type=int, default=11)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.reps < 1 or args.threads < 1:
-        parser.error("--reps and --threads must be at least 1")
-    if args.torch_child:
-        print(json.dumps(torch_twin(args.reps, args.threads)))
+    from common import per_layer_times
+    times = per_layer_times(__file__, __doc__, ours, torch_twin, 11, argv)
+    if times is None:                       # the PyTorch child, done
         return
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
-    mine = ours(args.reps)
-    theirs = {}
-    if args.torch_python:
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        done = subprocess.run([args.torch_python, os.path.abspath(__file__), "--torch-child",
-                               "--reps", str(args.reps), "--threads", str(args.threads)],
-                              capture_output=True, text=True, env=env, check=True)
-        theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    mine, theirs = times
     print(f"{'layer (400x600 stem)':24s} {'ours fwd':>9s} {'fwd+dX':>8s}"
           + (f" {'torch fwd':>10s} {'fwd+dX':>8s}" if theirs else "") + "   ms")
     for name, (fwd, both) in mine.items():

@@ -186,15 +186,21 @@ def test_conv_layout_audit_counts_convolutions_that_ran_in_nchw():
     assert (functional.conv2d, functional.conv_transpose2d) == originals   # put back
 
 
-def test_dream_layers_times_every_stem_layer_of_ours():
-    done = _run(str(ROOT / "bench" / "dream_layers.py"), "--reps", "1", "--threads", "2")
+@pytest.mark.parametrize("script, layers", [
+    ("dream_layers.py", ["conv 3x3 32->32 valid", "conv 3x3 32->64 same", "max pool 197x297x64",
+                         "conv 1x1 64->80", "conv 3x3 80->192 valid", "max pool 96x146x192"]),
+    ("vae_layers.py", ["encoder conv 1->32 /2", "encoder conv 32->64 /2",
+                       "decoder transposed 64->64 x2", "decoder transposed 64->32 x2",
+                       "decoder conv 32->1"]),
+])
+def test_per_layer_scripts_time_every_layer_of_ours(script, layers):
+    done = _run(str(ROOT / "bench" / script), "--reps", "1", "--threads", "2")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = done.stdout.strip().splitlines()[1:]
-    assert [row.split("  ")[0].strip() for row in rows] == [
-        "conv 3x3 32->32 valid", "conv 3x3 32->64 same", "max pool 197x297x64", "conv 1x1 64->80",
-        "conv 3x3 80->192 valid", "max pool 96x146x192"]
+    assert [row.split("  ")[0].strip() for row in rows] == layers
     for row in rows:
         forward, both = (float(v) for v in row.split()[-2:])
         assert 0 < forward < both, row
-    bad = _run(str(ROOT / "bench" / "dream_layers.py"), "--reps", "0")
-    assert bad.returncode == 2 and "--reps" in bad.stderr
+    for flag in ("--reps", "--threads"):
+        bad = _run(str(ROOT / "bench" / script), flag, "0")
+        assert bad.returncode == 2 and flag in bad.stderr
