@@ -94,7 +94,7 @@ def test_depth_to_space_pieces_straddle_the_blocks(width, monkeypatch):
     x = rng.standard_normal((2, 9, 6, 5))
     kernel = rng.standard_normal((3, 3, 5, 3 * 3 * 4))
     bias = rng.standard_normal(3 * 3 * 4)
-    got = winograd.conv3x3_depth_to_space(x, kernel, (1, 1, 1, 1), 3, bias, relu=True)
+    got = winograd.conv3x3(x, kernel, (1, 1, 1, 1), bias, relu=True, block=3)
     with mg.fast_paths(False), mg.no_grad():
         y = ops.conv2d(*(mg.Tensor(a, dtype=np.float64) for a in (x, kernel, bias)),
                        padding="same", relu=True).data

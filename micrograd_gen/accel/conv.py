@@ -86,6 +86,13 @@ def _assign(dst, src, mask=None, relu_output=None):
     for_chunks([(i, min(i + step, rows)) for i in range(0, rows, step)], copy, xp)
 
 
+def _masked(g, mask=None, relu_output=None):
+    """A new g * mask, or g where relu_output > 0 and 0 elsewhere (_assign's two masks)."""
+    out = np.empty_like(g)
+    _assign(out, g, mask, relu_output)
+    return out
+
+
 # ---- geometry of one convolution --------------------------------------------------------------
 
 class ShiftedGeometry:
@@ -491,11 +498,14 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
         need_dk = need_db = False
     columns = None if kept is None else kept.pop("columns", None)
     if columns is not None:              # forward took conv_columns: its backward too
+        if positive is not None:         # the ReLU's mask, once for both products
+            g = _masked(g, mask=positive)
+            positive = None
         if need_dk:
-            dk, db = conv_columns.kernel_gradient(g, columns, geom, positive, need_db)
+            dk, db = conv_columns.kernel_gradient(g, columns, geom, need_db)
             need_dk = need_db = False
         if need_dx:
-            dx = conv_columns.input_gradient(g, kernel, geom, positive)
+            dx = conv_columns.input_gradient(g, kernel, geom)
             need_dx = False
     if need_dx or need_dk or need_db:
         shifted = shifted_geometry(geom)
@@ -546,7 +556,9 @@ def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=Fals
     if _route(shifted, kernel.shape[3]) != "shifted":
         return NotImplemented
     if conv_columns.transpose_fits(geom, x, g, kernel):
-        return conv_columns.transpose_backward(g, x, kernel, geom, need_db, relu_output)
+        if relu_output is not None:
+            g = _masked(g, relu_output=relu_output)
+        return conv_columns.transpose_backward(g, x, kernel, geom, need_db)
     phases = shifted.to_phases(g, relu_output)
     dx = _shifted_forward(g, kernel, shifted, phases=phases)
     _, dk, _ = _shifted_backward(x, g, None, shifted, False, True, phases=phases)

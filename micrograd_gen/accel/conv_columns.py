@@ -39,47 +39,32 @@ _MAX_TRANSPOSE_COLUMN_BYTES = 15 << 20
 _CHUNK_BYTES = 1 << 22
 
 
+def _column_bytes(geom, itemsize):
+    return geom.N * geom.OH * geom.OW * geom.kh * geom.kw * geom.C * itemsize
+
+
 def fits(geom, F, x, kernel, kept):
     """True where this route takes a conv2d: a strided kernel wider than 1x1 that trains (a
     `kept` dict to leave the columns in), NumPy arrays of one dtype, columns small enough."""
     return (kept is not None and (geom.sh, geom.sw) != (1, 1) and geom.kh * geom.kw > 1
             and type(x) is np.ndarray and type(kernel) is np.ndarray and x.dtype == kernel.dtype
-            and geom.N * geom.OH * geom.OW * geom.kh * geom.kw * geom.C * x.itemsize
-            <= _MAX_COLUMN_BYTES)
+            and _column_bytes(geom, x.itemsize) <= _MAX_COLUMN_BYTES)
 
 
 def transpose_fits(geom, x, g, kernel):
     """True where transpose_backward takes a conv2d_transpose's backward (geom: the conv2d whose
     input gradient it is): as fits, with the smaller bound on g's columns."""
     return (fits(geom, x.shape[3], g, kernel, {}) and x.dtype == g.dtype
-            and geom.N * geom.OH * geom.OW * geom.kh * geom.kw * geom.C * g.itemsize
-            <= _MAX_TRANSPOSE_COLUMN_BYTES)
+            and _column_bytes(geom, g.itemsize) <= _MAX_TRANSPOSE_COLUMN_BYTES)
 
 
-def transpose_backward(g, x, kernel, geom, need_db, relu_output):
+def transpose_backward(g, x, kernel, geom, need_db):
     """conv2d_transpose's (dX, dK, dBias or None): dX = conv2d(g, kernel) by forward, dK from
-    the same columns of g against x. With `relu_output` (the fused ReLU's y) g is first masked
-    by y > 0."""
-    if relu_output is not None:
-        g = _masked(g, relu_output)
+    the same columns of g against x (g already masked by a fused ReLU, where there is one)."""
     kept = {}
     dx = forward(g, kernel, geom, None, False, kept)
-    dk, _ = kernel_gradient(x, kept.pop("columns"), geom, None, False)
+    dk, _ = kernel_gradient(x, kept.pop("columns"), geom, False)
     return dx, dk, column_sums(g.reshape(-1, geom.C)) if need_db else None
-
-
-def _masked(g, relu_output):
-    """g * (relu_output > 0), a chunk of whole images per worker (on one core it took 2.6 ms of
-    the VAE layer's 8.9)."""
-    out = np.empty_like(g)
-
-    def work(images, slot):
-        n0, n1 = images
-        np.multiply(g[n0:n1], relu_output[n0:n1] > 0, out=out[n0:n1])
-    pieces = chunk_pool()[1]
-    chunks = -(-max(pieces, g.nbytes // _CHUNK_BYTES) // pieces) * pieces
-    for_chunks(even_cuts(g.shape[0], min(g.shape[0], chunks)), work, np)
-    return out
 
 
 def forward(x, kernel, geom, bias, relu, kept):
@@ -106,12 +91,10 @@ def forward(x, kernel, geom, bias, relu, kept):
     return y
 
 
-def kernel_gradient(g, columns, geom, positive, need_db):
-    """(dK (kh, kw, C, F), dBias or None) from the columns forward kept; `positive` is the
-    fused ReLU's mask, applied to g first."""
+def kernel_gradient(g, columns, geom, need_db):
+    """(dK (kh, kw, C, F), dBias or None) from the columns forward kept (g already masked by a
+    fused ReLU, where there is one)."""
     F = g.shape[3]
-    if positive is not None:
-        g = g * positive
     g = np.ascontiguousarray(g).reshape(-1, F)
     dk = matmul(columns.reshape(g.shape[0], -1).T, g)
     if dk is NotImplemented:                          # before the worker pool: NumPy's own
@@ -119,9 +102,9 @@ def kernel_gradient(g, columns, geom, positive, need_db):
     return dk.reshape(geom.kh, geom.kw, geom.C, F), column_sums(g) if need_db else None
 
 
-def input_gradient(g, kernel, geom, positive):
-    """dX (N, H, W, C) through dColumns = dY @ K^T, chunk by chunk of whole images; `positive`
-    is the fused ReLU's mask, applied to g first."""
+def input_gradient(g, kernel, geom):
+    """dX (N, H, W, C) through dColumns = dY @ K^T, chunk by chunk of whole images (g already
+    masked by a fused ReLU, where there is one)."""
     T, C, F = geom.kh * geom.kw, geom.C, g.shape[3]
     dx = np.empty((geom.N, geom.H, geom.W, C), g.dtype)
     kmat_t = kernel.reshape(T * C, F).T                              # (F, T*C), a view
@@ -131,9 +114,8 @@ def input_gradient(g, kernel, geom, positive):
 
     def work(images, slot):
         n0, n1 = images
-        g_part = g[n0:n1] if positive is None else g[n0:n1] * positive[n0:n1]
         d_columns = np.empty((n1 - n0, geom.OH, geom.OW, T, C), g.dtype)
-        gemm_into(np.ascontiguousarray(g_part).reshape(-1, F), kmat_t,
+        gemm_into(np.ascontiguousarray(g[n0:n1]).reshape(-1, F), kmat_t,
                   d_columns.reshape(-1, T * C))
         _scatter_windows([np.moveaxis(d_columns[:, :, :, t], 3, 0) for t in range(T)], geom,
                          0, geom.H, 0, geom.OH, np.moveaxis(dx[n0:n1], 3, 0))

@@ -84,6 +84,6 @@ def transpose_forward(x, kernel, geom, bias=None, relu=False):
     the input of the transposed convolution, the output of `geom`'s conv2d."""
     K3, pads = subpixel_kernel(kernel, geom)
     s = geom.sh
-    y = winograd.conv3x3_depth_to_space(x, K3, pads, s,
-                                        None if bias is None else np.tile(bias, s * s), relu)
+    y = winograd.conv3x3(x, K3, pads, None if bias is None else np.tile(bias, s * s), relu,
+                         block=s)
     return y if y.shape[1:3] == (geom.H, geom.W) else y[:, :geom.H, :geom.W]

@@ -130,7 +130,8 @@ def _kernel_transform(kernel, turned, frozen, tiles):
     return U
 
 
-def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False, keep_inputs=False):
+def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False, keep_inputs=False,
+            block=1):
     """y = conv2d(x, kernel) for a 3x3 stride-1 kernel; pads = (top, bottom, left, right).
 
     x (N, H, W, C), kernel (3, 3, C, F) -> y (N, H + top + bottom - 2, W + left + right - 2, F),
@@ -138,38 +139,28 @@ def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False, keep_
     (a fused ReLU's backward). y is a buffer grown to whole 4x4 tiles, or a view of it where the
     tiles overhang. keep=True: the kernel is frozen (see _kernel_transform). keep_inputs=True
     returns (y, V), the transformed input tiles, which conv3x3_kernel_gradient can take instead
-    of making them again."""
+    of making them again.
+
+    block > 1: y's channels, read as (block, block, F / block^2), laid out as block x block
+    pixels (depth to space), written there straight from the tiles: y (N, block * OH, block *
+    OW, F / block^2). A transposed convolution is such a convolution (accel/conv_subpixel.py).
+    Its outputs are block^2 times wider, so the bands are cut along them too (_WIDE_CHUNK):
+    DCGAN's 32x32x256 -> 64x64x512 layer (2048 wide) took 811 ms as whole bands, 517 so."""
     top, bottom, left, right = pads
     tiles = x.shape[0] * -(-(x.shape[1] + top + bottom - 2) // 4) * -(
         -(x.shape[2] + left + right - 2) // 4)
     U = _kernel_transform(kernel, False, keep, tiles)
-    return _conv3x3(x, U, pads, bias, relu, mask, keep_inputs)
+    return _conv3x3(x, U, pads, bias, relu, mask, keep_inputs, block)
 
 
-def conv3x3_depth_to_space(x, kernel, pads, block, bias=None, relu=False):
-    """conv3x3(x, kernel, pads, bias, relu) with its channels, read as (block, block, F), laid
-    out as block x block pixels (depth to space): y (N, block * OH, block * OW, F), written
-    there straight from the tiles; kernel (3, 3, C, block * block * F), its transform made anew
-    each call (conv_subpixel builds the kernel anew each call, so there is nothing to keep).
-
-    A transposed convolution is this convolution (accel/conv_subpixel.py). Its outputs are
-    block^2 times wider than F, so the bands are cut along them too (_WIDE_CHUNK): DCGAN's
-    32x32x256 -> 64x64x512 layer (2048 wide) took 811 ms as whole bands, 517 so."""
-    top, bottom, left, right = pads
-    tiles = x.shape[0] * -(-(x.shape[1] + top + bottom - 2) // 4) * -(
-        -(x.shape[2] + left + right - 2) // 4)
-    U = _kernel_transform(kernel, False, False, tiles)
-    return _conv3x3(x, U, pads, bias, relu, block=block)
-
-
-# Output columns per piece of a band in conv3x3_depth_to_space: its (36, tiles, width) products
-# then stay near the cache.
+# Output columns per piece of a band where conv3x3 lays its output out depth to space: its
+# (36, tiles, width) products then stay near the cache.
 _WIDE_CHUNK = 256
 
 
 def _conv3x3(x, U, pads, bias=None, relu=False, mask=None, keep_inputs=False, block=1):
     """conv3x3 on the kernel's transform U (36, C, F); with block > 1, depth to space as
-    conv3x3_depth_to_space says.
+    conv3x3 says.
 
     Everything past the kernel's transform happens band by band on the worker threads: the
     padding (each band copies its own rows into a zero-bordered slab), the mask, the 36 products,
