@@ -95,3 +95,34 @@ def test_bands_of_one_wave_never_share_rows(pool, stride):
     for wave in (bands[0::2], bands[1::2]):
         written = [(i0 * stride, (i1 - 1) * stride + pool) for i0, i1 in wave]
         assert all(a[1] <= b[0] for a, b in zip(written, written[1:]))
+
+
+@pytest.mark.parametrize("pool, stride, routed", [(3, 2, True), (3, 1, True), ((1, 3), (1, 2), True),
+                                                  (2, 2, False), (2, 3, False)])
+def test_overlapping_windows_keep_their_maxima_for_backward(pool, stride, routed):
+    """Where windows overlap, the forward keeps each window's first maximal cell (as an index
+    into the padded input) when asked, and backward scatters g there: the reference's numbers to
+    the last bit, ties (a ReLU's zeros) and cells shared by several windows included."""
+    rng = np.random.default_rng(3)
+    x = np.maximum(rng.integers(-2, 3, (2, 11, 13, 4)), 0).astype(np.float32)
+    geom = _PoolGeometry(x, pool, stride, "same", "max_pool2d")
+    y, route = fast_pool.max_pool2d_forward(geom.pad(x, -np.inf), geom, keep_route=True)
+    assert (route is not None) == routed
+    assert fast_pool.max_pool2d_forward(geom.pad(x, -np.inf), geom)[1] is None   # not asked
+    if routed:
+        assert route.dtype == np.int32 and route.shape == y.shape
+    (y, dx), (want_y, want_dx) = both_paths(
+        lambda t: ops.max_pool2d(t, pool, strides=stride, padding="same"), x, 4)
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(dx, want_dx)
+
+
+def test_a_window_holding_nan_gets_no_gradient_on_either_path():
+    """np.maximum carries a NaN into the window's max, which then equals no cell: the reference
+    gives that window's cells nothing, and so does the fast path (it walks the taps then)."""
+    x = np.random.default_rng(6).standard_normal((1, 9, 9, 2)).astype(np.float32)
+    x[0, 4, 4, 1] = np.nan
+    (y, dx), (want_y, want_dx) = both_paths(lambda t: ops.max_pool2d(t, 3, strides=2), x, 7)
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(dx, want_dx)
+    assert np.isfinite(dx).all() and dx[0, 3:6, 3:6, 1].sum() == 0

@@ -5,9 +5,12 @@ down the columns: kh + kw - 2 passes instead of kh * kw - 1, in bands of rows sm
 to stay in cache. Average pooling's backward is that forward's adjoint: at stride 1 the same
 window sum over the padded share, otherwise its two steps in reverse.
 
-Max pooling's backward walks the kh * kw taps as the reference does, into preallocated masks,
-and where windows do not overlap it writes each cell once instead of adding into zeros; where
-they tile the input (VGG's 2x2 / 2) it reads the input as windows and takes whole bands at once.
+Where max pooling's windows overlap (InceptionV3's 3x3 / 2) and the input needs a gradient, the
+forward also keeps each window's first maximal cell, found by the same two separable passes, and
+backward is one scatter-add of g into those cells. Otherwise backward walks the kh * kw taps as
+the reference does, into preallocated masks, and where windows do not overlap it writes each cell
+once instead of adding into zeros; where they tile the input (VGG's 2x2 / 2) it reads the input
+as windows and takes whole bands at once.
 It runs between convolutions that use both cores, so large ones are cut into bands of rows over
 the worker threads.
 """
@@ -65,34 +68,110 @@ def _separable(geom, xpad, combine):
     def band(rows, slot):
         i0, i1 = rows
         xrows = xpad[:, i0 * geom.sh:(i1 - 1) * geom.sh + geom.kh]     # the rows it reads
-        along = None
-        for view in _column_taps(geom, xrows):
-            along = view.copy() if along is None else combine(along, view, out=along)
+        # the first two views combine straight into the result: no pass to copy the first
+        columns = list(_column_taps(geom, xrows))
+        along = columns[0] if len(columns) == 1 else combine(columns[0], columns[1])
+        for view in columns[2:]:
+            combine(along, view, out=along)
+        rows = [along[:, a:a + (i1 - i0 - 1) * geom.sh + 1:geom.sh] for a in range(geom.kh)]
         target = out[:, i0:i1]
-        for a in range(geom.kh):
-            view = along[:, a:a + (i1 - i0 - 1) * geom.sh + 1:geom.sh]
-            if a == 0:
-                target[...] = view
-            else:
-                combine(target, view, out=target)
+        if len(rows) == 1:
+            target[...] = rows[0]
+        else:
+            combine(rows[0], rows[1], out=target)
+        for view in rows[2:]:
+            combine(target, view, out=target)
     for_chunks(_bands(geom, out.nbytes, xp), band, xp)
     return out
 
 
-def max_pool2d_forward(xpad, geom):
-    return _separable(geom, xpad, get_array_module(xpad).maximum)
+def max_pool2d_forward(xpad, geom, keep_route=False):
+    """(y, route): route is where each window's first maximal cell is, kept only when asked for
+    (the input needs a gradient) and windows overlap; otherwise None."""
+    xp = get_array_module(xpad)
+    overlap = geom.sh < geom.kh or geom.sw < geom.kw
+    if keep_route and overlap and xp is np and max(geom.kh, geom.kw) < 256:   # uint8 offsets
+        return _routed_max(geom, xpad)
+    return _separable(geom, xpad, xp.maximum), None
+
+
+def _routed_max(geom, xpad):
+    """The separable max, keeping each window's first maximal cell (row-major, the reference's
+    rule) as its index in xpad.reshape(-1), so that backward is one scatter-add of g.
+
+    Why. Overlapping windows (InceptionV3's 3x3 / 2 pools) leave backward no cheaper way in NumPy
+    than walking the nine taps, four or five whole-array passes each (13 ms at DeepDream's
+    197x297x64; PyTorch's indexed kernel takes about 2). The reduction along the rows finds the
+    first column holding each row's maximum, the one down the columns the first row holding the
+    window's maximum: together its first maximal cell, for a few passes beside the max itself."""
+    N, Hp, Wp, C = geom.padded
+    y = np.empty((N, geom.OH, geom.OW, C), xpad.dtype)
+    # int32 indices when they fit: half the bytes to write, and np.add.at takes them as they are
+    index_type = np.int32 if N * Hp * Wp * C < 2 ** 31 else np.intp
+    route = np.empty(y.shape, index_type)
+    # where each window starts, but for its row: image n, column j * sw, channel c
+    window_columns = np.add.outer(np.arange(geom.OW, dtype=index_type) * (geom.sw * C),
+                                  np.arange(C, dtype=index_type))
+    image_starts = np.arange(N, dtype=index_type)[:, None] * (Hp * Wp * C)
+
+    def band(rows, slot):
+        i0, i1 = rows
+        xrows = xpad[:, i0 * geom.sh:(i1 - 1) * geom.sh + geom.kh]     # the rows it reads
+        along, column = _max_and_first(list(_column_taps(geom, xrows)))
+        # down the columns as _max_and_first does, carrying the chosen row's first column along
+        row_views = [along[:, a:a + (i1 - i0 - 1) * geom.sh + 1:geom.sh] for a in range(geom.kh)]
+        columns = [column[:, a:a + (i1 - i0 - 1) * geom.sh + 1:geom.sh] for a in range(geom.kh)]
+        target = y[:, i0:i1]
+        target[...] = row_views[0]
+        row = np.zeros(target.shape, np.uint8)
+        chosen_column = columns[0].copy()
+        later = np.empty(target.shape, bool)
+        for a in range(1, geom.kh):
+            np.greater(row_views[a], target, out=later)   # strictly: a tie keeps the earlier row
+            np.maximum(target, row_views[a], out=target)
+            np.maximum(row, later * np.uint8(a), out=row)
+            chosen_column += later * (columns[a] - chosen_column)   # uint8 wraps: exact
+        index = route[:, i0:i1]
+        np.add((image_starts + np.arange(i0, i1, dtype=index_type) * (geom.sh * Wp * C))
+               [:, :, None, None], window_columns, out=index)
+        index += np.multiply(row, Wp * C, dtype=index_type)
+        index += np.multiply(chosen_column, C, dtype=index_type)
+    for_chunks(_bands(geom, y.nbytes, np), band, np)
+    return y, route
+
+
+def _max_and_first(views):
+    """(the maximum over views, the index of the first view holding it, as uint8)."""
+    if len(views) == 1:
+        return views[0].copy(), np.zeros(views[0].shape, np.uint8)
+    which = np.empty(views[0].shape, np.uint8)
+    np.greater(views[1], views[0], out=which.view(bool))   # strictly: a tie keeps the earlier
+    best = np.maximum(views[0], views[1])
+    later = np.empty(best.shape, bool)
+    for k in range(2, len(views)):
+        np.greater(views[k], best, out=later)
+        np.maximum(best, views[k], out=best)
+        np.maximum(which, later * np.uint8(k), out=which)   # k only grows: max is "set to k"
+    return best, which
 
 
 def avg_pool2d_forward(xpad, geom):
     return _separable(geom, xpad, get_array_module(xpad).add)
 
 
-def max_pool2d_backward(g, xpad, y, geom):
-    """The reference's first-maximal-cell rule, tap by tap, without a temporary per tap. Large
-    inputs are cut into bands of output rows over the worker threads; where windows overlap, a
-    band writes k - s rows of the next band's cells too, so every other band runs first and the
-    rest after."""
+def max_pool2d_backward(g, xpad, y, geom, route=None):
+    """The reference's first-maximal-cell rule. With the forward's route (overlapping windows),
+    one scatter-add; else tap by tap, without a temporary per tap: large inputs are cut into bands
+    of output rows over the worker threads; where windows overlap, a band writes k - s rows of
+    the next band's cells too, so every other band runs first and the rest after."""
     xp = get_array_module(g)
+    if route is not None and not np.isnan(y).any():   # a NaN window gets nothing: the taps say so
+        dxpad = np.zeros(geom.padded, g.dtype)
+        # Where windows share a cell, the reference adds the later window's term first (its tap
+        # comes earlier in row-major order), so the scatter runs backwards: the same sums, added
+        # in the same order, to the last bit.
+        np.add.at(dxpad.reshape(-1), route.reshape(-1)[::-1], g.reshape(-1)[::-1])
+        return geom.crop(dxpad)
     if (geom.sh, geom.sw) == (geom.kh, geom.kw) and xp is np:
         return _tiled_max_pool2d_backward(g, xpad, y, geom)
     dxpad = xp.zeros(geom.padded, g.dtype)                       # (N, Hp, Wp, C)

@@ -74,9 +74,12 @@ class MaxPool2D(Function):
         geom = _PoolGeometry(x, pool_size, strides, padding, "max_pool2d")
         xpad = geom.pad(x, -xp.inf)                                      # (N, Hp, Wp, C)
         fast = fastpath.lookup("max_pool2d_forward")
-        y = NotImplemented if fast is None else fast(xpad, geom)
-        if y is NotImplemented:
-            y = None
+        found = NotImplemented if fast is None else fast(xpad, geom, self.needs_input_grad[0])
+        if found is not NotImplemented:
+            # the fast path may also keep where each window's maximum is, for its backward
+            y, self.route = found
+        else:
+            y, self.route = None, None
             for view in geom.taps(xpad):                                 # (N, OH, OW, C)
                 y = view.copy() if y is None else xp.maximum(y, view, out=y)
         if self.needs_input_grad[0]:
@@ -85,7 +88,7 @@ class MaxPool2D(Function):
 
     def backward(self, g):
         fast = fastpath.lookup("max_pool2d_backward")
-        dx = NotImplemented if fast is None else fast(g, self.xpad, self.y, self.geom)
+        dx = NotImplemented if fast is None else fast(g, self.xpad, self.y, self.geom, self.route)
         if dx is not NotImplemented:
             return dx
         # Each window's gradient goes to the first cell (row-major) that holds its maximum, as
