@@ -97,8 +97,8 @@ def test_bands_of_one_wave_never_share_rows(pool, stride):
         assert all(a[1] <= b[0] for a, b in zip(written, written[1:]))
 
 
-@pytest.mark.parametrize("pool, stride, routed", [(3, 2, True), (3, 1, True), ((1, 3), (1, 2), True),
-                                                  (2, 2, False), (2, 3, False)])
+@pytest.mark.parametrize("pool, stride, routed", [
+    (3, 2, True), (3, 1, True), ((1, 3), (1, 2), True), (2, 2, False), (2, 3, False)])
 def test_overlapping_windows_keep_their_maxima_for_backward(pool, stride, routed):
     """Where windows overlap, the forward keeps each window's first maximal cell (as an index
     into the padded input) when asked, and backward scatters g there: the reference's numbers to
