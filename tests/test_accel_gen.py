@@ -74,6 +74,22 @@ def test_fast_paths_take_large_arrays_and_decline_the_rest():
     assert elementwise.relu_backward(x, positive[:-1]) is NotImplemented        # shapes differ
 
 
+def test_no_mask_is_kept_where_no_gradient_will_be_asked_for():
+    """Under no_grad (the DCGAN's generator for the discriminator's step) the activations write
+    their output alone, the same numbers as with the mask."""
+    x = np.linspace(-1, 1, elementwise._MIN_SIZE, dtype=np.float32)
+    for forward, args in ((elementwise.leaky_relu_forward, (0.2,)), (elementwise.relu_forward, ())):
+        kept, mask = forward(x, *args)
+        alone, none = forward(x, *args, keep_mask=False)
+        assert none is None and mask is not None
+        np.testing.assert_array_equal(alone, kept)
+    with mg.fast_paths(True):
+        t = mg.Tensor(x, requires_grad=True)
+        with mg.no_grad():
+            op = ops.leaky_relu(t, 0.2)
+        assert op.numpy().tobytes() == ops.leaky_relu(t, 0.2).numpy().tobytes()
+
+
 def test_leaky_relu_backward_after_switching_the_fast_paths_off():
     """A graph built on the fast path (which keeps a mask, not the slopes) still differentiates
     when the fast paths are off by the time backward runs."""

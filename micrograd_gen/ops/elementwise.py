@@ -159,7 +159,7 @@ class Sigmoid(Function):
 class Relu(Function):
     def forward(self, a):
         fast = fastpath.lookup("relu_forward")
-        out = NotImplemented if fast is None else fast(a)
+        out = NotImplemented if fast is None else fast(a, self.needs_input_grad[0])
         if out is not NotImplemented:
             y, self.positive = out
             return y
@@ -175,9 +175,10 @@ class Relu(Function):
 class LeakyRelu(Function):
     def forward(self, a, negative_slope=0.2):
         fast = fastpath.lookup("leaky_relu_forward")
-        out = NotImplemented if fast is None else fast(a, negative_slope)
+        out = NotImplemented if fast is None else fast(a, negative_slope, self.needs_input_grad[0])
         if out is not NotImplemented:
-            # the fast path keeps the mask a > 0 (a byte a number) in place of the slopes
+            # the fast path keeps the mask a > 0 (a byte a number) in place of the slopes, and
+            # none when no gradient will be asked for
             y, self.positive = out
             self.slope, self.negative_slope = None, negative_slope
             return y
