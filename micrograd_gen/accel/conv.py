@@ -44,7 +44,7 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from . import conv_columns, conv_subpixel, conv_thin, cuda, winograd
+from . import conv_columns, conv_subpixel, conv_thin, cuda, transpose_winograd, winograd
 from .blas import _Rows, column_sums, gemm_rows_batch
 from .workers import chunk_pool, for_chunks
 
@@ -550,7 +550,13 @@ def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=Fals
     twice. With `relu_output` (the forward's fused ReLU's y) g is first masked by y > 0, in
     that same copy. Small strided ones take conv_columns' route instead, whose columns of g
     serve both products."""
-    if not (need_dx and need_dk) or get_array_module(g) is not np:
+    if get_array_module(g) is not np:
+        return NotImplemented
+    if (need_dx or need_dk) and transpose_winograd.fits(geom, g, x, kernel):
+        if relu_output is not None:
+            g = _masked(g, relu_output=relu_output)
+        return transpose_winograd.backward(g, x, kernel, geom, need_dx, need_dk, need_db)
+    if not (need_dx and need_dk):
         return NotImplemented
     shifted = shifted_geometry(geom)
     if _route(shifted, kernel.shape[3]) != "shifted":
