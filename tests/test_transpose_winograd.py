@@ -120,3 +120,38 @@ def test_kernel_gradient_is_the_same_from_run_to_run():
     finally:
         tw._BAND_TILES = saved
     assert first.tobytes() == again.tobytes()
+
+
+@settings(max_examples=20, deadline=None)
+@given(N=st.integers(1, 3), OH=st.integers(1, 9), OW=st.integers(1, 9),
+       C=st.sampled_from([1, 4, 7]), F=st.sampled_from([1, 3]), bias=st.booleans(),
+       relu=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2 ** 16))
+def test_forward_is_the_reference(N, OH, OW, C, F, bias, relu, dtype, seed):
+    """Each output phase (p, q) as a 2x2 correlation of x through F(4x4, 2x2), bias and ReLU
+    applied before its pixels are written."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, OH, OW, F)).astype(dtype)
+    kernel = rng.standard_normal((4, 4, C, F)).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype) if bias else None
+    y = tw.forward(x, kernel, geometry(N, OH, OW, C), b, relu)
+    with mg.fast_paths(False), mg.no_grad():
+        want = ops.conv2d_transpose(mg.Tensor(x, dtype=dtype), mg.Tensor(kernel, dtype=dtype),
+                                    None if b is None else mg.Tensor(b, dtype=dtype),
+                                    strides=2, padding="same", relu=relu).numpy()
+    assert y.shape == want.shape and y.dtype == dtype
+    assert relative_error(y, want) < TOLERANCE[dtype]
+
+
+def test_the_forward_takes_wide_layers_only(monkeypatch):
+    taken = []
+    original = tw.forward
+    monkeypatch.setattr(tw, "forward", lambda *a: taken.append(a[0].shape) or original(*a))
+    x = np.random.default_rng(3).standard_normal((1, 4, 4, 2)).astype(np.float32)
+    for channels in (8, 512):
+        kernel = np.full((4, 4, channels, 2), 0.1, np.float32)
+        with mg.no_grad():
+            ops.conv2d_transpose(mg.Tensor(x), mg.Tensor(kernel), strides=2, padding="same")
+    assert taken == [(1, 4, 4, 2)]                       # the 512-channel layer alone
+    assert tw.forward_fits(geometry(1, 4, 4, 512), x, np.zeros((4, 4, 512, 2), np.float32))
+    assert not tw.forward_fits(geometry(1, 4, 4, 256), x, np.zeros((4, 4, 256, 2), np.float32))

@@ -34,9 +34,11 @@ chunk instead.
 
 A 3x3 stride-1 convolution with enough channels and pixels goes to Winograd instead
 (accel/winograd.py): a quarter of the multiplies, for the forward and both gradients. Strided
-convolutions whose kernel trains gather their windows once (accel/conv_columns.py), and a wide
-transposed convolution whose phases read 3x3 windows runs its forward as a 3x3 Winograd
-convolution to s*s*F channels (accel/conv_subpixel.py).
+convolutions whose kernel trains gather their windows once (accel/conv_columns.py), a wide
+4x4 stride-2 transposed convolution runs as 2x2 Winograd correlations on stride phases
+(accel/transpose_winograd.py), and other wide transposed convolutions whose phases read 3x3
+windows run their forward as a 3x3 Winograd convolution to s*s*F channels
+(accel/conv_subpixel.py).
 """
 from functools import lru_cache
 
@@ -521,6 +523,8 @@ def conv2d_transpose_forward(x, kernel, geom, bias=None, relu=False, frozen=Fals
     image rows on the workers (y += bias on one core cost 1.5 ms of a 75 ms VAE step)."""
     if get_array_module(x) is not np:
         return NotImplemented
+    if transpose_winograd.forward_fits(geom, x, kernel):
+        return transpose_winograd.forward(x, kernel, geom, bias, relu)
     if conv_subpixel.fits(geom, x, kernel):
         return conv_subpixel.transpose_forward(x, kernel, geom, bias, relu)
     shifted = shifted_geometry(geom)

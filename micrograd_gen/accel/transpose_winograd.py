@@ -1,5 +1,5 @@
-"""A 4x4 stride-2 'same' transposed convolution's backward (the DCGAN generator's layers) as
-four 2x2 correlations on the stride phases of g, through Winograd F(4x4, 2x2).
+"""A 4x4 stride-2 'same' transposed convolution (the DCGAN generator's layers) as 2x2
+correlations on stride phases, through Winograd F(4x4, 2x2): backward on g's, forward on y's.
 
 The transposed convolution is conv2d's input gradient, so its dX is conv2d's forward of g and
 its dK conv2d's kernel gradient with x in the output gradient's place. With stride 2, padding 1
@@ -20,6 +20,13 @@ the output transform's adjoint applied to x's tiles, and dK the kernel transform
 dU. The transforms (points 0, 1, -1, 2 and infinity) cost a few float32 digits, as
 accel/winograd.py's F(4x4, 3x3) does; tests/test_transpose_winograd.py holds both gradients to
 the reference. Which layers pay: see _MIN_CHANNELS.
+
+The forward is the same idea turned around: output phase (p, q) of y is a 2x2 correlation of x
+at offset (p, q), so each phase is 25 products (tiles, F) @ (F, C) on its own transformed tiles
+of x (small: x has a quarter of y's pixels), written straight to its pixels of y.
+
+A band's buffers are kept from call to call (_Scratch), one set per worker thread, with the
+transformed kernel: 375 MB after a DCGAN step (two threads), held while the process lives.
 """
 import math
 import threading
@@ -55,6 +62,11 @@ _OUTPUT_TRANSFORM = np.kron(_AT, _AT)   # (16, 25)
 # Tiles per band: the 25 products (tiles, 4C) @ (4C, F) want a few hundred rows; more only
 # makes the band's transformed tiles (25 x tiles x 4C numbers) fall further out of cache.
 _BAND_TILES = 128
+# The forward's products are F wide (x's channels) where backward's are 4C: more tiles a band
+# fit in the same memory, and the products want them (the DCGAN's last layer: 514 ms at 128,
+# 463 at 256, 449 at 512; 512 took the DCGAN step's peak memory from 1429 MB to 1581 MB, within
+# 76 MB of PyTorch's).
+_FORWARD_BAND_TILES = 256
 # g's channels (the transposed convolution's output channels) from which this route pays: its
 # products are 4C wide, and few tiles leave them short. The DCGAN generator's layers at batch 32,
 # forward + dX + dK (ms, the shifted route's backward against this; medians of 5-9 alternating,
@@ -63,6 +75,10 @@ _BAND_TILES = 128
 #   16x16x128 -> 32x32x256    128.8 against 108.4
 #   32x32x256 -> 64x64x512   1644.9 against 1212.6
 _MIN_CHANNELS = 256
+# ... and the forward from this many output channels (forward alone, ms, the sub-pixel route
+# (accel/conv_subpixel.py) against this, medians of 9): 16x16x128 -> 32x32x256 42.7 against
+# 45.8; 32x32x256 -> 64x64x512 502.8 against 462.8 (3 rounds).
+_MIN_FORWARD_CHANNELS = 512
 # Each thread's buffers (see _Scratch), kept from call to call, and the lock that lets one call
 # at a time use them.
 _KEPT_SCRATCH = {}
@@ -73,11 +89,20 @@ def fits(geom, g, x, kernel):
     """True where this route takes a conv2d_transpose's backward (geom: the conv2d whose input
     gradient it is): a 4x4 kernel at stride 2 with one pixel of padding before (Keras's 'same' on
     even sizes), NumPy floats of one dtype, and g at least _MIN_CHANNELS wide."""
-    arrays = [a for a in (g, x, kernel) if a is not None]          # x or kernel: not needed
+    return _fits(geom, [a for a in (g, x, kernel) if a is not None]) and geom.C >= _MIN_CHANNELS
+
+
+def forward_fits(geom, x, kernel):
+    """The same for the forward, whose output (geom's C channels) is at least
+    _MIN_FORWARD_CHANNELS wide."""
+    return _fits(geom, [x, kernel]) and geom.C >= _MIN_FORWARD_CHANNELS
+
+
+def _fits(geom, arrays):
     return ((geom.kh, geom.kw, geom.sh, geom.sw, geom.dh, geom.dw) == (4, 4, 2, 2, 1, 1)
             and (geom.pt, geom.pl) == (1, 1) and (geom.H, geom.W) == (2 * geom.OH, 2 * geom.OW)
-            and all(type(a) is np.ndarray and a.dtype == g.dtype for a in arrays)
-            and g.dtype in (np.float32, np.float64) and geom.C >= _MIN_CHANNELS)
+            and all(type(a) is np.ndarray and a.dtype == arrays[0].dtype for a in arrays)
+            and arrays[0].dtype in (np.float32, np.float64))
 
 
 def backward(g, x, kernel, geom, need_dx, need_dk, need_db=False):
@@ -140,14 +165,15 @@ def _backward(g, x, kernel, geom, need_dx, need_dk, need_db, scratch):
     return dx, dk, db
 
 
-def _bands(N, rows, cols):
-    """(n0, n1, r0, r1): images n0..n1, tile rows r0..r1 of each, about _BAND_TILES tiles, and
-    at least two per thread."""
+def _bands(N, rows, cols, band_tiles=None):
+    """(n0, n1, r0, r1): images n0..n1, tile rows r0..r1 of each, about band_tiles tiles
+    (_BAND_TILES by default), and at least two per thread."""
+    band_tiles = band_tiles or _BAND_TILES
     threads = chunk_pool()[1]
-    if rows * cols * N >= 2 * threads * _BAND_TILES and rows * cols < _BAND_TILES:
-        per_band = max(1, _BAND_TILES // (rows * cols))
+    if rows * cols * N >= 2 * threads * band_tiles and rows * cols < band_tiles:
+        per_band = max(1, band_tiles // (rows * cols))
         return [(n0, n1, 0, rows) for n0, n1 in even_cuts(N, -(-N // per_band))]
-    band_rows = max(1, min(rows, _BAND_TILES // cols))
+    band_rows = max(1, min(rows, band_tiles // cols))
     bands = max(-(-rows // band_rows), -(-2 * threads // N))
     return [(n, n + 1, r0, r1) for n in range(N)
             for r0, r1 in even_cuts(rows, min(rows, bands))]
@@ -230,3 +256,72 @@ def _untile(Y, dx, n0, n1, r0, r1, cols, space):
     full = full.reshape(n1 - n0, _M * (r1 - r0), _M * cols, F)
     stop = min(OH, _M * r1)
     dx[n0:n1, _M * r0:stop] = full[:, :stop - _M * r0, :OW]
+
+
+# ---- forward ---------------------------------------------------------------------------------
+
+def forward(x, kernel, geom, bias=None, relu=False):
+    """conv2d_transpose's y (N, 2*OH, 2*OW, C) (+ bias, then ReLU when asked) of x (N, OH, OW, F)
+    and kernel (4, 4, C, F), phase by phase: output phase (p, q) is a 2x2 correlation of x
+    (padded by one pixel before) at offset (p, q), tap (u, v) being kernel tap
+    (3 - p - 2u, 3 - q - 2v), each through F(4x4, 2x2) and written straight to its pixels."""
+    with _scratch_lock:
+        return _forward(x, kernel, geom, bias, relu, _KEPT_SCRATCH)
+
+
+def _forward(x, kernel, geom, bias, relu, scratch):
+    N, OH, OW, F = x.shape
+    C = kernel.shape[2]
+    rows, cols = -(-OH // _M), -(-OW // _M)
+    dtype = x.dtype
+    input_transform = _INPUT_TRANSFORM.astype(dtype)
+    output_transform = _OUTPUT_TRANSFORM.astype(dtype)
+    # x padded by one pixel before and enough after for the last tile at offset 1
+    padded = np.zeros((N, _M * rows + 2, _M * cols + 2, F), dtype)
+    padded[:, 1:OH + 1, 1:OW + 1] = x
+    transform = _KERNEL_TRANSFORM.astype(dtype)
+    U = scratch.setdefault("kernel", _Scratch()).take("transformed kernel",
+                                                      (2, 2, _POINTS, F, C), dtype)
+    for p in range(2):
+        for q in range(2):
+            taps = kernel[3 - p::-2, 3 - q::-2]                     # (u, v, C, F)
+            taps = taps.transpose(0, 1, 3, 2).reshape(4, F * C)
+            U[p, q] = (transform @ taps).reshape(_POINTS, F, C)
+    y = np.empty((N, 2 * OH, 2 * OW, C), dtype)
+    phases_of_y = y.reshape(N, OH, 2, OW, 2, C)
+
+    def band(chunk, slot):
+        n0, n1, r0, r1 = chunk
+        space = scratch.setdefault(slot, _Scratch())
+        for p in range(2):
+            for q in range(2):
+                V = _transformed_window_tiles(padded, n0, n1, r0, r1, cols, p, q,
+                                              input_transform, space)
+                tiles = V.shape[1]
+                M = space.take("products", (_POINTS, tiles, C), dtype)
+                for point in range(_POINTS):
+                    gemm_into(V[point], U[p, q, point], M[point])
+                Y = space.take("outputs", (_M * _M, tiles, C), dtype)
+                gemm_into(output_transform, M.reshape(_POINTS, -1), Y.reshape(_M * _M, -1))
+                if bias is not None:
+                    Y += bias
+                if relu:
+                    np.maximum(Y, 0, out=Y)
+                _untile(Y, phases_of_y[:, :, p, :, q], n0, n1, r0, r1, cols, space)
+    for_chunks(_bands(N, rows, cols, _FORWARD_BAND_TILES), band, np)
+    return y
+
+
+def _transformed_window_tiles(padded, n0, n1, r0, r1, cols, p, q, input_transform, space):
+    """V (25, tiles, F): the 5x5 tiles of padded x at offset (p, q) under output tiles r0..r1
+    of images n0..n1, transformed."""
+    F = padded.shape[3]
+    tiles = space.take("window tiles", (_N, _N, n1 - n0, r1 - r0, cols, F), padded.dtype)
+    for r in range(_N):
+        for s in range(_N):
+            first = _M * r0 + p + r
+            tiles[r, s] = padded[n0:n1, first:first + _M * (r1 - r0 - 1) + 1:_M,
+                                 q + s:q + s + _M * (cols - 1) + 1:_M]
+    V = space.take("transformed", (_POINTS, (n1 - n0) * (r1 - r0) * cols, F), padded.dtype)
+    gemm_into(input_transform, tiles.reshape(_POINTS, -1), V.reshape(_POINTS, -1))
+    return V
