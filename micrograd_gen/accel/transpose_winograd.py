@@ -167,11 +167,12 @@ def _backward(g, x, kernel, geom, need_dx, need_dk, need_db, scratch):
 
 def _bands(N, rows, cols, band_tiles=None):
     """(n0, n1, r0, r1): images n0..n1, tile rows r0..r1 of each, about band_tiles tiles
-    (_BAND_TILES by default), and at least two per thread."""
+    (_BAND_TILES by default), and at least two bands per thread where there are enough images
+    (whole images when one has fewer tiles than a band)."""
     band_tiles = band_tiles or _BAND_TILES
     threads = chunk_pool()[1]
-    if rows * cols * N >= 2 * threads * band_tiles and rows * cols < band_tiles:
-        per_band = max(1, band_tiles // (rows * cols))
+    if rows * cols < band_tiles:                   # whole images, fewer where there are few
+        per_band = max(1, min(band_tiles // (rows * cols), -(-N // (2 * threads))))
         return [(n0, n1, 0, rows) for n0, n1 in even_cuts(N, -(-N // per_band))]
     band_rows = max(1, min(rows, band_tiles // cols))
     bands = max(-(-rows // band_rows), -(-2 * threads // N))
