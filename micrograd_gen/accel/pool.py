@@ -117,20 +117,12 @@ def _routed_max(geom, xpad):
     def band(rows, slot):
         i0, i1 = rows
         xrows = xpad[:, i0 * geom.sh:(i1 - 1) * geom.sh + geom.kh]     # the rows it reads
-        along, column = _max_and_first(list(_column_taps(geom, xrows)))
-        # down the columns as _max_and_first does, carrying the chosen row's first column along
-        row_views = [along[:, a:a + (i1 - i0 - 1) * geom.sh + 1:geom.sh] for a in range(geom.kh)]
-        columns = [column[:, a:a + (i1 - i0 - 1) * geom.sh + 1:geom.sh] for a in range(geom.kh)]
-        target = y[:, i0:i1]
-        target[...] = row_views[0]
-        row = np.zeros(target.shape, np.uint8)
-        chosen_column = columns[0].copy()
-        later = np.empty(target.shape, bool)
-        for a in range(1, geom.kh):
-            np.greater(row_views[a], target, out=later)   # strictly: a tie keeps the earlier row
-            np.maximum(target, row_views[a], out=target)
-            np.maximum(row, later * np.uint8(a), out=row)
-            chosen_column += later * (columns[a] - chosen_column)   # uint8 wraps: exact
+        along, column, _ = _max_and_first(list(_column_taps(geom, xrows)))
+        # down the columns, carrying each row's first maximal column along with it
+        picked = slice(0, (i1 - i0 - 1) * geom.sh + 1, geom.sh)
+        _, row, chosen_column = _max_and_first(
+            [along[:, a:][:, picked] for a in range(geom.kh)], out=y[:, i0:i1],
+            carried=[column[:, a:][:, picked] for a in range(geom.kh)])
         index = route[:, i0:i1]
         np.add((image_starts + np.arange(i0, i1, dtype=index_type) * (geom.sh * Wp * C))
                [:, :, None, None], window_columns, out=index)
@@ -140,19 +132,29 @@ def _routed_max(geom, xpad):
     return y, route
 
 
-def _max_and_first(views):
-    """(the maximum over views, the index of the first view holding it, as uint8)."""
+def _max_and_first(views, out=None, carried=None):
+    """(the maximum over views (into out, when given), the index of the first view holding it
+    as uint8, and carried[that index] for uint8 arrays `carried` shaped like the views, or
+    None)."""
+    which = np.zeros(views[0].shape, np.uint8)
+    pick = None if carried is None else carried[0].copy()
     if len(views) == 1:
-        return views[0].copy(), np.zeros(views[0].shape, np.uint8)
-    which = np.empty(views[0].shape, np.uint8)
-    np.greater(views[1], views[0], out=which.view(bool))   # strictly: a tie keeps the earlier
-    best = np.maximum(views[0], views[1])
+        best = views[0].copy() if out is None else out
+        best[...] = views[0]
+        return best, which, pick
+    later = which.view(bool)
+    np.greater(views[1], views[0], out=later)               # strictly: a tie keeps the earlier
+    best = np.maximum(views[0], views[1], out=out)
+    if pick is not None:
+        pick += later * (carried[1] - pick)                  # uint8 wraps: exact
     later = np.empty(best.shape, bool)
     for k in range(2, len(views)):
         np.greater(views[k], best, out=later)
         np.maximum(best, views[k], out=best)
         np.maximum(which, later * np.uint8(k), out=which)   # k only grows: max is "set to k"
-    return best, which
+        if pick is not None:
+            pick += later * (carried[k] - pick)
+    return best, which, pick
 
 
 def avg_pool2d_forward(xpad, geom):
