@@ -117,6 +117,40 @@ def test_overlapping_windows_keep_their_maxima_for_backward(pool, stride, routed
     np.testing.assert_array_equal(dx, want_dx)
 
 
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(3, 25), w=st.integers(3, 14), padding=st.sampled_from(["same", "valid"]),
+       band_bytes=st.sampled_from([1, 64, 1 << 19]), ties=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 99))
+def test_a_3x3_stride_2_pool_routes_g_as_the_reference(h, w, padding, band_bytes, ties, dtype,
+                                                       seed):
+    """InceptionV3's 3x3 / 2 max pools: the forward keeps each window's cell band by band and
+    backward scatters g there: the reference's dX to the last bit, for odd and even sizes (where
+    no window reaches the last row or column), ties and cells shared by two or four windows."""
+    (y, dx), (want_y, want_dx) = in_bands(
+        lambda t: ops.max_pool2d(t, 3, strides=2, padding=padding), h, w, ties, seed, dtype,
+        band_bytes)
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(dx, want_dx)
+
+
+def test_a_nan_in_g_spreads_over_its_window_on_both_paths():
+    """The reference multiplies g by each tap's mask, so a NaN in g reaches every cell of its
+    window (NaN * 0 is NaN); the fast path walks the taps then too, as a scatter into each
+    window's kept cell would not."""
+    x = np.random.default_rng(8).standard_normal((1, 9, 11, 2)).astype(np.float32)
+    results = []
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            t = mg.Tensor(x, requires_grad=True)
+            y = ops.max_pool2d(t, 3, strides=2)
+            g = np.ones(y.shape, np.float32)
+            g[0, 1, 2, 1] = np.nan
+            y.backward(g)
+            results.append(t.grad)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert np.isnan(results[0][0, 2:5, 4:7, 1]).all()
+
+
 def test_a_window_holding_nan_gets_no_gradient_on_either_path():
     """np.maximum carries a NaN into the window's max, which then equals no cell: the reference
     gives that window's cells nothing, and so does the fast path (it walks the taps then)."""
