@@ -168,8 +168,9 @@ def max_pool2d_backward(g, xpad, y, geom, route=None):
     the next band's cells too, so every other band runs first and the rest after."""
     xp = get_array_module(g)
     # A NaN window gets nothing, and a NaN or infinite g reaches every cell of its window (times
-    # 0): the taps say so, the scatter would not. Either makes a sum NaN or infinite; so can an
-    # overflow of finite sums, which then takes the taps too: slower, not wrong.
+    # 0): the taps say so, the scatter would not. Either makes a sum NaN or infinite; so do an
+    # infinite maximum and an overflow of finite sums, which then take the taps too: slower, not
+    # wrong.
     if route is not None and np.isfinite(y.sum() + g.sum()):
         dxpad = np.zeros(geom.padded, g.dtype)
         # Where windows share a cell, the reference adds the later window's term first (its tap
