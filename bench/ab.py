@@ -12,7 +12,9 @@ For example, a fast path's shortcut switched off and on again:
 
 Why. This machine's speed drifts by 10-30% over minutes, so two runs of bench/run.py a few minutes
 apart differ by more than most single changes buy; steps alternated in one process see the same
-machine. Prints the median wall and CPU time of each setting's steps and every step's wall time.
+machine. Prints the median wall and CPU time of each setting's steps and every step's wall time,
+then the median over pairs of each new step's time against the old step just before it (a
+slow minute moves both steps of a pair).
 bench/README.md's "session 7" figures were taken this way.
 """
 import argparse
@@ -64,6 +66,11 @@ def main(argv=None):
         print(f"{name}: median {statistics.median(wall) * 1e3:.1f} ms, CPU "
               f"{statistics.median(cpu) * 1e3:.1f} ms; each: "
               f"{', '.join(f'{t * 1e3:.0f}' for t in wall)} ms")
+    # each new step against the old step just before it: what a drift of the machine's speed
+    # over minutes moves less than it moves either median
+    pairs = [new / old for old, new in zip(times["old"][0], times["new"][0])]
+    print(f"new / old, paired: median {statistics.median(pairs):.3f}, wall; CPU "
+          f"{statistics.median(n / o for o, n in zip(times['old'][1], times['new'][1])):.3f}")
 
 
 if __name__ == "__main__":

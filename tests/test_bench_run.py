@@ -140,8 +140,10 @@ def test_ab_alternates_the_two_settings_in_one_process(tmp_path):
         capture_output=True, text=True, timeout=300, check=True).stdout
     assert log.read_text().split() == ["old", "new", "old", "new", "new"]   # new again at the end
     lines = out.strip().splitlines()
-    assert [line.split(":")[0] for line in lines] == ["old", "new"]
+    assert [line.split(":")[0] for line in lines] == ["old", "new", "new / old, paired"]
     assert all("median" in line and "CPU" in line for line in lines)
+    ratio = float(lines[2].split("median ")[1].split(",")[0])
+    assert 0 < ratio < 100
 
 
 def test_ab_names_an_unknown_workload():
