@@ -221,6 +221,7 @@ def test_winograd_route_is_the_reference(case):
         patch.setattr(fast_conv, "_WINOGRAD_MIN_CHANNELS", 1)
         patch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 1)
         patch.setattr(fast_conv, "_WINOGRAD_MIN_WORK", 1)
+        patch.setattr(fast_conv, "_WINOGRAD_MIN_WORK_FROZEN", 1)
         fast, reference = run_both(lambda x, k, b: ops.conv2d(x, k, b, **args), arrays,
                                    case["seed"], case["dtype"])
     assert_same(fast, reference, case["dtype"], ("y", "dx", "dkernel", "dbias"))
@@ -278,6 +279,50 @@ def test_winograd_takes_only_what_it_computes_well(shape, kernel_shape, strides,
     geom = ConvGeometry.of(shape, kernel_shape, strides, "same", dilation)
     assert fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel) is fits
     assert not fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel.astype(np.float16))
+
+
+@pytest.mark.parametrize("shape, kernel_shape, trained, frozen", [
+    ((1, 47, 72, 64), (3, 3, 64, 96), False, True),       # 216 tiles: a DeepDream branch's layer
+    ((1, 33, 51, 64), (3, 3, 64, 96), False, True),       # 117 tiles
+    ((1, 101, 152, 32), (3, 3, 32, 32), False, True),     # 950 tiles of 32 -> 32: the stem's
+    ((1, 35, 35, 32), (3, 3, 32, 32), False, False),      # 81 tiles, too little work either way
+    ((1, 23, 35, 96), (3, 3, 96, 96), False, False),      # 54 tiles: too few either way
+    ((1, 64, 64, 128), (3, 3, 128, 128), True, True),     # enough for a trained kernel too
+])
+def test_a_frozen_kernel_takes_winograd_from_less_work(shape, kernel_shape, trained, frozen):
+    """Without a kernel gradient to make and with its transform kept, Winograd pays from an
+    eighth of the work it needs where the kernel trains (accel/conv.py says what was measured)."""
+    x, kernel = np.zeros(shape, np.float32), np.zeros(kernel_shape, np.float32)
+    geom = ConvGeometry.of(shape, kernel_shape, (1, 1), "same")
+    assert fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel) is trained
+    assert fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel, frozen=True) is frozen
+
+
+def test_a_frozen_layer_runs_winograd_forward_and_back_a_trained_one_does_not(monkeypatch):
+    """Through the op: the same 3x3 layer (216 tiles of 64 -> 96, fused ReLU) goes to Winograd
+    for its forward and dX when its kernel is frozen, to the shifted route when it trains, and
+    both give the reference's numbers."""
+    rng = np.random.default_rng(11)
+    x = np.maximum(rng.standard_normal((1, 47, 72, 64)), 0).astype(np.float32)
+    kernel = (rng.standard_normal((3, 3, 64, 96)) * 0.05).astype(np.float32)
+    g = rng.standard_normal((1, 47, 72, 96)).astype(np.float32)
+    calls = []
+    real = fast_conv.winograd._conv3x3
+    monkeypatch.setattr(fast_conv.winograd, "_conv3x3",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    for trains in (False, True):
+        results = []
+        for fast in (True, False):
+            with mg.fast_paths(fast):
+                tx = mg.Tensor(x, requires_grad=True)
+                tk = mg.Tensor(kernel, requires_grad=trains)
+                y = ops.conv2d(tx, tk, padding="same", relu=True)
+                y.backward(g)
+                results.append((y.numpy(), tx.grad))
+        assert len(calls) == (0 if trains else 2)       # forward and dX, or neither
+        calls.clear()
+        for got, want in zip(*results):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 # ---- matmul -----------------------------------------------------------------------------------

@@ -7,11 +7,13 @@ value; the cached-target path against the book's batch of three; the losses on t
 NumPy, with float64 gradient checks; small end-to-end runs through the API and the command line.
 
 One ReLU sits on its kink at the reference picture: block2_conv1's pre-activation at (3, 3),
-channel 3, is +3.6e-4 against a layer maximum of 2558 (1.4e-7 of it), in float32 and float64
-alike here; Keras's float32 run had it at or below zero, which cuts that unit's path and moves the
-gradient by up to 6e-3 of its largest value in the 9x9 patch of pixels that unit sees. The
-gradient comparisons put that unit where Keras had it (a -1e-3 shift of that one pre-activation);
-with it, every gradient agrees within 1e-6 of the largest value.
+channel 3, is within 4e-4 of zero against a layer maximum of 2558 (1.6e-7 of it), and which side
+it lands on is float32 rounding's choice: Keras's run had it at or below zero, as do the
+reference path (-6.7e-5) and the fast path's Winograd (-8.0e-4); the fast path's shifted route
+had it at +3.6e-4, which opens that unit's path and moves the gradient by up to 6e-3 of its
+largest value in the 9x9 patch of pixels that unit sees. The gradient comparisons put that unit
+where Keras had it (a -1e-3 shift of that one pre-activation); with it, every gradient agrees
+within 1e-6 of the largest value.
 """
 import numpy as np
 import pytest
@@ -108,11 +110,14 @@ def test_gradients_match_keras(part, vgg, ref):
 
 
 def test_the_gradient_differs_from_keras_only_around_the_kink(vgg, ref):
+    """Unshifted, the gradient agrees with Keras's everywhere but, where the kink unit lands on
+    the other side of zero, in the pixels that unit sees."""
     _, _, grad = S.StyleTransferLoss(ref["base"], ref["style"], vgg).loss_and_grad(ref["comb"])
     off = np.abs(grad - ref["grad"])[0].max(axis=-1) > TOLERANCE * np.abs(ref["grad"]).max()
     rows, cols = np.nonzero(off)
     # block2_conv1 at (3, 3) sees input pixels 2..11 (two 3x3 convs, a 2x2 pool, a 3x3 conv)
-    assert off.any() and rows.min() >= 0 and rows.max() <= 11 and cols.max() <= 12
+    assert not off.any() or (rows.max() <= 11 and cols.max() <= 12)
+    assert rel_error(grad[:, 13:, 13:], ref["grad"][:, 13:, 13:]) < 1e-5
 
 
 def test_cached_targets_give_the_books_batch_of_three(vgg, ref):

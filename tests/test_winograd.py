@@ -164,6 +164,7 @@ def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch):
     once and used again; changed in place, it is made anew; a trained kernel is never kept."""
     from micrograd_gen.accel import conv as fast_conv
     monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_WORK", 1)
+    monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_WORK_FROZEN", 1)
     monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(winograd, "_kept", type(winograd._kept)())
     made = []

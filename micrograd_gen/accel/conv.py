@@ -406,9 +406,16 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _WINOGRAD_MIN_CHANNELS = 32
 _WINOGRAD_MIN_TILES = 64
 # ... and tiles * C * F at least this: few tiles pay only with wide products (VGG19's block5
-# for one picture, 70 tiles of 512 -> 512, does; InceptionV3's mixed blocks at 400x600, 216
-# tiles of 64 -> 96, do not).
+# for one picture, 70 tiles of 512 -> 512, does; a trained 64 -> 96 layer at 47x72, 216 tiles,
+# does not: its kernel gradient costs more than the shifted route's).
 _WINOGRAD_MIN_WORK = 1 << 22
+# A frozen kernel (DeepDream's, style transfer's, inference) has no kernel gradient and keeps
+# its transform, so there Winograd pays from less: fwd + dX against the shifted route, fused
+# ReLU, InceptionV3's 3x3 layers at DeepDream's octaves (one thread inside a branch, or two in
+# the stem): 47x72 64 -> 96 and 96 -> 96 (216 tiles) 0.62-0.77x, 33x51 (117 tiles) 0.75-0.94x,
+# the stem's 32 -> 32, 32 -> 64 and 80 -> 192 at 204x306 (216-950 tiles) 0.73-0.88x; but
+# 35x35 32 -> 32 (81 tiles, 83K) 1.29x on two threads (bench/README.md, "session 13").
+_WINOGRAD_MIN_WORK_FROZEN = 1 << 19
 
 
 def _tiles(geom):
@@ -416,15 +423,17 @@ def _tiles(geom):
     return geom.N * -(-geom.OH // 4) * -(-geom.OW // 4)
 
 
-def _winograd_fits(geom, F, *arrays):
+def _winograd_fits(geom, F, *arrays, frozen=False):
     """True where Winograd computes this conv2d (F filters) on these arrays: a 3x3 stride-1
-    undilated kernel, NumPy floats of one dtype, enough channels in and out, enough tiles."""
+    undilated kernel, NumPy floats of one dtype, enough channels in and out, enough tiles, and
+    enough work for a kernel that trains or less for a frozen one."""
     return ((geom.kh, geom.kw, geom.sh, geom.sw, geom.dh, geom.dw) == (3, 3, 1, 1, 1, 1)
             and all(type(a) is np.ndarray for a in arrays)
             and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in _FLOATS
             and min(geom.C, F) >= _WINOGRAD_MIN_CHANNELS
             and _tiles(geom) >= _WINOGRAD_MIN_TILES
-            and _tiles(geom) * geom.C * F >= _WINOGRAD_MIN_WORK)
+            and _tiles(geom) * geom.C * F >= (_WINOGRAD_MIN_WORK_FROZEN if frozen
+                                              else _WINOGRAD_MIN_WORK))
 
 
 # x's transformed tiles are 36/16 of x's size (and more where tiles overhang): kept from forward
@@ -459,7 +468,7 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False, kept=No
         if relu:
             xp.maximum(y, 0, out=y)
         return y
-    if _winograd_fits(geom, kernel.shape[3], x, kernel):
+    if _winograd_fits(geom, kernel.shape[3], x, kernel, frozen=frozen):
         keep_inputs = kept is not None and _keeps_inputs(geom, x)   # dK takes Winograd too
         y = winograd.conv3x3(x, kernel, _pads(geom), bias, relu, keep=frozen,
                              keep_inputs=keep_inputs)
@@ -488,7 +497,7 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
         return dx, dk, g.sum(axis=(0, 1, 2)) if need_db else None
     dx = dk = db = None
     pads = _pads(geom)
-    if need_dx and _winograd_fits(geom, g.shape[3], g, kernel):
+    if need_dx and _winograd_fits(geom, g.shape[3], g, kernel, frozen=frozen):
         # dX is the stride-1 convolution of dY with the flipped kernel: Winograd too (None where
         # the padding is wider than the kernel; the shifted route takes it then)
         dx = winograd.conv3x3_input_gradient(g, kernel, pads, (geom.N, geom.H, geom.W),
