@@ -298,6 +298,26 @@ def test_a_frozen_kernel_takes_winograd_from_less_work(shape, kernel_shape, trai
     assert fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel, frozen=True) is frozen
 
 
+@pytest.mark.parametrize("shape, kernel_shape, alone", [
+    ((1, 23, 35, 96), (3, 3, 96, 96), True),      # 54 tiles: DeepDream's 204x306 octave
+    ((1, 23, 35, 64), (3, 3, 64, 96), True),
+    ((1, 23, 35, 48), (3, 3, 48, 64), False),     # narrower: level there, left shifted
+    ((1, 17, 17, 64), (3, 3, 64, 96), False),     # 25 tiles, mostly past the edge
+])
+def test_a_frozen_kernel_on_one_thread_takes_winograd_from_fewer_tiles(shape, kernel_shape,
+                                                                      alone):
+    """Inside an Inception block's branch (one thread) a frozen kernel takes Winograd from 32
+    tiles; the same layer on both threads stays with the shifted route below 64."""
+    from micrograd_gen.accel import workers
+    x, kernel = np.zeros(shape, np.float32), np.zeros(kernel_shape, np.float32)
+    geom = ConvGeometry.of(shape, kernel_shape, (1, 1), "same")
+    with workers.alone():
+        assert fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel, frozen=True) is alone
+        assert not fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel)
+    if workers.chunk_pool()[1] > 1:
+        assert not fast_conv._winograd_fits(geom, kernel_shape[3], x, kernel, frozen=True)
+
+
 def test_a_frozen_layer_runs_winograd_forward_and_back_a_trained_one_does_not(monkeypatch):
     """Through the op: the same 3x3 layer (216 tiles of 64 -> 96, fused ReLU) goes to Winograd
     for its forward and dX when its kernel is frozen, to the shifted route when it trains, and

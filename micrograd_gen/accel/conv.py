@@ -416,6 +416,12 @@ _WINOGRAD_MIN_WORK = 1 << 22
 # the stem's 32 -> 32, 32 -> 64 and 80 -> 192 at 204x306 (216-950 tiles) 0.73-0.88x; but
 # 35x35 32 -> 32 (81 tiles, 83K) 1.29x on two threads (bench/README.md, "session 13").
 _WINOGRAD_MIN_WORK_FROZEN = 1 << 19
+# A frozen kernel on one thread (an Inception block's branch) pays from fewer tiles and half that
+# work still: 23x35 64 -> 96 and 96 -> 96 (54 tiles) 0.80-0.87x; the narrower 35x35 32 -> 32
+# and 23x35 48 -> 64 level (0.98-1.01x), 17x17 (25 tiles, most of the last ones past the edge)
+# 1.16x.
+_WINOGRAD_ALONE_MIN_TILES = 32
+_WINOGRAD_ALONE_MIN_WORK_FROZEN = 1 << 18
 
 
 def _tiles(geom):
@@ -425,15 +431,20 @@ def _tiles(geom):
 
 def _winograd_fits(geom, F, *arrays, frozen=False):
     """True where Winograd computes this conv2d (F filters) on these arrays: a 3x3 stride-1
-    undilated kernel, NumPy floats of one dtype, enough channels in and out, enough tiles, and
-    enough work for a kernel that trains or less for a frozen one."""
-    return ((geom.kh, geom.kw, geom.sh, geom.sw, geom.dh, geom.dw) == (3, 3, 1, 1, 1, 1)
+    undilated kernel, NumPy floats of one dtype, enough channels in and out, and enough tiles
+    and work: less for a frozen kernel, and less again on one thread."""
+    if not ((geom.kh, geom.kw, geom.sh, geom.sw, geom.dh, geom.dw) == (3, 3, 1, 1, 1, 1)
             and all(type(a) is np.ndarray for a in arrays)
             and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in _FLOATS
-            and min(geom.C, F) >= _WINOGRAD_MIN_CHANNELS
-            and _tiles(geom) >= _WINOGRAD_MIN_TILES
-            and _tiles(geom) * geom.C * F >= (_WINOGRAD_MIN_WORK_FROZEN if frozen
-                                              else _WINOGRAD_MIN_WORK))
+            and min(geom.C, F) >= _WINOGRAD_MIN_CHANNELS):
+        return False
+    tiles = _tiles(geom)
+    if not frozen:
+        return tiles >= _WINOGRAD_MIN_TILES and tiles * geom.C * F >= _WINOGRAD_MIN_WORK
+    if chunk_pool()[1] == 1:
+        return (tiles >= _WINOGRAD_ALONE_MIN_TILES
+                and tiles * geom.C * F >= _WINOGRAD_ALONE_MIN_WORK_FROZEN)
+    return tiles >= _WINOGRAD_MIN_TILES and tiles * geom.C * F >= _WINOGRAD_MIN_WORK_FROZEN
 
 
 # x's transformed tiles are 36/16 of x's size (and more where tiles overhang): kept from forward
