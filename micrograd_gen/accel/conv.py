@@ -410,16 +410,16 @@ _WINOGRAD_MIN_TILES = 64
 # does not: its kernel gradient costs more than the shifted route's).
 _WINOGRAD_MIN_WORK = 1 << 22
 # A frozen kernel (DeepDream's, style transfer's, inference) has no kernel gradient and keeps
-# its transform, so there Winograd pays from less: fwd + dX against the shifted route, fused
-# ReLU, InceptionV3's 3x3 layers at DeepDream's octaves (one thread inside a branch, or two in
-# the stem): 47x72 64 -> 96 and 96 -> 96 (216 tiles) 0.62-0.77x, 33x51 (117 tiles) 0.75-0.94x,
-# the stem's 32 -> 32, 32 -> 64 and 80 -> 192 at 204x306 (216-950 tiles) 0.73-0.88x; but
-# 35x35 32 -> 32 (81 tiles, 83K) 1.29x on two threads (bench/README.md, "session 13").
+# its transform, so there Winograd pays from less. Fwd + dX against the shifted route, fused
+# ReLU, InceptionV3's 3x3 layers at DeepDream's octaves: on one thread (inside a branch) 47x72
+# 64 -> 96 and 96 -> 96 (216 tiles) 0.60-0.68x, 33x51 (117 tiles) 0.72-0.78x; on two, 47x72
+# 64 -> 96 0.77x, 33x51 0.92-0.94x, the stem's 32 -> 32, 32 -> 64 and 80 -> 192 at 204x306
+# (216-950 tiles) 0.73-0.88x; but 35x35 32 -> 32 (81 tiles, 83K) 1.29x on two threads
+# (bench/README.md, "session 13").
 _WINOGRAD_MIN_WORK_FROZEN = 1 << 19
-# A frozen kernel on one thread (an Inception block's branch) pays from fewer tiles and half that
-# work still: 23x35 64 -> 96 and 96 -> 96 (54 tiles) 0.80-0.87x; the narrower 35x35 32 -> 32
-# and 23x35 48 -> 64 level (0.98-1.01x), 17x17 (25 tiles, most of the last ones past the edge)
-# 1.16x.
+# A frozen kernel on one thread pays from fewer tiles and half that work still: 23x35 64 -> 96
+# and 96 -> 96 (54 tiles) 0.78-0.93x, where two threads take 1.06x and 0.92x; the narrower
+# 23x35 48 -> 64 level (0.99x), 17x17 (25 tiles, most of the last ones past the edge) 1.10x.
 _WINOGRAD_ALONE_MIN_TILES = 32
 _WINOGRAD_ALONE_MIN_WORK_FROZEN = 1 << 18
 
