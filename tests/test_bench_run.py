@@ -208,3 +208,45 @@ def test_per_layer_scripts_time_every_layer_of_ours(script, layers):
     for flag in ("--reps", "--threads"):
         bad = _run(str(ROOT / "bench" / script), flag, "0")
         assert bad.returncode == 2 and flag in bad.stderr
+
+
+def test_idle_names_the_sections_and_gaps_of_a_step():
+    """bench/idle.py on a small conv workload: the step's totals, then its sections (work
+    handed to the worker threads) and the gaps between them, each with a count."""
+    done = _run(str(ROOT / "bench" / "idle.py"), "conv_block3_conv1_fwdbwd", "--quick",
+                "--steps", "2", "--warmup", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    head = lines[0]
+    assert head.startswith("conv_block3_conv1_fwdbwd:") and "ms wall" in head and "idle" in head
+    wall = float(head.split("step ")[1].split(" ms")[0])
+    assert 0 < wall < 60_000
+    assert any(line.startswith("section") for line in lines)
+    assert any(line.startswith("gap after") for line in lines)
+    assert any("(step end)" in line for line in lines)
+    for flag in ("--steps", "--top"):
+        bad = _run(str(ROOT / "bench" / "idle.py"), "vae_step", flag, "0")
+        assert bad.returncode == 2 and flag in bad.stderr
+    unknown = _run(str(ROOT / "bench" / "idle.py"), "no_such")
+    assert unknown.returncode == 2 and "unknown workload 'no_such'" in unknown.stderr
+
+
+def test_dream_convs_lists_every_convolution_of_a_step_once():
+    """bench/dream_convs.py without PyTorch: the step's distinct convolutions, each timed on
+    one thread, their counts adding up to the convolutions of one forward (InceptionV3 to
+    mixed7: 5 in the stem, 7 in each of mixed0-2, 4 in mixed3, 10 in each of mixed4-7)."""
+    done = _run(str(ROOT / "bench" / "dream_convs.py"), "--size", "140x140", "--reps", "1",
+                "--top", "100")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    rows = [line for line in lines[2:] if line and not line.startswith("all")]
+    names = [line[:38].strip() for line in rows]
+    assert len(names) == len(set(names)) == int(lines[0].split(": ")[1].split(" distinct")[0])
+    counts = sum(int(line[38:].split()[0]) for line in rows)
+    assert counts == 5 + 3 * 7 + 4 + 4 * 10 and f"all {counts} convolutions" in lines[-1]
+    assert "140x140x3 3x3/2 -> 32 valid" in names
+    for line in rows:
+        forward, both = (float(v) for v in line[38:].split()[1:3])
+        assert 0 < forward < 60_000 and 0 < both < 60_000, line
+    bad = _run(str(ROOT / "bench" / "dream_convs.py"), "--size", "40x40")
+    assert bad.returncode == 2 and "at least 75x75" in bad.stderr
