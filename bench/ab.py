@@ -43,12 +43,7 @@ def main(argv=None):
         parser.error(f"--runs must be at least 1 and --warmup at least 0, got {args.runs} and "
                      f"{args.warmup}")
     import run
-    from micrograd_gen.accel.memory import keep_freed_memory
-    keep_freed_memory()                     # as run.py's children do
-    workloads = run._workloads()
-    if args.workload not in workloads:
-        parser.error(f"unknown workload {args.workload!r}; known: {', '.join(sorted(workloads))}")
-    step, _ = workloads[args.workload].make(args.quick, "cpu")
+    step, _ = run.cpu_step(args.workload, args.quick, parser)
     scope = {}
     exec(args.setup, scope)
     for _ in range(args.warmup):

@@ -109,12 +109,7 @@ def main(argv=None):
                      f"{args.steps}, {args.top} and {args.warmup}")
     import run
     from micrograd_gen.accel import workers
-    from micrograd_gen.accel.memory import keep_freed_memory
-    keep_freed_memory()                     # as run.py's children do
-    workloads = run._workloads()
-    if args.workload not in workloads:
-        parser.error(f"unknown workload {args.workload!r}; known: {', '.join(sorted(workloads))}")
-    step, _ = workloads[args.workload].make(args.quick, "cpu")
+    step, _ = run.cpu_step(args.workload, args.quick, parser)
     log = SectionLog(workers)
     log.install()
     for _ in range(args.warmup):

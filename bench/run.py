@@ -301,6 +301,18 @@ def _workloads():
     return {w.name: w for w in out + apps}
 
 
+def cpu_step(name, quick, parser):
+    """(step, info) of the workload `name` on the CPU, built as the children here build it
+    (freed memory kept for reuse); an unknown name is parser's usage error, naming the known
+    ones. For the scripts that time one workload their own way (ab.py, idle.py)."""
+    from micrograd_gen.accel.memory import keep_freed_memory
+    keep_freed_memory()
+    workloads = _workloads()
+    if name not in workloads:
+        parser.error(f"unknown workload {name!r}; known: {', '.join(sorted(workloads))}")
+    return workloads[name].make(quick, "cpu")
+
+
 # ---- measuring ------------------------------------------------------------------------------------
 
 class ConvFlopCounter:
