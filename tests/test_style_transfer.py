@@ -8,10 +8,11 @@ NumPy, with float64 gradient checks; small end-to-end runs through the API and t
 
 One ReLU sits on its kink at the reference picture: block2_conv1's pre-activation at (3, 3),
 channel 3, is within 4e-4 of zero against a layer maximum of 2558 (1.6e-7 of it), and which side
-it lands on is float32 rounding's choice: Keras's run had it at or below zero, as do the
-reference path (-6.7e-5) and the fast path's Winograd (-8.0e-4); the fast path's shifted route
-had it at +3.6e-4, which opens that unit's path and moves the gradient by up to 6e-3 of its
-largest value in the 9x9 patch of pixels that unit sees. The gradient comparisons put that unit
+it lands on is float32 rounding's choice (BLAS's kernels differ from one CPU to another): Keras's
+run had it at or below zero, as do the fast path's Winograd (-8.0e-4) and, on an AMD EPYC, the
+reference path (-6.7e-5); the fast path's shifted route had it at +3.6e-4, which opens that
+unit's path and moves the gradient by up to 6e-3 of its largest value in the 9x9 patch of
+pixels that unit sees. The gradient comparisons put that unit
 where Keras had it (a -1e-3 shift of that one pre-activation); with it, every gradient agrees
 within 1e-6 of the largest value.
 """
