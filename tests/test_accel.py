@@ -222,6 +222,8 @@ def test_winograd_route_is_the_reference(case):
         patch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 1)
         patch.setattr(fast_conv, "_WINOGRAD_MIN_WORK", 1)
         patch.setattr(fast_conv, "_WINOGRAD_MIN_WORK_FROZEN", 1)
+        patch.setattr(fast_conv, "_WINOGRAD_ALONE_MIN_WORK_FROZEN", 1)
+        patch.setattr(fast_conv, "_WINOGRAD_ALONE_MIN_TILES", 1)
         fast, reference = run_both(lambda x, k, b: ops.conv2d(x, k, b, **args), arrays,
                                    case["seed"], case["dtype"])
     assert_same(fast, reference, case["dtype"], ("y", "dx", "dkernel", "dbias"))

@@ -165,6 +165,8 @@ def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch):
     from micrograd_gen.accel import conv as fast_conv
     monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_WORK", 1)
     monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_WORK_FROZEN", 1)
+    monkeypatch.setattr(fast_conv, "_WINOGRAD_ALONE_MIN_WORK_FROZEN", 1)
+    monkeypatch.setattr(fast_conv, "_WINOGRAD_ALONE_MIN_TILES", 1)
     monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(winograd, "_kept", type(winograd._kept)())
     made = []
