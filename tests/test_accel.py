@@ -417,6 +417,27 @@ def test_matmul_fast_path_takes_large_products_only():
         assert c is NotImplemented                                        # one thread: NumPy
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 40), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2 ** 16))
+def test_column_sums_over_the_workers_are_the_sums(rows, columns, dtype, seed):
+    """A bias's gradient, its rows cut over the worker threads (here from any size): the column
+    sums, the same numbers every time."""
+    a = np.random.default_rng(seed).standard_normal((rows, columns)).astype(dtype)
+    fast_linalg.chunk_pool()
+    minimum = fast_linalg._MIN_SUM_SIZE
+    try:
+        fast_linalg._MIN_SUM_SIZE = 0
+        sums = fast_linalg.column_sums(a)
+        again = fast_linalg.column_sums(a)
+    finally:
+        fast_linalg._MIN_SUM_SIZE = minimum
+    assert sums.dtype == dtype and sums.shape == (columns,)
+    tolerance = TOL[dtype] if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(sums, a.astype(np.float64).sum(axis=0), **tolerance)
+    np.testing.assert_array_equal(sums, again)
+
+
 # ---- softmax cross-entropy ----------------------------------------------------------------------
 
 @settings(max_examples=15, deadline=None)

@@ -46,7 +46,7 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from . import conv_columns, conv_subpixel, conv_thin, cuda, transpose_winograd, winograd
+from . import conv_columns, conv_subpixel, conv_thin, cuda, linalg, transpose_winograd, winograd
 from .blas import _Rows, column_sums, gemm_rows_batch
 from .workers import chunk_pool, for_chunks
 
@@ -367,7 +367,7 @@ def _shifted_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, posit
             db += partial[slot][2]
         db = db if need_db else None
     if need_db and db is None:
-        db = column_sums(gw)                                  # zeros on margin and junk rows
+        db = linalg.column_sums(gw)                           # zeros on margin and junk rows
     return dx, dk, db
 
 
@@ -595,9 +595,10 @@ def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=Fals
     db = None
     if need_db and len(shifted.phases) == shifted.sh:
         # the masked g's sums: its phases hold every pixel of it once, and zeros elsewhere
-        db = column_sums(phases.reshape(-1, geom.C))
+        db = linalg.column_sums(phases.reshape(-1, geom.C))
     elif need_db:
-        db = column_sums((g if relu_output is None else g * (relu_output > 0)).reshape(-1, geom.C))
+        db = linalg.column_sums((g if relu_output is None else g * (relu_output > 0))
+                                .reshape(-1, geom.C))
     return dx, dk, db
 
 

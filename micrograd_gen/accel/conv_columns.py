@@ -24,9 +24,9 @@ of g made for the one serve the other (transpose_backward). Taken only where the
 """
 import numpy as np
 
-from .blas import column_sums, gemm_into
+from .blas import gemm_into
 from .conv_thin import _chunks, _gather_windows, _scatter_windows
-from .linalg import matmul
+from .linalg import column_sums, matmul
 from .workers import chunk_pool, even_cuts, for_chunks
 
 _MAX_COLUMN_BYTES = 64 << 20

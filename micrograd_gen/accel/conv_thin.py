@@ -17,7 +17,8 @@ write the same element and run side by side on the worker threads.
 """
 import numpy as np
 
-from .blas import column_sums, gemm_into
+from .blas import gemm_into
+from .linalg import column_sums
 from .workers import chunk_pool, even_cuts, for_chunks
 
 # Stacked windows (and output) per chunk. A chunk's Python side, a few dozen slice copies, costs

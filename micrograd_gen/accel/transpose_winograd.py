@@ -33,7 +33,8 @@ import threading
 
 import numpy as np
 
-from .blas import column_sums, gemm_into
+from .blas import gemm_into
+from .linalg import column_sums
 from .workers import chunk_pool, even_cuts, for_chunks
 
 # F(4x4, 2x2) by Toom-Cook at the points 0, 1, -1, 2 and infinity: y = A^T [(G g) * (B^T d)] is
