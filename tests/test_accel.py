@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import micrograd_gen as mg
@@ -197,6 +197,104 @@ def test_columns_kept_for_the_kernel_gradient_are_let_go():
         assert kept["columns"].shape == (2, 4, 4, 9, 16)
         y.backward(np.ones(y.shape))
     assert kept == {}
+
+
+one_row_cases = st.fixed_dictionaries({
+    "n": st.integers(1, 3), "h": st.integers(1, 6), "w": st.integers(1, 12),
+    "c": st.sampled_from([16, 17, 24]), "f": st.sampled_from([16, 19]), "kw": st.integers(2, 7),
+    "padding": st.sampled_from(["same", "valid"]), "bias": st.booleans(), "relu": st.booleans(),
+    "trains": st.booleans(), "small_chunks": st.booleans(),
+    "dtype": st.sampled_from([np.float32, np.float64]), "seed": st.integers(0, 2 ** 16),
+})
+
+
+@settings(max_examples=40, deadline=None)
+@given(one_row_cases)
+def test_one_row_kernels_take_their_windows_as_one_product(case):
+    """A 1 x k kernel at stride 1 on short rows: forward and dX by accel/conv_1d.py (dK, when the
+    kernel trains, by the shifted route), every result the reference's; in chunks of a few rows
+    or of whole images."""
+    from micrograd_gen.accel import conv_1d
+    if case["padding"] == "valid" and case["kw"] > case["w"]:
+        return
+    rng = np.random.default_rng(case["seed"])
+    dtype = case["dtype"]
+    x = rng.standard_normal((case["n"], case["h"], case["w"], case["c"])).astype(dtype)
+    kernel = rng.standard_normal((1, case["kw"], case["c"], case["f"])).astype(dtype)
+    bias = rng.standard_normal(case["f"]).astype(dtype) if case["bias"] else None
+    geom = ConvGeometry.of(x.shape, kernel.shape, (1, 1), case["padding"], (1, 1))
+    assume(conv_1d.fits(geom, x, kernel))        # rows short for the kernel: most drawn ones
+    taken = []
+    forward, input_gradient = conv_1d.forward, conv_1d.input_gradient
+    chunk_bytes = conv_1d._CHUNK_BYTES
+    try:
+        conv_1d.forward = lambda *a, **k: taken.append("forward") or forward(*a, **k)
+        conv_1d.input_gradient = lambda *a, **k: taken.append("dx") or input_gradient(*a, **k)
+        if case["small_chunks"]:
+            conv_1d._CHUNK_BYTES = 1
+        results = []
+        for fast in (True, False):
+            with mg.fast_paths(fast):
+                tx = mg.Tensor(x, requires_grad=True, dtype=dtype)
+                tk = mg.Tensor(kernel, requires_grad=case["trains"], dtype=dtype)
+                tb = None if bias is None else mg.Tensor(bias, requires_grad=True, dtype=dtype)
+                y = ops.conv2d(tx, tk, tb, padding=case["padding"], relu=case["relu"])
+                y.backward(np.random.default_rng(1).standard_normal(y.shape).astype(dtype))
+                results.append([y.numpy(), tx.grad, tk.grad, None if tb is None else tb.grad])
+    finally:
+        conv_1d.forward, conv_1d.input_gradient = forward, input_gradient
+        conv_1d._CHUNK_BYTES = chunk_bytes
+    assert taken == ["forward", "dx"]
+    assert_same(*results, dtype, ("y", "dx", "dkernel", "dbias"))
+
+
+@pytest.mark.parametrize("x_shape, kernel_shape, strides, dilation, fits", [
+    ((1, 11, 17, 160), (1, 7, 160, 160), (1, 1), (1, 1), True),     # DeepDream's first octave
+    ((1, 16, 25, 160), (1, 7, 160, 160), (1, 1), (1, 1), True),     # its second
+    ((1, 23, 35, 160), (1, 7, 160, 160), (1, 1), (1, 1), False),    # 400x600: rows too long
+    ((1, 11, 17, 160), (7, 1, 160, 160), (1, 1), (1, 1), False),    # no padding columns
+    ((1, 11, 17, 160), (1, 7, 160, 160), (1, 2), (1, 1), False),    # strided
+    ((1, 11, 17, 160), (1, 3, 160, 160), (1, 1), (1, 2), False),    # dilated
+    ((1, 11, 17, 160), (3, 3, 160, 160), (1, 1), (1, 1), False),
+])
+def test_one_row_kernels_on_short_rows_only(x_shape, kernel_shape, strides, dilation, fits):
+    from micrograd_gen.accel import conv_1d
+    geom = ConvGeometry.of(x_shape, kernel_shape, strides, "same", dilation)
+    x, kernel = np.zeros(x_shape, np.float32), np.zeros(kernel_shape, np.float32)
+    assert conv_1d.fits(geom, x, kernel) == fits
+    assert not conv_1d.fits(geom, x, kernel.astype(np.float64))
+
+
+def test_a_frozen_one_row_kernel_keeps_its_turned_copy_while_it_stays_equal(monkeypatch):
+    """dX's kernel (taps reversed, channels swapped) is made once for a frozen kernel, again when
+    the kernel is changed in place, and every time for one that trains."""
+    from micrograd_gen.accel import conv_1d, kept
+    monkeypatch.setattr(kept, "_kept", type(kept._kept)())
+    made = []
+    real = conv_1d._turned
+    monkeypatch.setattr(conv_1d, "_turned", lambda k: made.append(k.shape) or real(k))
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 5, 9, 16)).astype(np.float32)
+    kernel = rng.standard_normal((1, 5, 16, 20)).astype(np.float32)
+    g = rng.standard_normal((1, 5, 9, 20)).astype(np.float32)
+
+    def dx(fast, trains=False):
+        with mg.fast_paths(fast):
+            tx = mg.Tensor(x, requires_grad=True)
+            tk = mg.Tensor(kernel, requires_grad=trains)
+            tk.data = kernel                          # the very array, so that changes show
+            ops.conv2d(tx, tk, padding="same").backward(g)
+            return tx.grad
+
+    for _ in range(2):
+        np.testing.assert_allclose(dx(True), dx(False), rtol=1e-5, atol=1e-5)
+    assert made == [(1, 5, 16, 20)]
+    kernel[0, 2, 3, 4] += 1                           # changed in place
+    np.testing.assert_allclose(dx(True), dx(False), rtol=1e-5, atol=1e-5)
+    assert len(made) == 2
+    dx(True, trains=True)
+    dx(True, trains=True)
+    assert len(made) == 4
 
 
 winograd_cases = st.fixed_dictionaries({

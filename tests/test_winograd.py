@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import micrograd_gen as mg
-from micrograd_gen.accel import winograd
+from micrograd_gen.accel import kept, winograd
 
 TOLERANCE = {np.float32: 5e-5, np.float64: 1e-12}
 
@@ -168,7 +168,7 @@ def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch):
     monkeypatch.setattr(fast_conv, "_WINOGRAD_ALONE_MIN_WORK_FROZEN", 1)
     monkeypatch.setattr(fast_conv, "_WINOGRAD_ALONE_MIN_TILES", 1)
     monkeypatch.setattr(fast_conv, "_WINOGRAD_MIN_TILES", 1)
-    monkeypatch.setattr(winograd, "_kept", type(winograd._kept)())
+    monkeypatch.setattr(kept, "_kept", type(kept._kept)())
     made = []
     real = winograd.transform_kernel
     monkeypatch.setattr(winograd, "transform_kernel",
@@ -204,19 +204,19 @@ def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch):
 
 
 def test_kept_transforms_stay_within_their_budget(monkeypatch):
-    monkeypatch.setattr(winograd, "_kept", type(winograd._kept)())
-    monkeypatch.setattr(winograd, "_KEPT_BYTES", 3 * 10 * (9 + 36) * 4 * 8)   # three of them
+    monkeypatch.setattr(kept, "_kept", type(kept._kept)())
+    monkeypatch.setattr(kept, "_KEPT_BYTES", 3 * 10 * (9 + 36) * 4 * 8)   # three of them
     rng = np.random.default_rng(5)
     shared = rng.standard_normal((3, 3, 10, 8)).astype(np.float32)
     winograd._kernel_transform(shared, False, frozen=True, tiles=1)
     winograd._kernel_transform(shared, True, frozen=True, tiles=1)   # one copy, two transforms
-    assert len(winograd._kept) == 1 and len(next(iter(winograd._kept.values()))[1]) == 2
+    assert len(kept._kept) == 1 and len(next(iter(kept._kept.values()))[1]) == 2
     rng = np.random.default_rng(4)
     kernels = [rng.standard_normal((3, 3, 10, 8)).astype(np.float32) for _ in range(5)]
     for k in kernels:
         winograd._kernel_transform(k, False, frozen=True, tiles=1)
-    assert len(winograd._kept) == 3
-    assert [key[0] for key in winograd._kept] == [k.ctypes.data for k in kernels[2:]]
+    assert len(kept._kept) == 3
+    assert [key[0] for key in kept._kept] == [k.ctypes.data for k in kernels[2:]]
 
 
 @pytest.mark.parametrize("band_tiles", [256, 4])

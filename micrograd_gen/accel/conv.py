@@ -36,9 +36,11 @@ A 3x3 stride-1 convolution with enough channels and pixels goes to Winograd inst
 (accel/winograd.py): a quarter of the multiplies, for the forward and both gradients. Strided
 convolutions whose kernel trains gather their windows once (accel/conv_columns.py), a wide
 4x4 stride-2 transposed convolution runs as 2x2 Winograd correlations on stride phases
-(accel/transpose_winograd.py), and other wide transposed convolutions whose phases read 3x3
+(accel/transpose_winograd.py), other wide transposed convolutions whose phases read 3x3
 windows run their forward as a 3x3 Winograd convolution to s*s*F channels
-(accel/conv_subpixel.py).
+(accel/conv_subpixel.py), and 1 x k kernels at stride 1 on short rows gather their windows into
+one product (accel/conv_1d.py): there the shifted route can join no taps and computes many
+padding columns.
 """
 from functools import lru_cache
 
@@ -46,7 +48,8 @@ import numpy as np
 
 from .. import fastpath
 from ..backend import get_array_module
-from . import conv_columns, conv_subpixel, conv_thin, cuda, linalg, transpose_winograd, winograd
+from . import (conv_1d, conv_columns, conv_subpixel, conv_thin, cuda, linalg, transpose_winograd,
+               winograd)
 from .blas import _Rows, column_sums, gemm_rows_batch
 from .workers import chunk_pool, for_chunks
 
@@ -490,6 +493,8 @@ def conv2d_forward(x, kernel, geom, bias=None, relu=False, frozen=False, kept=No
     route = _route(shifted, kernel.shape[3])
     if route == "shifted" and conv_columns.fits(geom, kernel.shape[3], x, kernel, kept):
         return conv_columns.forward(x, kernel, geom, bias, relu, kept)
+    if route == "shifted" and conv_1d.fits(geom, x, kernel):
+        return conv_1d.forward(x, kernel, geom, bias, relu)
     forward, _ = _ROUTES[route]
     return forward(x, kernel, shifted, bias, relu)
 
@@ -529,6 +534,10 @@ def conv2d_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, positiv
         if need_dx:
             dx = conv_columns.input_gradient(g, kernel, geom)
             need_dx = False
+    if (need_dx and conv_1d.fits(geom, g, kernel)
+            and _route(shifted_geometry(geom), g.shape[3]) == "shifted"):
+        dx = conv_1d.input_gradient(g, kernel, geom, mask=positive, frozen=frozen)
+        need_dx = False
     if need_dx or need_dk or need_db:
         shifted = shifted_geometry(geom)
         _, backward = _ROUTES[_route(shifted, g.shape[3])]

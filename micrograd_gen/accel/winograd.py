@@ -30,12 +30,10 @@ accel/conv.py routes 3x3 stride-1 convolutions with enough channels and tiles he
 layer at the style transfer's batch of 3 this takes 0.5-0.77x the shifted route's time
 (bench/README.md, "Winograd").
 """
-import threading
-from collections import OrderedDict
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import kept
 from .blas import column_sums, gemm_into
 from ..ops.linalg import matmul_arrays
 from .workers import for_chunks
@@ -84,14 +82,8 @@ def transform_kernel(kernel, flipped=False):
 
 # With few tiles the kernel's transform costs about as much as the products: VGG19's block5 for
 # one picture (70 tiles) spends 4 of its 15 ms writing and reading U, 38 MB for 512 x 512. A
-# frozen kernel (no gradient wanted: inference, DeepDream's and style transfer's networks)
-# keeps its U (and its turned U, for dX) while it stays equal to a copy kept beside them
-# (comparing reads the kernel twice, a quarter of what making U writes), up to _KEPT_BYTES in
-# all, the latest used kept: style transfer's two block5 layers take 171 MB.
+# frozen kernel keeps its U (and its turned U, for dX) there (accel/kept.py).
 _KEEP_BELOW_TILES = 256
-_KEPT_BYTES = 192 << 20
-_kept = OrderedDict()      # (address, shape, strides, dtype) -> (kernel's copy, {turned: U})
-_kept_lock = threading.Lock()     # an Inception block's branches run on two threads at once
 
 
 def _turned_transform(kernel, tiles):
@@ -108,26 +100,13 @@ def _turned_transform(kernel, tiles):
 
 def _kernel_transform(kernel, turned, frozen, tiles):
     """U of the kernel (turned for dX when asked) for a convolution of `tiles` tiles, kept for
-    frozen kernels when tiles are few."""
-    keep = frozen and tiles < _KEEP_BELOW_TILES
-    if not keep:
+    frozen kernels when tiles are few (then made contiguous once: it is read many times)."""
+    if not (frozen and tiles < _KEEP_BELOW_TILES):
         return _turned_transform(kernel, tiles) if turned else transform_kernel(kernel)
-    key = (kernel.ctypes.data, kernel.shape, kernel.strides, kernel.dtype.str)
-    with _kept_lock:
-        entry = _kept.get(key)
-        if entry is None or not np.array_equal(entry[0], kernel):
-            entry = _kept[key] = (kernel.copy(order="K"), {})
-        _kept.move_to_end(key)
-        U = entry[1].get(turned)
-    if U is None:
-        U = np.ascontiguousarray(_turned_transform(kernel, tiles)) if turned else (
-            transform_kernel(kernel))           # kept: read many times, made contiguous once
-        with _kept_lock:
-            entry[1][turned] = U
-            while len(_kept) > 1 and sum(copy.nbytes + sum(u.nbytes for u in us.values())
-                                         for copy, us in _kept.values()) > _KEPT_BYTES:
-                _kept.popitem(last=False)
-    return U
+    if turned:
+        return kept.derived(kernel, "winograd dX",
+                            lambda k: np.ascontiguousarray(_turned_transform(k, tiles)))
+    return kept.derived(kernel, "winograd", transform_kernel)
 
 
 def conv3x3(x, kernel, pads, bias=None, relu=False, mask=None, keep=False, keep_inputs=False,
