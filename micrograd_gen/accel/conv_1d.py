@@ -12,11 +12,11 @@ Why. The shifted route (accel/conv.py) cannot join a stride-1 kernel's taps into
 taps side by side would be rows k*C numbers wide that start C numbers apart: not a matrix BLAS
 takes), so there a 1x7 layer is seven products with an inner size of C, each adding into the
 whole output, and along the rows it computes the padding columns too and throws them away (23
-columns for 17 at 11x17). One product with an inner size of 7*C runs near BLAS's full speed. One
-thread, forward, InceptionV3's layers at DeepDream's first octave (11x17; bench/README.md,
-"session 14"): 1x7 160 -> 160 1.56 -> 1.19 ms, 192 -> 192 2.11 -> 1.26; dX 1.55 -> 1.28 and
-2.07 -> 1.43. Kernel gradients stay on the shifted route (per-tap products with a long inner
-side run well there).
+columns for 17 at 11x17). One product with an inner size of 7*C runs near BLAS's full speed.
+InceptionV3's 1x7 layers on one thread (inside a branch), fused ReLU, frozen, forward / dX in ms
+(bench/README.md, "session 14"): at 11x17 160 -> 160 1.43 / 1.41 -> 1.12 / 1.17, 192 -> 192
+1.62 / 1.84 -> 1.28 / 1.38; at 16x25 160 -> 160 2.10 / 2.09 -> 1.78 / 1.84. Kernel gradients
+stay on the shifted route (per-tap products with a long inner side run well there).
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
