@@ -18,7 +18,12 @@ conv_columns.py (used by conv.py)               strided layers that train: x's w
 conv_subpixel.py (used by conv.py)              the DCGAN's wide 4x4 / 2 transposed layers'
                                                 forward as a 3x3 Winograd convolution to s*s*F
                                                 channels, laid out depth to space
-linalg.py    ops.matmul, attention's products   large products cut over the worker threads
+conv_1d.py   (used by conv.py)                  1 x k kernels on short rows: each pixel's window
+                                                copied out at once, one product each way
+kept.py      (used by winograd.py, conv_1d.py)  arrays made from a frozen kernel, kept while it
+                                                stays equal to a copy
+linalg.py    ops.matmul, attention's products   large products (and a bias's gradient between
+                                                sections) cut over the worker threads
 dense.py     nn.Dense without gradients         product, bias and softmax in place, one call
 pool.py      ops.max_pool2d, ops.avg_pool2d     separable passes, preallocated masks; large
                                                 ones in bands of rows over the worker threads
