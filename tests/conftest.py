@@ -35,3 +35,21 @@ def shared_data():
         where = os.environ.get("MICROGRAD_GEN_DATA") or "../shared/data beside the repository"
         pytest.skip(f"shared data not found at {where}; set MICROGRAD_GEN_DATA to its folder")
     return path
+
+
+@pytest.fixture
+def conv_on_the_very_kernel():
+    """run(x, kernel, g, fast, trains=False) -> (y, dX) of ops.conv2d(x, kernel, padding="same")
+    and its backward with g, on the fast path or the reference, the kernel Tensor holding the
+    very array given, so that a change made to it in place shows (the kept-kernel tests)."""
+    import micrograd_gen as mg
+
+    def run(x, kernel, g, fast, trains=False):
+        with mg.fast_paths(fast):
+            tx = mg.Tensor(x, requires_grad=True)
+            tk = mg.Tensor(kernel, requires_grad=trains)
+            tk.data = kernel
+            y = mg.ops.conv2d(tx, tk, padding="same")
+            y.backward(g)
+            return y.numpy(), tx.grad
+    return run

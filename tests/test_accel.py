@@ -265,7 +265,8 @@ def test_one_row_kernels_on_short_rows_only(x_shape, kernel_shape, strides, dila
     assert not conv_1d.fits(geom, x, kernel.astype(np.float64))
 
 
-def test_a_frozen_one_row_kernel_keeps_its_turned_copy_while_it_stays_equal(monkeypatch):
+def test_a_frozen_one_row_kernel_keeps_its_turned_copy_while_it_stays_equal(
+        monkeypatch, conv_on_the_very_kernel):
     """dX's kernel (taps reversed, channels swapped) is made once for a frozen kernel, again when
     the kernel is changed in place, and every time for one that trains."""
     from micrograd_gen.accel import conv_1d, kept
@@ -279,12 +280,7 @@ def test_a_frozen_one_row_kernel_keeps_its_turned_copy_while_it_stays_equal(monk
     g = rng.standard_normal((1, 5, 9, 20)).astype(np.float32)
 
     def dx(fast, trains=False):
-        with mg.fast_paths(fast):
-            tx = mg.Tensor(x, requires_grad=True)
-            tk = mg.Tensor(kernel, requires_grad=trains)
-            tk.data = kernel                          # the very array, so that changes show
-            ops.conv2d(tx, tk, padding="same").backward(g)
-            return tx.grad
+        return conv_on_the_very_kernel(x, kernel, g, fast, trains)[1]
 
     for _ in range(2):
         np.testing.assert_allclose(dx(True), dx(False), rtol=1e-5, atol=1e-5)

@@ -159,7 +159,8 @@ def test_many_bands_and_images_at_a_vgg_like_size(monkeypatch, band_tiles):
         assert relative_error(got, want) < 2e-5
 
 
-def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch):
+def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch,
+                                                                  conv_on_the_very_kernel):
     """Through the op: a kernel that gets no gradient has its transform (forward and dX) made
     once and used again; changed in place, it is made anew; a trained kernel is never kept."""
     from micrograd_gen.accel import conv as fast_conv
@@ -179,13 +180,7 @@ def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch):
     g = rng.standard_normal((1, 12, 16, 40)).astype(np.float32)
 
     def run(fast, train_kernel=False):
-        with mg.fast_paths(fast):
-            tx = mg.Tensor(x, requires_grad=True)
-            tk = mg.Tensor(kernel, requires_grad=train_kernel)
-            tk.data = kernel                        # the very array, so that changes show
-            y = mg.ops.conv2d(tx, tk, padding="same")
-            y.backward(g)
-            return y.numpy(), tx.grad
+        return conv_on_the_very_kernel(x, kernel, g, fast, train_kernel)
 
     def check():
         for got, want in zip(run(True), run(False)):
