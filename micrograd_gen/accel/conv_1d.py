@@ -23,10 +23,11 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import kept
 from .blas import gemm_into
-from .workers import chunk_pool, even_cuts, for_chunks
+from .conv_thin import _chunks
+from .workers import for_chunks
 
-# A chunk's columns are about this large, so that they and the chunk's output stay in the core's
-# cache between the copy and the product.
+# A chunk's columns are about this large (images, or bands of an image's rows), so that they and
+# the chunk's output stay in the core's cache between the copy and the product.
 _CHUNK_BYTES = 1 << 20
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Rows at most this many times the kernel's padding columns wide (InceptionV3's 1x7 layers at
@@ -101,25 +102,15 @@ def _correlate(src, kmat, kernel_size, pads, out_size, bias=None, relu=False, ma
     y = np.empty((N, OH, OW, F), src.dtype)
 
     def work(chunk, slot):
-        n, i0, i1 = chunk
-        columns = np.empty((i1 - i0, OW, kh, kw, C), src.dtype)
-        columns[...] = windows[n, i0:i1]
-        out = y[n, i0:i1].reshape(-1, F)
+        n0, n1, i0, i1 = chunk
+        columns = np.empty((n1 - n0, i1 - i0, OW, kh, kw, C), src.dtype)
+        columns[...] = windows[n0:n1, i0:i1]
+        out = y[n0:n1, i0:i1].reshape(-1, F)
         gemm_into(columns.reshape(-1, kh * kw * C), kmat, out)
         if bias is not None:
             out += bias
         if relu:
             np.maximum(out, 0, out=out)
     row_bytes = OW * kh * kw * C * src.itemsize
-    for_chunks(_chunks(N, OH, row_bytes), work, np)
+    for_chunks(_chunks(N, OH, row_bytes, _CHUNK_BYTES), work, np)
     return y
-
-
-def _chunks(images, rows, row_bytes):
-    """(image, first row, stop row): bands of output rows of about _CHUNK_BYTES of columns each,
-    a whole number of them per worker thread where there are rows enough."""
-    threads = chunk_pool()[1]
-    per_image = max(1, -(-rows * row_bytes // _CHUNK_BYTES))
-    if images < threads:
-        per_image = -(-max(per_image, -(-threads // images)) // threads) * threads
-    return [(n, r0, r1) for n in range(images) for r0, r1 in even_cuts(rows, min(per_image, rows))]

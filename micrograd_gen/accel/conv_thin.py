@@ -40,11 +40,11 @@ def _taps(geom):
             for a in range(geom.kh) for b in range(geom.kw)]
 
 
-def _chunks(images, rows, row_bytes):
-    """(n0, n1, r0, r1) blocks covering images x rows, about _CHUNK_BYTES each and a whole
+def _chunks(images, rows, row_bytes, chunk_bytes=_CHUNK_BYTES):
+    """(n0, n1, r0, r1) blocks covering images x rows, about chunk_bytes each and a whole
     number of them per thread: whole images where there are enough, else bands of rows."""
     pieces = chunk_pool()[1]
-    wanted = max(pieces, -(-images * rows * row_bytes // _CHUNK_BYTES))
+    wanted = max(pieces, -(-images * rows * row_bytes // chunk_bytes))
     wanted = -(-wanted // pieces) * pieces
     if images >= wanted or images >= 4 * pieces:
         return [(n0, n1, 0, rows) for n0, n1 in even_cuts(images, min(wanted, images))]
