@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import micrograd_gen as mg
-from micrograd_gen.accel import kept, winograd
+from micrograd_gen.accel import kept, winograd, workers
 
 TOLERANCE = {np.float32: 5e-5, np.float64: 1e-12}
 
@@ -132,13 +132,9 @@ def test_kernel_gradient_matches_the_reference(case):
         assert db is None
 
 
-@pytest.mark.parametrize("band_tiles", [256, 16])
-def test_many_bands_and_images_at_a_vgg_like_size(monkeypatch, band_tiles):
-    # Bands that cross image boundaries, with real channel counts: few bands (each also cut in
-    # two along the output channels) and, with small bands, many (not cut).
-    monkeypatch.setattr(winograd, "_BAND_TILES", band_tiles)
-    tiling = winograd._Tiling(3, 25, 37)
-    assert len({part for _, part in tiling.chunks(48)}) == (2 if band_tiles == 256 else 1)
+def check_bands_against_the_reference():
+    """conv3x3, its input gradient and its kernel gradient at a VGG-like size (3 pictures of
+    25x37, 64 -> 48 channels, bands crossing pictures) against the reference."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 25, 37, 64)).astype(np.float32)
     kernel = (rng.standard_normal((3, 3, 64, 48)) * (2 / (9 * 64)) ** 0.5).astype(np.float32)
@@ -157,6 +153,43 @@ def test_many_bands_and_images_at_a_vgg_like_size(monkeypatch, band_tiles):
     dx = winograd.conv3x3_input_gradient(g, kernel, (1, 1, 1, 1), x.shape, mask=mask)
     for got, want in ((dk, tk.grad), (db, tb.grad), (dx, tx.grad)):
         assert relative_error(got, want) < 2e-5
+
+
+@pytest.mark.parametrize("band_tiles", [256, 16])
+def test_many_bands_and_images_at_a_vgg_like_size(monkeypatch, band_tiles):
+    # On two threads: few bands (each also cut in two along the output channels) and, with
+    # small bands, many (not cut).
+    monkeypatch.setattr(winograd, "chunk_pool", lambda: (None, 2))
+    monkeypatch.setattr(winograd, "_BAND_TILES", band_tiles)
+    tiling = winograd._Tiling(3, 25, 37)
+    assert len({part for _, part in tiling.chunks(48)}) == (2 if band_tiles == 256 else 1)
+    check_bands_against_the_reference()
+
+
+@pytest.mark.parametrize("n, oh, ow, f", [(1, 47, 72, 96), (1, 23, 35, 96), (3, 25, 37, 48),
+                                          (1, 197, 297, 32), (1, 9, 700, 512)])
+def test_on_one_thread_bands_are_cut_by_size_never_along_the_filters(n, oh, ow, f):
+    # Inside an Inception branch (workers.alone) no thread waits for the last band: products
+    # as wide as the layer, each band's (36, tiles, F) within the cache budget (or one tile row)
+    with workers.alone():
+        tiling = winograd._Tiling(n, oh, ow)
+        chunks = tiling.chunks(f)
+    assert all(part == (0, f) for _, part in chunks)
+    bands = [rows for rows, _ in chunks]
+    assert bands[0][0] == 0 and bands[-1][1] == n * tiling.th
+    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))      # each tile row once, in order
+    for r0, r1 in bands:
+        assert r1 - r0 == 1 or 36 * 4 * f * (r1 - r0) * tiling.tw <= winograd._ALONE_BAND_BYTES
+
+
+@pytest.mark.parametrize("budget", [1 << 20, 36 * 4 * 48 * 10 * 2])
+def test_bands_on_one_thread_match_the_reference(monkeypatch, budget):
+    # 21 tile rows (3 pictures) in bands of 15 (the default budget) and of two
+    monkeypatch.setattr(winograd, "_ALONE_BAND_BYTES", budget)
+    with workers.alone():
+        bands = {rows for rows, _ in winograd._Tiling(3, 25, 37).chunks(48)}
+        assert len(bands) == (2 if budget == 1 << 20 else 11)
+        check_bands_against_the_reference()
 
 
 def test_a_frozen_kernel_keeps_its_transform_while_it_stays_equal(monkeypatch,

@@ -36,7 +36,7 @@ from numpy.lib.stride_tricks import as_strided
 from . import kept
 from .blas import column_sums, gemm_into
 from ..ops.linalg import matmul_arrays
-from .workers import for_chunks
+from .workers import chunk_pool, for_chunks
 
 _BT = np.array([[4, 0, -5, 0, 1, 0],
                 [0, -4, -4, 1, 1, 0],
@@ -62,6 +62,9 @@ _OUTPUT_TRANSFORM = np.kron(_AT, _AT)    # (16, 36)
 # Tiles per band: the 36 products (tiles, C) @ (C, F) need a few hundred rows to run near
 # BLAS's full speed; more only makes the band's buffers fall out of cache.
 _BAND_TILES = 256
+# On one thread, a band's products (36, tiles, F) at most this many bytes (of float32): its
+# output transform then reads them from the core's 1 MB cache.
+_ALONE_BAND_BYTES = 1 << 20
 # The kernel gradient's bands hold at least this many tiles x input channels (block1_conv2's dK,
 # 64 channels: 87 ms at 256 tiles a band, 76 ms at 512; 128 channels were best at 256).
 _DK_BAND_WIDTH = 1 << 15
@@ -312,17 +315,26 @@ class _Tiling:
         """The pieces of work: (band of tile rows, (first, stop) of the F output columns). With
         too few bands to keep both threads busy to the end (VGG19's block5 for one picture has
         70 tiles) each band is cut in two along F as well; both halves transform its input.
-        With `width`, every band is cut into pieces of that many columns."""
-        band_tiles = _BAND_TILES if band_tiles is None else band_tiles
+        With `width`, every band is cut into pieces of that many columns.
+
+        On one thread (an Inception branch: workers.alone) no thread waits for a last band, so
+        bands are cut by size alone, never along F (whose halves made products half as wide),
+        and small enough that a band's 36 products, 36 x tiles x F numbers, stay in the core's
+        cache for the output transform that reads them (_ALONE_BAND_BYTES)."""
+        one_thread = chunk_pool()[1] == 1
+        if band_tiles is None:
+            band_tiles = (max(1, _ALONE_BAND_BYTES // (36 * 4 * F)) if one_thread
+                          else _BAND_TILES)
         rows = self.N * self.th
-        if rows * self.tw <= band_tiles:               # one band, its columns cut in two
+        if rows * self.tw <= band_tiles:               # one band (on two threads, cut along F)
             bands = [(0, rows)]
         else:
-            per_band = max(1, min(-(-band_tiles // self.tw), -(-rows // 2)))
+            per_band = (max(1, band_tiles // self.tw) if one_thread
+                        else max(1, min(-(-band_tiles // self.tw), -(-rows // 2))))
             bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
         if width is not None:
             columns = [(f, min(f + width, F)) for f in range(0, F, width)]
-        elif len(bands) >= _MIN_BANDS:
+        elif len(bands) >= _MIN_BANDS or one_thread:
             columns = [(0, F)]
         else:
             columns = [(0, F // 2), (F // 2, F)]
