@@ -629,8 +629,9 @@ def test_transpose_with_fused_bias_and_relu_is_the_reference(kernel_size, stride
 
 @pytest.mark.parametrize("x_shape, filters, kernel_size, takes", [
     ((128, 7, 7, 64), 64, 3, True),       # the VAE decoder's first layer: 14.5 MB of columns
-    ((128, 14, 14, 64), 32, 3, False),    # its second: 29 MB, no faster by columns
-    ((32, 8, 8, 128), 128, 4, False),     # the DCGAN generator's first: 16 MB, level
+    ((128, 14, 14, 64), 32, 3, True),     # its second: 29 MB
+    ((32, 8, 8, 128), 128, 4, True),      # the DCGAN generator's first: 16 MB
+    ((32, 16, 16, 128), 128, 4, False),   # the DCGAN generator's second: 64 MB
     ((2, 7, 7, 64), 64, 1, False),        # a 1x1 kernel has no windows to gather
 ])
 def test_columns_take_small_transposed_convolutions_backward(x_shape, filters, kernel_size, takes):

@@ -32,9 +32,11 @@ from .workers import chunk_pool, even_cuts, for_chunks
 _MAX_COLUMN_BYTES = 64 << 20
 # Measured against the shifted route (backward with dX, dK, dBias and the fused ReLU's mask):
 # the VAE decoder's 7x7x64 -> 14x14x64 layer at batch 128, 14.5 MB of columns, 10.7 -> 8.9 ms;
-# its 14x14x64 -> 28x28x32 (29 MB) 21.4-22.2 -> 22.0-22.9, and the DCGAN generator's
-# 8x8x128 -> 16x16x128 (16 MB) 14.5-15.4 -> 14.6-14.8: no gain, so they stay.
-_MAX_TRANSPOSE_COLUMN_BYTES = 15 << 20
+# its 14x14x64 -> 28x28x32 (29 MB) and the DCGAN generator's 8x8x128 -> 16x16x128 (16 MB) were
+# level on session 10's Intel machine (21.4-22.2 -> 22.0-22.9 ms; 14.5-15.4 -> 14.6-14.8), but
+# on session 15's AMD one the first 32.4 -> 28.2 ms, the VAE step 0.993, 0.980 and 0.985 and
+# bench/run.py's conv_transpose_dcgan1_fwdbwd 0.940 (paired steps, bench/README.md).
+_MAX_TRANSPOSE_COLUMN_BYTES = 32 << 20
 # dX's columns are made per chunk of images, about this large, to stay in cache.
 _CHUNK_BYTES = 1 << 22
 
