@@ -166,6 +166,23 @@ def test_many_bands_and_images_at_a_vgg_like_size(monkeypatch, band_tiles):
     check_bands_against_the_reference()
 
 
+@pytest.mark.parametrize("n, oh, ow", [(1, 99, 150), (1, 197, 297), (3, 50, 75), (1, 45, 70),
+                                       (2, 9, 9)])
+def test_on_two_threads_bands_are_near_equal_and_a_whole_number_per_thread(monkeypatch, n, oh,
+                                                                          ow):
+    # 99x150 (25 x 38 tiles) was cut 7, 7, 7, 4 tile rows: one thread 532 tiles, the other 418
+    monkeypatch.setattr(winograd, "chunk_pool", lambda: (None, 2))
+    tiling = winograd._Tiling(n, oh, ow)
+    bands = sorted({rows for rows, _ in tiling.chunks(64)})
+    assert bands[0][0] == 0 and bands[-1][1] == n * tiling.th
+    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+    sizes = [r1 - r0 for r0, r1 in bands]
+    if n * tiling.th * tiling.tw > winograd._BAND_TILES:
+        assert len(bands) % 2 == 0 and max(sizes) - min(sizes) <= 1
+    else:
+        assert len(bands) == 1
+
+
 @pytest.mark.parametrize("n, oh, ow, f", [(1, 47, 72, 96), (1, 23, 35, 96), (3, 25, 37, 48),
                                           (1, 197, 297, 32), (1, 9, 700, 512)])
 def test_on_one_thread_bands_are_cut_by_size_never_along_the_filters(n, oh, ow, f):
