@@ -82,9 +82,10 @@ def column_sums(a):
     cuts = even_cuts(a.shape[0], threads)
     sums = [None] * len(cuts)
 
-    def block(cut, slot):
-        sums[cuts.index(cut)] = blas.column_sums(a[cut[0]:cut[1]])
-    for_chunks(cuts, block, np)
+    def block(numbered, slot):
+        i, (r0, r1) = numbered
+        sums[i] = blas.column_sums(a[r0:r1])
+    for_chunks(list(enumerate(cuts)), block, np)
     total = sums[0]
     for part in sums[1:]:
         total += part

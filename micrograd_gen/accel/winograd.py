@@ -334,11 +334,13 @@ class _Tiling:
             bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
         else:
             per_band = max(1, min(-(-band_tiles // self.tw), -(-rows // 2)))
-            bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
             if width is None:
                 # near-equal bands, a whole number of them per thread: 25 tile rows in bands
                 # of 7 (7, 7, 7, 4) kept one thread on 532 tiles while the other had 418
-                bands = even_cuts(rows, min(rows, -(-len(bands) // threads) * threads))
+                count = -(-rows // per_band)
+                bands = even_cuts(rows, min(rows, -(-count // threads) * threads))
+            else:
+                bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
         if width is not None:
             columns = [(f, min(f + width, F)) for f in range(0, F, width)]
         elif len(bands) >= _MIN_BANDS or one_thread:
