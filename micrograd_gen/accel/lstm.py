@@ -26,7 +26,7 @@ import numpy as np
 from .. import fastpath
 from ..backend import get_array_module
 from ..ops.lstm import check_lstm_shapes
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
 from . import cuda
 from .workers import chunk_pool, for_chunks
 
@@ -59,14 +59,6 @@ class LSTM(Function):  # named as the reference, whose errors it shares ("lstm: 
         xp = get_array_module(x, kernel, recurrent_kernel)
         check_lstm_shapes(x, kernel, recurrent_kernel, bias, h0, c0)
         n, steps, d = x.shape
-        if n == 1 and steps > 0 and not any(self.needs_input_grad):
-            # Starting the worker pool pins NumPy's BLAS to one thread: a second one gains
-            # nothing on a 128 x 512 matrix-vector product, and on a busy machine waiting for it
-            # made the loop many times slower (bench/README.md).
-            chunk_pool()
-            return _infer_one(x[0], kernel, recurrent_kernel, bias,
-                              None if h0 is None else h0[0], None if c0 is None else c0[0],
-                              return_sequences)
         units = recurrent_kernel.shape[0]
         scale = _gate_scale(xp, units, x.dtype)[:, None]
         kernel_t = kernel.T * scale                                      # (4U, D)
@@ -287,7 +279,44 @@ class _InferenceWeights:
         self.ones = np.ones(3 * u, dtype)                # (adding an array costs less than a scalar)
 
 
-_last_weights = None   # (dtype, copies of the weights given, their _InferenceWeights)
+_last_weights = None   # _KeptWeights: the weights last prepared, with copies to compare
+
+
+class _KeptWeights:
+    """The _InferenceWeights of some weights, beside copies of those weights laid end to end in
+    one buffer (and one buffer of booleans as long), so that telling whether weights given now
+    are equal to them is one comparison into preallocated memory per array and ONE `any`: 17 us
+    for the char-LSTM's weights against 25 for np.array_equal on copies apart, each comparison
+    making and reducing an array of its own."""
+
+    def __init__(self, given, dtype):
+        self.dtype = dtype
+        size = sum(a.size for a in given)
+        copies, self.unequal = np.empty(size, given[0].dtype), np.empty(size, bool)
+        self.copies, self.unequal_parts, start = [], [], 0
+        for a in given:
+            self.copies.append(_laid_out_as(a, copies[start:start + a.size]))
+            self.copies[-1][...] = a
+            self.unequal_parts.append(_laid_out_as(a, self.unequal[start:start + a.size]))
+            start += a.size
+        self.prepared = None
+
+    def holds(self, given, dtype):
+        if dtype != self.dtype or len(given) != len(self.copies) or any(
+                a.shape != c.shape or a.dtype != c.dtype for a, c in zip(given, self.copies)):
+            return False
+        for a, copy, unequal in zip(given, self.copies, self.unequal_parts):
+            np.not_equal(a, copy, out=unequal)
+        return not self.unequal.any()
+
+
+def _laid_out_as(a, flat):
+    """flat, a 1-D run of a.size elements, as an array of a's shape in a's memory order (the
+    orthogonal initializer's recurrent kernel is Fortran-ordered: compared with a C-ordered
+    copy, element by element, it took 91 us instead of 3)."""
+    if a.flags.f_contiguous and not a.flags.c_contiguous:
+        return flat.reshape(a.shape[::-1]).T
+    return flat.reshape(a.shape)
 
 
 def _inference_weights(kernel, recurrent_kernel, bias, dtype):
@@ -295,19 +324,15 @@ def _inference_weights(kernel, recurrent_kernel, bias, dtype):
     hundreds of times, and preparing them costs as much as a few of its sixty steps, so the
     last ones prepared are kept, beside a copy of the weights they came from, and used again
     only when the weights given are equal to that copy (comparing costs a few us), so that an
-    update in place is never missed."""
+    update in place is never missed. Weights of mixed dtypes are prepared at every call."""
     global _last_weights
-    given = (kernel, recurrent_kernel, bias)
-    last = _last_weights
-    if last is not None and last[0] == dtype and all(
-            (a is None and b is None) or (a is not None and b is not None
-                                          and a.dtype == b.dtype and np.array_equal(a, b))
-            for a, b in zip(given, last[1])):
-        return last[2]
+    given = [a for a in (kernel, recurrent_kernel, bias) if a is not None]
+    if _last_weights is not None and _last_weights.holds(given, dtype):
+        return _last_weights.prepared
     prepared = _InferenceWeights(kernel, recurrent_kernel, bias, dtype)
-    # copies in the same memory order (order="K"), so that comparing them is one pass
-    _last_weights = (dtype, tuple(None if a is None else a.copy(order="K") for a in given),
-                     prepared)
+    if all(a.dtype == given[0].dtype for a in given):
+        _last_weights = _KeptWeights(given, dtype)
+        _last_weights.prepared = prepared
     return prepared
 
 
@@ -406,10 +431,29 @@ def _backward_slice(saved, g_out, g_h, g_c, kernel, recurrent_kernel, needs, ret
 
 
 def batch_split_lstm(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences):
-    """The "lstm" fast path: (output, h_T, c_T) Tensors, or NotImplemented for CuPy arrays."""
-    for t in (x, kernel, recurrent_kernel):
-        if get_array_module(t.data if isinstance(t, Tensor) else t) is not np:
-            return NotImplemented
+    """The "lstm" fast path: (output, h_T, c_T) Tensors, or NotImplemented for CuPy arrays.
+
+    One sample with no gradient wanted (a generator's call) runs _infer_one on the arrays and
+    wraps what it returns, with no Function around it: nothing will go back through it, and
+    Function.apply's bookkeeping cost 2% of the book's generation loop."""
+    tensors = (x, kernel, recurrent_kernel, bias, h0, c0)
+    arrays = [t.data if isinstance(t, Tensor) else t for t in tensors]
+    if get_array_module(*arrays) is not np:
+        return NotImplemented
+    x_data = arrays[0]
+    if (x_data.ndim == 3 and x_data.shape[0] == 1 and x_data.shape[1] > 0
+            and not (is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
+                                                for t in tensors))):
+        check_lstm_shapes(*arrays)
+        # Starting the worker pool pins NumPy's BLAS to one thread: a second one gains nothing
+        # on a 128 x 512 matrix-vector product, and on a busy machine waiting for it made the
+        # loop many times slower (bench/README.md).
+        chunk_pool()
+        h0, c0 = arrays[4], arrays[5]
+        outputs = _infer_one(x_data[0], arrays[1], arrays[2], arrays[3],
+                             None if h0 is None else h0[0], None if c0 is None else c0[0],
+                             return_sequences)
+        return tuple([Tensor._wrap(o, None, 0) for o in outputs])
     return LSTM.apply(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences=return_sequences)
 
 
