@@ -481,6 +481,32 @@ def test_fast_lstm_at_batch_1_sees_weights_updated_in_place():
         np.testing.assert_allclose(after.numpy(), want.numpy(), rtol=2e-5, atol=2e-6)
 
 
+def test_fast_lstm_at_batch_1_keeps_no_stale_weights_across_weight_sets():
+    """Weights kept between calls are used again only for equal weights: two sets of the same
+    shapes called in turn, with and without a bias, a Fortran-ordered recurrent kernel changed
+    in place, and weights of mixed dtypes (prepared at every call) all match the reference."""
+    rng = np.random.default_rng(22)
+    x, kernel, recurrent, bias, _, _ = random_lstm(rng, 1, 6, 3, 4, dtype=np.float32)
+    other = [a + 0.125 for a in (kernel, recurrent, bias)]
+    fortran = [kernel, np.asfortranarray(recurrent), bias]
+    mixed = [kernel.astype(np.float64), recurrent, bias]
+    for weights in ([kernel, recurrent, bias], other, [kernel, recurrent, None], other,
+                    fortran, mixed, mixed, [kernel, recurrent, bias]):
+        tensors = [None if w is None else Tensor(w, dtype=w.dtype) for w in weights]
+        with no_grad():
+            got = accel_lstm.batch_split_lstm(Tensor(x), *tensors, None, None, True)[0]
+            want = _reference(Tensor(x), *tensors, None, None, True)[0]
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-5, atol=2e-6)
+    fortran[1][0, 0] += 1.0                                    # in place, in Fortran order
+    tensors = [Tensor(w, dtype=w.dtype) for w in fortran]
+    with no_grad():
+        got = accel_lstm.batch_split_lstm(Tensor(x), *tensors, None, None, False)[0]
+        want = _reference(Tensor(x), *tensors, None, None, False)[0]
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-5, atol=2e-6)
+    # the kept copy in the kernel's own memory order: compared across orders it was 30x slower
+    assert accel_lstm._last_weights.copies[1].flags.f_contiguous
+
+
 def test_one_hot_rows_are_recognised_and_nothing_else():
     def ids(x):
         probe = np.stack([np.ones(x.shape[1]), np.arange(x.shape[1])], axis=1).astype(x.dtype)
