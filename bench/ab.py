@@ -16,6 +16,15 @@ machine. Prints the median wall and CPU time of each setting's steps and every s
 then the median over pairs of each new step's time against the old step just before it (a
 slow minute moves both steps of a pair).
 bench/README.md's "session 7" figures were taken this way.
+
+Code from an earlier commit, beside today's: `module_at(COMMIT, MODULE)` (from ab import
+module_at) loads MODULE's source as of COMMIT as a module of its own, for example
+
+  python bench/ab.py char_lstm_generate400 --runs 31 \
+      --setup "from ab import module_at; from micrograd_gen import fastpath
+import micrograd_gen.accel.lstm as new; old = module_at('40983df', 'micrograd_gen.accel.lstm')" \
+      --old "fastpath.register('lstm', old.batch_split_lstm)" \
+      --new "fastpath.register('lstm', new.batch_split_lstm)"
 """
 import argparse
 import os
@@ -26,6 +35,30 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
+
+
+def module_at(commit, name):
+    """The module `name` (dotted, inside the repository) as it was at `commit`: its source from
+    git, run as a new module beside the one imported now (its relative imports resolve to
+    today's package). The fast paths it registers while loading are taken back, so that
+    --old and --new choose which one runs."""
+    import subprocess
+    import types
+
+    from micrograd_gen import fastpath
+    root = os.path.dirname(HERE)
+    path = name.replace(".", "/") + ".py"
+    source = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root, capture_output=True,
+                            text=True, check=True).stdout
+    module = types.ModuleType(f"{name}@{commit}")
+    module.__package__, module.__file__ = name.rpartition(".")[0], f"{path}@{commit}"
+    registered = dict(fastpath._implementations)
+    try:
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+    finally:
+        fastpath._implementations.clear()
+        fastpath._implementations.update(registered)
+    return module
 
 
 def main(argv=None):

@@ -146,6 +146,26 @@ def test_ab_alternates_the_two_settings_in_one_process(tmp_path):
     assert 0 < ratio < 100
 
 
+def test_ab_module_at_loads_a_commits_module_beside_todays():
+    """The old code of an A/B from git: a module of its own, today's registrations untouched."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from ab import module_at
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from micrograd_gen import fastpath
+    import micrograd_gen.accel.lstm as today
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    before = dict(fastpath._implementations)
+    old = module_at("HEAD", "micrograd_gen.accel.lstm")
+    assert old is not today and old.batch_split_lstm is not today.batch_split_lstm
+    assert old.__name__ == "micrograd_gen.accel.lstm@HEAD" and callable(old._infer_one)
+    assert fastpath._implementations == before
+    with pytest.raises(subprocess.CalledProcessError):
+        module_at("HEAD", "micrograd_gen.no_such_module")
+
+
 def test_ab_names_an_unknown_workload():
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "ab.py"), "no_such", "--old", "0",
                              "--new", "0"], capture_output=True, text=True, timeout=120)
