@@ -1,6 +1,7 @@
 """bench/run.py cannot rot: the ops suite at quick sizes (what CI runs, a few seconds), its JSON
 fields, the Markdown table made from its output, and the CLI command that forwards to it."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -155,7 +156,8 @@ def test_ab_module_at_loads_a_commits_module_beside_todays():
         sys.path.remove(str(ROOT / "bench"))
     from micrograd_gen import fastpath
     import micrograd_gen.accel.lstm as today
-    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
+    if shutil.which("git") is None or subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
         pytest.skip("not a git checkout")
     before = dict(fastpath._implementations)
     old = module_at("HEAD", "micrograd_gen.accel.lstm")

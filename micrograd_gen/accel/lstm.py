@@ -289,8 +289,8 @@ class _KeptWeights:
     for the char-LSTM's weights against 25 for np.array_equal on copies apart, each comparison
     making and reducing an array of its own."""
 
-    def __init__(self, given, dtype):
-        self.dtype = dtype
+    def __init__(self, given, dtype, prepared):
+        self.dtype, self.prepared = dtype, prepared
         size = sum(a.size for a in given)
         copies, self.unequal = np.empty(size, given[0].dtype), np.empty(size, bool)
         self.copies, self.unequal_parts, start = [], [], 0
@@ -299,7 +299,6 @@ class _KeptWeights:
             self.copies[-1][...] = a
             self.unequal_parts.append(_laid_out_as(a, self.unequal[start:start + a.size]))
             start += a.size
-        self.prepared = None
 
     def holds(self, given, dtype):
         if dtype != self.dtype or len(given) != len(self.copies) or any(
@@ -331,8 +330,7 @@ def _inference_weights(kernel, recurrent_kernel, bias, dtype):
         return _last_weights.prepared
     prepared = _InferenceWeights(kernel, recurrent_kernel, bias, dtype)
     if all(a.dtype == given[0].dtype for a in given):
-        _last_weights = _KeptWeights(given, dtype)
-        _last_weights.prepared = prepared
+        _last_weights = _KeptWeights(given, dtype, prepared)
     return prepared
 
 
@@ -441,7 +439,8 @@ def batch_split_lstm(x, kernel, recurrent_kernel, bias, h0, c0, return_sequences
     if get_array_module(*arrays) is not np:
         return NotImplemented
     x_data = arrays[0]
-    if (x_data.ndim == 3 and x_data.shape[0] == 1 and x_data.shape[1] > 0
+    if (all(a is None or type(a) is np.ndarray for a in arrays)
+            and x_data.ndim == 3 and x_data.shape[0] == 1 and x_data.shape[1] > 0
             and not (is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
                                                 for t in tensors))):
         check_lstm_shapes(*arrays)
