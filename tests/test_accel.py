@@ -597,24 +597,32 @@ def test_transpose_backward_shares_the_phases_of_g(monkeypatch):
     assert_same(fast, reference, np.float64, ("y", "dx", "dkernel"))
 
 
-@pytest.mark.parametrize("backward", ["shifted", "columns"])
+@pytest.mark.parametrize("backward, images, chunk_bytes", [
+    ("shifted", 2, None),
+    ("columns", 2, None),       # one chunk of whole images
+    ("columns", 9, 4096),       # several: g masked and summed chunk by chunk
+    ("columns", 2, 256),        # bands of one image's rows: masked and summed before
+])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("kernel_size, strides", [((3, 3), (2, 2)), ((1, 1), (2, 2)),
                                                   ((2, 3), (2, 3)), ((3, 3), (1, 1))])
 def test_transpose_with_fused_bias_and_relu_is_the_reference(kernel_size, strides, relu, backward,
-                                                             monkeypatch):
+                                                             images, chunk_bytes, monkeypatch):
     """The VAE's decoder layers on the shifted route: bias and ReLU applied to dX's chunks, the
     ReLU's backward in the copy that lays g out, and adjacent taps merged into one product
     (a 1x1 kernel at stride 2 leaves row phases and column residues that no tap reads). Strided
-    kernels wider than 1x1 may take conv_columns' backward instead: both are held to it."""
+    kernels wider than 1x1 may take conv_columns' backward instead, which masks g and sums it
+    for the bias's gradient as it gathers g's windows: both are held to it."""
     taken = []
     if backward == "shifted":
         monkeypatch.setattr(conv_columns, "_MAX_TRANSPOSE_COLUMN_BYTES", 0)
+    if chunk_bytes is not None:
+        monkeypatch.setattr(conv_thin, "_CHUNK_BYTES", chunk_bytes)
     original = conv_columns.transpose_backward
     monkeypatch.setattr(conv_columns, "transpose_backward",
                         lambda *a: taken.append(1) or original(*a))
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 5, 4, 20)).astype(np.float32)
+    x = rng.standard_normal((images, 5, 4, 20)).astype(np.float32)
     kernel = rng.standard_normal(kernel_size + (18, 20)).astype(np.float32)
     bias = rng.standard_normal(18).astype(np.float32)
     fast, reference = run_both(

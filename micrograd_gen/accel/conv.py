@@ -595,9 +595,7 @@ def conv2d_transpose_backward(g, x, kernel, geom, need_dx, need_dk, need_db=Fals
     if _route(shifted, kernel.shape[3]) != "shifted":
         return NotImplemented
     if conv_columns.transpose_fits(geom, x, g, kernel):
-        if relu_output is not None:
-            g = _masked(g, relu_output=relu_output)
-        return conv_columns.transpose_backward(g, x, kernel, geom, need_db)
+        return conv_columns.transpose_backward(g, x, kernel, geom, need_db, relu_output)
     phases = shifted.to_phases(g, relu_output)
     dx = _shifted_forward(g, kernel, shifted, phases=phases)
     _, dk, _ = _shifted_backward(x, g, None, shifted, False, True, phases=phases)

@@ -20,10 +20,15 @@ A transposed convolution's backward is the same pair of products: its dX is conv
 g, its dK conv2d's kernel gradient with x and g swapped (dK = columns(g)^T @ x), so the columns
 of g made for the one serve the other (transpose_backward). Taken only where they are small
 (_MAX_TRANSPOSE_COLUMN_BYTES): there the shifted route's wide layout carries the most junk rows
-(a 7x7 picture is 8x8 in it) and the columns cost little to gather.
+(a 7x7 picture is 8x8 in it) and the columns cost little to gather. A fused ReLU's mask and the
+bias's gradient (g's column sums) are taken there too, a chunk of images at a time on the
+workers while the chunk is in cache: as passes of their own over all of g, the mask on the
+workers and the sums on one core (under _MIN_SUM_SIZE) or two, they cost the VAE step about 4
+ms of its ~75 (bench/README.md, "session 17").
 """
 import numpy as np
 
+from . import blas
 from .blas import gemm_into
 from .conv_thin import _chunks, _gather_windows, _scatter_windows
 from .linalg import column_sums, matmul
@@ -60,36 +65,57 @@ def transpose_fits(geom, x, g, kernel):
             and _column_bytes(geom, g.itemsize) <= _MAX_TRANSPOSE_COLUMN_BYTES)
 
 
-def transpose_backward(g, x, kernel, geom, need_db):
+def transpose_backward(g, x, kernel, geom, need_db, relu_output=None):
     """conv2d_transpose's (dX, dK, dBias or None): dX = conv2d(g, kernel) by forward, dK from
-    the same columns of g against x (g already masked by a fused ReLU, where there is one)."""
+    the same columns of g against x. With `relu_output` (the forward's fused ReLU's y) g is
+    masked by y > 0 first, image by image as its columns are gathered."""
     kept = {}
-    dx = forward(g, kernel, geom, None, False, kept)
+    dx = forward(g, kernel, geom, None, False, kept, relu_output, need_sums=need_db)
     dk, _ = kernel_gradient(x, kept.pop("columns"), geom, False)
-    return dx, dk, column_sums(g.reshape(-1, geom.C)) if need_db else None
+    return dx, dk, kept.pop("sums", None)
 
 
-def forward(x, kernel, geom, bias, relu, kept):
-    """y = conv2d(x, kernel) (+ bias, then ReLU when asked); the columns go to kept["columns"]."""
+def forward(x, kernel, geom, bias, relu, kept, relu_output=None, need_sums=False):
+    """y = conv2d(x, kernel) (+ bias, then ReLU when asked); the columns go to kept["columns"].
+    For a transposed convolution's backward (x is its g): `relu_output` masks x by
+    relu_output > 0 before its windows are read, and need_sums leaves the (masked) x's column
+    sums, the bias's gradient, in kept["sums"]."""
     T, C, F = geom.kh * geom.kw, geom.C, kernel.shape[3]
     columns = np.empty((geom.N, geom.OH, geom.OW, T, C), x.dtype)
     y = np.empty((geom.N, geom.OH, geom.OW, F), x.dtype)
     kmat = kernel.reshape(T * C, F)                                  # rows in tap order
+    chunks = _chunks(geom.N, geom.OH, geom.OW * (T * C + F) * x.itemsize)
+    whole_images = all((i0, i1) == (0, geom.OH) for _, _, i0, i1 in chunks)
+    if relu_output is not None and not whole_images:   # bands of one image read shared rows
+        x, relu_output = x * (relu_output > 0), None
+    sums = [None] * len(chunks) if need_sums and whole_images else None
 
-    def work(chunk, slot):
-        n0, n1, i0, i1 = chunk
+    def work(numbered, slot):
+        number, (n0, n1, i0, i1) = numbered
+        images = x[n0:n1]
+        if relu_output is not None:
+            images = images * (relu_output[n0:n1] > 0)
         block = columns[n0:n1, i0:i1]
         # channels moved to the front (views): the windows are the last two axes
-        _gather_windows(np.moveaxis(x[n0:n1], 3, 0), geom, i0, i1,
+        _gather_windows(np.moveaxis(images, 3, 0), geom, i0, i1,
                         [np.moveaxis(block[:, :, :, t], 3, 0) for t in range(T)])
+        if sums is not None:
+            sums[number] = blas.column_sums(images.reshape(-1, C))
         out = y[n0:n1, i0:i1].reshape(-1, F)
         gemm_into(block.reshape(-1, T * C), kmat, out)
         if bias is not None:
             out += bias
         if relu:
             np.maximum(out, 0, out=out)
-    for_chunks(_chunks(geom.N, geom.OH, geom.OW * (T * C + F) * x.itemsize), work, np)
+    for_chunks(list(enumerate(chunks)), work, np)
     kept["columns"] = columns
+    if need_sums:
+        if sums is None:
+            kept["sums"] = column_sums(x.reshape(-1, C))
+        else:                                # added in chunk order: the same every call
+            kept["sums"] = sums[0]
+            for part in sums[1:]:
+                kept["sums"] += part
     return y
 
 
