@@ -22,9 +22,8 @@ of g made for the one serve the other (transpose_backward). Taken only where the
 (_MAX_TRANSPOSE_COLUMN_BYTES): there the shifted route's wide layout carries the most junk rows
 (a 7x7 picture is 8x8 in it) and the columns cost little to gather. A fused ReLU's mask and the
 bias's gradient (g's column sums) are taken there too, a chunk of images at a time on the
-workers while the chunk is in cache: as passes of their own over all of g, the mask on the
-workers and the sums on one core (under _MIN_SUM_SIZE) or two, they cost the VAE step about 4
-ms of its ~75 (bench/README.md, "session 17").
+workers while the chunk is in cache, instead of two passes of their own over all of g, the sums
+on one core below linalg's _MIN_SUM_SIZE: the VAE step 0.987 (bench/README.md, session 17).
 """
 import numpy as np
 
