@@ -639,6 +639,30 @@ def test_binary_crossentropy_clips_as_keras():
     assert np.all(np.isfinite(loss.numpy()))
 
 
+def test_binary_crossentropy_is_its_formula_in_ops_clip_ends_included():
+    """The op against the same formula written in ops (clip, log, multiply, add), with y_pred
+    outside [EPS, 1 - EPS], on its ends and inside: the same losses, and gradients for both
+    inputs (none for y_pred where clip changed it)."""
+    y_pred = np.array([[0.0, EPS, 0.3, 0.7, 1 - EPS, 1.0, -0.5, 1.5]])
+    y_true = np.array([[1.0, 0.0, 0.25, 1.0, 0.5, 0.0, 1.0, 0.0]])
+
+    def composed(t, p):
+        p = ops.clip(p, EPS, 1 - EPS)
+        return -(t * ops.log(p) + (1 - t) * ops.log(1 - p))
+
+    grads = []
+    for loss in (lambda t, p: ops.binary_crossentropy(t, p, reduction="none") * 8,
+                 lambda t, p: ops.mean(composed(t, p), axis=-1) * 8):
+        t = Tensor(y_true, requires_grad=True, dtype=np.float64)
+        p = Tensor(y_pred, requires_grad=True, dtype=np.float64)
+        value = loss(t, p)
+        ops.sum(value * np.array([1.5])).backward()
+        grads.append((value.numpy(), t.grad, p.grad))
+    for ours, formula in zip(*grads):
+        np.testing.assert_allclose(ours, formula, rtol=1e-12)
+    assert (grads[0][2][0, [0, 5, 6, 7]] == 0).all() and (grads[0][2][0, 1:5] != 0).all()
+
+
 @given(data=st.data())
 def test_binary_crossentropy_from_logits(data):
     batch, classes = data.draw(batch_and_classes(), label="shape")

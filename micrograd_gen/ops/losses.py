@@ -154,11 +154,30 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, reduction="mean"):
     if from_logits:
         elementwise = SigmoidCrossEntropy.apply(y_pred, y_true)
     else:
-        p = ew.clip(y_pred, EPSILON, 1 - EPSILON)
-        elementwise = ew.negative(ew.add(ew.multiply(y_true, ew.log(p)),
-                                         ew.multiply(ew.subtract(1, y_true),
-                                                     ew.log(ew.subtract(1, p)))))
+        elementwise = BinaryCrossEntropy.apply(y_pred, y_true)
     return _reduce(rd.mean(elementwise, axis=-1), reduction)
+
+
+class BinaryCrossEntropy(Function):
+    """Elementwise binary cross-entropy of probabilities, as Keras: p = clip(y_pred, 1e-7,
+    1 - 1e-7), -(y log p + (1 - y) log(1 - p)). One op instead of the ten its formula makes of
+    clip, log, multiply and add, with their backward calls: the VAE's loss over its 100K pixels,
+    forward and backward with its sums, 2.19 -> 1.62 ms (bench/README.md, session 17)."""
+
+    def forward(self, y_pred, y_true):
+        xp = get_array_module(y_pred)
+        self.p, self.y = xp.clip(y_pred, EPSILON, 1 - EPSILON), y_true
+        # clip passes the gradient only where it left y_pred as it was (ends included)
+        self.inside = (y_pred >= EPSILON) & (y_pred <= 1 - EPSILON)
+        return -(y_true * xp.log(self.p) + (1 - y_true) * xp.log(1 - self.p))
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        p, y = self.p, self.y
+        d_pred = (g * (-y / p + (1 - y) / (1 - p)) * self.inside
+                  if self.needs_input_grad[0] else None)
+        d_true = g * (xp.log(1 - p) - xp.log(p)) if self.needs_input_grad[1] else None
+        return d_pred, d_true
 
 
 def mean_squared_error(y_true, y_pred, reduction="mean"):
