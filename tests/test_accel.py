@@ -135,6 +135,37 @@ def test_every_route_is_the_reference(c, f, kernel_size, strides, dilation, rout
     assert_same(fast, reference, dtype, ("y", "dx", "dkernel", "dbias"))
 
 
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("images, chunk_bytes", [(2, None), (9, 2048), (2, 256)])
+def test_first_layer_masks_and_sums_g_in_its_kernel_gradients_chunks(relu, images, chunk_bytes,
+                                                                     monkeypatch):
+    """A network's first layer (thin input, no gradient for x, the VAE encoder's): the fused
+    ReLU's mask and the bias's sums are taken in dK's chunks (whole images, several, bands of
+    rows); dK and dBias are the reference's."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr(conv_thin, "_CHUNK_BYTES", chunk_bytes)
+    calls = []
+    original = conv_thin.thin_input_backward
+    monkeypatch.setattr(conv_thin, "thin_input_backward",
+                        lambda *a, **k: calls.append(a[4:6]) or original(*a, **k))
+    monkeypatch.setitem(fast_conv._ROUTES, "thin_input",
+                        (conv_thin.thin_input_forward, conv_thin.thin_input_backward))
+    rng = np.random.default_rng(images)
+    x = rng.standard_normal((images, 11, 9, 1))
+    kernel, bias = rng.standard_normal((3, 3, 1, 8)), rng.standard_normal(8)
+    results = []
+    for fast in (True, False):
+        with mg.fast_paths(fast):
+            tk, tb = (mg.Tensor(a, requires_grad=True, dtype=np.float64) for a in (kernel, bias))
+            y = ops.conv2d(x, tk, tb, strides=2, padding="same", relu=relu)
+            y.backward(np.random.default_rng(1).standard_normal(y.shape))
+            results.append((y.numpy(), tk.grad, tb.grad))
+    assert calls == [(False, True)]
+    if relu:
+        assert (results[0][0] == 0).any()
+    assert_same(results[0], results[1], np.float64, ("y", "dkernel", "dbias"))
+
+
 @pytest.mark.parametrize("need", [(True, False), (False, True)])
 def test_one_gradient_only(need):
     """Frozen kernels (DeepDream, style transfer) and frozen inputs: only what is asked for."""
