@@ -327,16 +327,15 @@ class _Tiling:
             band_tiles = (max(1, _ALONE_BAND_BYTES // (36 * 4 * F)) if one_thread
                           else _BAND_TILES)
         rows = self.N * self.th
+        per_band = max(1, band_tiles // self.tw if one_thread
+                       else min(-(-band_tiles // self.tw), -(-rows // 2)))
         if rows * self.tw <= band_tiles:               # one band (on two threads, cut along F)
             bands = [(0, rows)]
         elif one_thread or width is not None:
-            per_band = max(1, band_tiles // self.tw if one_thread
-                           else min(-(-band_tiles // self.tw), -(-rows // 2)))
             bands = [(r0, min(r0 + per_band, rows)) for r0 in range(0, rows, per_band)]
         else:
             # near-equal bands, a whole number of them per thread: 25 tile rows in bands of 7
             # (7, 7, 7, 4) kept one thread on 532 tiles while the other had 418
-            per_band = max(1, min(-(-band_tiles // self.tw), -(-rows // 2)))
             count = -(-rows // per_band)
             bands = even_cuts(rows, min(rows, -(-count // threads) * threads))
         if width is not None:
