@@ -187,9 +187,10 @@ def thin_input_backward(g, x, kernel, geom, need_dx, need_dk, need_db=False, pos
         dk, db = partial[0]
         for slot in range(1, len(partial)):
             dk += partial[slot][0]
-            db += partial[slot][1]
+            if sums_here:
+                db += partial[slot][1]
         dk = dk.reshape(geom.kh, geom.kw, C, F)
-        db = db if sums_here else None
+        db = db if sums_here else None                # else never written: not a sum
     if need_db and db is None:
         db = column_sums(g.reshape(-1, F))
     return dx, dk, db
