@@ -272,3 +272,51 @@ def test_dream_convs_lists_every_convolution_of_a_step_once():
         assert 0 < forward < 60_000 and 0 < both < 60_000, line
     bad = _run(str(ROOT / "bench" / "dream_convs.py"), "--size", "40x40")
     assert bad.returncode == 2 and "at least 75x75" in bad.stderr
+
+
+def test_handoff_times_a_section_and_a_wake_up():
+    """bench/handoff.py: the fixed cost of a parallel section, two chunks side by side against
+    one after the other, and a wake-up round trip, each a positive number of microseconds."""
+    done = _run(str(ROOT / "bench" / "handoff.py"), "--repeat", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    threads = int(lines[0].split("threads: ")[1])
+    if threads < 2:
+        assert lines[1] == "one thread: no hand-offs to measure"
+        return
+    sections = [line for line in lines if line.startswith("section, no work")]
+    assert len(sections) == 2
+    for line in sections:
+        assert 0 < float(line.split(": ")[1].split(" us")[0]) < 1e6, line
+    two = next(line for line in lines if line.startswith("two chunks"))
+    assert "side by side" in two and "one after the other" in two
+    trips = next(line for line in lines if line.startswith("wake-up round trip"))
+    values = [float(v) for v in trips.split(": ")[1].split(" us")[0].split(", ")]
+    assert len(values) == 3 and all(0 < v < 1e6 for v in values)
+    assert lines[-1].startswith("cpuidle: ")
+    bad = _run(str(ROOT / "bench" / "handoff.py"), "--repeat", "0")
+    assert bad.returncode == 2 and "--repeat" in bad.stderr
+
+
+def test_branch_balance_lists_each_block_both_ways():
+    """bench/branch_balance.py on the DeepDream step: every Inception block to mixed7 (eight)
+    forward and backward, each with its branches' times, the largest-first makespan, no less
+    than half the block's work nor than its largest branch, and their total excess."""
+    done = _run(str(ROOT / "bench" / "branch_balance.py"), "deepdream_step_204x306", "--steps",
+                "1", "--warmup", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("deepdream_step_204x306: ") and "threads" in lines[0]
+    rows = [line.split() for line in lines[2:-1]]
+    assert len(rows) == 16
+    assert sum(r[1] == "forward" for r in rows) == sum(r[1] == "backward" for r in rows) == 8
+    threads = int(lines[0].split(": ")[1].split(" threads")[0])
+    for row in rows:
+        branches = [float(v) for v in row[2:-3]]
+        makespan, half, largest = (float(v) for v in row[-3:])
+        assert len(branches) in (3, 4) and all(b >= 0 for b in branches)
+        assert abs(half - sum(branches) / threads) < 0.02 and abs(largest - max(branches)) < 0.02
+        assert makespan >= max(half, largest) - 0.02
+    assert lines[-1].startswith("makespans beyond the halves, a step: ")
+    bad = _run(str(ROOT / "bench" / "branch_balance.py"), "--steps", "0")
+    assert bad.returncode == 2 and "--steps" in bad.stderr
