@@ -16,10 +16,10 @@ trip through the hypervisor. This prints
                         wake-ups), three runs in a row (the first often runs faster);
   cpuidle               the kernel's idle driver and haltpoll's settings, where readable.
 
-Why. A DeepDream step at 204x306 has about forty sections and a few hundred moments where the
-two branch threads want the GIL together (bench/README.md, "Issue 17, session 18"); with a
-wake-up of tens of microseconds they are a few percent of the step, which no change to the
-engine's arithmetic recovers.
+Why. A DeepDream step at 204x306 hands work out about forty times, and its two branch threads
+often want the GIL together; with the guest's halt polling turned on (a diagnostic: wake-ups of
+7-8 us instead of 76-94) the step ran 4% faster (bench/README.md, "Issue 17, session 18"): a
+share of the step that no change to the engine's arithmetic recovers.
 """
 import argparse
 import glob
