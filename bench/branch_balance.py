@@ -52,12 +52,14 @@ def main(argv=None):
     step, _ = run.cpu_step(args.workload, args.quick, parser)
     for _ in range(args.warmup):
         step()
+    # Each run of a block replaces its entry in the table it orders its next run by, so the
+    # table after a step holds that step's costs; it is read, never cleared (the step would
+    # then hand out its branches by the kernels' estimate, not as it normally does).
     runs = {}                                 # (block's key, direction) -> [costs per step]
     for _ in range(args.steps):
-        branches._LAST_COSTS.clear()
         step()
         for key, costs in branches._LAST_COSTS.items():
-            runs.setdefault(key, []).append(costs)
+            runs.setdefault(key, []).append(list(costs))
     if not runs:
         print(f"{args.workload}: no Inception block ran on the fast path")
         return
