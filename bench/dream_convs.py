@@ -1,6 +1,7 @@
 """Every convolution of a DeepDream step, one thread each: ours against PyTorch's channels_last.
 
   python bench/dream_convs.py [--size 400x600] [--torch-python PY] [--reps N] [--top N]
+  python bench/dream_convs.py [--size 400x600] --flops
 
 Runs one step (InceptionV3 to mixed7, random weights, as bench/run.py's deepdream_step) to list
 its distinct convolutions (input, kernel, stride, padding) and how often each runs, then times
@@ -8,7 +9,10 @@ each on its own: forward with the fused ReLU, then forward + dX, the kernel froz
 runs them. One thread on both sides (ours: single-threaded BLAS, as inside an Inception branch;
 PyTorch: set_num_threads(1), in a child process of its own under --torch-python), so that the
 figures compare the convolutions themselves, not how a step spreads them over the cores.
-Sorted by what each layer's count costs us more than PyTorch.
+Sorted by what each layer's count costs us more than PyTorch. With --flops nothing is timed:
+the step's direct-convolution FLOPs (forward and dX, as bench/run.py counts them) by kernel
+shape, stride and output grid: how much of a step a method that does fewer multiplies than
+the direct one (Winograd, for 3x3 stride 1) could reach, and on what sizes.
 
 Why. The whole step is a sum of some sixty different layers, and the ratio of the sum hides
 which of them PyTorch's kernels win (bench/README.md, "Issue 17, session 13").
@@ -50,6 +54,24 @@ def layers_of_a_step(height, width):
         for module in modules:
             module.conv2d = real
     return [list(key) + [count] for key, count in seen.items()]
+
+
+def output_size(size, k, stride, padding):
+    return -(-size // stride) if padding == "same" else (size - k) // stride + 1
+
+
+def flop_shares(layers):
+    """[(kernel / stride, output grid, GFLOP, share)] of one step, largest first: forward + dX
+    of every convolution, 2 * N * OH * OW * Cin * Cout * kh * kw each way (the image needs its
+    gradient, so the first layer's dX counts too), summed by kernel shape, stride and grid."""
+    kinds = {}
+    for (n, h, w, c), (kh, kw, _, f), (sh, sw), padding, count in layers:
+        oh, ow = output_size(h, kh, sh, padding), output_size(w, kw, sw, padding)
+        key = (f"{kh}x{kw}/{sh}", f"{oh}x{ow}")
+        kinds[key] = kinds.get(key, 0.0) + count * 2 * (2.0 * n * oh * ow * c * f * kh * kw)
+    total = sum(kinds.values())
+    return [(kernel, grid, flop / 1e9, flop / total)
+            for (kernel, grid), flop in sorted(kinds.items(), key=lambda kv: -kv[1])]
 
 
 def ours(layers, reps):
@@ -110,6 +132,8 @@ def main(argv=None):
     parser.add_argument("--torch-python", help="an interpreter that can import torch")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--flops", action="store_true",
+                        help="print the step's FLOPs by kernel shape instead of timing")
     parser.add_argument("--torch-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_child:
@@ -125,6 +149,13 @@ def main(argv=None):
         parser.error("--reps and --top must be at least 1 and the picture at least 75x75")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     layers = layers_of_a_step(height, width)
+    if args.flops:
+        shares = flop_shares(layers)
+        print(f"DeepDream step at {height}x{width}: {sum(g for _, _, g, _ in shares):.2f} GFLOP "
+              f"(direct convolution, forward + dX), by kernel / stride and output grid")
+        for kernel, grid, gflop, share in shares:
+            print(f"{kernel:6s} on {grid:9s} {gflop:7.2f} GFLOP {100 * share:5.1f}%")
+        return
     mine = ours(layers, args.reps)
     theirs = None
     if args.torch_python:

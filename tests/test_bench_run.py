@@ -274,6 +274,28 @@ def test_dream_convs_lists_every_convolution_of_a_step_once():
     assert bad.returncode == 2 and "at least 75x75" in bad.stderr
 
 
+def test_dream_convs_flops_add_up_to_the_counted_step(monkeypatch):
+    """bench/dream_convs.py --flops: the step's FLOPs by kernel, stride and grid, their total
+    what bench/run.py's ConvFlopCounter counts for the same step, the shares summing to 100%."""
+    done = _run(str(ROOT / "bench" / "dream_convs.py"), "--size", "140x140", "--flops")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    total = float(lines[0].split(": ")[1].split(" GFLOP")[0])
+    rows = [line.split() for line in lines[1:]]
+    kinds = {(row[0], row[2]) for row in rows}
+    assert len(kinds) == len(rows)
+    # the stem's first layer, 140 -> 69 with a 3x3 stride-2 valid window; mixed3's 3x3 / 2
+    assert ("3x3/2", "69x69") in kinds and ("3x3/2", "7x7") in kinds
+    assert abs(sum(float(row[3]) for row in rows) - total) < 0.01 * len(rows)
+    assert abs(sum(float(row[5].rstrip("%")) for row in rows) - 100) < 0.1 * len(rows)
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    run = _load_run()
+    step, _ = run.deepdream_step(140, 140)(False, "cpu")
+    with run.ConvFlopCounter() as counter:
+        step()
+    assert abs(counter.flop / 1e9 - total) < 0.006
+
+
 def test_handoff_times_a_section_and_a_wake_up():
     """bench/handoff.py: the fixed cost of a parallel section, two chunks side by side against
     one after the other, and a wake-up round trip, each a positive number of microseconds."""
