@@ -133,7 +133,7 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--flops", action="store_true",
-                        help="print the step's FLOPs by kernel shape instead of timing")
+                        help="print the step's FLOPs by kernel, stride and grid; time nothing")
     parser.add_argument("--torch-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_child:
