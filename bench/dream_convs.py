@@ -148,7 +148,10 @@ def main(argv=None):
     if args.reps < 1 or args.top < 1 or min(height, width) < 75:
         parser.error("--reps and --top must be at least 1 and the picture at least 75x75")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    layers = layers_of_a_step(height, width)
+    try:
+        layers = layers_of_a_step(height, width)
+    except ValueError as error:     # the dream's loss refuses a picture too small for its layers
+        parser.error(f"--size {args.size}: {error}")
     if args.flops:
         shares = flop_shares(layers)
         print(f"DeepDream step at {height}x{width}: {sum(g for _, _, g, _ in shares):.2f} GFLOP "

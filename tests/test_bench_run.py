@@ -272,6 +272,9 @@ def test_dream_convs_lists_every_convolution_of_a_step_once():
         assert 0 < forward < 60_000 and 0 < both < 60_000, line
     bad = _run(str(ROOT / "bench" / "dream_convs.py"), "--size", "40x40")
     assert bad.returncode == 2 and "at least 75x75" in bad.stderr
+    small = _run(str(ROOT / "bench" / "dream_convs.py"), "--size", "100x100", "--flops")
+    assert small.returncode == 2 and "--size 100x100" in small.stderr
+    assert "larger picture" in small.stderr and "Traceback" not in small.stderr
 
 
 def test_dream_convs_flops_add_up_to_the_counted_step(monkeypatch):
