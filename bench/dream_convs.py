@@ -56,17 +56,14 @@ def layers_of_a_step(height, width):
     return [list(key) + [count] for key, count in seen.items()]
 
 
-def output_size(size, k, stride, padding):
-    return -(-size // stride) if padding == "same" else (size - k) // stride + 1
-
-
 def flop_shares(layers):
     """[(kernel / stride, output grid, GFLOP, share)] of one step, largest first: forward + dX
     of every convolution, 2 * N * OH * OW * Cin * Cout * kh * kw each way (the image needs its
     gradient, so the first layer's dX counts too), summed by kernel shape, stride and grid."""
+    from micrograd_gen.nn.convolutional import conv_output_length
     kinds = {}
     for (n, h, w, c), (kh, kw, _, f), (sh, sw), padding, count in layers:
-        oh, ow = output_size(h, kh, sh, padding), output_size(w, kw, sw, padding)
+        oh, ow = conv_output_length(h, kh, padding, sh), conv_output_length(w, kw, padding, sw)
         key = (f"{kh}x{kw}/{sh}", f"{oh}x{ow}")
         kinds[key] = kinds.get(key, 0.0) + count * 2 * (2.0 * n * oh * ow * c * f * kh * kw)
     total = sum(kinds.values())
